@@ -1,0 +1,90 @@
+// Error classes of the engine: few sentinels, and a FormatError that names the field.
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+)
+
+// Callers branch on the class with errors.Is; messages stay specific.
+var (
+	// ErrFormat: the file is not a valid qcow2 image (bad magic, a field outside the spec's or
+	// QEMU's limits). Returned by Open; the image is untouched.
+	ErrFormat = errors.New("qcow2: invalid image")
+	// ErrUnsupported: a valid image using a feature qnbd does not implement (an unknown
+	// incompatible bit, encryption).
+	ErrUnsupported = errors.New("qcow2: unsupported feature")
+	// ErrCorrupt: metadata found inconsistent at run time (an L2 entry pointing into the
+	// header, an unaligned table offset). The image is marked corrupt (incompatible bit 1) and
+	// the request fails; other requests keep being served read-only.
+	ErrCorrupt = errors.New("qcow2: image is corrupt")
+	// ErrReadOnly: a write to an image opened read-only.
+	ErrReadOnly = errors.New("qcow2: image is read-only")
+	// ErrNoSpace: the host file cannot grow (ENOSPC, EDQUOT, EFBIG) or a table would exceed
+	// its limit. It matches syscall.ENOSPC with errors.Is.
+	ErrNoSpace = &classError{msg: "qcow2: no space left for the image", errno: syscall.ENOSPC}
+	// ErrClosed: an operation on a closed image.
+	ErrClosed = errors.New("qcow2: image is closed")
+	// ErrOutOfRange: a guest request beyond the virtual size. It matches syscall.EINVAL.
+	ErrOutOfRange = &classError{msg: "qcow2: request beyond the end of the image", errno: syscall.EINVAL}
+)
+
+// classError is a sentinel that also matches an errno, so that layers that speak errnos (the
+// NBD server) can classify engine errors without importing this package.
+type classError struct {
+	msg   string
+	errno syscall.Errno
+}
+
+func (e *classError) Error() string { return e.msg }
+
+// Is reports whether target is the errno this class stands for.
+func (e *classError) Is(target error) bool { return target == e.errno }
+
+// FormatError describes a header or metadata field whose value is outside the spec's limits.
+// It matches ErrFormat (or Class, when set) with errors.Is.
+type FormatError struct {
+	// Off is the byte offset in the image file where the field lives, or -1 if not applicable.
+	Off int64
+	// Field names the field as the spec does ("cluster_bits", "l1_size").
+	Field string
+	// Val is the value found.
+	Val any
+	// Msg says what is wrong with it, including the limit ("must be at most 21").
+	Msg string
+	// Class is the sentinel this error belongs to; ErrFormat when nil.
+	Class error
+}
+
+func (e *FormatError) Error() string {
+	if e.Off >= 0 {
+		return fmt.Sprintf("qcow2: %s = %v at byte %#x: %s", e.Field, e.Val, e.Off, e.Msg)
+	}
+	return fmt.Sprintf("qcow2: %s = %v: %s", e.Field, e.Val, e.Msg)
+}
+
+// Unwrap returns the error's class.
+func (e *FormatError) Unwrap() error {
+	if e.Class != nil {
+		return e.Class
+	}
+	return ErrFormat
+}
+
+func formatErr(off int64, field string, val any, format string, args ...any) error {
+	return &FormatError{Off: off, Field: field, Val: val, Msg: fmt.Sprintf(format, args...)}
+}
+
+// corruptError marks err as corruption: errors.Is(err, ErrCorrupt) holds, and the message
+// keeps the specific cause.
+type corruptError struct{ msg string }
+
+func (e *corruptError) Error() string   { return "qcow2: corrupt image: " + e.msg }
+func (e *corruptError) Unwrap() error   { return ErrCorrupt }
+func (e *corruptError) Is(t error) bool { return t == syscall.EIO }
+
+// corruptf returns an error marked as corruption.
+func corruptf(format string, args ...any) error {
+	return &corruptError{msg: fmt.Sprintf(format, args...)}
+}
