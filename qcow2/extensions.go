@@ -1,0 +1,242 @@
+// Header extensions: decoding, validation and re-encoding (unknown ones are preserved).
+package qcow2
+
+import (
+	"fmt"
+	"math/bits"
+	"strings"
+)
+
+// Extensions holds the header extensions of an image. Known extensions are decoded into their
+// fields; unknown ones are kept byte for byte so that rewriting the header loses nothing
+// ("unknown header extensions ... must be preserved" is what QEMU does with
+// unknown_header_ext, and what qnbd does too).
+type Extensions struct {
+	// BackingFormat is the backing file format name ("raw", "qcow2"), or "" when absent.
+	BackingFormat string
+	// DataFile is the external data file name, or "" when absent.
+	DataFile string
+	// FeatureNames is the feature name table, in file order.
+	FeatureNames []FeatureName
+	// Bitmaps is the bitmaps extension, or nil. qnbd never updates bitmaps; it keeps the
+	// extension and clears the autoclear bit on its first write.
+	Bitmaps *BitmapsExtension
+	// Crypto is the full disk encryption header pointer, or nil.
+	Crypto *CryptoExtension
+	// Unknown holds every extension of an unknown type.
+	Unknown []RawExtension
+}
+
+// FeatureName is one entry of the feature name table.
+type FeatureName struct {
+	Type uint8 // FeatureIncompatible, FeatureCompatible or FeatureAutoclear
+	Bit  uint8
+	Name string
+}
+
+// BitmapsExtension is the bitmaps header extension.
+type BitmapsExtension struct {
+	Count          uint32
+	DirectorySize  uint64
+	DirectoryStart HostOffset
+}
+
+// CryptoExtension is the full disk encryption header pointer.
+type CryptoExtension struct {
+	Offset HostOffset
+	Length uint64
+}
+
+// RawExtension is an extension qnbd does not interpret.
+type RawExtension struct {
+	Type uint32
+	Data []byte
+}
+
+// decodeExtensions decodes the extensions in area[start:]. The area ends at the backing file
+// name or at the end of the first cluster, whichever comes first; an extension running past
+// that end is refused, as is a second copy of a known extension.
+func decodeExtensions(area []byte, start uint64) (Extensions, error) {
+	var e Extensions
+	seen := map[uint32]bool{}
+	off := start
+	end := uint64(len(area))
+	for off+extHeaderSize <= end {
+		r := readBuf(area[off:])
+		typ, n := r.u32(), uint64(r.u32())
+		if typ == ExtEnd {
+			return e, nil
+		}
+		dataOff := off + extHeaderSize
+		if n > end-dataOff {
+			return e, formatErr(int64(off), "header extension length", n, "extension %#08x runs past the end of the extension area at byte %d", typ, end)
+		}
+		data := area[dataOff : dataOff+n]
+		if typ != ExtFeatureNames && seen[typ] && isKnownExtension(typ) {
+			return e, formatErr(int64(off), "header extension type", fmt.Sprintf("%#08x", typ), "appears more than once")
+		}
+		seen[typ] = true
+		if err := e.decodeOne(typ, data, int64(off)); err != nil {
+			return e, err
+		}
+		off = dataOff + pad8(n)
+	}
+	// No end marker before the area ended: QEMU accepts this, and so do we.
+	return e, nil
+}
+
+func isKnownExtension(typ uint32) bool {
+	switch typ {
+	case ExtBackingFormat, ExtFeatureNames, ExtBitmaps, ExtFullDiskCrypto, ExtDataFile:
+		return true
+	}
+	return false
+}
+
+func (e *Extensions) decodeOne(typ uint32, data []byte, off int64) error {
+	switch typ {
+	case ExtBackingFormat:
+		if err := checkName("backing file format", data); err != nil {
+			return formatErr(off, "backing format extension", len(data), "%v", err)
+		}
+		e.BackingFormat = string(data)
+	case ExtDataFile:
+		if err := checkName("external data file name", data); err != nil {
+			return formatErr(off, "external data file extension", len(data), "%v", err)
+		}
+		e.DataFile = string(data)
+	case ExtFeatureNames:
+		// Trailing bytes shorter than one entry are ignored, as QEMU does.
+		for r := readBuf(data); len(r) >= featureNameEntrySize; {
+			t, b := r.u8(), r.u8()
+			name := r.bytes(featureNameEntrySize - 2)
+			if i := strings.IndexByte(string(name), 0); i >= 0 {
+				name = name[:i]
+			}
+			e.FeatureNames = append(e.FeatureNames, FeatureName{Type: t, Bit: b, Name: string(name)})
+		}
+	case ExtBitmaps:
+		if len(data) != bitmapsExtSize {
+			return formatErr(off, "bitmaps extension length", len(data), "must be %d", bitmapsExtSize)
+		}
+		r := readBuf(data)
+		b := &BitmapsExtension{Count: r.u32()}
+		if reserved := r.u32(); reserved != 0 {
+			return formatErr(off+12, "bitmaps extension reserved field", reserved, "must be zero")
+		}
+		b.DirectorySize = r.u64()
+		b.DirectoryStart = HostOffset(r.u64())
+		e.Bitmaps = b
+	case ExtFullDiskCrypto:
+		if len(data) != cryptoExtSize {
+			return formatErr(off, "encryption extension length", len(data), "must be %d", cryptoExtSize)
+		}
+		r := readBuf(data)
+		e.Crypto = &CryptoExtension{Offset: HostOffset(r.u64()), Length: r.u64()}
+	default:
+		e.Unknown = append(e.Unknown, RawExtension{Type: typ, Data: append([]byte(nil), data...)})
+	}
+	return nil
+}
+
+func (b *BitmapsExtension) validate(g Geometry, fileSize uint64) error {
+	if b.Count == 0 {
+		return formatErr(-1, "nb_bitmaps", b.Count, "the bitmaps extension lists no bitmaps")
+	}
+	if b.Count > MaxBitmaps {
+		return formatErr(-1, "nb_bitmaps", b.Count, "must be at most %d", MaxBitmaps)
+	}
+	if b.DirectorySize > MaxBitmapDirectoryBytes {
+		return formatErr(-1, "bitmap_directory_size", b.DirectorySize, "must be at most %d", MaxBitmapDirectoryBytes)
+	}
+	if b.DirectorySize < uint64(b.Count)*bitmapDirEntryFixedSize {
+		return formatErr(-1, "bitmap_directory_size", b.DirectorySize, "too small for %d bitmaps", b.Count)
+	}
+	return checkTable("bitmap_directory_offset", -1, b.DirectoryStart, b.DirectorySize, g, fileSize)
+}
+
+// encode returns the extensions as they are stored after the fixed header, without the end
+// marker.
+func (e *Extensions) encode() []byte {
+	var out []byte
+	add := func(typ uint32, data []byte) {
+		rec := make([]byte, extHeaderSize+pad8(uint64(len(data))))
+		w := writeBuf(rec)
+		w.u32(typ)
+		w.u32(uint32(len(data)))
+		w.bytes(data)
+		out = append(out, rec...)
+	}
+	if e.BackingFormat != "" {
+		add(ExtBackingFormat, []byte(e.BackingFormat))
+	}
+	if e.DataFile != "" {
+		add(ExtDataFile, []byte(e.DataFile))
+	}
+	if e.Crypto != nil {
+		b := make([]byte, cryptoExtSize)
+		w := writeBuf(b)
+		w.u64(uint64(e.Crypto.Offset))
+		w.u64(e.Crypto.Length)
+		add(ExtFullDiskCrypto, b)
+	}
+	if len(e.FeatureNames) > 0 {
+		b := make([]byte, len(e.FeatureNames)*featureNameEntrySize)
+		w := writeBuf(b)
+		for _, f := range e.FeatureNames {
+			name := make([]byte, featureNameEntrySize-2)
+			copy(name, f.Name)
+			w.u8(f.Type)
+			w.u8(f.Bit)
+			w.bytes(name)
+		}
+		add(ExtFeatureNames, b)
+	}
+	if e.Bitmaps != nil {
+		b := make([]byte, bitmapsExtSize)
+		w := writeBuf(b)
+		w.u32(e.Bitmaps.Count)
+		w.u32(0)
+		w.u64(e.Bitmaps.DirectorySize)
+		w.u64(uint64(e.Bitmaps.DirectoryStart))
+		add(ExtBitmaps, b)
+	}
+	for _, u := range e.Unknown {
+		add(u.Type, u.Data)
+	}
+	return out
+}
+
+// describeBits names the set bits of mask of the given feature type, using the image's own
+// feature name table where it has an entry ("bit 7 (fancy feature)").
+func (e *Extensions) describeBits(typ uint8, mask uint64) string {
+	var parts []string
+	for mask != 0 {
+		bit := uint8(bits.TrailingZeros64(mask))
+		mask &^= 1 << bit
+		desc := fmt.Sprintf("bit %d", bit)
+		for _, f := range e.FeatureNames {
+			if f.Type == typ && f.Bit == bit && f.Name != "" {
+				desc += " (" + f.Name + ")"
+				break
+			}
+		}
+		parts = append(parts, desc)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// DefaultFeatureNames is the feature name table qnbd writes into images it creates, naming
+// every feature bit it knows, as QEMU does.
+func DefaultFeatureNames() []FeatureName {
+	return []FeatureName{
+		{FeatureIncompatible, 0, "dirty bit"},
+		{FeatureIncompatible, 1, "corrupt bit"},
+		{FeatureIncompatible, 2, "external data file"},
+		{FeatureIncompatible, 3, "compression type"},
+		{FeatureIncompatible, 4, "extended L2 entries"},
+		{FeatureCompatible, 0, "lazy refcounts"},
+		{FeatureAutoclear, 0, "bitmaps"},
+		{FeatureAutoclear, 1, "raw external data"},
+	}
+}
