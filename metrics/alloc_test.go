@@ -26,7 +26,9 @@ func hookCalls(img qcow2.Hooks, nbd server.ExportHooks, srv server.ServerHooks) 
 		{"CacheAccess", func() { img.CacheAccess(qcow2.CacheRefBlock, true) }},
 		{"CacheEviction", func() { img.CacheEviction(qcow2.CacheL2) }},
 		{"Flushed", func() { img.Flushed(3 * time.Millisecond) }},
-		{"StateChanged", func() { img.StateChanged(qcow2.State{Dirty: true, L1Entries: 8, RefTableClusters: 1, HostBytes: 1 << 20}) }},
+		{"StateChanged", func() {
+			img.StateChanged(qcow2.State{Dirty: true, L1Entries: 8, RefTableClusters: 1, HostBytes: 1 << 20})
+		}},
 		{"ConnOpened", func() { nbd.ConnOpened() }},
 		{"ConnClosed", func() { nbd.ConnClosed() }},
 		{"RequestStarted", func() { nbd.RequestStarted(server.OpRead) }},
