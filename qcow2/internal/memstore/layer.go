@@ -1,0 +1,124 @@
+// layer: a sparse byte array in 4 KiB pages, the representation of one view of a file.
+package memstore
+
+import "io"
+
+// pageSize is the granularity of the sparse representation.
+const pageSize = 4096
+
+type page = [pageSize]byte
+
+// layer is a file's contents: a length and the pages that were ever written below it. A
+// missing page reads as zeros. Not safe for concurrent use; Store locks around it.
+type layer struct {
+	size  int64
+	pages map[int64]*page
+}
+
+func newLayer() *layer { return &layer{pages: map[int64]*page{}} }
+
+// clone returns a deep copy.
+func (l *layer) clone() *layer {
+	c := &layer{size: l.size, pages: make(map[int64]*page, len(l.pages))}
+	for i, p := range l.pages {
+		cp := *p
+		c.pages[i] = &cp
+	}
+	return c
+}
+
+// readAt copies [off, off+len(p)) into p, stopping at the end of the file with io.EOF as
+// *os.File does.
+func (l *layer) readAt(p []byte, off int64) (int, error) {
+	if off >= l.size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	n := len(p)
+	var err error
+	if int64(n) > l.size-off {
+		n = int(l.size - off)
+		err = io.EOF
+	}
+	for done := 0; done < n; {
+		pos := off + int64(done)
+		idx, in := pos/pageSize, int(pos%pageSize)
+		k := min(n-done, pageSize-in)
+		if pg := l.pages[idx]; pg != nil {
+			copy(p[done:done+k], pg[in:in+k])
+		} else {
+			clear(p[done : done+k])
+		}
+		done += k
+	}
+	return n, err
+}
+
+// writeAt stores p at off, growing the file if needed.
+func (l *layer) writeAt(p []byte, off int64) {
+	for done := 0; done < len(p); {
+		pos := off + int64(done)
+		idx, in := pos/pageSize, int(pos%pageSize)
+		k := min(len(p)-done, pageSize-in)
+		pg := l.pages[idx]
+		if pg == nil {
+			pg = new(page)
+			l.pages[idx] = pg
+		}
+		copy(pg[in:in+k], p[done:done+k])
+		done += k
+	}
+	if end := off + int64(len(p)); end > l.size {
+		l.size = end
+	}
+}
+
+// zero clears [off, off+n) without changing the size, dropping whole pages.
+func (l *layer) zero(off, n int64) {
+	end := off + n
+	for pos := off; pos < end; {
+		idx, in := pos/pageSize, pos%pageSize
+		k := min(end-pos, pageSize-in)
+		if pg := l.pages[idx]; pg != nil {
+			if in == 0 && k == pageSize {
+				delete(l.pages, idx)
+			} else {
+				clear(pg[in : in+k])
+			}
+		}
+		pos += k
+	}
+}
+
+// truncate sets the length; bytes beyond a shrink are gone, so a later grow reads zeros.
+func (l *layer) truncate(size int64) {
+	if size < l.size {
+		l.zero(size, l.size-size)
+	}
+	l.size = size
+}
+
+// punch zeroes [off, off+n) clipped to the file, keeping the size (FALLOC_FL_KEEP_SIZE).
+func (l *layer) punch(off, n int64) {
+	if off >= l.size {
+		return
+	}
+	l.zero(off, min(n, l.size-off))
+}
+
+// apply performs a recorded mutation.
+func (l *layer) apply(op Op) {
+	switch op.Kind {
+	case OpWrite:
+		l.writeAt(op.Data, op.Off)
+	case OpTruncate:
+		l.truncate(op.Off)
+	case OpPunchHole:
+		l.punch(op.Off, op.Len)
+	}
+}
+
+// allocated is the number of bytes held in pages.
+func (l *layer) allocated() int64 { return int64(len(l.pages)) * pageSize }
