@@ -1,0 +1,349 @@
+// Fixed-newstyle handshake: the greeting, client flags, the option loop with its limits, and
+// the negotiation state (with the reset point STARTTLS will need).
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+)
+
+// negotiation is the state options build up before GO. Everything in it must be reset when
+// TLS starts ("the server MUST NOT preserve any negotiation state ... issued before this
+// command"; CVE-2021-3716).
+type negotiation struct {
+	fixed    bool // the client set NBD_FLAG_C_FIXED_NEWSTYLE
+	noZeroes bool // the client set NBD_FLAG_C_NO_ZEROES
+	mode     replyMode
+
+	metaExport *export // export named by the last SET_META_CONTEXT, nil if none
+	metas      []metaContext
+
+	options int // options received so far
+}
+
+// reset drops every stateful negotiation result; the STARTTLS seam.
+func (n *negotiation) reset() {
+	n.mode = modeSimple
+	n.metaExport = nil
+	n.metas = nil
+}
+
+// transmissionFlags is what INFO, GO and EXPORT_NAME advertise for x in this negotiation.
+func (n *negotiation) transmissionFlags(x *export, opt Opt) TransmissionFlags {
+	f := x.flags
+	if n.mode >= modeStructured {
+		f |= FlagSendDF
+	}
+	// qemu's rule: advertise the block-status payload with extended headers when contexts are
+	// selected for this export (or to NBD_OPT_INFO, which cannot know yet).
+	if n.mode == modeExtended && ((len(n.metas) > 0 && n.metaExport == x) || opt == OptInfo) {
+		f |= FlagBlockStatusPayload
+	}
+	return f
+}
+
+// Sentinels that end the handshake without an export.
+var (
+	errAbort    = errors.New("nbd: client aborted the handshake")
+	errShutdown = errors.New("nbd: server shutting down")
+)
+
+// maxInfoOptionLen is the content bound of INFO and GO: name length, a 4096-byte name, the
+// request count and 65535 requests.
+const maxInfoOptionLen = 4 + MaxStringLen + 2 + 2*0xffff
+
+// handshake negotiates until GO or EXPORT_NAME selects an export (ok) or the connection must
+// close. It reports the outcome to ServerHooks.
+func (c *conn) handshake() (x *export, n *negotiation, ok bool) {
+	s := c.srv
+	if lim := s.handshakeLimit(); lim > 0 {
+		c.nc.SetDeadline(time.Now().Add(lim))
+	}
+	n = &negotiation{}
+	x, err := c.negotiate(n)
+	res := c.classify(err)
+	name := ""
+	if x != nil {
+		name = x.Name
+	}
+	if h := s.Config.Hooks; h != nil {
+		h.Handshake(name, res)
+	}
+	if err != nil {
+		level := s.log.Debug
+		if res == HandshakeRejected {
+			level = s.log.Info
+		}
+		level("nbd: handshake ended", "remote", c.remote, "result", res, "err", err)
+		return nil, nil, false
+	}
+	c.nc.SetDeadline(time.Time{})
+	s.log.Debug("nbd: client entered transmission", "remote", c.remote, "export", name,
+		"mode", n.mode)
+	return x, n, true
+}
+
+// classify turns the handshake's end into a HandshakeResult.
+func (c *conn) classify(err error) HandshakeResult {
+	var pe *protocolError
+	switch {
+	case err == nil:
+		return HandshakeOK
+	case errors.Is(err, errAbort), errors.Is(err, errShutdown):
+		return HandshakeAborted
+	case errors.As(err, &pe):
+		return HandshakeRejected
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if c.srv.shuttingDown() {
+			return HandshakeAborted
+		}
+		return HandshakeTimeout
+	}
+	return HandshakeError
+}
+
+func (c *conn) negotiate(n *negotiation) (*export, error) {
+	s := c.srv
+	// S: NBDMAGIC | IHAVEOPT | handshake flags
+	g := writeBuf(c.scratch[:0]).u64(MagicNBD).u64(MagicIHaveOpt).u16(uint16(FlagFixedNewstyle | FlagNoZeroes))
+	if _, err := c.nc.Write(g); err != nil {
+		return nil, err
+	}
+	var b [optHeaderLen]byte
+	if _, err := io.ReadFull(c.br, b[:4]); err != nil {
+		if err == io.EOF {
+			return nil, errAbort // a port probe
+		}
+		return nil, err
+	}
+	cf := ClientFlags(be.Uint32(b[:4]))
+	if cf&^knownClientFlags != 0 {
+		// "the server MUST drop the TCP connection if the client sets an unknown flag"
+		return nil, violation("unknown client flags %#x", uint32(cf))
+	}
+	n.fixed = cf&FlagCFixedNewstyle != 0
+	n.noZeroes = cf&FlagCNoZeroes != 0
+
+	for {
+		if _, err := io.ReadFull(c.br, b[:]); err != nil {
+			if err == io.EOF {
+				return nil, errAbort // a clean close between options
+			}
+			return nil, err
+		}
+		if n.options >= s.maxOptions() {
+			return nil, violation("more than %d options without GO", s.maxOptions())
+		}
+		n.options++
+		r := readBuf(b[:])
+		if magic := r.u64(); magic != MagicIHaveOpt {
+			return nil, violation("option magic %#x", magic)
+		}
+		opt, length := Opt(r.u32()), r.u32()
+		if limit := c.optionLimit(opt); length > limit {
+			// CVE-2017-15119: never read and discard gigabytes of option payload.
+			return nil, violation("%v payload of %d bytes (limit %d)", opt, length, limit)
+		}
+		o := &optReader{br: c.br, left: length}
+		if !n.fixed && opt != OptExportName {
+			// Non-fixed newstyle knows only EXPORT_NAME and cannot be told "unsupported".
+			return nil, violation("%v without fixed newstyle", opt)
+		}
+		if s.shuttingDown() {
+			if err := o.skip(); err != nil {
+				return nil, err
+			}
+			if opt == OptAbort {
+				c.optReply(opt, RepAck, nil)
+				return nil, errAbort
+			}
+			if opt != OptExportName {
+				c.optError(opt, RepErrShutdown, "server is shutting down")
+			}
+			return nil, errShutdown
+		}
+		x, err := c.option(opt, o, n)
+		if err != nil || x != nil {
+			return x, err
+		}
+	}
+}
+
+// optionLimit is the largest payload accepted for opt: the content bound where the content
+// bounds it, the configured limit otherwise.
+func (c *conn) optionLimit(opt Opt) uint32 {
+	switch opt {
+	case OptExportName:
+		return MaxStringLen
+	case OptInfo, OptGo:
+		return max(maxInfoOptionLen, c.srv.maxOptionLen())
+	}
+	return c.srv.maxOptionLen()
+}
+
+// option handles one option; a non-nil export means transmission starts.
+func (c *conn) option(opt Opt, o *optReader, n *negotiation) (*export, error) {
+	switch opt {
+	case OptExportName:
+		return c.optExportName(o, n)
+	case OptAbort:
+		// "a server SHOULD ignore any data sent by the client rather than rejecting the
+		// request as invalid"; the client may already be gone, so write errors don't matter.
+		if err := o.skip(); err != nil {
+			return nil, err
+		}
+		c.optReply(opt, RepAck, nil)
+		return nil, errAbort
+	case OptList:
+		return nil, c.optList(o)
+	case OptStartTLS:
+		return nil, c.optStartTLS(o, n)
+	case OptInfo, OptGo:
+		return c.optInfoGo(opt, o, n)
+	case OptStructuredReply:
+		return nil, c.optStructuredReply(o, n)
+	case OptListMetaContext, OptSetMetaContext:
+		return nil, c.optMetaContext(opt, o, n)
+	case OptExtendedHeaders:
+		return nil, c.optExtendedHeaders(o, n)
+	}
+	// "Servers that receive messages which they do not implement MUST reply to them with
+	// NBD_REP_ERR_UNSUP, and MUST NOT fail to parse the next message received."
+	if err := o.skip(); err != nil {
+		return nil, err
+	}
+	return nil, c.optError(opt, RepErrUnsup, "option %v not supported", opt)
+}
+
+// optStartTLS is the TLS seam. This server runs in NOTLS mode: "If the server receives
+// NBD_OPT_STARTTLS it MUST respond with NBD_REP_ERR_POLICY (if it does not support TLS for
+// policy reasons)". A TLS-capable version replies NBD_REP_ACK here, wraps c.nc with
+// tls.Server, completes the TLS handshake, rebuilds c.br over the TLS conn, and calls
+// n.reset() so that nothing negotiated in plaintext survives.
+func (c *conn) optStartTLS(o *optReader, _ *negotiation) error {
+	if o.left > 0 {
+		if err := o.skip(); err != nil {
+			return err
+		}
+		return c.optError(OptStartTLS, RepErrInvalid, "STARTTLS must not carry data")
+	}
+	return c.optError(OptStartTLS, RepErrPolicy, "TLS not configured")
+}
+
+func (c *conn) optStructuredReply(o *optReader, n *negotiation) error {
+	const opt = OptStructuredReply
+	switch {
+	case o.left > 0:
+		if err := o.skip(); err != nil {
+			return err
+		}
+		return c.optError(opt, RepErrInvalid, "STRUCTURED_REPLY must not carry data")
+	case n.mode == modeExtended:
+		return c.optError(opt, RepErrExtHeaderReqd, "extended headers already negotiated")
+	case n.mode == modeStructured:
+		return c.optError(opt, RepErrInvalid, "structured replies already negotiated")
+	}
+	n.mode = modeStructured
+	return c.optReply(opt, RepAck, nil)
+}
+
+func (c *conn) optExtendedHeaders(o *optReader, n *negotiation) error {
+	const opt = OptExtendedHeaders
+	switch {
+	case o.left > 0:
+		if err := o.skip(); err != nil {
+			return err
+		}
+		return c.optError(opt, RepErrInvalid, "EXTENDED_HEADERS must not carry data")
+	case c.srv.Config.NoExtendedHeaders:
+		return c.optError(opt, RepErrUnsup, "extended headers disabled")
+	case n.mode == modeExtended:
+		return c.optError(opt, RepErrInvalid, "extended headers already negotiated")
+	}
+	n.mode = modeExtended
+	return c.optReply(opt, RepAck, nil)
+}
+
+// optReply writes one option reply with its payload.
+func (c *conn) optReply(opt Opt, rep Rep, payload []byte) error {
+	b := appendOptReply(c.scratch[:0], opt, rep, uint32(len(payload)))
+	b = append(b, payload...)
+	_, err := c.nc.Write(b)
+	c.scratch = b[:0]
+	return err
+}
+
+// optError writes an error reply whose message is at most MaxStringLen bytes
+// (CVE-2020-10761).
+func (c *conn) optError(opt Opt, rep Rep, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if len(msg) > MaxStringLen {
+		msg = msg[:MaxStringLen]
+	}
+	return c.optReply(opt, rep, []byte(msg))
+}
+
+// quote renders a client-supplied name for a message: escaped and at most ~200 bytes.
+func quote(name string) string {
+	if len(name) > 200 {
+		name = name[:200]
+	}
+	return strconv.Quote(name)
+}
+
+// optReader reads an option's payload without ever reading past its declared length.
+type optReader struct {
+	br   io.Reader
+	left uint32
+	tmp  [8]byte
+}
+
+// u16 and u32 read a field; callers check o.left first.
+func (o *optReader) u16() (uint16, error) {
+	if _, err := io.ReadFull(o.br, o.tmp[:2]); err != nil {
+		return 0, err
+	}
+	o.left -= 2
+	return be.Uint16(o.tmp[:2]), nil
+}
+
+func (o *optReader) u32() (uint32, error) {
+	if _, err := io.ReadFull(o.br, o.tmp[:4]); err != nil {
+		return 0, err
+	}
+	o.left -= 4
+	return be.Uint32(o.tmp[:4]), nil
+}
+
+// str reads n bytes (n <= o.left, n <= MaxStringLen) as a string.
+func (o *optReader) str(n uint32) (string, error) {
+	p := make([]byte, n)
+	if _, err := io.ReadFull(o.br, p); err != nil {
+		return "", err
+	}
+	o.left -= n
+	return string(p), nil
+}
+
+// discard drops n bytes (n <= o.left).
+func (o *optReader) discard(n uint32) error {
+	if _, err := io.CopyN(io.Discard, o.br, int64(n)); err != nil {
+		return unexpectedEOF(err)
+	}
+	o.left -= n
+	return nil
+}
+
+// skip drops the rest of the payload.
+func (o *optReader) skip() error { return o.discard(o.left) }
+
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
