@@ -227,3 +227,15 @@ const (
 const (
 	bitmapDirEntryFixedSize = 24
 )
+
+// Bitmap table entries ("Bitmap table entry: 0: Reserved and must be zero if bits 9 - 55 are
+// non-zero. If bits 9 - 55 are zero: 0 if the cluster is unallocated and should read as all
+// zeros, 1 if it should read as all ones ... 1 - 8: Reserved and must be zero. 9 - 55: Bits
+// 9 - 55 of the host cluster offset ... 56 - 63: Reserved and must be zero.") and QEMU's bound
+// on a bitmap table (BME_MAX_TABLE_SIZE entries).
+const (
+	bitmapEntryOffsetMask   uint64 = 0x00fffffffffffe00
+	bitmapEntryReservedMask uint64 = 0xff000000000001fe
+	bitmapEntryAllOnes      uint64 = 1
+	maxBitmapTableEntries          = 0x8000000
+)

@@ -1,0 +1,310 @@
+package qcow2
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// ccNewImage makes an image with qemu-img create -o opts and runs qemu-io commands on it.
+func ccNewImage(t testing.TB, dir, name, opts, size string, io ...string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	args := []string{"create", "-q", "-f", "qcow2"}
+	if opts != "" {
+		args = append(args, "-o", opts)
+	}
+	ccRun(t, "qemu-img", append(args, p, size)...)
+	ccIO(t, p, io...)
+	return p
+}
+
+// ccIO runs qemu-io commands on an image.
+func ccIO(t testing.TB, p string, cmds ...string) {
+	t.Helper()
+	if len(cmds) == 0 {
+		return
+	}
+	args := []string{"-f", "qcow2"}
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	ccRun(t, "qemu-io", append(args, p)...)
+}
+
+// ccScenario is an image built by qemu tools, possibly broken on purpose, and qemu-img check's
+// expected verdict on it.
+type ccScenario struct {
+	name  string
+	build func(t *testing.T, dir string) string
+	want  int // qemu-img check exit status
+	// repaired is qemu-img check's exit status after qemu-img check -r all (and after ours).
+	repaired int
+	// qemuCannotRepair: qemu-img check -r all gives up on this image (exit 1), we do not.
+	qemuCannotRepair bool
+	// unreadable: qemu refuses to read the guest data of the broken image.
+	unreadable bool
+}
+
+var ccWrites = []string{"write -P 0x11 0 128k", "write -P 0x22 1M 64k", "write -P 0x33 3M 4k"}
+
+func ccScenarios() []ccScenario {
+	clean := func(opts, size string, io ...string) func(*testing.T, string) string {
+		return func(t *testing.T, dir string) string { return ccNewImage(t, dir, "t.qcow2", opts, size, io...) }
+	}
+	broken := func(opts string, poke func(m *ccImg)) func(*testing.T, string) string {
+		return func(t *testing.T, dir string) string {
+			p := ccNewImage(t, dir, "t.qcow2", opts, "64M", ccWrites...)
+			poke(ccOpenImg(t, p))
+			return p
+		}
+	}
+	return []ccScenario{
+		{name: "clean-64k", build: clean("", "64M", ccWrites...)},
+		{name: "clean-empty-4T", build: clean("", "4T")},
+		{name: "clean-512", build: clean("cluster_size=512", "16M", ccWrites...)},
+		{name: "clean-2M", build: clean("cluster_size=2M", "64M", ccWrites...)},
+		{name: "clean-v2", build: clean("compat=0.10", "64M", ccWrites...)},
+		{name: "clean-refbits1", build: clean("refcount_bits=1,cluster_size=4k", "16M", ccWrites...)},
+		{name: "clean-refbits64", build: clean("refcount_bits=64", "64M", ccWrites...)},
+		{name: "clean-extl2", build: clean("extended_l2=on", "64M", "write -P 1 0 4k", "write -P 2 70k 6k", "write -z 200k 8k", "write -z -u 1M 64k")},
+		{name: "clean-zero-clusters", build: clean("", "64M", "write -P 1 0 192k", "write -z 64k 64k", "write -z -u 128k 64k", "write -z 1M 64k")},
+		{name: "clean-prealloc-metadata", build: clean("preallocation=metadata,cluster_size=16k", "8M", "write -P 3 8k 16k")},
+		{name: "clean-datafile", build: func(t *testing.T, dir string) string {
+			return ccNewImage(t, dir, "t.qcow2", "data_file="+filepath.Join(dir, "t.data"), "64M", ccWrites...)
+		}},
+		{name: "clean-snapshots", build: func(t *testing.T, dir string) string {
+			p := ccNewImage(t, dir, "t.qcow2", "", "64M", ccWrites...)
+			ccRun(t, "qemu-img", "snapshot", "-c", "s1", p)
+			ccIO(t, p, "write -P 0x44 0 64k", "write -P 0x55 8M 64k")
+			ccRun(t, "qemu-img", "snapshot", "-c", "s2", p)
+			ccIO(t, p, "write -P 0x66 64k 64k")
+			return p
+		}},
+		{name: "clean-compressed", build: func(t *testing.T, dir string) string {
+			src := ccNewImage(t, dir, "src.qcow2", "", "8M", "write -P 0x11 0 1M", "write -P 0x22 3M 100k")
+			p := filepath.Join(dir, "t.qcow2")
+			ccRun(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "cluster_size=4k", src, p)
+			return p
+		}},
+		{name: "clean-bitmaps", build: func(t *testing.T, dir string) string {
+			p := ccNewImage(t, dir, "t.qcow2", "cluster_size=4k", "64M", "write -P 1 0 64k")
+			ccRun(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "b0")
+			ccRun(t, "qemu-img", "bitmap", "--add", p, "b1")
+			ccIO(t, p, "write -P 2 1M 1M", "write -P 3 40M 64k")
+			return p
+		}},
+		{name: "leaked", want: 3, build: func(t *testing.T, dir string) string {
+			p := ccNewImage(t, dir, "t.qcow2", "", "64M", append(ccWrites, "discard 1M 64k")...)
+			m := ccOpenImg(t, p)
+			// The discarded cluster is free but still inside the file: give it a refcount.
+			for c := HostCluster(0); uint64(c) < uint64(ccFileSize(t, p))/m.h.ClusterSize(); c++ {
+				if m.refcount(c) == 0 {
+					m.setRefcount(c, 1)
+					return p
+				}
+			}
+			t.Fatal("no free cluster inside the file")
+			return ""
+		}},
+		{name: "refcount0", want: 2, build: broken("", func(m *ccImg) { m.setRefcount(m.dataCluster(1<<20), 0) })},
+		{name: "refcount-too-low", want: 2, build: broken("", func(m *ccImg) {
+			ccRun(m.t, "qemu-img", "snapshot", "-c", "s", m.path)
+			m.setRefcount(m.dataCluster(0), 1)
+		})},
+		{name: "l2-to-reftable", want: 2, build: broken("", func(m *ccImg) {
+			m.putU64(m.l2EntryOff(2<<20), uint64(MakeL2Entry(m.h.RefTableOffset, true, false)))
+		})},
+		{name: "l2-to-refblock", want: 2, build: broken("", func(m *ccImg) {
+			rb := RefTableEntry(m.u64(uint64(m.h.RefTableOffset))).Offset()
+			m.putU64(m.l2EntryOff(2<<20), uint64(MakeL2Entry(rb, true, false)))
+		})},
+		{name: "cross-link", want: 2, build: broken("", func(m *ccImg) {
+			m.putU64(m.l2EntryOff(2<<20), m.u64(m.l2EntryOff(1<<20)))
+		})},
+		{name: "copied-l2-clear", want: 2, build: broken("", func(m *ccImg) {
+			o := m.l2EntryOff(64 << 10)
+			m.putU64(o, m.u64(o)&^entryCopied)
+		})},
+		{name: "copied-l1-clear", want: 2, build: broken("", func(m *ccImg) {
+			o := m.l1EntryOff(0)
+			m.putU64(o, m.u64(o)&^entryCopied)
+		})},
+		{name: "copied-on-compressed", want: 2, build: func(t *testing.T, dir string) string {
+			src := ccNewImage(t, dir, "src.qcow2", "", "8M", "write -P 0x11 0 256k")
+			p := filepath.Join(dir, "t.qcow2")
+			ccRun(t, "qemu-img", "convert", "-c", "-O", "qcow2", src, p)
+			m := ccOpenImg(t, p)
+			o := m.l2EntryOff(64 << 10)
+			m.putU64(o, m.u64(o)|entryCopied)
+			return p
+		}, repaired: 2},
+		{name: "unaligned-data", want: 2, repaired: 2, unreadable: true, build: broken("", func(m *ccImg) {
+			o := m.l2EntryOff(1 << 20)
+			m.putU64(o, m.u64(o)+512)
+		})},
+		{name: "unaligned-prealloc-zero", want: 2, unreadable: true, build: broken("", func(m *ccImg) {
+			o := m.l2EntryOff(1 << 20)
+			m.putU64(o, m.u64(o)+512|l2Zero)
+		})},
+		{name: "l2-reserved-bits", want: 2, repaired: 2, build: broken("", func(m *ccImg) {
+			o := m.l2EntryOff(1 << 20)
+			m.putU64(o, m.u64(o)|1<<57)
+		})},
+		{name: "past-eof", want: 2, repaired: 2, build: broken("", func(m *ccImg) {
+			m.putU64(m.l2EntryOff(2<<20), uint64(MakeL2Entry(1<<40, true, false)))
+		})},
+		{name: "refblock-unaligned", want: 1, qemuCannotRepair: true, build: broken("", func(m *ccImg) {
+			m.putU64(uint64(m.h.RefTableOffset), m.u64(uint64(m.h.RefTableOffset))+512)
+		})},
+		{name: "dirty-lazy", want: 2, build: func(t *testing.T, dir string) string {
+			p := ccNewImage(t, dir, "t.qcow2", "lazy_refcounts=on", "64M", "write -P 0x11 0 64k")
+			cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 128k", "-c", "write -P 0x33 5M 4k", "-c", "sigraise 9", p)
+			if err := cmd.Run(); err == nil {
+				t.Fatal("qemu-io was not killed")
+			}
+			if h := ccOpenImg(t, p).h; !h.Dirty() {
+				t.Fatal("image not dirty after kill")
+			}
+			return p
+		}},
+	}
+}
+
+func ccFileSize(t testing.TB, p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// TestCheckMatchesQemu checks every scenario with Check and with qemu-img check and requires
+// the same verdict and counters.
+func TestCheckMatchesQemu(t *testing.T) {
+	t.Parallel()
+	for _, sc := range ccScenarios() {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			p := sc.build(t, t.TempDir())
+			q := ccQemuImgCheck(t, p)
+			if q.Exit != sc.want {
+				t.Fatalf("scenario is not what it claims: qemu-img check exit %d, want %d\n%s", q.Exit, sc.want, q.Stderr)
+			}
+			res, err := Check(p, RepairNone)
+			if sc.want == 1 {
+				// qemu-img gives up; we may finish or give up, but must say check errors.
+				if err == nil && res.CheckErrors == 0 {
+					t.Fatalf("no check errors on an image qemu-img cannot check: %q", res.Messages)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Check: %v (%q)", err, res.Messages)
+			}
+			ccCompareWithQemu(t, res, q)
+			ccCompareMessages(t, res, q)
+		})
+	}
+}
+
+// ccCompareMessages requires that every finding qemu-img prints (lines starting with ERROR,
+// Leaked or Repairing) is among ours, word for word.
+func ccCompareMessages(t testing.TB, res *CheckResult, q ccQemuCheck) {
+	t.Helper()
+	ours := map[string]bool{}
+	for _, m := range res.Messages {
+		ours[m] = true
+	}
+	for _, line := range strings.Split(q.Stderr, "\n") {
+		if strings.HasPrefix(line, "ERROR") || strings.HasPrefix(line, "Leaked") || strings.HasPrefix(line, "Repairing") {
+			if !ours[line] {
+				t.Errorf("qemu-img says %q; we did not (ours: %q)", line, res.Messages)
+			}
+		}
+	}
+}
+
+// TestRepairAllMatchesQemu repairs each scenario with RepairAll and a copy with qemu-img
+// check -r all, and requires: the same counters, qemu-img check's verdict on our repaired
+// image equal to its verdict on its own, and unchanged guest data.
+func TestRepairAllMatchesQemu(t *testing.T) {
+	t.Parallel()
+	for _, sc := range ccScenarios() {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			p := sc.build(t, dir)
+			before := ccCopy(t, p, dir, "before.qcow2")
+			theirs := ccCopy(t, p, dir, "theirs.qcow2")
+			q := ccQemuImgCheck(t, theirs, "-r", "all")
+			res, err := Check(p, RepairAll)
+			if err != nil {
+				t.Fatalf("RepairAll: %v (%q)", err, res.Messages)
+			}
+			after := ccQemuImgCheck(t, p)
+			if after.Exit != sc.repaired {
+				t.Errorf("qemu-img check after our repair: exit %d, want %d\n%s\nours: %q", after.Exit, sc.repaired, after.Stderr, res.Messages)
+			}
+			if res.ExitCode() != after.Exit {
+				t.Errorf("our verdict after repair %d, qemu-img's %d", res.ExitCode(), after.Exit)
+			}
+			if sc.qemuCannotRepair {
+				if q.Exit != 1 {
+					t.Errorf("qemu-img check -r all: exit %d, the scenario says it gives up", q.Exit)
+				}
+			} else if q.Exit != sc.repaired {
+				t.Errorf("qemu-img check -r all: exit %d, want %d (scenario expectation wrong?)", q.Exit, sc.repaired)
+			} else if res.CorruptionsFixed != q.CorruptionsFixed || res.LeaksFixed != q.LeaksFixed {
+				t.Errorf("fixed: ours corruptions %d leaks %d, qemu-img corruptions %d leaks %d\nours: %q\nqemu: %s",
+					res.CorruptionsFixed, res.LeaksFixed, q.CorruptionsFixed, q.LeaksFixed, res.Messages, q.Stderr)
+			}
+			if sc.want != 0 && sc.repaired == 0 && res.CorruptionsFixed+res.LeaksFixed == 0 {
+				t.Errorf("nothing repaired on a broken image: %q", res.Messages)
+			}
+			if h := ccOpenImg(t, p).h; h.Dirty() && after.Exit == 0 {
+				t.Errorf("dirty bit still set after a successful repair")
+			}
+			if !sc.unreadable && !ccSameGuest(t, before, p) {
+				t.Errorf("guest data changed by the repair")
+			}
+		})
+	}
+}
+
+// TestRepairLeaks checks RepairLeaks: leaks go away, a needed rebuild is refused with
+// ErrNeedRebuild (qemu-img -r leaks exits 1 there), other corruptions stay.
+func TestRepairLeaks(t *testing.T) {
+	t.Parallel()
+	for _, sc := range ccScenarios() {
+		switch sc.name {
+		case "leaked", "refcount0", "cross-link", "dirty-lazy", "clean-64k":
+		default:
+			continue
+		}
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			p := sc.build(t, dir)
+			theirs := ccCopy(t, p, dir, "theirs.qcow2")
+			q := ccQemuImgCheck(t, theirs, "-r", "leaks")
+			res, err := Check(p, RepairLeaks)
+			if q.Exit == 1 {
+				if !errors.Is(err, ErrNeedRebuild) {
+					t.Fatalf("qemu-img -r leaks gives up (%s); we returned %v", q.Stderr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("RepairLeaks: %v (%q)", err, res.Messages)
+			}
+			ccCompareWithQemu(t, res, q)
+			if after := ccQemuImgCheck(t, p); after.Exit != q.Exit {
+				t.Errorf("after our -r leaks qemu-img says %d, after its own %d", after.Exit, q.Exit)
+			}
+		})
+	}
+}

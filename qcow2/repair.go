@@ -1,0 +1,260 @@
+// The comparing and repairing half of Check: stored refcounts against counted references, the
+// COPIED flags, and the in-place repairs (QEMU's compare_refcounts, check_oflag_copied).
+package qcow2
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// checkCounters are the counters of a CheckResult, saved and restored around re-runs.
+type checkCounters struct{ corruptions, leaks, checkErrors, corruptionsFixed, leaksFixed int }
+
+func (r *CheckResult) counters() checkCounters {
+	return checkCounters{r.Corruptions, r.Leaks, r.CheckErrors, r.CorruptionsFixed, r.LeaksFixed}
+}
+
+func (r *CheckResult) setCounters(k checkCounters) {
+	r.Corruptions, r.Leaks, r.CheckErrors, r.CorruptionsFixed, r.LeaksFixed =
+		k.corruptions, k.leaks, k.checkErrors, k.corruptionsFixed, k.leaksFixed
+}
+
+// run is qcow2_check_refcounts followed by the COPIED check: count, compare, repair what the
+// mode allows (rebuilding the refcount structures if they are broken and the mode is
+// RepairAll), then check the COPIED flags against the (repaired) refcounts.
+func (c *checker) run() error {
+	if err := c.readSnapshotTable(); err != nil {
+		return err
+	}
+	c.res.TotalClusters = uint64(c.g.ClustersFor(c.h.Size))
+	if err := c.calculate(c.mode); err != nil {
+		return err
+	}
+	pre := c.res.counters()
+	highest, err := c.compare(RepairNone)
+	if err != nil {
+		return err
+	}
+	final := c
+	switch {
+	case c.rebuild && c.mode == RepairAll:
+		if final, highest, err = c.rebuildAndRecount(); err != nil {
+			return err
+		}
+	case c.mode != RepairNone && c.rebuild:
+		c.res.CheckErrors++
+		c.res.msg("ERROR need to rebuild refcount structures")
+		return ErrNeedRebuild
+	case c.mode != RepairNone && (c.res.Leaks > 0 || c.res.Corruptions > 0):
+		// Compare again, this time repairing; the first run's findings are replaced.
+		c.res.setCounters(pre)
+		if highest, err = c.compare(c.mode); err != nil {
+			return err
+		}
+	}
+	if err := final.checkCopied(c.mode); err != nil {
+		return err
+	}
+	c.res.ImageEndOffset = (uint64(highest) + 1) * c.cs
+	return nil
+}
+
+// compare compares the stored refcount of every cluster below the end of the file with the
+// references counted, repairing the difference where fix allows: leaks from RepairLeaks on,
+// refcounts that are too low with RepairAll. A stored refcount of 0 under a referenced
+// cluster cannot be repaired in place (the refcount block may not even exist): it calls for a
+// rebuild. It returns the highest cluster that is referenced or has a refcount.
+func (c *checker) compare(fix RepairMode) (HostCluster, error) {
+	var highest HostCluster
+	n := max(c.nb, c.refs.n)
+	per := c.g.RefBlockEntries()
+	changed := false
+	for base := uint64(0); base < n; base += per {
+		end := min(base+per, n)
+		blk, err := c.disk.block(HostCluster(base).RefTableIndex(c.g))
+		if err != nil {
+			for cl := base; cl < end; cl++ {
+				c.res.CheckErrors++
+				c.res.msg("Can't get refcount for cluster %d: %v", cl, err)
+			}
+			continue
+		}
+		if blk.Data == nil && !c.refs.nonZeroIn(HostCluster(base), HostCluster(end)) {
+			continue
+		}
+		for cl := HostCluster(base); cl < HostCluster(end); cl++ {
+			var stored Refcount
+			if blk.Data != nil {
+				stored = blk.Get(cl.RefBlockIndex(c.g))
+			}
+			refs := c.refs.get(cl)
+			if stored > 0 || refs > 0 {
+				highest = cl
+			}
+			if stored == refs {
+				continue
+			}
+			var fixed *int
+			switch {
+			case stored == 0:
+				c.rebuild = true
+			case stored > refs && fix >= RepairLeaks:
+				fixed = &c.res.LeaksFixed
+			case stored < refs && fix == RepairAll:
+				fixed = &c.res.CorruptionsFixed
+			}
+			word := "Leaked"
+			switch {
+			case fixed != nil:
+				word = "Repairing"
+			case stored < refs:
+				word = "ERROR"
+			}
+			c.res.msg("%s cluster %d refcount=%d reference=%d", word, uint64(cl), stored, refs)
+			if fixed != nil {
+				if err := c.disk.set(cl, refs); err == nil {
+					*fixed++
+					changed = true
+					continue
+				} else {
+					c.res.msg("ERROR could not repair cluster %d: %v", uint64(cl), err)
+				}
+			}
+			if stored < refs {
+				c.res.Corruptions++
+			} else {
+				c.res.Leaks++
+			}
+		}
+	}
+	if changed {
+		if err := c.disk.flush(); err != nil {
+			c.res.CheckErrors++
+			c.res.msg("ERROR: %v", err)
+			return highest, err
+		}
+		if err := c.s.Sync(); err != nil {
+			c.res.CheckErrors++
+			return highest, fmt.Errorf("qcow2: sync after refcount repair: %w", err)
+		}
+	}
+	return highest, nil
+}
+
+// checkCopied checks the COPIED flag of every active L1 and L2 entry against the stored
+// refcount (set exactly when it is 1) and repairs it with RepairAll, or with RepairLeaks when
+// the refcounts are now known to be right. Like QEMU it looks at the active tables only: the
+// flag means nothing in a snapshot's tables.
+func (c *checker) checkCopied(fix RepairMode) error {
+	repair := fix == RepairAll ||
+		(fix == RepairLeaks && c.res.CheckErrors == 0 && c.res.Corruptions == 0 && c.res.Leaks == 0)
+	l1, err := c.readActiveL1()
+	if err != nil {
+		c.res.CheckErrors++
+		c.res.msg("ERROR: Could not read L1 table: %v", err)
+		return err
+	}
+	dataFile := c.h.HasDataFile()
+	wrote := false
+	buf := c.l2buf
+	for i, e := range l1 {
+		l2 := e.L2Offset()
+		if l2 == 0 {
+			continue
+		}
+		if rc, err := c.disk.get(l2.Cluster(c.g)); err == nil && (rc == 1) != e.Copied() {
+			c.corrupt("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", repairWord(repair), i, uint64(e), rc)
+			if repair {
+				ne := MakeL1Entry(l2, rc == 1) | L1Entry(e.Reserved())
+				var b [l1EntrySize]byte
+				binary.BigEndian.PutUint64(b[:], uint64(ne))
+				if _, err := c.s.WriteAt(b[:], int64(uint64(c.h.L1TableOffset)+uint64(i)*l1EntrySize)); err != nil {
+					c.res.CheckErrors++
+					return fmt.Errorf("qcow2: write L1 entry %d: %w", i, err)
+				}
+				wrote = true
+				c.res.Corruptions--
+				c.res.CorruptionsFixed++
+			}
+		}
+		if err := readAtZero(c.s, buf, uint64(l2), c.fileSize); err != nil {
+			c.res.CheckErrors++
+			c.res.msg("ERROR: Could not read L2 table: %v", err)
+			return err
+		}
+		dirty := 0
+		es := c.g.L2EntrySize()
+		for j := uint64(0); j < c.g.L2Entries(); j++ {
+			e2, _ := c.l2Entry(buf, j)
+			if t := c.clusterType(e2); t != chkNormal && t != chkZeroAlloc {
+				continue
+			}
+			rc := Refcount(1) // clusters in an external data file always have refcount 1
+			if !dataFile {
+				if rc, err = c.disk.get(e2.Offset().Cluster(c.g)); err != nil {
+					continue
+				}
+			}
+			if (rc == 1) == e2.Copied() {
+				continue
+			}
+			c.corrupt("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", repairWord(repair), uint64(e2), rc)
+			if repair {
+				ne := uint64(e2) &^ entryCopied
+				if rc == 1 {
+					ne |= entryCopied
+				}
+				binary.BigEndian.PutUint64(buf[j*es:], ne)
+				dirty++
+			}
+		}
+		if dirty == 0 {
+			continue
+		}
+		if what := c.overlapsMetadata(l2, c.cs, true); what != "" {
+			c.res.CheckErrors++
+			c.res.msg("ERROR: Could not write L2 table; metadata overlap check failed: it lies in the %s", what)
+			return corruptf("L2 table at %#x overlaps the %s", uint64(l2), what)
+		}
+		if _, err := c.s.WriteAt(buf, int64(l2)); err != nil {
+			c.res.CheckErrors++
+			c.res.msg("ERROR: Could not write L2 table: %v", err)
+			return err
+		}
+		wrote = true
+		c.res.Corruptions -= dirty
+		c.res.CorruptionsFixed += dirty
+	}
+	if wrote {
+		if err := c.s.Sync(); err != nil {
+			c.res.CheckErrors++
+			return fmt.Errorf("qcow2: sync after COPIED repair: %w", err)
+		}
+	}
+	return nil
+}
+
+// markClean clears the dirty and corrupt bits after a repair left the image consistent
+// (qcow2_mark_clean, qcow2_mark_consistent). Everything the repair wrote is synced first, and
+// the header write is synced before returning.
+func (c *checker) markClean() error {
+	h, err := ReadHeader(c.s)
+	if err != nil {
+		return err
+	}
+	if h.Version < 3 || h.Incompatible&(IncompatDirty|IncompatCorrupt) == 0 {
+		return nil
+	}
+	if err := c.s.Sync(); err != nil {
+		return fmt.Errorf("qcow2: sync before clearing the dirty bit: %w", err)
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], h.Incompatible&^(IncompatDirty|IncompatCorrupt))
+	if _, err := c.s.WriteAt(b[:], offIncompatibleFeatures); err != nil {
+		return fmt.Errorf("qcow2: clear the dirty bit: %w", err)
+	}
+	if err := c.s.Sync(); err != nil {
+		return fmt.Errorf("qcow2: sync after clearing the dirty bit: %w", err)
+	}
+	return nil
+}
