@@ -4,23 +4,30 @@
 //
 // # Use
 //
-// cmd/qnbd wires it up like this:
+// cmd/qnbd wires it up like this. Start the endpoint first, so /healthz answers while images
+// are opened (a dirty image is repaired before it is served, which can take a while), and
+// report ready only once every export is open and listening:
 //
 //	m := metrics.New(metrics.Options{Version: version, Logger: logger})
+//	var ready atomic.Bool
+//	if addr != "" { // --metrics-addr HOST:PORT
+//		go func() { errc <- m.Serve(ctx, addr, func() error { // returns when ctx ends
+//			if !ready.Load() {
+//				return errors.New("exports not open yet")
+//			}
+//			return nil
+//		}) }()
+//	}
 //	for _, name := range exportNames {             // configured exports only
 //		ex, err := m.Export(name)                  // every series of the export now exists at 0
-//		if err != nil { ... }
 //		img, err := qcow2.Open(..., qcow2.OpenOptions{Hooks: ex.Image(), ...})
-//		exp := server.Export{Name: name, Hooks: ex.NBD(), ...}
+//		... server export for name with Hooks: ex.NBD() ...
 //	}
-//	cfg := server.Config{Hooks: m.Server(), ...}
-//	if addr != "" { // --metrics-addr HOST:PORT
-//		go func() { errc <- m.Serve(ctx, addr, ready) }() // returns when ctx ends
-//	}
+//	... server config with Hooks: m.Server(); listen ...
+//	ready.Store(true)
 //
-// where ready is a ReadyFunc returning nil once every export is open and listening. To fail
-// fast on a busy metrics port, net.Listen first and call ServeListener. Handler returns the
-// bare http.Handler (/metrics, /healthz, /readyz) for embedding elsewhere.
+// To fail fast on a busy metrics port, net.Listen first and call ServeListener. Handler returns
+// the bare http.Handler (/metrics, /healthz, /readyz) for embedding elsewhere.
 //
 // # Hot-path contract
 //
