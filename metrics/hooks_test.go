@@ -158,3 +158,44 @@ func TestHooksMoveTheirSeries(t *testing.T) {
 		})
 	}
 }
+
+// TestHooksConcurrent drives one export's hooks from many goroutines (run it with -race) and
+// checks that no update is lost.
+func TestHooksConcurrent(t *testing.T) {
+	f := newFixture(t)
+	const workers, perWorker = 8, 2000
+	img, nbd := f.a.Image(), f.a.NBD()
+	done := make(chan struct{})
+	for w := 0; w < workers; w++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			nbd.ConnOpened()
+			for i := 0; i < perWorker; i++ {
+				nbd.RequestStarted(server.OpWrite)
+				img.ClustersAllocated(qcow2.AllocData, 2)
+				img.CacheAccess(qcow2.CacheL2, i%4 != 0)
+				nbd.RequestDone(server.OpWrite, 4096, 100*time.Microsecond, 0)
+			}
+			nbd.ConnClosed()
+		}()
+	}
+	for w := 0; w < workers; w++ {
+		<-done
+	}
+	s := takeSnapshot(t, f.m.Registry())
+	const n = workers * perWorker
+	for k, want := range map[string]float64{
+		key("qnbd_nbd_requests_total", "export", "a", "op", "write", "result", "ok"):           n,
+		key("qnbd_nbd_bytes_total", "export", "a", "op", "write"):                              n * 4096,
+		key("qnbd_nbd_request_duration_seconds_count", "export", "a", "op", "write"):           n,
+		key("qnbd_nbd_inflight_requests", "export", "a"):                                       0,
+		key("qnbd_nbd_connections", "export", "a"):                                             0,
+		key("qnbd_qcow2_clusters_allocated_total", "export", "a", "kind", "data"):              2 * n,
+		key("qnbd_qcow2_cache_requests_total", "export", "a", "cache", "l2", "result", "hit"):  n * 3 / 4,
+		key("qnbd_qcow2_cache_requests_total", "export", "a", "cache", "l2", "result", "miss"): n / 4,
+	} {
+		if got := s[k]; got != want {
+			t.Errorf("%s = %g, want %g", k, got, want)
+		}
+	}
+}
