@@ -1,0 +1,131 @@
+// The servers under test: how to prepare their image and start them on a Unix socket.
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// serverKind describes one NBD server.
+type serverKind struct {
+	name string
+	// raw: the server is given a raw file rather than qcow2.
+	raw bool
+	// argv builds the command line serving image on sock.
+	argv func(image, sock string) []string
+}
+
+func servers(qnbdBin string) []serverKind {
+	return []serverKind{
+		{name: "qnbd", argv: func(image, sock string) []string {
+			// qnbd takes qemu-nbd's command line.
+			return []string{qnbdBin, "-t", "-e", "8", "-f", "qcow2", "-k", sock, image}
+		}},
+		{name: "qemu-nbd", argv: func(image, sock string) []string {
+			return []string{"qemu-nbd", "-t", "-e", "8", "-f", "qcow2", "--cache=writeback", "-k", sock, image}
+		}},
+		{name: "nbdkit", raw: true, argv: func(image, sock string) []string {
+			return []string{"nbdkit", "-f", "--exit-with-parent", "-U", sock, "file", image}
+		}},
+	}
+}
+
+// runningServer is a started server process.
+type runningServer struct {
+	cmd    *exec.Cmd
+	log    bytes.Buffer
+	exited chan error
+}
+
+// start runs argv and waits until sock accepts connections.
+func start(ctx context.Context, argv []string, sock string) (*runningServer, error) {
+	s := &runningServer{exited: make(chan error, 1)}
+	s.cmd = exec.Command(argv[0], argv[1:]...)
+	s.cmd.Stdout, s.cmd.Stderr = &s.log, &s.log
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { s.exited <- s.cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+			return s, nil
+		}
+		select {
+		case err := <-s.exited:
+			return nil, fmt.Errorf("%s exited before listening: %v: %s", argv[0], err, strings.TrimSpace(s.log.String()))
+		case <-ctx.Done():
+			s.stop()
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, fmt.Errorf("%s not listening on %s after 10s: %s", argv[0], sock, s.log.String())
+		}
+	}
+}
+
+// stop sends SIGTERM, then SIGKILL after 10 s, and waits for the process.
+func (s *runningServer) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+	}
+}
+
+// prepareImage creates the image a workload runs on in dir: a fresh qcow2 of size (made with
+// qemu-img, so qnbd and qemu-nbd start from the same bytes) or a sparse raw file, with the
+// first prefill bytes written (1 MiB fills) when prefill > 0.
+func prepareImage(ctx context.Context, dir string, raw bool, size, prefill int64) (string, error) {
+	format, name := "qcow2", "image.qcow2"
+	if raw {
+		format, name = "raw", "image.raw"
+	}
+	path := filepath.Join(dir, name)
+	os.Remove(path)
+	if err := runQuiet(ctx, "qemu-img", "create", "-q", "-f", format, path, fmt.Sprint(size)); err != nil {
+		return "", err
+	}
+	if prefill > 0 {
+		// One qemu-io write per GiB keeps its buffer small.
+		var args []string
+		for off := int64(0); off < prefill; off += 1 << 30 {
+			n := min(1<<30, prefill-off)
+			args = append(args, "-c", fmt.Sprintf("write -q -P 0x5a %d %d", off, n))
+		}
+		args = append([]string{"-f", format}, append(args, path)...)
+		if err := runQuiet(ctx, "qemu-io", args...); err != nil {
+			return "", err
+		}
+	}
+	return path, nil
+}
+
+func runQuiet(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// execOutput runs a command and returns its combined output.
+func execOutput(argv ...string) (string, error) {
+	b, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	return string(b), err
+}
