@@ -1,6 +1,8 @@
 // Result labels: the bounded set of values the result label of qnbd_nbd_requests_total takes.
 package metrics
 
+import "github.com/qnbd/qnbd/server"
+
 // result indexes the result label of a finished NBD request.
 type result uint8
 
@@ -31,42 +33,28 @@ func (r result) String() string {
 	return "unknown"
 }
 
-// NBD error values, NBD proto.md "Error values": "The following error values are defined:
-// NBD_EPERM (1) ... NBD_EIO (5) ... NBD_ENOMEM (12) ... NBD_EINVAL (22) ... NBD_ENOSPC (28)
-// ... NBD_EOVERFLOW (75) ... NBD_ENOTSUP (95) ... NBD_ESHUTDOWN (108)". They are repeated
-// here (rather than taken from server/) so that the mapping to label values is a switch the
-// compiler turns into a jump table, with no map lookup on the hot path.
-const (
-	nbdEPERM     = 1
-	nbdEIO       = 5
-	nbdENOMEM    = 12
-	nbdEINVAL    = 22
-	nbdENOSPC    = 28
-	nbdEOVERFLOW = 75
-	nbdENOTSUP   = 95
-	nbdESHUTDOWN = 108
-)
-
-// resultOf classifies an NBD errno as reported to ExportHooks.RequestDone (0 = success).
+// resultOf classifies an NBD errno as reported to ExportHooks.RequestDone (0 = success). The
+// values are server's wire constants (server/proto.go); the switch compiles to a jump table,
+// with no map lookup on the hot path.
 func resultOf(errno uint32) result {
-	switch errno {
+	switch server.Errno(errno) {
 	case 0:
 		return resultOK
-	case nbdEPERM:
+	case server.EPERM:
 		return resultEPERM
-	case nbdEIO:
+	case server.EIO:
 		return resultEIO
-	case nbdENOMEM:
+	case server.ENOMEM:
 		return resultENOMEM
-	case nbdEINVAL:
+	case server.EINVAL:
 		return resultEINVAL
-	case nbdENOSPC:
+	case server.ENOSPC:
 		return resultENOSPC
-	case nbdEOVERFLOW:
+	case server.EOVERFLOW:
 		return resultEOVERFLOW
-	case nbdENOTSUP:
+	case server.ENOTSUP:
 		return resultENOTSUP
-	case nbdESHUTDOWN:
+	case server.ESHUTDOWN:
 		return resultESHUTDOWN
 	}
 	return resultOther
