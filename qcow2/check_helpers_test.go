@@ -48,7 +48,8 @@ func ccQemuImgCheck(t testing.TB, path string, extra ...string) ccQemuCheck {
 	args = append(args, path)
 	var out, errb bytes.Buffer
 	cmd := exec.Command("qemu-img", args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	// Relative data file names resolve against qemu-img's working directory.
+	cmd.Dir, cmd.Stdout, cmd.Stderr = filepath.Dir(path), &out, &errb
 	err := cmd.Run()
 	var r ccQemuCheck
 	var ee *exec.ExitError
@@ -219,7 +220,9 @@ func (m *ccImg) setRefcount(c HostCluster, v Refcount) {
 // which reads sparsely and so copes with multi-TiB virtual disks).
 func ccSameGuest(t testing.TB, a, b string) bool {
 	t.Helper()
-	out, err := exec.Command("qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", a, b).CombinedOutput()
+	cmd := exec.Command("qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", a, b)
+	cmd.Dir = filepath.Dir(a)
+	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
