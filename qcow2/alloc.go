@@ -1,0 +1,317 @@
+// The cluster allocator: first-free hint, contiguous runs, self-describing refcount blocks, freeing.
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// clusterAllocator is what the rest of the engine asks of an allocation strategy. allocator
+// is the one implementation; the interface keeps the test suite reusable for another one
+// (per-goroutine preallocated runs, say).
+type clusterAllocator interface {
+	// allocMeta allocates n contiguous clusters with refcount 1.
+	allocMeta(n ClusterCount, kind AllocKind) (HostCluster, error)
+	// free decrements the refcounts of n clusters from c; best effort.
+	free(c HostCluster, n ClusterCount, punch bool)
+	// refcount returns a cluster's refcount.
+	refcount(c HostCluster) (Refcount, error)
+	// flush makes all refcount changes durable.
+	flush() error
+}
+
+var _ clusterAllocator = (*allocator)(nil)
+
+// allocator owns the refcount structures of a writable image: the reftable (in memory), the
+// refcount block cache, and the first-free hint. It exists only for writable images (nil
+// otherwise, as in imago, whose allocation.rs is the seed of this design).
+//
+// It has no lock of its own: every call is made with the image's metadata lock held (see
+// doc.go for why a second, nested mutex would buy nothing).
+//
+// The allocator never hands out a cluster whose refcount is not 0, and it checks every
+// cluster it is about to return against the metadata it knows of (header, L1, reftable,
+// snapshot table, cached L2 tables and refcount blocks): a hit means the refcounts on disk
+// are wrong, and the image is marked corrupt rather than overwriting live metadata.
+//
+// Errors: an allocation that fails part way may leak clusters (refcount 1, referenced by
+// nothing), never corrupt the image; free is best effort and only logs what it cannot do.
+type allocator struct {
+	img *Image
+	g   Geometry
+
+	table         []RefTableEntry
+	tableOff      HostOffset
+	tableClusters uint32
+	tableDirty    map[RefTableIndex]struct{}
+	cache         *lru[HostCluster, *refBlock]
+
+	// firstFree is a lower bound of the first cluster with refcount 0: every cluster below
+	// it is in use. Allocation searches from here; freeing lowers it.
+	firstFree HostCluster
+	// end is the end of everything ever allocated or present in the file: clusters at or
+	// past it have never been written and read back as zeros (no zero-filling needed).
+	end HostOffset
+}
+
+func newAllocator(img *Image, fileSize uint64, cacheEntries int) (*allocator, error) {
+	t, err := loadRefTable(img.file, &img.hdr)
+	if err != nil {
+		return nil, err
+	}
+	a := &allocator{
+		img:           img,
+		g:             img.geo,
+		table:         t,
+		tableOff:      img.hdr.RefTableOffset,
+		tableClusters: img.hdr.RefTableClusters,
+		tableDirty:    map[RefTableIndex]struct{}{},
+		end:           HostOffset(fileSize),
+	}
+	a.cache = newLRU(CacheRefBlock, max(cacheEntries, minRefBlockCache), cacheBackend[HostCluster, *refBlock](refBlockBackend{img}), img.hooks, img.file.Sync)
+	a.cache.afterWrite = a.writeRefTableDirty
+	return a, nil
+}
+
+// minRefBlockCache: "must be at least 4 to cover all cases of refcount table growth" (QEMU's
+// MIN_REFCOUNT_CACHE_SIZE).
+const minRefBlockCache = 4
+
+// allocMeta allocates n contiguous clusters, each with refcount 1, and reports them as kind.
+//
+// The search is first-fit from the first-free hint. Clusters not covered by any refcount block
+// count as free, but before they can be counted a refcount block must exist for them; making
+// one may take a cluster out of the very run we chose, so the search then starts over:
+//
+//	|AAAA|              chose 4 clusters; the second region has no refcount block yet
+//	|AR  |AAAA|         the block went to the first free covered cluster: run broken
+//	|AR  |AAAA|         search again: the run now starts after R and fits
+//
+// Each restart leaves one more cluster in use, so the loop ends (imago's allocation.rs argues
+// the same convergence).
+func (a *allocator) allocMeta(n ClusterCount, kind AllocKind) (HostCluster, error) {
+	start := time.Now()
+	defer func() { a.img.hooks.AllocationDone(time.Since(start)) }()
+	if n == 0 {
+		return 0, errors.New("qcow2: internal error: allocation of 0 clusters")
+	}
+	from := a.firstFree
+	for tries := 0; ; tries++ {
+		if tries > 1<<16 {
+			return 0, fmt.Errorf("qcow2: internal error: allocation of %d clusters does not converge", n)
+		}
+		c, firstSeen, err := a.findFree(from, n)
+		if err != nil {
+			return 0, err
+		}
+		if from == a.firstFree && firstSeen > a.firstFree {
+			a.firstFree = firstSeen
+		}
+		created := false
+		last := c.Add(n - 1)
+		for i := c.RefTableIndex(a.g); i <= last.RefTableIndex(a.g); i++ {
+			_, _, ok, err := a.refblockFor(i)
+			if err != nil {
+				return 0, err
+			}
+			if !ok {
+				if err := a.createRefBlock(i); err != nil {
+					return 0, err
+				}
+				created = true
+				break
+			}
+		}
+		if created {
+			from = min(c, a.firstFree)
+			continue
+		}
+		if err := a.claim(c, n); err != nil {
+			return 0, err
+		}
+		a.img.hooks.ClustersAllocated(kind, uint64(n))
+		return c, nil
+	}
+}
+
+// claim sets the refcounts of [c, c+n), all 0 and covered by refcount blocks, to 1.
+func (a *allocator) claim(c HostCluster, n ClusterCount) error {
+	off := c.Offset(a.g)
+	size := a.g.Bytes(n)
+	if what := a.img.overlapsAny(off, size, metaNone, 0); what != "" {
+		return a.img.markCorrupt(corruptf("allocator: clusters %d..%d have refcount 0 but overlap the %s", c, c.Add(n-1), what))
+	}
+	for i := ClusterCount(0); i < n; i++ {
+		cl := c.Add(i)
+		if rc, err := a.refcount(cl); err != nil {
+			return err
+		} else if rc != 0 {
+			return a.img.markCorrupt(corruptf("allocator: about to hand out cluster %d with refcount %d", cl, rc))
+		}
+		if err := a.setRefcount(cl, 1); err != nil {
+			return err
+		}
+	}
+	if a.firstFree >= c && a.firstFree < c.Add(n) {
+		a.firstFree = c.Add(n)
+	}
+	if end := off.Add(size); end > a.end {
+		a.end = end
+	}
+	return nil
+}
+
+// findFree returns the first run of n clusters at or after from whose refcounts are 0, and
+// the first free cluster it saw (to advance the hint).
+func (a *allocator) findFree(from HostCluster, n ClusterCount) (run, firstSeen HostCluster, err error) {
+	perBlock := a.g.RefBlockEntries()
+	run, firstSeen = from, ^HostCluster(0)
+	var have ClusterCount
+	c := from
+	for have < n {
+		if uint64(c)+uint64(n) > MaxHostOffset>>a.g.ClusterBits {
+			return 0, 0, fmt.Errorf("%w: the image file cannot grow past %d bytes", ErrNoSpace, uint64(MaxHostOffset))
+		}
+		i := c.RefTableIndex(a.g)
+		rb, _, ok, err := a.refblockFor(i)
+		if err != nil {
+			return 0, 0, err
+		}
+		next := (i + 1).FirstCluster(a.g)
+		if !ok {
+			// No refcount block: every cluster it would count is free.
+			firstSeen = min(firstSeen, c)
+			have += ClusterCount(next - c)
+			c = next
+			continue
+		}
+		v := a.view(rb)
+		for j := c.RefBlockIndex(a.g); uint64(j) < perBlock && have < n; j++ {
+			if v.Get(j) == 0 {
+				firstSeen = min(firstSeen, c)
+				have++
+			} else {
+				run, have = c+1, 0
+			}
+			c++
+		}
+	}
+	return run, firstSeen, nil
+}
+
+// createRefBlock makes a refcount block for reftable index i, which has none.
+//
+// It goes into a free cluster that an existing block already counts, if there is one before
+// the region it will cover. Otherwise it describes itself: it sits in the first cluster of
+// its own region and counts itself there.
+//
+//	region i:  |R . . . . . . .|      R = the new block, its own refcount (index 0) is 1
+//
+// Past the end of the reftable, the reftable grows first (growRefTable), which lays out
+// blocks for the new region itself.
+func (a *allocator) createRefBlock(i RefTableIndex) error {
+	if uint64(i) >= uint64(len(a.table)) {
+		return a.growRefTable(i)
+	}
+	regionStart := i.FirstCluster(a.g)
+	rb := &refBlock{data: make([]byte, a.g.ClusterSize())}
+	place, found, err := a.findFreeCovered(a.firstFree, regionStart)
+	if err != nil {
+		return err
+	}
+	if found {
+		if err := a.claim(place, 1); err != nil {
+			return err
+		}
+	} else {
+		place = regionStart
+		if what := a.img.overlapsAny(place.Offset(a.g), a.g.ClusterSize(), metaNone, 0); what != "" {
+			return a.img.markCorrupt(corruptf("allocator: uncounted cluster %d overlaps the %s", place, what))
+		}
+		a.view(rb).Set(0, 1)
+		if end := place.Add(1).Offset(a.g); end > a.end {
+			a.end = end
+		}
+	}
+	a.cache.insertNew(place, rb)
+	a.table[i] = RefTableEntry(place.Offset(a.g))
+	a.tableDirty[i] = struct{}{}
+	a.img.hooks.ClustersAllocated(AllocRefBlock, 1)
+	return nil
+}
+
+// findFreeCovered returns the first cluster in [from, limit) that an existing refcount block
+// counts with refcount 0.
+func (a *allocator) findFreeCovered(from, limit HostCluster) (HostCluster, bool, error) {
+	perBlock := a.g.RefBlockEntries()
+	for c := from; c < limit; {
+		i := c.RefTableIndex(a.g)
+		rb, _, ok, err := a.refblockFor(i)
+		if err != nil {
+			return 0, false, err
+		}
+		if !ok {
+			c = (i + 1).FirstCluster(a.g)
+			continue
+		}
+		v := a.view(rb)
+		for j := c.RefBlockIndex(a.g); uint64(j) < perBlock && c < limit; j++ {
+			if v.Get(j) == 0 {
+				return c, true, nil
+			}
+			c++
+		}
+	}
+	return 0, false, nil
+}
+
+// free decrements the refcounts of [c, c+n). Clusters reaching 0 lower the first-free hint,
+// are dropped from the metadata caches, and, when punch is set, are deallocated in the host
+// file (only for clusters whose contents the guest asked to discard; a cluster freed by
+// copy-on-write keeps its bytes until the L2 entry pointing away from it is on disk).
+//
+// Best effort: a failure is logged and leaks the clusters. A refcount that is already 0 means
+// a mapped cluster was not counted: the image is marked corrupt.
+func (a *allocator) free(c HostCluster, n ClusterCount, punch bool) {
+	var freed uint64
+	var runStart HostCluster
+	var runLen ClusterCount
+	flushRun := func() {
+		if punch && runLen > 0 {
+			a.img.punchHost(a.img.file, runStart.Offset(a.g), a.g.Bytes(runLen))
+		}
+		runLen = 0
+	}
+	for k := ClusterCount(0); k < n; k++ {
+		cl := c.Add(k)
+		rc, err := a.refcount(cl)
+		if err != nil {
+			a.img.log.Warn("qcow2: leaking cluster: cannot read its refcount", "cluster", uint64(cl), "err", err)
+			continue
+		}
+		if rc == 0 {
+			_ = a.img.markCorrupt(corruptf("freeing cluster %d whose refcount is already 0", cl))
+			continue
+		}
+		if err := a.setRefcount(cl, rc-1); err != nil {
+			a.img.log.Warn("qcow2: leaking cluster", "cluster", uint64(cl), "err", err)
+			continue
+		}
+		if rc-1 != 0 {
+			continue
+		}
+		freed++
+		a.firstFree = min(a.firstFree, cl)
+		a.img.l2.drop(cl)
+		if cl != runStart.Add(runLen) {
+			flushRun()
+			runStart = cl
+		}
+		runLen++
+	}
+	flushRun()
+	if freed > 0 {
+		a.img.hooks.ClustersFreed(freed)
+	}
+}

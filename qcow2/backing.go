@@ -1,0 +1,264 @@
+// The backing chain: opening qcow2 and raw backing files, depth and loop limits, layer reads.
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// layer is a backing file as the overlay sees it: a read-only byte range that reads as zeros
+// past its end, and knows where its data is.
+type layer interface {
+	// readLayer fills p from off; bytes past the layer's end read as zeros.
+	readLayer(p []byte, off uint64) error
+	// layerSize is the layer's virtual size.
+	layerSize() uint64
+	// mapLayer describes [off, off+n) of the layer (Depth relative to the layer).
+	mapLayer(off, n uint64) ([]Extent, error)
+	// chain describes the layer and the layers below it.
+	chain(depth int) []LayerInfo
+	Close() error
+}
+
+// LayerInfo describes one image of a backing chain (qemu-img info --backing-chain).
+type LayerInfo struct {
+	Filename      string
+	Format        string // "qcow2" or "raw"
+	VirtualSize   uint64
+	Depth         int // 0 for the image itself
+	BackingFile   string
+	BackingFormat string
+}
+
+// chainState tracks the files opened for one chain, to bound its depth and refuse loops.
+type chainState struct {
+	depth int
+	seen  []string
+}
+
+func (cs *chainState) enter(abs string) error {
+	for _, p := range cs.seen {
+		if p == abs {
+			return fmt.Errorf("%w: backing chain loops back to %s", ErrFormat, abs)
+		}
+	}
+	if len(cs.seen) > maxChainDepth {
+		return fmt.Errorf("%w: backing chain deeper than %d images", ErrUnsupported, maxChainDepth)
+	}
+	cs.seen = append(cs.seen, abs)
+	return nil
+}
+
+// backingPath resolves a backing or data file name stored in an image: relative names are
+// relative to the image's directory. Names QEMU would treat as a protocol or a JSON
+// description are refused: qnbd opens plain files only.
+func backingPath(dir, name string) (string, error) {
+	if strings.HasPrefix(name, "json:") {
+		return "", fmt.Errorf("%w: file name %q is a json: description", ErrUnsupported, name)
+	}
+	if i := strings.Index(name, ":"); i > 0 && !strings.ContainsRune(name[:i], '/') {
+		return "", fmt.Errorf("%w: file name %q names a protocol", ErrUnsupported, name)
+	}
+	if filepath.IsAbs(name) || dir == "" {
+		return name, nil
+	}
+	return filepath.Join(dir, name), nil
+}
+
+// openBacking opens img's backing file, honouring the backing format extension (probing the
+// magic when there is none, as QEMU does for old images).
+func openBacking(img *Image, cs *chainState) (layer, error) {
+	path, err := backingPath(img.dir, img.hdr.BackingFile)
+	if err != nil {
+		return nil, err
+	}
+	o := img.opts
+	fo := o.File
+	fo.ReadOnly = true
+	format := img.hdr.Extensions.BackingFormat
+	if format == "" {
+		s, err := openHostFile(o, path, fo)
+		if err != nil {
+			return nil, fmt.Errorf("qcow2: open backing file: %w", err)
+		}
+		var magic [4]byte
+		n, _ := s.ReadAt(magic[:], 0)
+		s.Close()
+		format = "raw"
+		if n == 4 && uint32(magic[0])<<24|uint32(magic[1])<<16|uint32(magic[2])<<8|uint32(magic[3]) == Magic {
+			format = "qcow2"
+		}
+	}
+	switch format {
+	case "qcow2":
+		child := &chainState{depth: cs.depth + 1, seen: cs.seen}
+		if child.depth > maxChainDepth {
+			return nil, fmt.Errorf("%w: backing chain deeper than %d images", ErrUnsupported, maxChainDepth)
+		}
+		b, err := openChain(path, OpenOptions{ReadOnly: true, File: o.File, Opener: o.Opener, Logger: o.Logger}, child)
+		if err != nil {
+			return nil, fmt.Errorf("qcow2: open backing file %s: %w", path, err)
+		}
+		return qcow2Layer{b}, nil
+	case "raw":
+		abs, _ := filepath.Abs(path)
+		if err := cs.enter(abs); err != nil {
+			return nil, err
+		}
+		s, err := openHostFile(o, path, fo)
+		if err != nil {
+			return nil, fmt.Errorf("qcow2: open backing file: %w", err)
+		}
+		n, err := s.Size()
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		return &rawLayer{s: s, path: path, size: uint64(n)}, nil
+	}
+	return nil, fmt.Errorf("%w: backing file format %q (qnbd reads qcow2 and raw)", ErrUnsupported, format)
+}
+
+// Backing returns the backing image when it is a qcow2 image, or nil.
+func (img *Image) Backing() *Image {
+	if q, ok := img.backing.(qcow2Layer); ok {
+		return q.img
+	}
+	return nil
+}
+
+// BackingChain describes the image and every layer below it.
+func (img *Image) BackingChain() []LayerInfo { return qcow2Layer{img}.chain(0) }
+
+// qcow2Layer is a qcow2 backing image.
+type qcow2Layer struct{ img *Image }
+
+func (l qcow2Layer) readLayer(p []byte, off uint64) error {
+	size := l.img.Size()
+	n := uint64(len(p))
+	if off >= size {
+		clear(p)
+		return nil
+	}
+	if off+n > size {
+		clear(p[size-off:])
+		p = p[:size-off]
+	}
+	_, err := l.img.ReadAt(p, int64(off))
+	return err
+}
+
+func (l qcow2Layer) layerSize() uint64 { return l.img.Size() }
+
+func (l qcow2Layer) mapLayer(off, n uint64) ([]Extent, error) {
+	size := l.img.Size()
+	if off >= size {
+		return []Extent{{Start: off, Length: n, Kind: KindZero, Depth: 0}}, nil
+	}
+	var tail []Extent
+	if off+n > size {
+		tail = []Extent{{Start: size, Length: off + n - size, Kind: KindZero}}
+		n = size - off
+	}
+	ext, err := l.img.Map(off, n)
+	return append(ext, tail...), err
+}
+
+func (l qcow2Layer) chain(depth int) []LayerInfo {
+	img := l.img
+	out := []LayerInfo{{Filename: img.path, Format: "qcow2", VirtualSize: img.Size(), Depth: depth,
+		BackingFile: img.hdr.BackingFile, BackingFormat: img.hdr.Extensions.BackingFormat}}
+	if img.backing != nil {
+		out = append(out, img.backing.chain(depth+1)...)
+	}
+	return out
+}
+
+func (l qcow2Layer) Close() error { return l.img.Close() }
+
+// rawLayer is a raw backing file.
+type rawLayer struct {
+	s    Storage
+	path string
+	size uint64
+}
+
+func (l *rawLayer) readLayer(p []byte, off uint64) error {
+	if off >= l.size {
+		clear(p)
+		return nil
+	}
+	n := min(uint64(len(p)), l.size-off)
+	if err := readAtFull(l.s, p[:n], HostOffset(off)); err != nil {
+		return err
+	}
+	clear(p[n:])
+	return nil
+}
+
+func (l *rawLayer) layerSize() uint64 { return l.size }
+
+// mapLayer reports the raw file's data and holes (SEEK_DATA/SEEK_HOLE where the store is a
+// file), as qemu-img map does.
+func (l *rawLayer) mapLayer(off, n uint64) ([]Extent, error) {
+	var out []Extent
+	add := func(start, length uint64, k Kind) {
+		if length == 0 {
+			return
+		}
+		if len(out) > 0 && out[len(out)-1].Kind == k && out[len(out)-1].Start+out[len(out)-1].Length == start {
+			out[len(out)-1].Length += length
+			return
+		}
+		e := Extent{Start: start, Length: length, Kind: k}
+		if k == KindData {
+			e.Host, e.HostFile = HostOffset(start), l.path
+		}
+		out = append(out, e)
+	}
+	end := off + n
+	dataEnd := min(end, l.size)
+	fs, isFile := l.s.(*FileStorage)
+	for pos := off; pos < dataEnd; {
+		if !isFile {
+			add(pos, dataEnd-pos, KindData)
+			break
+		}
+		fd := int(fs.File().Fd())
+		d, err := unix.Seek(fd, int64(pos), unix.SEEK_DATA)
+		if err != nil {
+			if errors.Is(err, unix.ENXIO) {
+				add(pos, dataEnd-pos, KindZero)
+				break
+			}
+			add(pos, dataEnd-pos, KindData)
+			break
+		}
+		if uint64(d) > pos {
+			add(pos, min(uint64(d), dataEnd)-pos, KindZero)
+			pos = min(uint64(d), dataEnd)
+			continue
+		}
+		h, err := unix.Seek(fd, int64(pos), unix.SEEK_HOLE)
+		if err != nil {
+			h = int64(dataEnd)
+		}
+		stop := min(max(uint64(h), pos+1), dataEnd)
+		add(pos, stop-pos, KindData)
+		pos = stop
+	}
+	if end > l.size {
+		add(max(off, l.size), end-max(off, l.size), KindZero)
+	}
+	return out, nil
+}
+
+func (l *rawLayer) chain(depth int) []LayerInfo {
+	return []LayerInfo{{Filename: l.path, Format: "raw", VirtualSize: l.size, Depth: depth}}
+}
+
+func (l *rawLayer) Close() error { return l.s.Close() }

@@ -1,0 +1,302 @@
+// Generic LRU cache of metadata tables, with dirty tracking and declared flush dependencies.
+package qcow2
+
+import (
+	"cmp"
+	"slices"
+)
+
+// cacheBackend loads a table from disk and writes it back.
+type cacheBackend[K cmp.Ordered, V any] interface {
+	load(k K) (V, error)
+	flush(k K, v V) error
+}
+
+// flushTarget is what one cache can depend on: another cache, whose dirty entries must all be
+// on disk (written and synced) before any entry of the dependent cache is written.
+type flushTarget interface {
+	flushAll() error
+	dependency() flushTarget
+	clearDependency() error
+}
+
+type cacheEntry[K cmp.Ordered, V any] struct {
+	key        K
+	val        V
+	dirty      bool
+	prev, next *cacheEntry[K, V]
+}
+
+// lru is a least-recently-used cache of tables keyed by their host cluster, modelled on QEMU's
+// qcow2-cache.c and imago's async_lru_cache.rs.
+//
+// Flush ordering is declared, not implied: dependOn(other) says "other must be on disk before
+// any of my dirty entries is written" (QEMU's qcow2_cache_set_dependency), and requireSync says
+// "an fsync of the data file must precede writing any of my dirty entries"
+// (qcow2_cache_depends_on_flush). Writing one entry honours both first.
+//
+// Entries are never evicted behind a caller's back: get and insert only add, and trim, called
+// by the image at points where no table pointer is held, evicts down to the capacity. That is
+// simpler than pinning and makes "a table I hold was evicted and my change was lost"
+// impossible. The cache is not safe for concurrent use; the image's metadata lock guards it.
+type lru[K cmp.Ordered, V any] struct {
+	kind     CacheKind
+	hooks    Hooks
+	backend  cacheBackend[K, V]
+	capacity int
+	items    map[K]*cacheEntry[K, V]
+	// root is the sentinel of the recency list: root.next is the most recently used entry.
+	root   cacheEntry[K, V]
+	ndirty int
+
+	// depends is the cache that must be flushed before any dirty entry here is written.
+	depends flushTarget
+	// needSync, when set, must run (an fsync of the file holding guest data) before any dirty
+	// entry here is written.
+	needSync func() error
+	// sync makes this cache's own writes durable (an fsync of the image file).
+	sync func() error
+	// afterWrite runs after all dirty entries are written and synced, before the final sync of
+	// flushAll (the refcount cache writes the reftable entries that point at new refblocks).
+	afterWrite func() error
+	// flushing guards against re-entering flushAll through a dependency cycle.
+	flushing bool
+	// unsynced is set when an entry was written since the last sync.
+	unsynced bool
+}
+
+func newLRU[K cmp.Ordered, V any](kind CacheKind, capacity int, b cacheBackend[K, V], hooks Hooks, sync func() error) *lru[K, V] {
+	c := &lru[K, V]{kind: kind, hooks: hooks, backend: b, capacity: capacity, items: make(map[K]*cacheEntry[K, V]), sync: sync}
+	c.root.next, c.root.prev = &c.root, &c.root
+	return c
+}
+
+func (c *lru[K, V]) unlink(e *cacheEntry[K, V]) {
+	e.prev.next, e.next.prev = e.next, e.prev
+}
+
+func (c *lru[K, V]) pushFront(e *cacheEntry[K, V]) {
+	e.next, e.prev = c.root.next, &c.root
+	c.root.next.prev = e
+	c.root.next = e
+}
+
+// get returns the table for k, loading it on a miss.
+func (c *lru[K, V]) get(k K) (V, error) {
+	if e, ok := c.items[k]; ok {
+		c.hooks.CacheAccess(c.kind, true)
+		c.unlink(e)
+		c.pushFront(e)
+		return e.val, nil
+	}
+	c.hooks.CacheAccess(c.kind, false)
+	v, err := c.backend.load(k)
+	if err != nil {
+		var zero V
+		return zero, err
+	}
+	e := &cacheEntry[K, V]{key: k, val: v}
+	c.items[k] = e
+	c.pushFront(e)
+	return v, nil
+}
+
+// peek returns the cached table for k without loading or touching recency.
+func (c *lru[K, V]) peek(k K) (V, bool) {
+	if e, ok := c.items[k]; ok {
+		return e.val, true
+	}
+	var zero V
+	return zero, false
+}
+
+// contains reports whether k is cached.
+func (c *lru[K, V]) contains(k K) bool {
+	_, ok := c.items[k]
+	return ok
+}
+
+// insertNew adds a table that exists only in memory (a new table), dirty.
+func (c *lru[K, V]) insertNew(k K, v V) {
+	if old, ok := c.items[k]; ok {
+		if old.dirty {
+			c.ndirty--
+		}
+		c.unlink(old)
+	}
+	e := &cacheEntry[K, V]{key: k, val: v, dirty: true}
+	c.ndirty++
+	c.items[k] = e
+	c.pushFront(e)
+}
+
+// markDirty records that the cached table for k was changed in memory.
+func (c *lru[K, V]) markDirty(k K) {
+	e, ok := c.items[k]
+	if !ok {
+		panic("qcow2: markDirty of a table that is not cached")
+	}
+	if !e.dirty {
+		e.dirty = true
+		c.ndirty++
+	}
+}
+
+// drop forgets k without writing it (the table's cluster was freed).
+func (c *lru[K, V]) drop(k K) {
+	if e, ok := c.items[k]; ok {
+		if e.dirty {
+			c.ndirty--
+		}
+		c.unlink(e)
+		delete(c.items, k)
+	}
+}
+
+// dependOn declares that dep must be flushed before any dirty entry of c is written. A
+// dependency in the opposite direction is resolved first by flushing, as QEMU does, so the
+// graph never has a cycle.
+func (c *lru[K, V]) dependOn(dep flushTarget) error {
+	if d := dep.dependency(); d != nil {
+		if err := dep.clearDependency(); err != nil {
+			return err
+		}
+	}
+	if c.depends != nil && c.depends != dep {
+		if err := c.clearDependency(); err != nil {
+			return err
+		}
+	}
+	c.depends = dep
+	return nil
+}
+
+// requireSync declares that sync must run before any dirty entry of c is written.
+func (c *lru[K, V]) requireSync(sync func() error) { c.needSync = sync }
+
+func (c *lru[K, V]) dependency() flushTarget { return c.depends }
+
+// clearDependency flushes what c depends on and forgets the dependency.
+func (c *lru[K, V]) clearDependency() error {
+	if c.depends == nil {
+		return nil
+	}
+	dep := c.depends
+	if err := dep.flushAll(); err != nil {
+		return err
+	}
+	c.depends = nil
+	return nil
+}
+
+// writeEntry writes one dirty entry after honouring the declared order.
+func (c *lru[K, V]) writeEntry(e *cacheEntry[K, V]) error {
+	if err := c.clearDependency(); err != nil {
+		return err
+	}
+	if c.needSync != nil {
+		if err := c.needSync(); err != nil {
+			return err
+		}
+		c.needSync = nil
+	}
+	if err := c.backend.flush(e.key, e.val); err != nil {
+		return err
+	}
+	e.dirty = false
+	c.ndirty--
+	c.unsynced = true
+	return nil
+}
+
+// writeAll writes every dirty entry, in key (host offset) order, without the final sync.
+func (c *lru[K, V]) writeAll() error {
+	if c.ndirty == 0 {
+		return nil
+	}
+	dirty := make([]*cacheEntry[K, V], 0, c.ndirty)
+	for _, e := range c.items {
+		if e.dirty {
+			dirty = append(dirty, e)
+		}
+	}
+	slices.SortFunc(dirty, func(a, b *cacheEntry[K, V]) int { return cmp.Compare(a.key, b.key) })
+	for _, e := range dirty {
+		if err := c.writeEntry(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flushAll writes every dirty entry, runs afterWrite, and syncs: afterwards everything the
+// cache holds is durable.
+func (c *lru[K, V]) flushAll() error {
+	if c.flushing {
+		return nil
+	}
+	c.flushing = true
+	defer func() { c.flushing = false }()
+	if err := c.writeAll(); err != nil {
+		return err
+	}
+	if c.afterWrite != nil {
+		// Entries written (now or by an earlier eviction) must be durable before whatever
+		// afterWrite publishes points at them.
+		if c.unsynced {
+			if err := c.sync(); err != nil {
+				return err
+			}
+			c.unsynced = false
+		}
+		if err := c.afterWrite(); err != nil {
+			return err
+		}
+	}
+	// Even with nothing dirty here, a dependent cache relies on this sync as its barrier.
+	if err := c.sync(); err != nil {
+		return err
+	}
+	c.unsynced = false
+	return nil
+}
+
+// trim evicts least recently used entries until at most capacity remain. A dirty entry is
+// written (after its dependencies) before it goes. When writing fails the entry stays and the
+// error is returned; the cache is then over capacity until a later trim succeeds.
+func (c *lru[K, V]) trim() error {
+	for len(c.items) > c.capacity {
+		e := c.root.prev
+		if e.dirty {
+			if err := c.writeEntry(e); err != nil {
+				return err
+			}
+		}
+		c.unlink(e)
+		delete(c.items, e.key)
+		c.hooks.CacheEviction(c.kind)
+	}
+	return nil
+}
+
+// keys returns the cached keys in ascending order.
+func (c *lru[K, V]) keys() []K {
+	ks := make([]K, 0, len(c.items))
+	for k := range c.items {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// dirtyCount is the number of entries not yet written.
+func (c *lru[K, V]) dirtyCount() int { return c.ndirty }
+
+// clear forgets every entry, dirty or not (after a fatal error or for a reload).
+func (c *lru[K, V]) clear() {
+	c.items = make(map[K]*cacheEntry[K, V])
+	c.root.next, c.root.prev = &c.root, &c.root
+	c.ndirty = 0
+	c.depends = nil
+	c.needSync = nil
+}

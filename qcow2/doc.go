@@ -1,0 +1,67 @@
+// Package qcow2 is qnbd's qcow2 engine: it opens qcow2 images (version 2 and 3, every feature
+// qemu-img creates except encryption), reads and writes them concurrently, and keeps them
+// consistent across crashes. The format is qemu's docs/interop/qcow2.txt; the allocator design
+// is imago's (allocation.rs), the flush rules QEMU's (qcow2-cache.c).
+//
+// # Usage
+//
+//	img, err := qcow2.Open("disk.qcow2", qcow2.OpenOptions{})
+//	if err != nil { ... }
+//	defer img.Close()
+//	_, err = img.WriteAt(buf, 1<<20)
+//	err = img.Flush()
+//
+// # Layout
+//
+//	guest offset --L1 index--> L1 entry --L2 index--> L2 entry --> host cluster (data)
+//	                                                  |           compressed bytes
+//	                                                  |           zero flag / unallocated
+//	                                                  +-- (extended L2) 32 subcluster bits
+//	host cluster --reftable index--> reftable entry --> refcount block --> refcount
+//
+// # Layers
+//
+// A request goes through two layers. The metadata layer (mapping.go, write.go) turns a guest
+// range into a plan of host extents, under the metadata lock: mapRead returns where each byte
+// is (data, compressed, zero, backing); mapWrite finds or creates the mapping, allocating
+// clusters (alloc.go) and L2 tables. The data layer (read.go, write.go execWrite, cow.go)
+// then does pread/pwrite outside every lock, one call per contiguous host extent; a write
+// finally takes the lock again to link its new L2 entries. Metadata tables live in two LRU
+// caches (cache.go) written back at Flush or eviction, in the order flush.go states.
+//
+// # Concurrency
+//
+// Every exported method of Image is safe for concurrent use. Three things coordinate:
+//
+//   - gate (sync.RWMutex): held shared by every request for its duration, exclusively by
+//     Resize and Close, which thereby wait for requests in flight.
+//   - mu (sync.Mutex), the metadata lock: guards the header, the L1 table, both caches, the
+//     allocator, the in-flight table, pins. Held only while planning, linking, zeroing or
+//     discarding in the metadata, and flushing; never while waiting for another request.
+//   - the in-flight table (busy): a guest cluster whose L2 entry a write is about to change
+//     is marked busy from planning until linking. A second writer (or zero/discard) that
+//     needs it waits on its channel with mu released, then plans again and finds the first
+//     writer's cluster (QEMU's L2Meta dependencies, imago's range blockers). Readers never
+//     wait on it: until the link, the cluster reads as before.
+//   - pins: host ranges that data I/O outside the lock is using. A cluster freed while pinned
+//     is freed (and becomes allocatable) only when the last pin goes, so a cluster can never
+//     be handed to another guest cluster while a request still reads or writes it.
+//
+// Lock order: gate, then mu. Nothing else is ever locked inside mu (hooks must not call
+// back). The allocator has no mutex of its own: it is folded under mu, because every
+// allocation happens while a mapping is being built and every free while an L2 entry changes,
+// both under mu already; a nested allocator mutex would always be taken with mu held and so
+// never be contended, only add a lock order to get wrong.
+//
+// # Consistency
+//
+// Anything read from disk is untrusted: table sizes are bounded before allocation, every L2
+// entry is validated when its table is loaded, every L1 and reftable entry when used. A
+// metadata inconsistency found at run time marks the image corrupt (incompatible bit 1) and
+// fails the request with an error matching ErrCorrupt and syscall.EIO; writes are refused from
+// then on. Before every metadata write, and for every guest data write into the image file,
+// the target is checked against the metadata the engine knows of (header, L1, reftable,
+// snapshot table and L1s, bitmap directory, cached L2 tables and refcount blocks): the
+// allocator must never hand out a cluster that is in use. See flush.go for the write order
+// that makes a crash at any point leak clusters at worst.
+package qcow2

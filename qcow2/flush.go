@@ -1,0 +1,116 @@
+// Flush: the one place that states the order in which metadata reaches the disk, and its barriers.
+package qcow2
+
+import (
+	"fmt"
+	"time"
+)
+
+// The write order, and why each barrier (fsync) is where it is. QEMU's qcow2-cache.c rules,
+// which this follows: a cache entry is written only after the cache it depends on has been
+// written *and* flushed (qcow2_cache_flush_dependency), and "depends on flush" means an fsync
+// must precede writing any entry (qcow2_cache_depends_on_flush).
+//
+//   - Allocating: refcount block (count +1) -> fsync -> guest data and its copy-on-write ->
+//     fsync -> L2 entry -> fsync -> L1 entry (for a new L2 table) -> fsync.
+//     Declared by l2.dependOn(refcounts) when clusters are allocated (unless the dirty bit is
+//     set: lazy refcounts), and l2.requireSync(data.Sync) when a write is linked. A crash at
+//     any point leaks at most: no entry on disk ever points at a cluster whose count is 0 or
+//     whose data was not written.
+//   - Freeing: L2 entry cleared -> fsync -> refcount block (count -1). Declared by
+//     refcounts.dependOn(l2) before every decrement. A crash in between leaks; it never
+//     leaves a reference to a free cluster, which the allocator could hand out twice.
+//     A cycle (allocating after freeing, or the reverse) is broken when declared, by flushing
+//     the cache depended on (as QEMU's qcow2_cache_set_dependency).
+//   - New refcount block: block -> fsync -> reftable entry -> fsync (the refcount cache's
+//     flushAll writes reftable entries after its blocks and syncs again).
+//   - Growing a table (reftable, L1): new structures -> fsync -> new table -> fsync -> header
+//     pointer -> fsync -> free the old table. The header write is the commit point.
+//   - Shared L2 table copied (snapshots): copy -> fsync -> L1 entry -> fsync -> old table's
+//     count -1.
+//   - Dirty bit (lazy refcounts): header -> fsync before the first write; cleared after a full
+//     flush on close. Corrupt bit: header -> fsync as soon as corruption is found.
+//
+// Flush itself, with the metadata lock held:
+//
+//  1. fsync the data file (the image file when there is none): every write already linked has
+//     its data durable, which satisfies the data-before-L2 rule for every dirty L2 table;
+//  2. refcount cache: dirty blocks -> fsync -> dirty reftable entries -> fsync (after the L2
+//     cache, if the refcounts depend on it);
+//  3. L2 cache: dirty tables -> fsync;
+//  4. L1: dirty entries (512-byte sectors) -> fsync;
+//  5. the image file is extended to cover every allocated cluster (a cluster whose data was
+//     only partly written, with extended L2, may lie past the end), then a final fsync.
+//
+// Metadata between flushes lives in the caches (write-back, like QEMU's default cache mode);
+// OpenOptions.WriteThrough flushes after every write request.
+
+// Flush makes every completed write durable.
+func (img *Image) Flush() error {
+	start := time.Now()
+	img.mu.Lock()
+	err := img.flushLocked()
+	img.mu.Unlock()
+	img.hooks.Flushed(time.Since(start))
+	return err
+}
+
+// flushL2 writes every dirty L2 table (after what it depends on) and syncs.
+func (img *Image) flushL2() error { return img.l2.flushAll() }
+
+func (img *Image) flushLocked() error {
+	if img.readOnly || img.closed {
+		return nil
+	}
+	if img.corrupt != nil {
+		return fmt.Errorf("%w: not flushing metadata of a corrupt image (%v)", ErrCorrupt, img.corrupt)
+	}
+	// 1.
+	if err := img.data.Sync(); err != nil {
+		return fmt.Errorf("qcow2: sync data: %w", err)
+	}
+	img.l2.needSync = nil
+	// 2.
+	if err := img.alloc.flush(); err != nil {
+		return err
+	}
+	// 3.
+	if err := img.flushL2(); err != nil {
+		return err
+	}
+	// 4.
+	if len(img.l1.dirty) > 0 {
+		if err := img.writeL1Dirty(); err != nil {
+			return err
+		}
+		if err := img.file.Sync(); err != nil {
+			return err
+		}
+	}
+	// 5.
+	if err := img.extendFile(); err != nil {
+		return err
+	}
+	if end := img.fileEnd(); end != img.lastHost {
+		img.lastHost = end
+		img.stateChanged()
+	}
+	return nil
+}
+
+// extendFile grows the image file to cover every allocated cluster. Done with mu held, so no
+// allocation (and so no data write past fileEnd) can happen meanwhile: truncate never cuts.
+func (img *Image) extendFile() error {
+	end := img.fileEnd()
+	size, err := img.file.Size()
+	if err != nil {
+		return err
+	}
+	if uint64(size) >= end {
+		return nil
+	}
+	if err := img.file.Truncate(int64(end)); err != nil {
+		return fmt.Errorf("qcow2: extend image file to %d bytes: %w", end, err)
+	}
+	return img.file.Sync()
+}

@@ -1,0 +1,347 @@
+// The Image: opening (header, data file, backing chain, L1, allocator), accessors, closing.
+package qcow2
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+)
+
+// OpenOptions select how an image is opened.
+type OpenOptions struct {
+	// ReadOnly opens the image (and always its backing files) read-only.
+	ReadOnly bool
+	// Snapshot is the ID or name of an internal snapshot to expose instead of the active
+	// state (read-only; FindSnapshot's syntax).
+	Snapshot string
+	// DataFile overrides the external data file name stored in the header.
+	DataFile string
+	// NoBacking does not open the backing file: unallocated ranges read as zeros.
+	NoBacking bool
+	// File says how host files are opened (image, data file and backing files).
+	File FileOptions
+	// WriteThrough flushes after every write (cache=writethrough, directsync).
+	WriteThrough bool
+	// L2CacheBytes bounds the L2 table cache; 0 means enough to map the whole image, at most
+	// 32 MiB (QEMU's default covers up to 256 GiB with 64 KiB clusters).
+	L2CacheBytes int64
+	// Hooks receives engine events; nil means NopHooks.
+	Hooks Hooks
+	// Logger receives warnings (leaked clusters, corruption); nil discards.
+	Logger *slog.Logger
+	// Opener opens host files; nil means OpenFile. It is used for data and backing files too.
+	Opener func(path string, o FileOptions) (Storage, error)
+}
+
+// maxChainDepth bounds the backing chain (the image itself is depth 0).
+const maxChainDepth = 16
+
+// defaultL2CacheMax is the L2 cache size used when OpenOptions.L2CacheBytes is 0 and the
+// image needs more to be covered whole.
+const defaultL2CacheMax = 32 << 20
+
+// minL2Cache: "at least 2 to cover COW" (QEMU's MIN_L2_CACHE_SIZE).
+const minL2Cache = 2
+
+// Image is an open qcow2 image. Its methods are safe for concurrent use: see doc.go for the
+// concurrency contract and the lock order.
+type Image struct {
+	// Set by open, then immutable.
+	path      string
+	dir       string
+	file      Storage
+	data      Storage // == file without an external data file
+	dataPath  string
+	geo       Geometry
+	readOnly  bool
+	opts      OpenOptions
+	hooks     Hooks
+	log       *slog.Logger
+	backing   layer // nil: no backing file, or NoBacking
+	depth     int
+	fileSize  uint64 // image file size at open
+	dataSize  uint64 // data file size at open
+	snapshot  *Snapshot
+	closeOnce sync.Once
+	closeErr  error
+
+	// size is the virtual size; it changes only under gate held exclusively (Resize).
+	size atomic.Uint64
+
+	// gate is held shared by every guest request for its whole duration, and exclusively by
+	// Resize and Close, which so wait for requests in flight.
+	gate sync.RWMutex
+
+	// mu is the metadata lock: it guards everything below. See doc.go.
+	mu           sync.Mutex
+	hdr          Header
+	l1           *l1Table
+	snapshotL1   bool // l1 is a snapshot's table
+	l2           *lru[HostCluster, *l2Table]
+	alloc        *allocator // nil when read-only
+	busy         map[GuestCluster]chan struct{}
+	pins         pinSet
+	deferred     []deferredFree
+	corrupt      error
+	closed       bool
+	prepared     bool // the first-write header updates are done
+	snapshots    []Snapshot
+	snapTableLen uint64
+	lastHost     uint64
+}
+
+// Open opens the image at path.
+func Open(path string, o OpenOptions) (*Image, error) {
+	return openChain(path, o, &chainState{})
+}
+
+// OpenStorage opens the image stored in s; dir resolves relative backing and data file names.
+// The image takes ownership of s and closes it.
+func OpenStorage(s Storage, dir string, o OpenOptions) (*Image, error) {
+	return openImage(s, "", dir, o, &chainState{})
+}
+
+func openChain(path string, o OpenOptions, cs *chainState) (*Image, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cs.enter(abs); err != nil {
+		return nil, err
+	}
+	fo := o.File
+	fo.ReadOnly = o.ReadOnly || o.Snapshot != ""
+	s, err := openHostFile(o, path, fo)
+	if err != nil {
+		return nil, err
+	}
+	img, err := openImage(s, path, filepath.Dir(abs), o, cs)
+	if err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+func openHostFile(o OpenOptions, path string, fo FileOptions) (Storage, error) {
+	if o.Opener != nil {
+		return o.Opener(path, fo)
+	}
+	s, err := OpenFile(path, fo)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img *Image, err error) {
+	img = &Image{path: path, dir: dir, file: s, data: s, opts: o, depth: cs.depth, busy: map[GuestCluster]chan struct{}{}}
+	defer func() {
+		if err != nil {
+			img.closeFiles()
+			img = nil
+		}
+	}()
+	img.hooks = o.Hooks
+	if img.hooks == nil {
+		img.hooks = NopHooks{}
+	}
+	img.log = o.Logger
+	if img.log == nil {
+		img.log = slog.New(slog.DiscardHandler)
+	}
+	img.readOnly = o.ReadOnly || o.Snapshot != ""
+	hdr, err := ReadHeader(s)
+	if err != nil {
+		return nil, err
+	}
+	if hdr.Corrupt() && !img.readOnly {
+		return nil, fmt.Errorf("%w: %s is marked corrupt (incompatible bit 1): open it read-only, or repair it with 'qemu-img check -r all' first", ErrCorrupt, img.name())
+	}
+	if hdr.Dirty() && !img.readOnly {
+		// Refcounts may be stale (lazy refcounts, unclean close): rebuild them before use.
+		nh, err := RepairDirty(s, hdr)
+		if err != nil {
+			return nil, err
+		}
+		hdr = nh
+	}
+	img.hdr = *hdr
+	img.geo = hdr.Geometry()
+	img.size.Store(hdr.Size)
+	fsz, err := s.Size()
+	if err != nil {
+		return nil, fmt.Errorf("qcow2: size of %s: %w", img.name(), err)
+	}
+	img.fileSize = uint64(fsz)
+
+	if hdr.SnapshotCount > 0 || o.Snapshot != "" {
+		snaps, err := ReadSnapshots(s, hdr)
+		if err != nil {
+			return nil, err
+		}
+		img.snapshots = snaps
+		img.snapTableLen = SnapshotTableSize(hdr, snaps)
+	}
+	if err := img.openDataFile(); err != nil {
+		return nil, err
+	}
+	if !o.NoBacking && hdr.BackingFile != "" {
+		b, err := openBacking(img, cs)
+		if err != nil {
+			return nil, err
+		}
+		img.backing = b
+	}
+
+	if o.Snapshot != "" {
+		sn, err := FindSnapshot(img.snapshots, o.Snapshot)
+		if err != nil {
+			return nil, err
+		}
+		img.snapshot = &sn
+		img.size.Store(sn.DiskSize)
+		if need := img.geo.L1EntriesFor(sn.DiskSize); uint64(sn.L1Size) < need {
+			return nil, formatErr(-1, "snapshot l1_size", sn.L1Size, "too small for the snapshot's disk size of %d bytes", sn.DiskSize)
+		}
+		if img.l1, err = loadL1(s, sn.L1Offset, sn.L1Size); err != nil {
+			return nil, err
+		}
+		img.snapshotL1 = true
+	} else if img.l1, err = loadL1(s, hdr.L1TableOffset, hdr.L1Size); err != nil {
+		return nil, err
+	}
+
+	img.l2 = newLRU(CacheL2, img.l2CacheEntries(), cacheBackend[HostCluster, *l2Table](l2Backend{img}), img.hooks, s.Sync)
+	if !img.readOnly {
+		img.alloc, err = newAllocator(img, img.fileSize, max(img.l2.capacity/4, minRefBlockCache))
+		if err != nil {
+			return nil, err
+		}
+	}
+	img.lastHost = img.fileSize
+	img.stateChanged()
+	return img, nil
+}
+
+func (img *Image) l2CacheEntries() int {
+	cs := img.geo.ClusterSize()
+	want := img.geo.L1EntriesFor(img.size.Load())
+	limit := uint64(defaultL2CacheMax)
+	if img.opts.L2CacheBytes > 0 {
+		limit = uint64(img.opts.L2CacheBytes)
+		want = limit / cs
+	}
+	return int(max(min(want, limit/cs), minL2Cache))
+}
+
+func (img *Image) name() string {
+	if img.path != "" {
+		return img.path
+	}
+	return "image"
+}
+
+// fileEnd is the length of the image file as the engine knows it: at least its size at open,
+// and past every cluster allocated since.
+func (img *Image) fileEnd() uint64 {
+	if img.alloc != nil {
+		return max(img.fileSize, uint64(img.alloc.end))
+	}
+	return img.fileSize
+}
+
+// dataEnd is the length of the external data file (the image file without one).
+func (img *Image) dataEnd() uint64 {
+	if img.data == img.file {
+		return img.fileEnd()
+	}
+	// Data clusters sit at their guest offset; the data file grows as they are written.
+	return max(img.dataSize, img.size.Load())
+}
+
+// Header returns a copy of the current header.
+func (img *Image) Header() Header {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return img.hdr
+}
+
+// Size returns the virtual disk size in bytes.
+func (img *Image) Size() uint64 { return img.size.Load() }
+
+// ReadOnly reports whether the image was opened read-only.
+func (img *Image) ReadOnly() bool { return img.readOnly }
+
+// Snapshots returns the image's internal snapshots.
+func (img *Image) Snapshots() []Snapshot {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return append([]Snapshot(nil), img.snapshots...)
+}
+
+// Close flushes everything, clears the dirty bit if the engine set it, and closes the image,
+// its data file and its backing chain. It waits for requests in flight. Closing twice is
+// harmless.
+func (img *Image) Close() error {
+	img.closeOnce.Do(func() {
+		img.gate.Lock()
+		defer img.gate.Unlock()
+		var errs []error
+		img.mu.Lock()
+		if !img.readOnly && img.corrupt == nil {
+			if err := img.flushLocked(); err != nil {
+				errs = append(errs, err)
+			} else if err := img.markClean(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		img.closed = true
+		img.mu.Unlock()
+		errs = append(errs, img.closeFiles())
+		img.closeErr = errors.Join(errs...)
+	})
+	return img.closeErr
+}
+
+func (img *Image) closeFiles() error {
+	var errs []error
+	if img.backing != nil {
+		errs = append(errs, img.backing.Close())
+	}
+	if img.data != nil && img.data != img.file {
+		errs = append(errs, img.data.Close())
+	}
+	if img.file != nil {
+		errs = append(errs, img.file.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// checkRequest validates a guest range and the image state for a request.
+func (img *Image) checkRequest(off, n uint64, write bool) error {
+	size := img.size.Load()
+	if off > size || n > size-off {
+		return fmt.Errorf("%w: %d bytes at %d, image size %d", ErrOutOfRange, n, off, size)
+	}
+	if write && img.readOnly {
+		return ErrReadOnly
+	}
+	return nil
+}
+
+// zeroBuf is a shared buffer of zeros, never written.
+var zeroBuf = make([]byte, 1<<20)
+
+// putU64 stores v big-endian.
+func putU64(b []byte, v uint64) {
+	_ = b[7]
+	b[0], b[1], b[2], b[3] = byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32)
+	b[4], b[5], b[6], b[7] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+}
+
+var _ io.ReaderAt = (*Image)(nil)
+var _ io.WriterAt = (*Image)(nil)

@@ -1,0 +1,196 @@
+// L2 tables: loading with validation of every entry, the in-memory form, and the cache backend.
+package qcow2
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// l2Table is one L2 table decoded to host-order words: one word per entry, or two (the entry
+// and its subcluster bitmap) with extended L2 entries.
+type l2Table struct {
+	ext bool
+	w   []uint64
+}
+
+// slot is one L2 entry with its subcluster bitmap (zero without extended L2).
+type slot struct {
+	e L2Entry
+	b SubclusterBitmap
+}
+
+func newL2Table(g Geometry) *l2Table {
+	n := g.L2Entries()
+	if g.ExtendedL2 {
+		n *= 2
+	}
+	return &l2Table{ext: g.ExtendedL2, w: make([]uint64, n)}
+}
+
+func (t *l2Table) get(i L2Index) slot {
+	if t.ext {
+		return slot{L2Entry(t.w[2*i]), SubclusterBitmap(t.w[2*i+1])}
+	}
+	return slot{e: L2Entry(t.w[i])}
+}
+
+func (t *l2Table) set(i L2Index, s slot) {
+	if t.ext {
+		t.w[2*i], t.w[2*i+1] = uint64(s.e), uint64(s.b)
+		return
+	}
+	t.w[i] = uint64(s.e)
+}
+
+func (t *l2Table) clone() *l2Table {
+	return &l2Table{ext: t.ext, w: append([]uint64(nil), t.w...)}
+}
+
+func (t *l2Table) encode() []byte {
+	b := make([]byte, len(t.w)*8)
+	for i, v := range t.w {
+		binary.BigEndian.PutUint64(b[i*8:], v)
+	}
+	return b
+}
+
+// allSubclusters is the bitmap mask of all 32 subclusters.
+const allSubclusters = ^uint32(0)
+
+// hostOf returns the host cluster offset a standard entry points at, if any. Offset 0 means
+// "unallocated", except with an external data file, where offset 0 with COPIED set is the
+// data file's first cluster (the spec: "The offset may only be 0 with bit 63 set ... when an
+// external data file is used").
+func (img *Image) hostOf(e L2Entry) (HostOffset, bool) {
+	if e.Compressed() {
+		return 0, false
+	}
+	if off := e.Offset(); off != 0 {
+		return off, true
+	}
+	if img.data != img.file && e.Copied() {
+		return 0, true
+	}
+	return 0, false
+}
+
+// subKind classifies subcluster sc of s (any sc without extended L2, where the whole cluster
+// is one subcluster).
+func (img *Image) subKind(s slot, sc uint32) Kind {
+	if s.e.Compressed() {
+		return KindCompressed
+	}
+	if !img.geo.ExtendedL2 {
+		if s.e.Zero() {
+			return KindZero
+		}
+		if _, ok := img.hostOf(s.e); ok {
+			return KindData
+		}
+		return KindUnallocated
+	}
+	switch {
+	case s.b.Allocated()&(1<<sc) != 0:
+		return KindData
+	case s.b.ZeroBits()&(1<<sc) != 0:
+		return KindZero
+	}
+	return KindUnallocated
+}
+
+// validateL2 checks every entry of a table just read from disk at l2Off. Anything the spec
+// forbids, or that points outside the file, is corruption: the caller marks the image.
+func (img *Image) validateL2(t *l2Table, l2Off HostOffset) error {
+	g := img.geo
+	n := L2Index(g.L2Entries())
+	fileEnd := img.fileEnd()
+	dataEnd := img.dataEnd()
+	for i := L2Index(0); i < n; i++ {
+		s := t.get(i)
+		e := s.e
+		where := func() string { return fmt.Sprintf("L2 table %#x index %d (entry %#016x)", uint64(l2Off), i, uint64(e)) }
+		if e.Compressed() {
+			if img.data != img.file {
+				return corruptf("%s: compressed cluster in an image with an external data file", where())
+			}
+			off, _ := e.CompressedRange(g)
+			if off >= MaxHostOffset {
+				return corruptf("%s: compressed data offset beyond 2^56", where())
+			}
+			if uint64(off) >= fileEnd {
+				return corruptf("%s: compressed data at %#x, past the end of the %d-byte file", where(), uint64(off), fileEnd)
+			}
+			if g.ExtendedL2 && s.b != 0 {
+				return corruptf("%s: compressed cluster with a non-zero subcluster bitmap %#x", where(), uint64(s.b))
+			}
+			continue
+		}
+		if e.Reserved() != 0 {
+			return corruptf("%s: reserved bits set", where())
+		}
+		if uint64(e)&l2Zero != 0 && (img.hdr.Version < 3 || g.ExtendedL2) {
+			return corruptf("%s: zero flag in a version 2 or extended-L2 image", where())
+		}
+		off := e.Offset()
+		if off.InCluster(g) != 0 {
+			return corruptf("%s: host offset %#x not aligned to a cluster", where(), uint64(off))
+		}
+		host, has := img.hostOf(e)
+		if g.ExtendedL2 {
+			alloc, zero := s.b.Allocated(), s.b.ZeroBits()
+			if alloc&zero != 0 {
+				return corruptf("%s: subclusters %#x both allocated and reading as zero", where(), alloc&zero)
+			}
+			if alloc != 0 && !has {
+				return corruptf("%s: allocated subclusters %#x without a host cluster", where(), alloc)
+			}
+		}
+		if !has {
+			continue
+		}
+		end := fileEnd
+		if img.data != img.file {
+			end = dataEnd
+		}
+		used := !e.Zero() && (!g.ExtendedL2 || s.b.Allocated() != 0)
+		if used && uint64(host) >= end {
+			return corruptf("%s: data cluster at %#x, past the end of the %d-byte file", where(), uint64(host), end)
+		}
+		if img.data == img.file && host == 0 {
+			return corruptf("%s: data cluster points at the image header", where())
+		}
+	}
+	return nil
+}
+
+// l2Backend loads and writes L2 tables of an image.
+type l2Backend struct{ img *Image }
+
+func (b l2Backend) load(k HostCluster) (*l2Table, error) {
+	img := b.img
+	off := k.Offset(img.geo)
+	buf := make([]byte, img.geo.ClusterSize())
+	if err := readAtFull(img.file, buf, off); err != nil {
+		return nil, fmt.Errorf("qcow2: read L2 table at %#x: %w", uint64(off), err)
+	}
+	t := newL2Table(img.geo)
+	for i := range t.w {
+		t.w[i] = binary.BigEndian.Uint64(buf[i*8:])
+	}
+	if err := img.validateL2(t, off); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (b l2Backend) flush(k HostCluster, t *l2Table) error {
+	img := b.img
+	off := k.Offset(img.geo)
+	if err := img.checkMetadataWrite(off, img.geo.ClusterSize(), metaL2, k); err != nil {
+		return err
+	}
+	if _, err := img.file.WriteAt(t.encode(), int64(off)); err != nil {
+		return fmt.Errorf("qcow2: write L2 table at %#x: %w", uint64(off), err)
+	}
+	return nil
+}

@@ -1,0 +1,292 @@
+// The metadata layer's plans: read extents, the in-flight cluster table, host pins, deferred frees.
+package qcow2
+
+import "errors"
+
+// readExt is one piece of a read plan: a guest range and where its bytes come from.
+type readExt struct {
+	off  uint64 // guest offset
+	n    uint64
+	kind Kind
+	// host is, for KindData, the host byte offset of off; for KindCompressed, the start of the
+	// compressed bytes.
+	host HostOffset
+	clen uint64 // KindCompressed: bytes of compressed data at host
+	cin  uint64 // KindCompressed: offset of off within the decompressed cluster
+}
+
+// hostRange is a byte range of the image file.
+type hostRange struct {
+	off HostOffset
+	n   uint64
+}
+
+// pinSet records the image-file ranges that data I/O outside the metadata lock is using. A
+// cluster freed while pinned is freed only when the pin goes (deferredFree), so it cannot be
+// handed to another guest cluster while a request still reads or writes it.
+type pinSet struct {
+	next   uint64
+	active map[uint64][]hostRange
+}
+
+func (p *pinSet) add(r []hostRange) uint64 {
+	if len(r) == 0 {
+		return 0
+	}
+	if p.active == nil {
+		p.active = map[uint64][]hostRange{}
+	}
+	p.next++
+	p.active[p.next] = r
+	return p.next
+}
+
+func (p *pinSet) overlaps(off HostOffset, n uint64) bool {
+	for _, rs := range p.active {
+		for _, r := range rs {
+			if rangesOverlap(off, n, r.off, r.n) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// deferredFree is a free waiting for pins to go.
+type deferredFree struct {
+	c     HostCluster
+	n     ClusterCount
+	punch bool
+}
+
+// unpin drops a pin and performs the frees it was holding back. Called with mu held.
+func (img *Image) unpin(id uint64) {
+	if id == 0 {
+		return
+	}
+	delete(img.pins.active, id)
+	if len(img.deferred) == 0 {
+		return
+	}
+	keep := img.deferred[:0]
+	var ready []deferredFree
+	for _, d := range img.deferred {
+		if img.pins.overlaps(d.c.Offset(img.geo), img.geo.Bytes(d.n)) {
+			keep = append(keep, d)
+		} else {
+			ready = append(ready, d)
+		}
+	}
+	img.deferred = keep
+	for _, d := range ready {
+		img.freeNow(d.c, d.n, d.punch)
+	}
+}
+
+// freeClusters releases [c, c+n) of the image file after an L2 entry stopped pointing at
+// them: now, or when the requests using them are done.
+func (img *Image) freeClusters(c HostCluster, n ClusterCount, punch bool) {
+	if img.alloc == nil || n == 0 {
+		return
+	}
+	if img.pins.overlaps(c.Offset(img.geo), img.geo.Bytes(n)) {
+		img.deferred = append(img.deferred, deferredFree{c, n, punch})
+		return
+	}
+	img.freeNow(c, n, punch)
+}
+
+func (img *Image) freeNow(c HostCluster, n ClusterCount, punch bool) {
+	// The L2 entry that referenced these clusters is cleared on disk before their refcount
+	// drops (QEMU: refcount cache depends on the L2 cache when freeing).
+	if err := img.alloc.cache.dependOn(img.l2); err != nil {
+		img.log.Warn("qcow2: leaking clusters: cannot order the free after the L2 update", "cluster", uint64(c), "n", uint64(n), "err", err)
+		return
+	}
+	img.alloc.free(c, n, punch)
+}
+
+// freeEntry releases what an L2 entry (being replaced) pointed at: a data cluster, a
+// preallocated zero cluster or a compressed range. Data in an external data file is not
+// refcounted: with punch its bytes are deallocated instead.
+func (img *Image) freeEntry(s slot, punch bool) {
+	g := img.geo
+	if s.e.Compressed() {
+		off, n := s.e.CompressedRange(g)
+		first, last := off.Cluster(g), off.Add(n-1).Cluster(g)
+		img.freeClusters(first, ClusterCount(last-first+1), punch)
+		return
+	}
+	host, ok := img.hostOf(s.e)
+	if !ok {
+		return
+	}
+	if img.data != img.file {
+		if punch {
+			img.punchHost(img.data, host, g.ClusterSize())
+		}
+		return
+	}
+	img.freeClusters(host.Cluster(g), 1, punch)
+}
+
+// punchHost deallocates a host range (the guest discarded it). Stores that cannot punch
+// holes keep the bytes; nothing reads them.
+func (img *Image) punchHost(s Storage, off HostOffset, n uint64) {
+	if hp, ok := s.(HolePuncher); ok {
+		if err := hp.PunchHole(int64(off), int64(n)); err != nil && err != ErrNotSupported {
+			img.log.Debug("qcow2: punch hole failed", "off", uint64(off), "n", n, "err", err)
+		}
+	}
+}
+
+// waitBusy returns the channel of an in-flight change to one of the guest clusters in
+// [first, last], or nil.
+func (img *Image) waitBusy(first, last GuestCluster) chan struct{} {
+	if len(img.busy) == 0 {
+		return nil
+	}
+	if uint64(last-first) > uint64(len(img.busy)) {
+		for gc, ch := range img.busy {
+			if gc >= first && gc <= last {
+				return ch
+			}
+		}
+		return nil
+	}
+	for gc := first; gc <= last; gc++ {
+		if ch, ok := img.busy[gc]; ok {
+			return ch
+		}
+	}
+	return nil
+}
+
+// release ends in-flight changes, waking their waiters.
+func (img *Image) release(gcs []GuestCluster) {
+	for _, gc := range gcs {
+		if ch, ok := img.busy[gc]; ok {
+			close(ch)
+			delete(img.busy, gc)
+		}
+	}
+}
+
+// trimCaches evicts down to the cache sizes; called where no table pointer is held.
+func (img *Image) trimCaches() {
+	if err := img.l2.trim(); err != nil {
+		img.log.Warn("qcow2: L2 cache eviction failed", "err", err)
+	}
+	if img.alloc != nil {
+		if err := img.alloc.cache.trim(); err != nil {
+			img.log.Warn("qcow2: refcount cache eviction failed", "err", err)
+		}
+	}
+}
+
+// mapRead plans a read of [off, off+n): MapRead of the design. It appends to ext and returns
+// the image-file ranges the plan reads (to be pinned).
+func (img *Image) mapRead(off, n uint64, ext []readExt) ([]readExt, []hostRange, error) {
+	g := img.geo
+	cs := g.ClusterSize()
+	scs := g.SubclusterSize()
+	end := off + n
+	add := func(e readExt) {
+		if len(ext) > 0 {
+			p := &ext[len(ext)-1]
+			if p.kind == e.kind && p.off+p.n == e.off && e.kind != KindCompressed &&
+				(e.kind != KindData || p.host.Add(p.n) == e.host) {
+				p.n += e.n
+				return
+			}
+		}
+		ext = append(ext, e)
+	}
+	for pos := off; pos < end; {
+		l1i := GuestOffset(pos).L1Index(g)
+		tableEnd := uint64(l1i.FirstCluster(g).Offset(g)) + g.GuestBytesPerL2()
+		stop := min(end, tableEnd)
+		c, ok, err := img.l2For(l1i)
+		if err != nil {
+			return ext, nil, err
+		}
+		if !ok {
+			add(readExt{off: pos, n: stop - pos, kind: KindUnallocated})
+			pos = stop
+			continue
+		}
+		t, err := img.l2.get(c)
+		if err != nil {
+			return ext, nil, err
+		}
+		for pos < stop {
+			gc := GuestOffset(pos).Cluster(g)
+			s := t.get(gc.L2Index(g))
+			in := GuestOffset(pos).InCluster(g)
+			cend := min(cs, in+(stop-pos))
+			if s.e.Compressed() {
+				host, clen := s.e.CompressedRange(g)
+				add(readExt{off: pos, n: cend - in, kind: KindCompressed, host: host, clen: clen, cin: in})
+				pos += cend - in
+				continue
+			}
+			host, _ := img.hostOf(s.e)
+			for in < cend {
+				sc := uint32(in / scs)
+				scEnd := min(cend, uint64(sc+1)*scs)
+				k := img.subKind(s, sc)
+				e := readExt{off: pos, n: scEnd - in, kind: k}
+				if k == KindData {
+					e.host = host.Add(in)
+				}
+				add(e)
+				pos += scEnd - in
+				in = scEnd
+			}
+		}
+	}
+	var pins []hostRange
+	for _, e := range ext {
+		switch {
+		case e.kind == KindCompressed:
+			pins = append(pins, hostRange{e.host, e.clen})
+		case e.kind == KindData && img.data == img.file:
+			pins = append(pins, hostRange{e.host, e.n})
+		}
+	}
+	return ext, pins, nil
+}
+
+// lockedMapRead takes the metadata lock, plans, pins, and unlocks.
+func (img *Image) lockedMapRead(off, n uint64) ([]readExt, uint64, error) {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.closed {
+		return nil, 0, ErrClosed
+	}
+	ext, pins, err := img.mapRead(off, n, nil)
+	img.trimCaches()
+	if err != nil {
+		return nil, 0, img.fail(err)
+	}
+	if img.data == img.file {
+		for _, e := range ext {
+			if e.kind == KindData {
+				if what := img.overlapsFixed(e.host, e.n); what != "" {
+					return nil, 0, img.fail(corruptf("guest data at %#x maps to host %#x, inside the %s", e.off, uint64(e.host), what))
+				}
+			}
+		}
+	}
+	return ext, img.pins.add(pins), nil
+}
+
+// fail marks the image corrupt when err says it is.
+func (img *Image) fail(err error) error {
+	if isCorrupt(err) {
+		return img.markCorrupt(err)
+	}
+	return err
+}
+
+func isCorrupt(err error) bool { return errors.Is(err, ErrCorrupt) }

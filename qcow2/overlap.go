@@ -1,0 +1,108 @@
+// Overlap checks: no metadata or data write may land on another live metadata structure.
+package qcow2
+
+// metaKind names a metadata structure, for overlap checks and messages.
+type metaKind uint8
+
+const (
+	metaNone metaKind = iota
+	metaHeader
+	metaL1
+	metaL2
+	metaRefTable
+	metaRefBlock
+	metaSnapTable
+	metaInactiveL1
+	metaBitmapDir
+)
+
+var metaNames = [...]string{"data", "image header", "active L1 table", "L2 table", "refcount table", "refcount block", "snapshot table", "inactive L1 table", "bitmap directory"}
+
+func (k metaKind) String() string { return metaNames[k] }
+
+func rangesOverlap(a HostOffset, an uint64, b HostOffset, bn uint64) bool {
+	return an > 0 && bn > 0 && uint64(a) < uint64(b)+bn && uint64(b) < uint64(a)+an
+}
+
+// overlapsFixed returns the name of the fixed-position metadata structure (header, active L1,
+// reftable, snapshot table, snapshot L1 tables, bitmap directory) that [off, off+n) overlaps,
+// or "".
+func (img *Image) overlapsFixed(off HostOffset, n uint64) string {
+	return img.overlapsExcept(off, n, metaNone)
+}
+
+func (img *Image) overlapsExcept(off HostOffset, n uint64, self metaKind) string {
+	g := img.geo
+	cs := g.ClusterSize()
+	if self != metaHeader && rangesOverlap(off, n, 0, cs) {
+		return metaHeader.String()
+	}
+	if self != metaL1 && img.l1 != nil && !img.snapshotL1 && rangesOverlap(off, n, img.l1.off, g.Bytes(g.ClustersFor(img.l1.bytes()))) {
+		return metaL1.String()
+	}
+	if self != metaRefTable {
+		rtOff, rtClusters := img.hdr.RefTableOffset, uint64(img.hdr.RefTableClusters)
+		if img.alloc != nil {
+			rtOff, rtClusters = img.alloc.tableOff, uint64(img.alloc.tableClusters)
+		}
+		if rangesOverlap(off, n, rtOff, rtClusters*cs) {
+			return metaRefTable.String()
+		}
+	}
+	if img.snapTableLen > 0 && rangesOverlap(off, n, img.hdr.SnapshotsOffset, img.snapTableLen) {
+		return metaSnapTable.String()
+	}
+	for _, sn := range img.snapshots {
+		if rangesOverlap(off, n, sn.L1Offset, uint64(sn.L1Size)*l1EntrySize) {
+			return metaInactiveL1.String()
+		}
+	}
+	if b := img.hdr.Extensions.Bitmaps; b != nil && rangesOverlap(off, n, b.DirectoryStart, b.DirectorySize) {
+		return metaBitmapDir.String()
+	}
+	return ""
+}
+
+// overlapsAny adds the cached L2 tables and refcount blocks to overlapsFixed (QEMU's default
+// "cached" overlap-check level). skipKind/skipKey name the structure being written, which may
+// overlap itself.
+func (img *Image) overlapsAny(off HostOffset, n uint64, skipKind metaKind, skipKey HostCluster) string {
+	if what := img.overlapsExcept(off, n, skipKind); what != "" {
+		return what
+	}
+	if n == 0 {
+		return ""
+	}
+	g := img.geo
+	first, last := off.Cluster(g), off.Add(n-1).Cluster(g)
+	for c := first; c <= last; c++ {
+		if img.l2 != nil && img.l2.contains(c) && !(skipKind == metaL2 && skipKey == c) {
+			return metaL2.String()
+		}
+		if img.alloc != nil && img.alloc.cache.contains(c) && !(skipKind == metaRefBlock && skipKey == c) {
+			return metaRefBlock.String()
+		}
+	}
+	return ""
+}
+
+// checkMetadataWrite refuses a write of kind at [off, off+n) that would overwrite another
+// structure: the image is marked corrupt (something handed out a cluster twice) and the
+// write fails.
+func (img *Image) checkMetadataWrite(off HostOffset, n uint64, kind metaKind, self HostCluster) error {
+	if what := img.overlapsAny(off, n, kind, self); what != "" {
+		return img.markCorrupt(corruptf("refusing to write %s at %#x (%d bytes): it overlaps the %s", kind, uint64(off), n, what))
+	}
+	return nil
+}
+
+// checkDataWrite refuses a guest data write into the image file that would land on metadata.
+func (img *Image) checkDataWrite(host HostOffset, n uint64) error {
+	if img.data != img.file {
+		return nil
+	}
+	if what := img.overlapsAny(host, n, metaNone, 0); what != "" {
+		return img.markCorrupt(corruptf("guest data at %#x (%d bytes) would overwrite the %s", uint64(host), n, what))
+	}
+	return nil
+}

@@ -1,0 +1,450 @@
+// Guest writes: plan (find or create mappings) under the metadata lock, pwrite outside it, link.
+package qcow2
+
+import (
+	"fmt"
+	"slices"
+)
+
+// cwrite is the part of a write plan for one guest cluster.
+type cwrite struct {
+	gc       GuestCluster
+	l2       HostCluster // the L2 table holding gc's entry
+	from, to uint64      // bytes of the cluster the guest writes
+	host     HostOffset  // the cluster the bytes go to
+	// inPlace: host is the cluster's own data cluster, writable in place (COPIED, and with
+	// extended L2 every written subcluster already allocated): no metadata changes.
+	inPlace bool
+	// needAlloc: host is still to be allocated (set while planning); newAlloc: host was
+	// allocated by this plan (freed again if the write fails).
+	needAlloc, newAlloc bool
+	fresh               bool   // host was never written: it reads as zeros
+	skipFill            bool   // fresh, and the fills would write zeros: skip them
+	fills               []span // parts to copy from the old contents (copy-on-write)
+	old, next           slot   // the entry before and after the write
+	freeOld             bool   // release what old points at once next is linked
+}
+
+// writePlan is the metadata layer's answer to a write: where every byte goes, which clusters
+// are now in flight (busy), and which host ranges are pinned.
+type writePlan struct {
+	n    uint64 // guest bytes covered, from the request's offset
+	cl   []cwrite
+	busy []GuestCluster
+	pin  uint64
+}
+
+// WriteAt writes p to the virtual disk at off (io.WriterAt). The metadata lock is held only to
+// find or create the mappings; the data goes out with one pwrite per contiguous host extent,
+// outside every lock. Two writes racing for one unallocated cluster allocate it once: the
+// second waits for the first to link it, then writes in place.
+func (img *Image) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%w: negative offset %d", ErrOutOfRange, off)
+	}
+	img.gate.RLock()
+	defer img.gate.RUnlock()
+	if err := img.checkRequest(uint64(off), uint64(len(p)), true); err != nil {
+		return 0, err
+	}
+	if err := img.writeAt(p, uint64(off)); err != nil {
+		return 0, err
+	}
+	if img.opts.WriteThrough {
+		if err := img.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// maxWritePlan bounds the guest bytes one write plan covers.
+const maxWritePlan = 8 << 20
+
+func (img *Image) writeAt(p []byte, off uint64) error {
+	for len(p) > 0 {
+		plan, err := img.lockedMapWrite(off, min(uint64(len(p)), maxWritePlan))
+		if err != nil {
+			return err
+		}
+		err = img.execWrite(p[:plan.n], off, plan)
+		img.mu.Lock()
+		if err != nil {
+			img.abortWrite(plan)
+		} else {
+			err = img.linkWrite(plan)
+		}
+		img.trimCaches()
+		img.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		p, off = p[plan.n:], off+plan.n
+	}
+	return nil
+}
+
+// lockedMapWrite plans a write, waiting (without the lock) for in-flight changes to the first
+// cluster when there are any.
+func (img *Image) lockedMapWrite(off, n uint64) (*writePlan, error) {
+	for {
+		img.mu.Lock()
+		if err := img.prepareWrite(); err != nil {
+			img.mu.Unlock()
+			return nil, err
+		}
+		plan, wait, err := img.mapWrite(off, n)
+		if err != nil {
+			err = img.fail(err)
+		}
+		img.trimCaches()
+		img.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		if wait != nil {
+			<-wait
+			continue
+		}
+		return plan, nil
+	}
+}
+
+// mapWrite plans a write of [off, off+n) (MapWrite of the design): it finds or creates L2
+// tables, allocates host clusters (one contiguous run per L2 table), marks the clusters whose
+// entries will change as in flight, and pins the host ranges it will touch. The plan may cover
+// only a prefix of the range: it stops before a cluster another request is changing. When the
+// very first cluster is busy it returns that request's channel to wait on instead.
+func (img *Image) mapWrite(off, n uint64) (plan *writePlan, wait chan struct{}, err error) {
+	g := img.geo
+	cs := g.ClusterSize()
+	plan = &writePlan{}
+	var pins []hostRange
+	defer func() {
+		if err != nil {
+			img.abortWrite(plan)
+			plan = nil
+		}
+	}()
+	end := off + n
+	pos := off
+outer:
+	for pos < end {
+		l1i := GuestOffset(pos).L1Index(g)
+		tableEnd := uint64(l1i.FirstCluster(g).Offset(g)) + g.GuestBytesPerL2()
+		stop := min(end, tableEnd)
+		if ch := img.busy[GuestOffset(pos).Cluster(g)]; ch != nil {
+			if len(plan.cl) == 0 {
+				return nil, ch, nil
+			}
+			break
+		}
+		key, t, err := img.l2ForWrite(l1i)
+		if err != nil {
+			return plan, nil, err
+		}
+		start := len(plan.cl)
+		nalloc := 0
+		for pos < stop {
+			gc := GuestOffset(pos).Cluster(g)
+			if ch := img.busy[gc]; ch != nil {
+				if len(plan.cl) == 0 {
+					return nil, ch, nil
+				}
+				stop = pos
+				break
+			}
+			in := GuestOffset(pos).InCluster(g)
+			w := cwrite{gc: gc, l2: key, from: in, to: min(cs, in+(stop-pos)), old: t.get(gc.L2Index(g))}
+			img.decide(&w)
+			if w.needAlloc && img.data != img.file {
+				// External data file: the cluster's place is its guest offset.
+				w.host, w.needAlloc = img.dataHostFor(gc), false
+			}
+			if w.needAlloc {
+				nalloc++
+			}
+			plan.cl = append(plan.cl, w)
+			pos += w.to - w.from
+		}
+		if nalloc > 0 {
+			before := img.alloc.end
+			if img.accurateRefcounts() {
+				// Refcounts reach the disk before the L2 entries that use them.
+				if err := img.l2.dependOn(img.alloc.cache); err != nil {
+					return plan, nil, err
+				}
+			}
+			c, err := img.alloc.allocMeta(ClusterCount(nalloc), AllocData)
+			if err != nil {
+				return plan, nil, err
+			}
+			for i := start; i < len(plan.cl); i++ {
+				if w := &plan.cl[i]; w.needAlloc {
+					w.host, w.needAlloc, w.newAlloc = c.Offset(g), false, true
+					w.fresh = w.host >= before
+					c++
+				}
+			}
+		}
+		for i := start; i < len(plan.cl); i++ {
+			w := &plan.cl[i]
+			if w.inPlace {
+				pins = append(pins, hostRange{w.host, cs})
+			} else {
+				w.next = slot{e: MakeL2Entry(w.host, true, false), b: w.next.b}
+				w.skipFill = w.fresh && img.viewIsZero(w.old, w.fills)
+				img.busy[w.gc] = make(chan struct{})
+				plan.busy = append(plan.busy, w.gc)
+				if w.freeOld && img.data == img.file {
+					if w.old.e.Compressed() {
+						h, l := w.old.e.CompressedRange(g)
+						pins = append(pins, hostRange{h, l})
+					} else if h, ok := img.hostOf(w.old.e); ok {
+						pins = append(pins, hostRange{h, cs})
+					}
+				}
+			}
+			if !w.newAlloc {
+				if err := img.checkDataWrite(w.host, cs); err != nil {
+					return plan, nil, err
+				}
+			}
+		}
+		if stop < tableEnd && stop < end {
+			break outer
+		}
+	}
+	plan.n = pos - off
+	plan.pin = img.pins.add(pins)
+	return plan, nil, nil
+}
+
+// decide chooses, for one cluster, between writing in place, reusing its host cluster, and a
+// new cluster, and what must be copied from the old contents.
+func (img *Image) decide(w *cwrite) {
+	g := img.geo
+	s := w.old
+	host, has := img.hostOf(s.e)
+	if !g.ExtendedL2 {
+		w.fills = g.edgeFills(w.from, w.to, 0)
+		switch img.subKind(s, 0) {
+		case KindData:
+			if s.e.Copied() {
+				w.inPlace, w.host, w.fills = true, host, nil
+				return
+			}
+			w.needAlloc, w.freeOld = true, true
+		case KindCompressed:
+			w.needAlloc, w.freeOld = true, true
+		case KindZero:
+			if has && s.e.Copied() {
+				// A preallocated zero cluster of our own: reuse it, writing the zeros around.
+				w.host = host
+				return
+			}
+			w.needAlloc, w.freeOld = true, has
+		default:
+			w.needAlloc = true
+		}
+		return
+	}
+	W := g.scMask(w.from, w.to)
+	oldA, oldZ := s.b.Allocated(), s.b.ZeroBits()
+	switch {
+	case s.e.Compressed():
+		// Compressed clusters have no subclusters: the new cluster is allocated whole.
+		w.needAlloc, w.freeOld = true, true
+		w.fills = append(g.wholeSubclusters(^W), g.edgeFills(w.from, w.to, 0)...)
+		w.next.b = MakeSubclusterBitmap(allSubclusters, 0)
+	case has && s.e.Copied():
+		if oldA&W == W {
+			w.inPlace, w.host = true, host
+			return
+		}
+		w.host = host
+		w.fills = g.edgeFills(w.from, w.to, oldA)
+		w.next.b = MakeSubclusterBitmap(oldA|W, oldZ&^W)
+	case has:
+		// Shared with a snapshot: copy the allocated subclusters to a new cluster.
+		w.needAlloc, w.freeOld = true, true
+		w.fills = append(g.wholeSubclusters(oldA&^W), g.edgeFills(w.from, w.to, 0)...)
+		w.next.b = MakeSubclusterBitmap(oldA|W, oldZ&^W)
+	default:
+		w.needAlloc = true
+		w.fills = g.edgeFills(w.from, w.to, 0)
+		w.next.b = MakeSubclusterBitmap(W, oldZ&^W)
+	}
+}
+
+// l2ForWrite returns the L2 table for L1 index i, ready to be changed: a new one if there is
+// none, or a private copy if the table is shared with a snapshot (its L1 entry lacks COPIED).
+func (img *Image) l2ForWrite(i L1Index) (HostCluster, *l2Table, error) {
+	g := img.geo
+	c, ok, err := img.l2For(i)
+	if err != nil {
+		return 0, nil, err
+	}
+	if ok && img.l1.entries[i].Copied() {
+		t, err := img.l2.get(c)
+		return c, t, err
+	}
+	var t *l2Table
+	if ok {
+		old, err := img.l2.get(c)
+		if err != nil {
+			return 0, nil, err
+		}
+		t = old.clone()
+	} else {
+		t = newL2Table(g)
+	}
+	if img.accurateRefcounts() {
+		if err := img.l2.dependOn(img.alloc.cache); err != nil {
+			return 0, nil, err
+		}
+	}
+	nc, err := img.alloc.allocMeta(1, AllocL2)
+	if err != nil {
+		return 0, nil, err
+	}
+	img.l2.insertNew(nc, t)
+	img.l1.set(i, MakeL1Entry(nc.Offset(g), true))
+	if ok {
+		// The copy must be durable before the L1 entry points at it, and the L1 entry before
+		// the shared table's refcount drops.
+		if err := img.flushL2(); err != nil {
+			return 0, nil, err
+		}
+		if err := img.writeL1Entry(i); err != nil {
+			return 0, nil, err
+		}
+		img.freeClusters(c, 1, false)
+	}
+	return nc, t, nil
+}
+
+// window is the byte range of a cluster a plan writes: the guest's bytes and the fills.
+func (w *cwrite) window() (uint64, uint64) {
+	a, b := w.from, w.to
+	if !w.skipFill {
+		for _, f := range w.fills {
+			a, b = min(a, f.a), max(b, f.b)
+		}
+	}
+	return a, b
+}
+
+func (w *cwrite) filled() bool { return !w.skipFill && len(w.fills) > 0 }
+
+// execWrite performs the data part of a plan: copy-on-write reads, then one pwrite per run of
+// clusters that are contiguous on the host.
+func (img *Image) execWrite(p []byte, off uint64, plan *writePlan) error {
+	cs := img.geo.ClusterSize()
+	for i := 0; i < len(plan.cl); {
+		j := i
+		a0, b := plan.cl[i].window()
+		filled := plan.cl[i].filled()
+		for j+1 < len(plan.cl) {
+			na, nb := plan.cl[j+1].window()
+			if b != cs || na != 0 || plan.cl[j+1].host != plan.cl[j].host.Add(cs) {
+				break
+			}
+			j++
+			b = nb
+			filled = filled || plan.cl[j].filled()
+		}
+		first, last := &plan.cl[i], &plan.cl[j]
+		hostStart := first.host.Add(a0)
+		length := uint64(last.host.Add(b)) - uint64(hostStart)
+		gStart := uint64(first.gc.Offset(img.geo)) + first.from - off
+		gEnd := uint64(last.gc.Offset(img.geo)) + last.to - off
+		var buf []byte
+		if !filled && first.from == a0 && last.to == b {
+			buf = p[gStart:gEnd]
+		} else {
+			buf = make([]byte, length)
+			for k := i; k <= j; k++ {
+				w := &plan.cl[k]
+				base := uint64(w.host) - uint64(hostStart)
+				copy(buf[base+w.from:base+w.to], p[uint64(w.gc.Offset(img.geo))+w.from-off:])
+				if w.skipFill {
+					continue
+				}
+				var comp []byte
+				for _, f := range w.fills {
+					if err := img.readOldView(buf[base+f.a:base+f.b], w.gc, w.old, f.a, &comp); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if _, err := img.data.WriteAt(buf, int64(hostStart)); err != nil {
+			return fmt.Errorf("qcow2: write data at %#x: %w", uint64(hostStart), err)
+		}
+		i = j + 1
+	}
+	return nil
+}
+
+// linkWrite publishes a plan's new mappings (the L2 entries) once its data is written, and
+// releases what the old entries pointed at. Called with mu held.
+func (img *Image) linkWrite(plan *writePlan) error {
+	g := img.geo
+	var firstErr error
+	linked := false
+	for k := range plan.cl {
+		w := &plan.cl[k]
+		if w.inPlace {
+			continue
+		}
+		t, err := img.l2.get(w.l2)
+		if err != nil {
+			firstErr = cmpErr(firstErr, err)
+			continue
+		}
+		idx := w.gc.L2Index(g)
+		if cur := t.get(idx); cur != w.old {
+			firstErr = cmpErr(firstErr, img.markCorrupt(corruptf("internal: L2 entry of %v changed while it was in flight", w.gc)))
+			continue
+		}
+		t.set(idx, w.next)
+		img.l2.markDirty(w.l2)
+		linked = true
+		if w.freeOld {
+			img.freeEntry(w.old, false)
+		}
+	}
+	if linked {
+		// The data (and copy-on-write) of new clusters reaches the disk before the L2 entries
+		// that publish it.
+		img.l2.requireSync(img.data.Sync)
+	}
+	img.release(plan.busy)
+	img.unpin(plan.pin)
+	return firstErr
+}
+
+// abortWrite undoes a plan whose data could not be written: clusters it allocated are freed
+// (nothing points at them), in-flight marks and pins go. Called with mu held.
+func (img *Image) abortWrite(plan *writePlan) {
+	if plan == nil {
+		return
+	}
+	for _, w := range plan.cl {
+		if w.newAlloc {
+			img.alloc.free(w.host.Cluster(img.geo), 1, false)
+		}
+	}
+	img.release(plan.busy)
+	img.unpin(plan.pin)
+	plan.busy = slices.Delete(plan.busy, 0, len(plan.busy))
+	plan.pin = 0
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
