@@ -39,6 +39,9 @@ type BitmapsExtension struct {
 	Count          uint32
 	DirectorySize  uint64
 	DirectoryStart HostOffset
+	// Reserved is the reserved word, which must be zero (checked, like the other fields,
+	// only when the autoclear bit marks the extension consistent, as QEMU does).
+	Reserved uint32
 }
 
 // CryptoExtension is the full disk encryption header pointer.
@@ -85,6 +88,10 @@ func decodeExtensions(area []byte, start uint64) (Extensions, error) {
 	return e, nil
 }
 
+// maxBackingFormatLen is the size of QEMU's backing format buffer (BlockDriverState's
+// backing_format[16]), terminating NUL included.
+const maxBackingFormatLen = 16
+
 func isKnownExtension(typ uint32) bool {
 	switch typ {
 	case ExtBackingFormat, ExtFeatureNames, ExtBitmaps, ExtFullDiskCrypto, ExtDataFile:
@@ -96,15 +103,22 @@ func isKnownExtension(typ uint32) bool {
 func (e *Extensions) decodeOne(typ uint32, data []byte, off int64) error {
 	switch typ {
 	case ExtBackingFormat:
-		if err := checkName("backing file format", data); err != nil {
+		// QEMU reads the format name into a 16-byte buffer and refuses longer ones
+		// ("ext_backing_format: len=%u too large").
+		if len(data) >= maxBackingFormatLen {
+			return formatErr(off, "backing format extension", len(data), "a format name of %d bytes is too long (QEMU's limit is %d)", len(data), maxBackingFormatLen-1)
+		}
+		name, err := decodeName("backing file format", data)
+		if err != nil {
 			return formatErr(off, "backing format extension", len(data), "%v", err)
 		}
-		e.BackingFormat = string(data)
+		e.BackingFormat = name
 	case ExtDataFile:
-		if err := checkName("external data file name", data); err != nil {
+		name, err := decodeName("external data file name", data)
+		if err != nil {
 			return formatErr(off, "external data file extension", len(data), "%v", err)
 		}
-		e.DataFile = string(data)
+		e.DataFile = name
 	case ExtFeatureNames:
 		// Trailing bytes shorter than one entry are ignored, as QEMU does.
 		for r := readBuf(data); len(r) >= featureNameEntrySize; {
@@ -120,10 +134,7 @@ func (e *Extensions) decodeOne(typ uint32, data []byte, off int64) error {
 			return formatErr(off, "bitmaps extension length", len(data), "must be %d", bitmapsExtSize)
 		}
 		r := readBuf(data)
-		b := &BitmapsExtension{Count: r.u32()}
-		if reserved := r.u32(); reserved != 0 {
-			return formatErr(off+12, "bitmaps extension reserved field", reserved, "must be zero")
-		}
+		b := &BitmapsExtension{Count: r.u32(), Reserved: r.u32()}
 		b.DirectorySize = r.u64()
 		b.DirectoryStart = HostOffset(r.u64())
 		e.Bitmaps = b
@@ -140,6 +151,9 @@ func (e *Extensions) decodeOne(typ uint32, data []byte, off int64) error {
 }
 
 func (b *BitmapsExtension) validate(g Geometry, fileSize uint64) error {
+	if b.Reserved != 0 {
+		return formatErr(-1, "bitmaps extension reserved field", b.Reserved, "must be zero")
+	}
 	if b.Count == 0 {
 		return formatErr(-1, "nb_bitmaps", b.Count, "the bitmaps extension lists no bitmaps")
 	}
@@ -196,7 +210,7 @@ func (e *Extensions) encode() []byte {
 		b := make([]byte, bitmapsExtSize)
 		w := writeBuf(b)
 		w.u32(e.Bitmaps.Count)
-		w.u32(0)
+		w.u32(e.Bitmaps.Reserved)
 		w.u64(e.Bitmaps.DirectorySize)
 		w.u64(uint64(e.Bitmaps.DirectoryStart))
 		add(ExtBitmaps, b)

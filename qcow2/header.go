@@ -32,6 +32,9 @@ type rawHeader struct {
 	refcountOrder         uint32
 	headerLength          uint32
 	compressionType       uint8
+	// unknownFields are the header bytes after compression_type up to header_length: padding
+	// today, additional fields of a later format revision tomorrow, kept on rewrite.
+	unknownFields []byte
 }
 
 // decodeRawHeader decodes the fixed fields from b, which holds at least HeaderV2Length bytes.
@@ -100,6 +103,9 @@ func (h *rawHeader) encode(b []byte) {
 	w.u32(h.headerLength)
 	if h.headerLength > offCompressionType {
 		w.u8(h.compressionType)
+		// "An unknown additional field may be safely ignored other than preserving its value
+		// when rewriting the image header."
+		w.bytes(h.unknownFields)
 	}
 }
 
@@ -112,17 +118,21 @@ type Header struct {
 	CryptMethod  uint32
 	HeaderLength uint32
 
-	L1Size            uint32
-	L1TableOffset     HostOffset
-	RefTableOffset    HostOffset
-	RefTableClusters  uint32
-	SnapshotCount     uint32
-	SnapshotsOffset   HostOffset
-	Incompatible      uint64
-	Compatible        uint64
-	Autoclear         uint64
-	RefcountOrder     uint32
-	CompressionType   uint8
+	L1Size           uint32
+	L1TableOffset    HostOffset
+	RefTableOffset   HostOffset
+	RefTableClusters uint32
+	SnapshotCount    uint32
+	SnapshotsOffset  HostOffset
+	Incompatible     uint64
+	Compatible       uint64
+	Autoclear        uint64
+	RefcountOrder    uint32
+	CompressionType  uint8
+	// UnknownFields holds the header bytes after compression_type up to HeaderLength (zero
+	// padding, or additional fields of a later revision of the format), preserved on rewrite
+	// as the spec requires.
+	UnknownFields     []byte
 	BackingFileOffset uint64 // where the name was stored; 0 when there is none
 	BackingFile       string
 	// Extensions holds every header extension in file order, the known ones decoded.
@@ -186,6 +196,7 @@ func (h *Header) raw() rawHeader {
 		refcountOrder:         h.RefcountOrder,
 		headerLength:          h.HeaderLength,
 		compressionType:       h.CompressionType,
+		unknownFields:         h.UnknownFields,
 	}
 }
 
@@ -322,6 +333,12 @@ func decodeHeader(r rawHeader, cluster0 []byte, fileSize uint64) (*Header, error
 		BackingFileOffset: r.backingFileOffset,
 	}
 	cs := uint64(1) << r.clusterBits
+	if r.version >= 3 && r.headerLength > offCompressionType+1 {
+		end := min(uint64(r.headerLength), uint64(len(cluster0)))
+		if end > offCompressionType+1 {
+			h.UnknownFields = append([]byte(nil), cluster0[offCompressionType+1:end]...)
+		}
+	}
 
 	// The backing file name "must not be larger than 1023 bytes" and, as QEMU and imago enforce,
 	// lies inside the first cluster, so a corrupt header cannot point it anywhere else.
@@ -343,11 +360,11 @@ func decodeHeader(r rawHeader, cluster0 []byte, fileSize uint64) (*Header, error
 		if end > uint64(len(cluster0)) {
 			return nil, formatErr(offBackingFileSize, "backing_file_size", r.backingFileSize, "name runs past the end of the file (%d bytes)", fileSize)
 		}
-		name := cluster0[r.backingFileOffset:end]
-		if err := checkName("backing file name", name); err != nil {
+		name, err := decodeName("backing file name", cluster0[r.backingFileOffset:end])
+		if err != nil {
 			return nil, formatErr(offBackingFileOffset, "backing_file_offset", r.backingFileOffset, "%v", err)
 		}
-		h.BackingFile = string(name)
+		h.BackingFile = name
 		extEnd = r.backingFileOffset
 	} else if r.backingFileSize != 0 && r.version == 2 {
 		// QEMU ignores the size when the offset is 0; so do we.
@@ -370,7 +387,22 @@ func decodeHeader(r rawHeader, cluster0 []byte, fileSize uint64) (*Header, error
 	return h, nil
 }
 
-// checkName checks a string read from the image: valid length, no NUL bytes.
+// decodeName returns the string stored in b as QEMU reads it: QEMU copies names from the image
+// into NUL-terminated C strings, so a name ends at its first NUL byte (some writers count a
+// terminating NUL in the length). A name that is empty that way while its stored length is not
+// is refused, as QEMU refuses to open such an image.
+func decodeName(what string, b []byte) (string, error) {
+	if len(b) > MaxStringLength {
+		return "", fmt.Errorf("%s is %d bytes, more than %d", what, len(b), MaxStringLength)
+	}
+	name := cString(b)
+	if name == "" && len(b) > 0 {
+		return "", fmt.Errorf("%s starts with a NUL byte", what)
+	}
+	return name, nil
+}
+
+// checkName checks a string that will be written into an image: valid length, no NUL bytes.
 func checkName(what string, b []byte) error {
 	if len(b) > MaxStringLength {
 		return fmt.Errorf("%s is %d bytes, more than %d", what, len(b), MaxStringLength)
@@ -437,8 +469,11 @@ func (h *Header) Validate(fileSize uint64) error {
 	if h.DataFileRaw() && !h.HasDataFile() {
 		return formatErr(offAutoclearFeatures, "autoclear_features", fmt.Sprintf("%#x", h.Autoclear), "the raw external data bit needs an external data file (incompatible bit 2)")
 	}
-	if h.HasDataFile() && h.BackingFile != "" {
-		return formatErr(offBackingFileOffset, "backing_file_offset", h.BackingFileOffset, "an image with an external data file cannot have a backing file")
+	// "Note: backing files are incompatible with raw external data files (auto-clear feature
+	// bit 1)." An external data file without the raw bit may have a backing file (qemu-img
+	// creates such images).
+	if h.DataFileRaw() && h.BackingFile != "" {
+		return formatErr(offBackingFileOffset, "backing_file_offset", h.BackingFileOffset, "an image with a raw external data file cannot have a backing file")
 	}
 	if h.Extensions.DataFile != "" && !h.HasDataFile() {
 		return formatErr(-1, "external data file name extension", h.Extensions.DataFile, "present without incompatible bit 2")
@@ -487,7 +522,9 @@ func (h *Header) Validate(fileSize uint64) error {
 		return formatErr(offSnapshotsOffset, "snapshots_offset", uint64(h.SnapshotsOffset), "not aligned to a %d-byte cluster", cs)
 	}
 
-	if b := h.Extensions.Bitmaps; b != nil {
+	// QEMU reads the bitmaps extension only when the autoclear bit says it is consistent;
+	// otherwise it ignores it ("all bitmaps are now considered inconsistent"), and so do we.
+	if b := h.Extensions.Bitmaps; b != nil && h.Autoclear&AutoclearBitmaps != 0 {
 		if err := b.validate(g, fileSize); err != nil {
 			return err
 		}
