@@ -1,0 +1,179 @@
+// qnbd-img check: consistency check and repair with qemu-img's output and exit codes.
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/qnbd/qnbd/internal/imgfmt"
+)
+
+// Exit codes of check (qemu-img.c img_check).
+const (
+	checkClean       = 0  // check completed, image is good
+	checkFailed      = 1  // check not completed because of internal errors
+	checkCorrupt     = 2  // check completed, image is corrupted
+	checkLeaks       = 3  // check completed, image has leaked clusters, but is good otherwise
+	checkUnsupported = 63 // checks are not supported by the image format
+)
+
+func (a *app) check(argv []string) int {
+	var format, output, cache string
+	var haveOutput, quiet bool
+	mode := imgfmt.RepairNone
+	g := newGetopt(argv, ":hf:r:T:qU", []longOpt{
+		longHelp, longFormat,
+		{"repair", requiredArgument, 'r'},
+		longOutputOpt, longObject, longImageOpts, longForceShare,
+	})
+	cache = "writeback"
+	for c := g.next(); c != optEnd; c = g.next() {
+		switch c {
+		case 'f':
+			format = g.optarg
+		case 'r':
+			switch g.optarg {
+			case "leaks":
+				mode = imgfmt.RepairLeaks
+			case "all":
+				mode = imgfmt.RepairAll
+			default:
+				return a.usage("Unknown option value for -r (expecting 'leaks' or 'all'): %s", g.optarg)
+			}
+		case optOutput:
+			output, haveOutput = g.optarg, true
+		case 'T':
+			cache = g.optarg
+		case 'q':
+			quiet = true
+		case 'U':
+		default:
+			if code, done := a.commonOption(g, c); done {
+				return code
+			}
+		}
+	}
+	ops := g.operands()
+	if len(ops) != 1 {
+		return a.usage("Expecting one image file name")
+	}
+	name := ops[0]
+	ofmt, ok := a.parseOutput(output, haveOutput)
+	if !ok {
+		return 1
+	}
+	if !validCacheMode(cache) {
+		a.errorf("Invalid source cache option: %s", cache)
+		return 1
+	}
+	f, msg := imageFormat(format)
+	if msg != "" {
+		a.errorf("Could not open '%s': %s", name, msg)
+		return 1
+	}
+	if f == "" {
+		p, err := imgfmt.Probe(name)
+		if err != nil {
+			a.errorf("Could not open '%s': %s", name, openErrorText(name, err))
+			return 1
+		}
+		f = p
+	}
+	res, err := imgfmt.Check(name, f, mode)
+	switch {
+	case isNotSupported(err):
+		a.errorf("This image format does not support checks")
+		return checkUnsupported
+	case err != nil && isOpenError(err):
+		a.errorf("Could not open '%s': %s", name, openErrorText(name, err))
+		return checkFailed
+	case err != nil:
+		a.errorf("Check failed: %s", strerror(err))
+		return checkFailed
+	}
+	for _, m := range res.Messages {
+		fmt.Fprintln(a.stderr, m)
+	}
+	if res.CorruptionsFixed != 0 || res.LeaksFixed != 0 {
+		if ofmt == outputHuman && !quiet {
+			fmt.Fprintf(a.stdout, "The following inconsistencies were found and repaired:\n\n"+
+				"    %d leaked clusters\n    %d corruptions\n\nDouble checking the fixed image now...\n",
+				res.LeaksFixed, res.CorruptionsFixed)
+		}
+	}
+	if !quiet {
+		if ofmt == outputJSON {
+			fmt.Fprintln(a.stdout, prettyJSON(checkJSON(name, f, res)))
+		} else {
+			writeCheckHuman(a.stdout, res)
+		}
+	}
+	switch {
+	case res.CheckErrors != 0:
+		a.errorf("Check failed")
+		return checkFailed
+	case res.Corruptions != 0:
+		return checkCorrupt
+	case res.Leaks != 0:
+		return checkLeaks
+	}
+	return checkClean
+}
+
+// checkJSON is the ImageCheck QAPI object: filename, format and check-errors always, the
+// other counters only when non-zero.
+func checkJSON(name string, f imgfmt.Format, r *imgfmt.CheckResult) *qdict {
+	d := newQdict()
+	d.put("filename", name)
+	d.put("format", string(f))
+	d.put("check-errors", r.CheckErrors)
+	optional := []struct {
+		key string
+		v   uint64
+	}{
+		{"corruptions", uint64(r.Corruptions)},
+		{"leaks", uint64(r.Leaks)},
+		{"corruptions-fixed", uint64(r.CorruptionsFixed)},
+		{"leaks-fixed", uint64(r.LeaksFixed)},
+		{"image-end-offset", r.ImageEndOffset},
+		{"total-clusters", r.TotalClusters},
+		{"allocated-clusters", r.AllocatedClusters},
+		{"fragmented-clusters", r.FragmentedClusters},
+		{"compressed-clusters", r.CompressedClusters},
+	}
+	for _, o := range optional {
+		if o.v != 0 {
+			d.put(o.key, o.v)
+		}
+	}
+	return d
+}
+
+// writeCheckHuman is dump_human_image_check.
+func writeCheckHuman(w io.Writer, r *imgfmt.CheckResult) {
+	if r.Corruptions == 0 && r.Leaks == 0 && r.CheckErrors == 0 {
+		fmt.Fprintf(w, "No errors were found on the image.\n")
+	} else {
+		if r.Corruptions != 0 {
+			fmt.Fprintf(w, "\n%d errors were found on the image.\n"+
+				"Data may be corrupted, or further writes to the image may corrupt it.\n", r.Corruptions)
+		}
+		if r.Leaks != 0 {
+			fmt.Fprintf(w, "\n%d leaked clusters were found on the image.\n"+
+				"This means waste of disk space, but no harm to data.\n", r.Leaks)
+		}
+		if r.CheckErrors != 0 {
+			fmt.Fprintf(w, "\n%d internal errors have occurred during the check.\n", r.CheckErrors)
+		}
+	}
+	if r.TotalClusters != 0 && r.AllocatedClusters != 0 {
+		fmt.Fprintf(w, "%d/%d = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+			r.AllocatedClusters, r.TotalClusters,
+			float64(r.AllocatedClusters)*100/float64(r.TotalClusters),
+			float64(r.FragmentedClusters)*100/float64(r.AllocatedClusters),
+			float64(r.CompressedClusters)*100/float64(r.AllocatedClusters))
+	}
+	if r.ImageEndOffset != 0 {
+		fmt.Fprintf(w, "Image end offset: %d\n", r.ImageEndOffset)
+	}
+}

@@ -1,0 +1,261 @@
+// qnbd-img convert: option handling and target creation (qemu-img convert's checks and
+// messages); the copy itself is in copy.go.
+package main
+
+import (
+	"math"
+	"strings"
+
+	"github.com/qnbd/qnbd/internal/imgfmt"
+)
+
+// maxBufSectors is qemu-img's MAX_BUF_SECTORS: the largest -S, in sectors.
+const maxBufSectors = 32768
+
+// maxWorkers is qemu-img's MAX_COROUTINES: the largest -m.
+const maxWorkers = 16
+
+// convertRequest is a parsed convert command line.
+type convertRequest struct {
+	srcFmt, outFmt string
+	outFmtGiven    bool
+	options        string
+	haveOptions    bool
+	minSparse      uint64 // bytes; 0 disables sparse detection
+	workers        int
+	skipCreate     bool
+	targetIsZero   bool
+	progress       bool
+	quiet          bool
+	srcs           []string
+	out            string
+}
+
+func (a *app) convert(argv []string) int {
+	r := convertRequest{minSparse: 8 * imgfmt.SectorSize, workers: 8}
+	cache, srcCache := "unsafe", "writeback"
+	explicitSparse, copyRange := false, false
+	g := newGetopt(argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", []longOpt{
+		longHelp, longObject, longImageOpts, longForceShare,
+		{"target-image-opts", noArgument, optTargetImageOpts},
+		{"salvage", noArgument, optSalvage},
+		{"target-is-zero", noArgument, optTargetIsZero},
+		{"bitmaps", noArgument, optBitmaps},
+		{"skip-broken-bitmaps", noArgument, optForce},
+	})
+	for c := g.next(); c != optEnd; c = g.next() {
+		switch c {
+		case 'f':
+			r.srcFmt = g.optarg
+		case 'O':
+			r.outFmt, r.outFmtGiven = g.optarg, true
+		case 'o':
+			if !a.accumulateOptions(&r.options, g.optarg) {
+				return 1
+			}
+			r.haveOptions = true
+		case 'S':
+			v, ok := a.cvtnum("buffer size for sparse output", g.optarg)
+			if !ok {
+				return 1
+			}
+			if v%imgfmt.SectorSize != 0 || v/imgfmt.SectorSize > maxBufSectors {
+				a.errorf("Invalid buffer size for sparse output specified. Valid sizes are "+
+					"multiples of %d up to %d. Select 0 to disable sparse detection (fully "+
+					"allocates output).", imgfmt.SectorSize, maxBufSectors*imgfmt.SectorSize)
+				return 1
+			}
+			r.minSparse, explicitSparse = uint64(v), true
+		case 'p':
+			r.progress = true
+		case 't':
+			cache = g.optarg
+		case 'T':
+			srcCache = g.optarg
+		case 'q':
+			r.quiet = true
+		case 'n':
+			r.skipCreate = true
+		case 'm':
+			v, ok := parseCLong(g.optarg)
+			if !ok || v < 1 || v > maxWorkers {
+				a.errorf("Invalid number of coroutines. Allowed number of coroutines is between 1 and %d", maxWorkers)
+				return 1
+			}
+			r.workers = int(v)
+		case 'W', 'U':
+		case 'C':
+			copyRange = true
+		case optTargetIsZero:
+			r.targetIsZero = true
+		case 'c':
+			a.errorf("Compressed output (-c) is not supported by %s", a.prog)
+			return 1
+		case 'B', 'F':
+			a.errorf("A backing file for the convert target (-B, -F) is not supported by %s", a.prog)
+			return 1
+		case 'l':
+			a.errorf("Converting from an internal snapshot (-l) is not supported by %s", a.prog)
+			return 1
+		case 'r':
+			a.errorf("Rate limiting (-r) is not supported by %s", a.prog)
+			return 1
+		case optSalvage:
+			a.errorf("--salvage is not supported by %s", a.prog)
+			return 1
+		case optBitmaps, optForce:
+			a.errorf("Copying bitmaps (--bitmaps) is not supported by %s", a.prog)
+			return 1
+		default:
+			if code, done := a.commonOption(g, c); done {
+				return code
+			}
+		}
+	}
+	if !r.outFmtGiven {
+		r.outFmt = "raw"
+	}
+	if explicitSparse && copyRange {
+		a.errorf("Cannot enable copy offloading when -S is used")
+		return 1
+	}
+	if r.skipCreate && r.haveOptions {
+		a.errorf("-o has no effect when skipping image creation")
+		return 1
+	}
+	if r.targetIsZero && !r.skipCreate {
+		a.errorf("--target-is-zero requires use of -n flag")
+		return 1
+	}
+	ops := g.operands()
+	if len(ops) >= 2 {
+		r.srcs, r.out = ops[:len(ops)-1], ops[len(ops)-1]
+	}
+	if r.haveOptions && hasHelpOption(r.options) {
+		return a.printOptionHelp(r.out, r.outFmt)
+	}
+	if len(r.srcs) < 1 {
+		a.errorf("Must specify image file name")
+		return 1
+	}
+	if !validCacheMode(srcCache) {
+		a.errorf("Invalid source cache option: %s", srcCache)
+		return 1
+	}
+	if !validCacheMode(cache) {
+		a.errorf("Invalid cache option: %s", cache)
+		return 1
+	}
+	return a.doConvert(r)
+}
+
+// parseCLong is qemu_strtol with base 0 on the whole string (values outside int64 refused).
+func parseCLong(s string) (int64, bool) {
+	v, n, err := strtou64(s, 0)
+	if err != nil || n != len(s) {
+		return 0, false
+	}
+	neg := strings.Contains(s, "-")
+	if (!neg && v > math.MaxInt64) || (neg && v != 0 && v < 1<<63) {
+		return 0, false
+	}
+	return int64(v), true
+}
+
+// doConvert opens the sources, creates or opens the target and copies.
+func (a *app) doConvert(r convertRequest) int {
+	p := newProgress(a.stdout, r.progress && !r.quiet, 1.0)
+	p.print(0, 100)
+	var srcs []imgfmt.Disk
+	defer func() {
+		for _, d := range srcs {
+			d.Close()
+		}
+	}()
+	var total uint64
+	for _, name := range r.srcs {
+		d := a.openImage(name, r.srcFmt, imgfmt.OpenOptions{ReadOnly: true})
+		if d == nil {
+			p.end()
+			return 1
+		}
+		srcs = append(srcs, d)
+		total += d.Size()
+	}
+	dst, code := a.convertTarget(r, total)
+	if dst == nil {
+		p.end()
+		return code
+	}
+	cp := &copier{a: a, srcs: srcs, dst: dst, total: total, minSparse: r.minSparse,
+		workers: r.workers, zeroInit: !r.skipCreate || r.targetIsZero, p: p}
+	err := cp.run()
+	if cerr := dst.Close(); err == nil && cerr != nil {
+		a.errorf("Could not close the new file: %s", strerror(cerr))
+		err = cerr
+	}
+	if err != nil {
+		p.end()
+		return 1
+	}
+	p.print(100, 0)
+	p.end()
+	return 0
+}
+
+// convertTarget creates the target (unless -n) and opens it for writing. nil means the
+// error was reported and code is the exit status.
+func (a *app) convertTarget(r convertRequest, total uint64) (imgfmt.Disk, int) {
+	if !r.skipCreate {
+		list := createOptList(r.outFmt, true)
+		if list == nil {
+			a.errorf("%s", unknownFormat(r.outFmt))
+			return nil, 1
+		}
+		opts := newQemuOpts(list, a.warnf)
+		if r.haveOptions {
+			if err := opts.parse(r.options); err != nil {
+				a.errorf("%s", describe(err))
+				return nil, 1
+			}
+		}
+		if opts.has("backing_file") {
+			a.errorf("A backing file for the convert target is not supported by %s", a.prog)
+			return nil, 1
+		}
+		opts.setNumber("size", roundUp512(total))
+		var err error
+		if r.outFmt == "raw" {
+			err = createRaw(r.out, opts)
+		} else {
+			var o imgfmt.Qcow2CreateOptions
+			if o, err = qcow2CreateOptions(opts); err == nil {
+				err = imgfmt.CreateQcow2(r.out, o)
+			}
+		}
+		if err != nil {
+			a.errorf("%s: error while converting %s: %s", r.out, r.outFmt, describe(err))
+			return nil, 1
+		}
+	}
+	format := r.outFmt
+	if r.skipCreate && !r.outFmtGiven {
+		// qemu-img would open the target as raw here whatever it holds; refuse to overwrite a
+		// qcow2 image's metadata with raw data unless -O raw says so.
+		if f, err := imgfmt.Probe(r.out); err == nil && f == imgfmt.Qcow2 {
+			a.errorf("'%s' is a qcow2 image: give -O qcow2 to convert into it, or -O raw to overwrite it as raw bytes", r.out)
+			return nil, 1
+		}
+	}
+	dst := a.openImage(r.out, format, imgfmt.OpenOptions{})
+	if dst == nil {
+		return nil, 1
+	}
+	if r.skipCreate && dst.Size() < total {
+		a.errorf("output file is smaller than input file")
+		dst.Close()
+		return nil, 1
+	}
+	return dst, 0
+}
+

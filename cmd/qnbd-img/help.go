@@ -1,0 +1,83 @@
+// --help and --version texts.
+package main
+
+import "fmt"
+
+const helpText = `usage: %[1]s [standard options] command [command options]
+qnbd-img: the disk image tool of qnbd, a subset of qemu-img with the same
+flags, output and exit codes
+
+    '-h', '--help'       display this help and exit
+    '-V', '--version'    output version information and exit
+
+Command syntax:
+  check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename
+  compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2
+  convert [-U] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] [-S sparse_size] [-m num_workers] [-W] [--target-is-zero] filename [filename2 [...]] output_filename
+  create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]
+  info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
+  map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
+  resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
+
+Command parameters:
+  'filename' is a disk image filename
+  'fmt' is the disk image format: raw or qcow2. It is guessed automatically
+    when not given: a file starting with the qcow2 magic is qcow2, anything
+    else is raw (a guessed raw image may not be given a qcow2 header by a write)
+  'cache' is the cache mode used to write the output disk image, the valid
+    options are: 'none', 'writeback' (default, except for convert), 'writethrough',
+    'directsync' and 'unsafe' (default for convert); accepted for compatibility
+  'size' is the disk image size in bytes. Optional suffixes
+    'k' or 'K' (kilobyte, 1024), 'M' (megabyte, 1024k), 'G' (gigabyte, 1024M),
+    'T' (terabyte, 1024G), 'P' (petabyte, 1024T) and 'E' (exabyte, 1024P)  are
+    supported. 'b' is ignored.
+  'output_filename' is the destination disk image filename
+  'output_fmt' is the destination format
+  'options' is a comma separated list of format specific options in a
+    name=value format. Use -o ? for an overview of the options supported by the
+    used format
+  '-u' allows creating an image without opening its backing file
+  '-h' with or without a command shows this help
+  '-p' show progress of command (only certain commands)
+  '-q' use Quiet mode - do not print any output (except errors)
+  '-S' indicates the consecutive number of bytes (defaults to 4k) that must
+       contain only zeros for the output to be left sparse during
+       conversion. If the number of bytes is 0, the source will not be scanned for
+       unallocated or zero sectors, and the destination image will always be
+       fully allocated
+  '--output' takes the format in which the output must be done (human or json)
+  '-n' skips the target volume creation (useful if the volume is created
+       prior to running the conversion)
+  '-U' (--force-share) is accepted: qnbd-img takes no image locks
+
+Parameters to check subcommand:
+  '-r' tries to repair any inconsistencies that are found during the check.
+       '-r leaks' repairs only cluster leaks, whereas '-r all' fixes all
+       kinds of errors, with a higher risk of choosing the wrong fix or
+       hiding corruption that has already occurred.
+
+Parameters to convert subcommand:
+  '-m' specifies how many workers copy in parallel (defaults to 8)
+  '-W' allow to write to the target out of order (always the case here)
+
+Parameters to compare subcommand:
+  '-f' first image format
+  '-F' second image format
+  '-s' run in Strict mode - fail on different image size or sector allocation
+
+Not supported (refused with an error): --object, --image-opts,
+--target-image-opts, -c (compressed output), -B, -l, -C, --salvage, --bitmaps.
+
+Supported formats: qcow2 raw
+`
+
+// help prints the help text on stdout (qemu-img's help() exits 0).
+func (a *app) help() {
+	fmt.Fprintf(a.stdout, "%s version %s (qemu-img 7.2 compatible subset)\n", a.prog, version)
+	fmt.Fprintf(a.stdout, helpText, a.prog)
+}
+
+// printVersion prints the version, two lines like qemu-img's.
+func (a *app) printVersion() {
+	fmt.Fprintf(a.stdout, "%s version %s (qemu-img 7.2 compatible subset)\nCopyright (c) the qnbd authors\n", a.prog, version)
+}

@@ -1,0 +1,86 @@
+// qnbd-img: a qemu-img subset (create, info, check, map, convert, compare, resize) with
+// qemu-img 7.2's flags, output and exit codes, over qnbd's own qcow2 engine.
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// version is qnbd-img's own version.
+const version = "0.1.0"
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// command is one subcommand: its name and handler. Handlers get argv with the subcommand name
+// in argv[0], as qemu-img's do, and return the exit status.
+type command struct {
+	name string
+	run  func(a *app, argv []string) int
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"check", (*app).check},
+		{"compare", (*app).compare},
+		{"convert", (*app).convert},
+		{"create", (*app).create},
+		{"info", (*app).info},
+		{"map", (*app).mapCmd},
+		{"resize", (*app).resize},
+	}
+}
+
+// run is the whole program: argv as the process got it, output streams; it returns the exit
+// status.
+func run(argv []string, stdout, stderr io.Writer) int {
+	a := &app{stdout: stdout, stderr: stderr, prog: "qnbd-img"}
+	if len(argv) > 0 && argv[0] != "" {
+		a.prog = filepath.Base(argv[0])
+	}
+	if len(argv) < 2 {
+		return a.usage("Not enough arguments")
+	}
+	// Global options: "+:hVT:" (stop at the first operand, the command name).
+	g := newGetopt(argv, "+:hVT:", []longOpt{
+		{"help", noArgument, 'h'},
+		{"version", noArgument, 'V'},
+		{"trace", requiredArgument, 'T'},
+	})
+	g.inOrder = true
+	for {
+		c := g.next()
+		if c == optEnd {
+			break
+		}
+		switch c {
+		case optMissing:
+			return a.usage("missing argument for option '%s'", g.bad)
+		case optUnknown:
+			return a.usage("unrecognized option '%s'", g.bad)
+		case 'h':
+			a.help()
+			return 0
+		case 'V':
+			a.printVersion()
+			return 0
+		case 'T':
+			// Tracing is QEMU's; accepted for compatibility and ignored.
+		}
+	}
+	rest := g.operands()
+	if len(rest) < 1 {
+		return 0
+	}
+	for _, c := range commands {
+		if c.name == rest[0] {
+			return c.run(a, rest)
+		}
+	}
+	return a.usage("Command not found: %s", rest[0])
+}

@@ -1,0 +1,56 @@
+// Creating images (raw and qcow2) and checking them.
+package imgfmt
+
+import (
+	"os"
+)
+
+// MaxImageSize is the largest virtual size QEMU's block layer accepts (BDRV_MAX_LENGTH: the
+// largest multiple of 1 GiB that fits an int64).
+const MaxImageSize = (1<<63 - 1) &^ (1<<30 - 1)
+
+// CreateRaw creates a raw image of size bytes, rounded up to a whole sector as QEMU rounds
+// it, replacing the contents of an existing file. preallocation "metadata" is not a raw mode.
+func CreateRaw(path string, size uint64, prealloc Prealloc) error {
+	if prealloc == PreallocMetadata {
+		return QemuError("Unsupported preallocation mode: metadata")
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return err
+	}
+	if err := truncateRaw(f, 0, int64(roundUp(size, SectorSize)), prealloc); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// CreateQcow2 creates a qcow2 image; the virtual size is rounded up to a whole sector, as
+// QEMU's qcow2 driver rounds it.
+func CreateQcow2(path string, o Qcow2CreateOptions) error {
+	o.Size = roundUp(o.Size, SectorSize)
+	return engineCreate(path, o)
+}
+
+// Check checks the image at path, which must be of the given format (never probed here: the
+// caller opened or probed it). Raw images cannot be checked: ErrNotSupported.
+func Check(path string, format Format, mode RepairMode) (*CheckResult, error) {
+	if err := checkRegularOrDevice(path); err != nil {
+		return nil, err
+	}
+	switch format {
+	case Qcow2:
+		if err := checkQcow2Magic(path); err != nil {
+			return nil, err
+		}
+		return engineCheck(path, mode)
+	case Raw:
+		return nil, ErrNotSupported
+	}
+	return nil, &UnknownFormatError{Name: string(format)}
+}

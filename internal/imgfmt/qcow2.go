@@ -1,0 +1,179 @@
+// qcow2Disk: the qcow2 engine's Image as a Disk, with QEMU's block-status refinements.
+package imgfmt
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// qcow2Disk adapts an open engine image. Map post-processes the engine's extents the way
+// QEMU's block layer does before qemu-img map prints them (see refineExtents).
+type qcow2Disk struct {
+	img  engineImage
+	name string
+	// layers is the backing chain, top first, with each layer's virtual size.
+	layers []Layer
+	// recurse is QEMU's metadata-preallocation heuristic: when set, data runs of this image
+	// are checked against the host file for holes and reported as known zeros there.
+	recurse bool
+
+	mu    sync.Mutex          // guards hosts
+	hosts map[string]*os.File // host files opened for SEEK_HOLE, by name
+}
+
+func openQcow2(path string, o OpenOptions) (*qcow2Disk, error) {
+	img, err := engineOpen(path, o)
+	if err != nil {
+		return nil, err
+	}
+	d := &qcow2Disk{img: img, name: path, hosts: map[string]*os.File{}}
+	d.layers = engineChain(img)
+	if len(d.layers) == 0 {
+		d.layers = []Layer{{Filename: path, Format: Qcow2, Size: img.Size()}}
+	}
+	h := img.Header()
+	if rec, err := detectMetadataPrealloc(path, &h); err == nil {
+		d.recurse = rec
+	}
+	return d, nil
+}
+
+func (d *qcow2Disk) Format() Format                          { return Qcow2 }
+func (d *qcow2Disk) Filename() string                        { return d.name }
+func (d *qcow2Disk) Size() uint64                            { return d.img.Size() }
+func (d *qcow2Disk) ReadAt(p []byte, off int64) (int, error) { return d.img.ReadAt(p, off) }
+func (d *qcow2Disk) WriteAt(p []byte, off int64) (int, error) {
+	return d.img.WriteAt(p, off)
+}
+func (d *qcow2Disk) WriteZeroes(off, n uint64) error { return d.img.WriteZeroes(off, n, true) }
+func (d *qcow2Disk) Flush() error                    { return d.img.Flush() }
+
+func (d *qcow2Disk) Resize(size uint64, prealloc Prealloc) error {
+	if prealloc != PreallocOff && prealloc != "" {
+		return fmt.Errorf("preallocation=%s is not supported when resizing qcow2 images: %w", prealloc, unix.ENOTSUP)
+	}
+	if err := d.img.Resize(size); err != nil {
+		return err
+	}
+	if len(d.layers) > 0 {
+		d.layers[0].Size = size
+	}
+	return nil
+}
+
+func (d *qcow2Disk) Close() error {
+	err := d.img.Close()
+	d.mu.Lock()
+	for _, f := range d.hosts {
+		f.Close()
+	}
+	d.hosts = nil
+	d.mu.Unlock()
+	return err
+}
+
+// Map returns the engine's block status, refined as QEMU refines it.
+func (d *qcow2Disk) Map(off, n uint64) ([]Extent, error) {
+	if off > d.Size() || n > d.Size()-off {
+		return nil, fmt.Errorf("map request [%d, +%d) beyond the end of the disk: %w", off, n, unix.EINVAL)
+	}
+	ext, err := engineMap(d.img, off, n)
+	if err != nil {
+		return nil, err
+	}
+	return refineExtents(ext, d.layers, d.recurse, d.hostHoles), nil
+}
+
+// hostHoles splits [off, off+n) of host file name into data and hole runs.
+func (d *qcow2Disk) hostHoles(name string, off, n uint64, emit func(start, end uint64, hole bool)) {
+	d.mu.Lock()
+	f, ok := d.hosts[name]
+	if !ok && d.hosts != nil {
+		var err error
+		if f, err = os.Open(name); err != nil {
+			f = nil
+		}
+		d.hosts[name] = f
+	}
+	d.mu.Unlock()
+	if f == nil {
+		emit(off, off+n, false)
+		return
+	}
+	st, err := f.Stat()
+	if err != nil {
+		emit(off, off+n, false)
+		return
+	}
+	seekMap(f, st.Size(), off, off+n, emit)
+}
+
+// refineExtents applies what QEMU's block layer adds to a format driver's block status:
+//
+//   - A range the top image does not allocate and that lies past the end of a shorter backing
+//     file reads as zeros without consulting that file; qemu-img map then reports it at the
+//     depth of the last layer that covers it, not at the bottom of the chain.
+//   - With metadata preallocation detected (recurse), a data run of the top image is looked up
+//     in its host file, and the parts that are holes there are reported as known zeros.
+func refineExtents(in []Extent, layers []Layer, recurse bool, holes func(name string, off, n uint64, emit func(start, end uint64, hole bool))) []Extent {
+	var out []Extent
+	for _, e := range in {
+		switch {
+		case e.Kind == KindUnallocated && len(layers) > 1:
+			out = append(out, splitByLayerSize(e, layers)...)
+		case recurse && e.Kind == KindData && e.Depth == 0 && e.HasOffset && !e.KnownZero && e.File != "":
+			holes(e.File, e.Offset, e.Length, func(start, end uint64, hole bool) {
+				part := e
+				part.Start = e.Start + (start - e.Offset)
+				part.Offset = start
+				part.Length = end - start
+				part.KnownZero = hole
+				out = append(out, part)
+			})
+		default:
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// splitByLayerSize gives each part of an unallocated run the depth QEMU reports for it: the
+// first layer i whose backing file (layer i+1) ends at or before the part, or the bottom.
+func splitByLayerSize(e Extent, layers []Layer) []Extent {
+	depthAt := func(x uint64) (int, uint64) {
+		// Returns the depth at x and the end of the run of x with that depth.
+		limit := e.End()
+		for i := 0; i+1 < len(layers); i++ {
+			if x >= layers[i+1].Size {
+				return i, limit
+			}
+			limit = min(limit, layers[i+1].Size)
+		}
+		return len(layers) - 1, limit
+	}
+	var out []Extent
+	for x := e.Start; x < e.End(); {
+		depth, end := depthAt(x)
+		part := e
+		part.Start, part.Length, part.Depth = x, end-x, depth
+		if l := len(out); l > 0 && out[l-1].Depth == depth {
+			out[l-1].Length += part.Length
+		} else {
+			out = append(out, part)
+		}
+		x = end
+	}
+	return out
+}
+
+// dataFilePath resolves an external data file name against the image's directory.
+func dataFilePath(image, name string) string {
+	if filepath.IsAbs(name) {
+		return name
+	}
+	return filepath.Join(filepath.Dir(image), name)
+}

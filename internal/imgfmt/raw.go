@@ -1,0 +1,318 @@
+// rawDisk: a raw image file (or block device) as a Disk.
+package imgfmt
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/qnbd/qnbd/qcow2"
+)
+
+// SectorSize is the unit QEMU's block layer counts raw image sizes in: a raw file's virtual
+// size is its length rounded up to a multiple of it, the tail reading as zeros.
+const SectorSize = 512
+
+// rawDisk is a raw image. Reads and writes go straight to the file with pread/pwrite.
+type rawDisk struct {
+	f        *os.File
+	name     string
+	readOnly bool
+	// probed is set when the format was guessed rather than given: writes that would make
+	// the first sector look like qcow2 are refused.
+	probed bool
+
+	mu       sync.RWMutex // guards fileSize against Resize; I/O takes it shared
+	fileSize int64        // length of the file in bytes
+}
+
+func openRaw(path string, o OpenOptions, probed bool) (*rawDisk, error) {
+	flags := os.O_RDWR
+	if o.ReadOnly {
+		flags = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flags, 0)
+	if err != nil {
+		return nil, err
+	}
+	size, err := f.Seek(0, io.SeekEnd) // a block device reports its size only this way
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &rawDisk{f: f, name: path, readOnly: o.ReadOnly, probed: probed, fileSize: size}, nil
+}
+
+func roundUp(n, unit uint64) uint64 { return (n + unit - 1) / unit * unit }
+
+func (d *rawDisk) Format() Format   { return Raw }
+func (d *rawDisk) Filename() string { return d.name }
+
+func (d *rawDisk) Size() uint64 {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return roundUp(uint64(d.fileSize), SectorSize)
+}
+
+func (d *rawDisk) checkRange(off int64, n int) error {
+	if off < 0 || uint64(off)+uint64(n) > roundUp(uint64(d.fileSize), SectorSize) {
+		return fmt.Errorf("request [%d, +%d) beyond the end of the disk: %w", off, n, unix.EINVAL)
+	}
+	return nil
+}
+
+// ReadAt reads p at off; the part of the last sector past the end of the file reads as zeros.
+func (d *rawDisk) ReadAt(p []byte, off int64) (int, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if err := d.checkRange(off, len(p)); err != nil {
+		return 0, err
+	}
+	n, err := d.f.ReadAt(p, off)
+	if err == io.EOF {
+		clear(p[n:])
+		return len(p), nil
+	}
+	return n, err
+}
+
+// WriteAt writes p at off. A write into the zero tail of a partial last sector grows the file.
+func (d *rawDisk) WriteAt(p []byte, off int64) (int, error) {
+	if d.readOnly {
+		return 0, unix.EBADF
+	}
+	d.mu.RLock()
+	if err := d.checkRange(off, len(p)); err != nil {
+		d.mu.RUnlock()
+		return 0, err
+	}
+	if off+int64(len(p)) > d.fileSize {
+		d.mu.RUnlock()
+		return d.writeGrowing(p, off)
+	}
+	defer d.mu.RUnlock()
+	if d.probed && off < 8 {
+		if err := d.checkProbedWrite(p, off); err != nil {
+			return 0, err
+		}
+	}
+	return d.f.WriteAt(p, off)
+}
+
+// writeGrowing is WriteAt for a write that ends past the end of the file.
+func (d *rawDisk) writeGrowing(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.checkRange(off, len(p)); err != nil {
+		return 0, err
+	}
+	if d.probed && off < 8 {
+		if err := d.checkProbedWrite(p, off); err != nil {
+			return 0, err
+		}
+	}
+	n, err := d.f.WriteAt(p, off)
+	d.fileSize = max(d.fileSize, off+int64(n))
+	return n, err
+}
+
+// checkProbedWrite refuses a write that would give the first sector of a probed raw image the
+// qcow2 magic and a version, as QEMU's raw driver refuses writes that change the probe result.
+func (d *rawDisk) checkProbedWrite(p []byte, off int64) error {
+	var head [8]byte
+	if _, err := d.f.ReadAt(head[:], 0); err != nil && err != io.EOF {
+		return err
+	}
+	copy(head[off:], p)
+	if binary.BigEndian.Uint32(head[:]) == qcow2.Magic {
+		return ErrProbedRawWrite
+	}
+	return nil
+}
+
+// WriteZeroes punches a hole where the file system can, and writes zeros elsewhere.
+func (d *rawDisk) WriteZeroes(off, n uint64) error {
+	if d.readOnly {
+		return unix.EBADF
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if err := d.checkRange(int64(off), 0); err != nil || off+n > roundUp(uint64(d.fileSize), SectorSize) {
+		return fmt.Errorf("zero request [%d, +%d) beyond the end of the disk: %w", off, n, unix.EINVAL)
+	}
+	end := min(off+n, uint64(d.fileSize))
+	if off >= end {
+		return nil
+	}
+	err := unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off), int64(end-off))
+	if err == nil {
+		return nil
+	}
+	return writeZeros(d.f, off, end-off)
+}
+
+// writeZeros writes n zero bytes at off, a chunk at a time.
+func writeZeros(w io.WriterAt, off, n uint64) error {
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		c := min(n, uint64(len(buf)))
+		if _, err := w.WriteAt(buf[:c], int64(off)); err != nil {
+			return err
+		}
+		off += c
+		n -= c
+	}
+	return nil
+}
+
+// Map reports data and holes as the file system sees them (SEEK_DATA / SEEK_HOLE), each at its
+// own offset in the file, as QEMU's file driver does. Without SEEK_DATA everything is data.
+func (d *rawDisk) Map(off, n uint64) ([]Extent, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	size := roundUp(uint64(d.fileSize), SectorSize)
+	if off > size || n > size-off {
+		return nil, fmt.Errorf("map request [%d, +%d) beyond the end of the disk: %w", off, n, unix.EINVAL)
+	}
+	var out []Extent
+	seekMap(d.f, d.fileSize, off, off+n, func(start, end uint64, hole bool) {
+		k := KindData
+		if hole {
+			k = KindZero
+		}
+		if l := len(out); l > 0 && out[l-1].Kind == k && out[l-1].End() == start {
+			out[l-1].Length += end - start
+			return
+		}
+		out = append(out, Extent{Start: start, Length: end - start, Kind: k, HasOffset: true, Offset: start, File: d.name})
+	})
+	return out, nil
+}
+
+// seekMap splits [off, end) of f, whose length is fileSize, into data and hole runs with
+// SEEK_DATA / SEEK_HOLE and calls emit for each run in order. Past the end of the file is a
+// hole, except that data running into a partial last sector covers that whole sector (QEMU
+// rounds block status up to its request alignment). When the file system cannot seek for
+// data, everything before the end of the file is data.
+func seekMap(f *os.File, fileSize int64, off, end uint64, emit func(start, end uint64, hole bool)) {
+	fd := int(f.Fd())
+	sectorEnd := roundUp(uint64(fileSize), SectorSize)
+	for pos := off; pos < end; {
+		if pos >= uint64(fileSize) {
+			emit(pos, end, true)
+			return
+		}
+		data, err := unix.Seek(fd, int64(pos), unix.SEEK_DATA)
+		switch {
+		case errors.Is(err, unix.ENXIO):
+			emit(pos, end, true) // no data from pos to the end of the file
+			return
+		case err != nil:
+			emit(pos, min(max(sectorEnd, uint64(fileSize)), end), false)
+			pos = min(max(sectorEnd, uint64(fileSize)), end)
+			continue
+		}
+		if uint64(data) > pos {
+			next := min(uint64(data), end)
+			emit(pos, next, true)
+			pos = next
+			continue
+		}
+		hole, err := unix.Seek(fd, int64(pos), unix.SEEK_HOLE)
+		if err != nil || hole <= int64(pos) {
+			hole = fileSize
+		}
+		h := uint64(hole)
+		if hole >= fileSize {
+			h = max(sectorEnd, uint64(fileSize))
+		}
+		next := min(h, end)
+		emit(pos, next, false)
+		pos = next
+	}
+}
+
+// Resize sets the file length. Growing with falloc or full preallocation reserves or writes
+// the new part; shrinking drops the tail.
+func (d *rawDisk) Resize(size uint64, prealloc Prealloc) error {
+	if d.readOnly {
+		return unix.EBADF
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := truncateRaw(d.f, d.fileSize, int64(size), prealloc); err != nil {
+		return err
+	}
+	d.fileSize = int64(size)
+	return nil
+}
+
+// truncateRaw grows or shrinks f from cur to size bytes with the given preallocation for the
+// grown part, as QEMU's raw_regular_truncate does: off extends sparsely (and, for a file grown
+// from empty, writes its first block so that later alignment probing finds it allocated),
+// falloc reserves with fallocate, full writes zeros.
+func truncateRaw(f *os.File, cur, size int64, prealloc Prealloc) error {
+	if size < cur && prealloc != PreallocOff && prealloc != "" {
+		return errors.New("preallocation can only be used for growing images")
+	}
+	switch prealloc {
+	case PreallocOff, "":
+		if err := f.Truncate(size); err != nil {
+			return fmt.Errorf("could not resize file: %w", err)
+		}
+		if cur == 0 && size > 0 {
+			allocateFirstBlock(f, size)
+		}
+	case PreallocFalloc:
+		if size > cur {
+			if err := unix.Fallocate(int(f.Fd()), 0, cur, size-cur); err != nil {
+				return fmt.Errorf("could not preallocate new data: %w", err)
+			}
+		}
+		if err := f.Truncate(size); err != nil {
+			return fmt.Errorf("could not resize file: %w", err)
+		}
+	case PreallocFull:
+		if err := f.Truncate(size); err != nil {
+			return fmt.Errorf("could not resize file: %w", err)
+		}
+		if size > cur {
+			if err := writeZeros(f, uint64(cur), uint64(size-cur)); err != nil {
+				return fmt.Errorf("could not write zeros for preallocation: %w", err)
+			}
+		}
+	default:
+		return fmt.Errorf("unsupported preallocation mode: %s", prealloc)
+	}
+	return nil
+}
+
+// allocateFirstBlock writes zeros over the start of a new file (512 bytes, or 4096 when the
+// file is at least that long), as QEMU does after creating a raw file; failures are ignored.
+func allocateFirstBlock(f *os.File, size int64) {
+	n := int64(512)
+	if size >= 4096 {
+		n = 4096
+	}
+	_, _ = f.WriteAt(make([]byte, n), 0)
+}
+
+func (d *rawDisk) Flush() error {
+	if d.readOnly {
+		return nil
+	}
+	return unix.Fdatasync(int(d.f.Fd()))
+}
+
+func (d *rawDisk) Close() error {
+	err := d.Flush()
+	if cerr := d.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
