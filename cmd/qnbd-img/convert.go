@@ -258,4 +258,3 @@ func (a *app) convertTarget(r convertRequest, total uint64) (imgfmt.Disk, int) {
 	}
 	return dst, 0
 }
-

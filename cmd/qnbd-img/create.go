@@ -136,13 +136,13 @@ func (a *app) printOptionHelp(filename, format string) int {
 
 // createRequest is everything create (or convert) asks bdrv_img_create for.
 type createRequest struct {
-	filename, format     string
-	options              string
-	haveOptions          bool
-	size                 int64 // -1: not given
-	base, baseFmt        string
+	filename, format      string
+	options               string
+	haveOptions           bool
+	size                  int64 // -1: not given
+	base, baseFmt         string
 	haveBase, haveBaseFmt bool
-	noBacking, quiet     bool
+	noBacking, quiet      bool
 }
 
 // imgCreate is bdrv_img_create followed by the format driver's create: option parsing, the

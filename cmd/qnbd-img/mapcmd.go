@@ -9,13 +9,13 @@ import (
 
 // mapEntry is qemu-img's MapEntry.
 type mapEntry struct {
-	start, length    uint64
-	depth            int
-	present, zero    bool
-	data             bool
-	hasOffset        bool
-	offset           uint64
-	filename         string // set when hasOffset
+	start, length uint64
+	depth         int
+	present, zero bool
+	data          bool
+	hasOffset     bool
+	offset        uint64
+	filename      string // set when hasOffset
 }
 
 func entryFromExtent(e imgfmt.Extent) mapEntry {

@@ -129,4 +129,3 @@ func hasProtocol(name string) bool {
 	i := strings.IndexAny(name, ":/")
 	return i >= 0 && name[i] == ':'
 }
-
