@@ -36,7 +36,7 @@ func (a *allocator) growRefTable(need RefTableIndex) error {
 		for blocks*perBlock < blocks+tclusters {
 			blocks++
 		}
-		lastIndex := uint64(base.Add(ClusterCount(blocks+tclusters-1)).RefTableIndex(g))
+		lastIndex := uint64(base.Add(ClusterCount(blocks + tclusters - 1)).RefTableIndex(g))
 		if lastIndex < entries {
 			break
 		}

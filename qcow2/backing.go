@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,26 +52,10 @@ func (cs *chainState) enter(abs string) error {
 	return nil
 }
 
-// backingPath resolves a backing or data file name stored in an image: relative names are
-// relative to the image's directory. Names QEMU would treat as a protocol or a JSON
-// description are refused: qnbd opens plain files only.
-func backingPath(dir, name string) (string, error) {
-	if strings.HasPrefix(name, "json:") {
-		return "", fmt.Errorf("%w: file name %q is a json: description", ErrUnsupported, name)
-	}
-	if i := strings.Index(name, ":"); i > 0 && !strings.ContainsRune(name[:i], '/') {
-		return "", fmt.Errorf("%w: file name %q names a protocol", ErrUnsupported, name)
-	}
-	if filepath.IsAbs(name) || dir == "" {
-		return name, nil
-	}
-	return filepath.Join(dir, name), nil
-}
-
 // openBacking opens img's backing file, honouring the backing format extension (probing the
 // magic when there is none, as QEMU does for old images).
 func openBacking(img *Image, cs *chainState) (layer, error) {
-	path, err := backingPath(img.dir, img.hdr.BackingFile)
+	path, err := resolveBackingName(img.dir, img.hdr.BackingFile)
 	if err != nil {
 		return nil, err
 	}

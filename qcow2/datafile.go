@@ -18,7 +18,7 @@ func (img *Image) openDataFile() error {
 	if name == "" {
 		return fmt.Errorf("%w: the image uses an external data file but names none ('data-file' is required)", ErrFormat)
 	}
-	path, err := backingPath(img.dir, name)
+	path, err := resolveBackingName(img.dir, name)
 	if err != nil {
 		return err
 	}

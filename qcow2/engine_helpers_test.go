@@ -128,7 +128,6 @@ func engFirstDiff(a, b []byte) string {
 	return ""
 }
 
-
 // qemuMapExtent is one entry of qemu-img map --output=json.
 type qemuMapExtent struct {
 	Start  uint64 `json:"start"`

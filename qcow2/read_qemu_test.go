@@ -79,7 +79,9 @@ func engBuild(t testing.TB, dir string, c engQemuCase) string {
 	return p
 }
 
-func replaceAll(s, old, nw string) string { return string(bytes.ReplaceAll([]byte(s), []byte(old), []byte(nw))) }
+func replaceAll(s, old, nw string) string {
+	return string(bytes.ReplaceAll([]byte(s), []byte(old), []byte(nw)))
+}
 
 // TestReadMatchesQemuConvert reads every qemu-made case through the engine and compares with
 // qemu-img convert -O raw, byte for byte, and compares Map with qemu-img map on which bytes

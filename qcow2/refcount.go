@@ -10,7 +10,9 @@ import (
 // refBlock is one refcount block in memory (raw bytes; RefBlock gives typed access).
 type refBlock struct{ data []byte }
 
-func (a *allocator) view(rb *refBlock) RefBlock { return RefBlock{Data: rb.data, Order: a.g.RefcountOrder} }
+func (a *allocator) view(rb *refBlock) RefBlock {
+	return RefBlock{Data: rb.data, Order: a.g.RefcountOrder}
+}
 
 // refBlockBackend loads and writes refcount blocks of an image.
 type refBlockBackend struct{ img *Image }
