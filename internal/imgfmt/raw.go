@@ -195,15 +195,14 @@ func (d *rawDisk) Map(off, n uint64) ([]Extent, error) {
 }
 
 // seekMap splits [off, end) of f, whose length is fileSize, into data and hole runs with
-// SEEK_DATA / SEEK_HOLE and calls emit for each run in order. Past the end of the file is a
-// hole, except that data running into a partial last sector covers that whole sector (QEMU
-// rounds block status up to its request alignment). When the file system cannot seek for
-// data, everything before the end of the file is data.
+// SEEK_DATA / SEEK_HOLE and calls emit for each run in order. Past the end of the file (the
+// zero tail of a partial last sector) is a hole. When the file system cannot seek for data,
+// everything before the end of the file is data.
 func seekMap(f *os.File, fileSize int64, off, end uint64, emit func(start, end uint64, hole bool)) {
 	fd := int(f.Fd())
-	sectorEnd := roundUp(uint64(fileSize), SectorSize)
+	eof := uint64(fileSize)
 	for pos := off; pos < end; {
-		if pos >= uint64(fileSize) {
+		if pos >= eof {
 			emit(pos, end, true)
 			return
 		}
@@ -213,8 +212,9 @@ func seekMap(f *os.File, fileSize int64, off, end uint64, emit func(start, end u
 			emit(pos, end, true) // no data from pos to the end of the file
 			return
 		case err != nil:
-			emit(pos, min(max(sectorEnd, uint64(fileSize)), end), false)
-			pos = min(max(sectorEnd, uint64(fileSize)), end)
+			next := min(eof, end)
+			emit(pos, next, false)
+			pos = next
 			continue
 		}
 		if uint64(data) > pos {
@@ -224,14 +224,10 @@ func seekMap(f *os.File, fileSize int64, off, end uint64, emit func(start, end u
 			continue
 		}
 		hole, err := unix.Seek(fd, int64(pos), unix.SEEK_HOLE)
-		if err != nil || hole <= int64(pos) {
+		if err != nil || hole <= int64(pos) || hole > fileSize {
 			hole = fileSize
 		}
-		h := uint64(hole)
-		if hole >= fileSize {
-			h = max(sectorEnd, uint64(fileSize))
-		}
-		next := min(h, end)
+		next := min(uint64(hole), end)
 		emit(pos, next, false)
 		pos = next
 	}
