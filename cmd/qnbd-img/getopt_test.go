@@ -48,7 +48,7 @@ func TestGetopt(t *testing.T) {
 		{"a.img", "operands=a.img"},
 		{"-f qcow2 a.img", "f=qcow2 operands=a.img"},
 		{"-fqcow2 a.img", "f=qcow2 operands=a.img"},
-		{"a.img -f qcow2", "f=qcow2 operands=a.img"},                       // permutation
+		{"a.img -f qcow2", "f=qcow2 operands=a.img"},                          // permutation
 		{"a.img b.img -U -f raw c.img", "U f=raw operands=a.img|b.img|c.img"}, // operands keep their order
 		{"-Uf raw a.img", "U f=raw operands=a.img"},                           // clustered short options
 		{"-Ufraw a.img", "U f=raw operands=a.img"},
@@ -59,7 +59,7 @@ func TestGetopt(t *testing.T) {
 		{"--output json a.img", "L256=json operands=a.img"},
 		{"--out=json a.img", "L256=json operands=a.img"}, // unambiguous abbreviation
 		{"--back a.img", "L257 operands=a.img"},
-		{"--f=qcow2 a.img", "unknown:--f=qcow2"},           // ambiguous: --format / --force-share
+		{"--f=qcow2 a.img", "unknown:--f=qcow2"},                 // ambiguous: --format / --force-share
 		{"--backing-chain=x a.img", "unknown:--backing-chain=x"}, // argument to a flag
 		{"--bogus a.img", "unknown:--bogus"},
 		{"-z a.img", "unknown:-z"},

@@ -34,12 +34,12 @@ func TestPrettyJSON(t *testing.T) {
 
 func TestJSONString(t *testing.T) {
 	for in, want := range map[string]string{
-		"a.qcow2":      `"a.qcow2"`,
-		`q"\`:          `"q\"\\"`,
-		"tab\tnl\n":    `"tab\tnl\n"`,
-		"\x01\x7f":     `"\u0001\u007F"`,
-		"é":            `"\u00E9"`,
-		"𝄞":            `"\uD834\uDD1E"`,
+		"a.qcow2":     `"a.qcow2"`,
+		`q"\`:         `"q\"\\"`,
+		"tab\tnl\n":   `"tab\tnl\n"`,
+		"\x01\x7f":    `"\u0001\u007F"`,
+		"é":           `"\u00E9"`,
+		"𝄞":           `"\uD834\uDD1E"`,
 		"bad\xffutf8": `"bad\uFFFDutf8"`,
 	} {
 		if got := prettyJSON(in); got != want {
