@@ -334,9 +334,10 @@ func decodeHeader(r rawHeader, cluster0 []byte, fileSize uint64) (*Header, error
 	}
 	cs := uint64(1) << r.clusterBits
 	if r.version >= 3 && r.headerLength > offCompressionType+1 {
-		end := min(uint64(r.headerLength), uint64(len(cluster0)))
-		if end > offCompressionType+1 {
-			h.UnknownFields = append([]byte(nil), cluster0[offCompressionType+1:end]...)
+		// Bytes past the end of a short file read as zeros, as QEMU reads them.
+		h.UnknownFields = make([]byte, r.headerLength-(offCompressionType+1))
+		if uint64(len(cluster0)) > offCompressionType+1 {
+			copy(h.UnknownFields, cluster0[offCompressionType+1:])
 		}
 	}
 
