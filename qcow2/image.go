@@ -139,9 +139,10 @@ func openHostFile(o OpenOptions, path string, fo FileOptions) (Storage, error) {
 
 func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img *Image, err error) {
 	img = &Image{path: path, dir: dir, file: s, data: s, opts: o, depth: cs.depth, busy: map[GuestCluster]chan struct{}{}}
+	opening := img // "return nil, err" sets img to nil before this deferred cleanup runs
 	defer func() {
 		if err != nil {
-			img.closeFiles()
+			opening.closeFiles()
 			img = nil
 		}
 	}()
