@@ -23,6 +23,8 @@ type convertRequest struct {
 	haveOptions    bool
 	minSparse      uint64 // bytes; 0 disables sparse detection
 	workers        int
+	outOfOrder     bool // -W
+	cache          string
 	skipCreate     bool
 	targetIsZero   bool
 	progress       bool
@@ -83,7 +85,9 @@ func (a *app) convert(argv []string) int {
 				return 1
 			}
 			r.workers = int(v)
-		case 'W', 'U':
+		case 'W':
+			r.outOfOrder = true
+		case 'U':
 		case 'C':
 			copyRange = true
 		case optTargetIsZero:
@@ -146,6 +150,7 @@ func (a *app) convert(argv []string) int {
 		a.errorf("Invalid cache option: %s", cache)
 		return 1
 	}
+	r.cache = cache
 	return a.doConvert(r)
 }
 
@@ -188,7 +193,8 @@ func (a *app) doConvert(r convertRequest) int {
 		return code
 	}
 	cp := &copier{a: a, srcs: srcs, dst: dst, total: total, minSparse: r.minSparse,
-		workers: r.workers, zeroInit: !r.skipCreate || r.targetIsZero, p: p}
+		workers: r.workers, zeroInit: !r.skipCreate || r.targetIsZero, p: p,
+		inOrder: !r.outOfOrder && dst.Format() == imgfmt.Qcow2}
 	err := cp.run()
 	if cerr := dst.Close(); err == nil && cerr != nil {
 		a.errorf("Could not close the new file: %s", strerror(cerr))
@@ -247,7 +253,7 @@ func (a *app) convertTarget(r convertRequest, total uint64) (imgfmt.Disk, int) {
 			return nil, 1
 		}
 	}
-	dst := a.openImage(r.out, format, imgfmt.OpenOptions{})
+	dst := a.openImage(r.out, format, imgfmt.OpenOptions{NoFlush: r.cache == "unsafe"})
 	if dst == nil {
 		return nil, 1
 	}

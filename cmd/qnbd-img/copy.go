@@ -1,11 +1,15 @@
 // The copy behind qnbd-img convert: block status of the sources drives a pool of workers that
-// read, skip zeros and write the target, out of order (qemu-img's -W), in 2 MiB pieces.
+// read, skip zeros and write the target in 2 MiB pieces. Reads and zero detection run in
+// parallel; writes to a qcow2 target go out in guest order (as qemu-img writes by default, so
+// that clusters are allocated in the same order and the image is laid out alike) unless -W
+// allows any order.
 package main
 
 import (
 	"context"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
@@ -22,10 +26,16 @@ type copier struct {
 	minSparse uint64 // zero runs at least this long are not written; 0 writes everything
 	workers   int
 	zeroInit  bool // dst reads as zeros already (new image, or --target-is-zero)
+	inOrder   bool // write pieces in the order they were dispatched
 	p         *progress
+
+	orderMu   sync.Mutex
+	orderCond *sync.Cond
+	nextWrite uint64 // sequence number of the piece whose turn it is to write
 
 	errOnce sync.Once
 	err     error
+	failed  atomic.Bool
 }
 
 // piece is one unit of work: n bytes at guest offset off of the target, taken from srcOff
@@ -34,11 +44,13 @@ type piece struct {
 	off, n, srcOff uint64
 	src            int
 	zero           bool
+	seq            uint64
 }
 
 func (c *copier) fail(err error, format string, args ...any) {
 	c.errOnce.Do(func() {
 		c.err = err
+		c.failed.Store(true)
 		c.a.errorf(format, args...)
 	})
 }
@@ -46,6 +58,7 @@ func (c *copier) fail(err error, format string, args ...any) {
 func (c *copier) run() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	c.orderCond = sync.NewCond(&c.orderMu)
 	pieces := make(chan piece, c.workers*2)
 	var wg sync.WaitGroup
 	for range c.workers {
@@ -54,7 +67,9 @@ func (c *copier) run() error {
 			defer wg.Done()
 			buf := make([]byte, copyBufSize)
 			for p := range pieces {
-				if !c.copyPiece(p, buf) {
+				ok := c.copyPiece(p, buf)
+				c.done(p)
+				if !ok {
 					cancel()
 				}
 				c.p.print(float32(p.n)/float32(max(c.total, 1))*100, 100)
@@ -70,7 +85,7 @@ func (c *copier) run() error {
 // dispatch walks the sources' block status and cuts it into pieces that never cross a
 // copyBufSize boundary of the target.
 func (c *copier) dispatch(ctx context.Context, out chan<- piece) {
-	base := uint64(0)
+	base, seq := uint64(0), uint64(0)
 	for i, src := range c.srcs {
 		size := src.Size()
 		cur := newExtentCursor(src, size)
@@ -85,7 +100,8 @@ func (c *copier) dispatch(ctx context.Context, out chan<- piece) {
 				boundary := (base+off)/copyBufSize*copyBufSize + copyBufSize
 				n := min(end-off, boundary-(base+off))
 				select {
-				case out <- piece{off: base + off, n: n, srcOff: off, src: i, zero: e.Zero()}:
+				case out <- piece{off: base + off, n: n, srcOff: off, src: i, zero: e.Zero(), seq: seq}:
+					seq++
 				case <-ctx.Done():
 					return
 				}
@@ -96,8 +112,38 @@ func (c *copier) dispatch(ctx context.Context, out chan<- piece) {
 	}
 }
 
+// turn waits until piece p may write (in-order mode).
+func (c *copier) turn(p piece) {
+	if !c.inOrder {
+		return
+	}
+	c.orderMu.Lock()
+	for c.nextWrite != p.seq {
+		c.orderCond.Wait()
+	}
+	c.orderMu.Unlock()
+}
+
+// done passes the turn to the next piece (in-order mode). Every dispatched piece calls it
+// exactly once, failed ones included, so no worker waits forever.
+func (c *copier) done(p piece) {
+	if !c.inOrder {
+		return
+	}
+	c.orderMu.Lock()
+	c.nextWrite = p.seq + 1
+	c.orderCond.Broadcast()
+	c.orderMu.Unlock()
+}
+
 // copyPiece copies one piece; false after reporting an error.
 func (c *copier) copyPiece(p piece, buf []byte) bool {
+	if c.failed.Load() {
+		return false
+	}
+	if p.zero {
+		c.turn(p)
+	}
 	if p.zero {
 		switch {
 		case c.minSparse == 0:
@@ -110,7 +156,9 @@ func (c *copier) copyPiece(p piece, buf []byte) bool {
 		}
 	}
 	b := buf[:p.n]
-	if _, err := c.srcs[p.src].ReadAt(b, int64(p.srcOff)); err != nil {
+	_, err := c.srcs[p.src].ReadAt(b, int64(p.srcOff))
+	c.turn(p)
+	if err != nil {
 		c.fail(err, "error while reading at byte %d: %s", p.off, strerror(err))
 		return false
 	}

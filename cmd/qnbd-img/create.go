@@ -220,6 +220,7 @@ func (a *app) imgCreate(r createRequest) error {
 	if err != nil {
 		return err
 	}
+	o.UnsafeBacking = r.noBacking
 	if err := imgfmt.CreateQcow2(r.filename, o); err != nil {
 		return err
 	}

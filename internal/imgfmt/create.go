@@ -3,6 +3,8 @@ package imgfmt
 
 import (
 	"os"
+
+	"github.com/qnbd/qnbd/qcow2"
 )
 
 // MaxImageSize is the largest virtual size QEMU's block layer accepts (BDRV_MAX_LENGTH: the
@@ -34,7 +36,40 @@ func CreateRaw(path string, size uint64, prealloc Prealloc) error {
 // QEMU's qcow2 driver rounds it.
 func CreateQcow2(path string, o Qcow2CreateOptions) error {
 	o.Size = roundUp(o.Size, SectorSize)
-	return engineCreate(path, o)
+	if !o.UnsafeBacking || o.BackingFile == "" {
+		return engineCreate(path, o)
+	}
+	// The engine opens the backing file it records; -u must not. Create the image without
+	// one, then write the name and format into the header's first cluster.
+	backing, format := o.BackingFile, o.BackingFormat
+	o.BackingFile, o.BackingFormat = "", ""
+	if err := engineCreate(path, o); err != nil {
+		return err
+	}
+	return setBackingName(path, backing, format)
+}
+
+// setBackingName records a backing file name and format in the header of a closed qcow2
+// image, rewriting its first cluster (header, extensions, backing name).
+func setBackingName(path, name, format string) error {
+	s, err := qcow2.OpenFile(path, qcow2.FileOptions{})
+	if err != nil {
+		return err
+	}
+	h, err := qcow2.ReadHeader(s)
+	if err == nil {
+		h.BackingFile, h.Extensions.BackingFormat = name, format
+		var c0 []byte
+		if c0, err = h.EncodeCluster0(); err == nil {
+			if _, err = s.WriteAt(c0, 0); err == nil {
+				err = s.Sync()
+			}
+		}
+	}
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Check checks the image at path, which must be of the given format (never probed here: the

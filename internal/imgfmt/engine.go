@@ -1,21 +1,18 @@
 // The one file that names the qcow2 engine's runtime API (ENGINE_API.md): open, map, chain,
-// snapshots, create and check. Until those pieces of qcow2/ land, each function here reports
-// errEngineMissing and the rest of the package (and qnbd-img's raw paths) work without them.
+// snapshots, create and check, converted to this package's format-neutral types.
 package imgfmt
 
 import (
 	"errors"
+	"syscall"
 
 	"github.com/qnbd/qnbd/qcow2"
 )
 
-// errEngineMissing is returned by every qcow2 operation this build cannot do yet.
-var errEngineMissing = errors.New("the qcow2 engine is not available in this build of qnbd-img yet")
-
 // EngineReady reports whether qcow2 images can be opened, created and checked.
-const EngineReady = false
+const EngineReady = true
 
-// engineImage is what the adapter uses of an open qcow2 image (qcow2.Image).
+// engineImage is what the adapter uses of an open qcow2 image (*qcow2.Image).
 type engineImage interface {
 	Header() qcow2.Header
 	Size() uint64
@@ -29,33 +26,112 @@ type engineImage interface {
 
 // engineOpen opens a qcow2 image.
 func engineOpen(path string, o OpenOptions) (engineImage, error) {
-	return nil, errEngineMissing
+	img, err := qcow2.Open(path, qcow2.OpenOptions{ReadOnly: o.ReadOnly, NoBacking: o.NoBacking,
+		File: qcow2.FileOptions{NoSync: o.NoFlush}})
+	if err != nil {
+		return nil, err
+	}
+	return img, nil
 }
 
-// engineMap returns the engine's block status for [off, off+n) as Extents.
+// engineMap returns the engine's block status for [off, off+n). File names are the engine's
+// (the adapter renames them); compressed data has no usable offset.
 func engineMap(img engineImage, off, n uint64) ([]Extent, error) {
-	return nil, errEngineMissing
+	ext, err := img.(*qcow2.Image).Map(off, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Extent, 0, len(ext))
+	for _, e := range ext {
+		x := Extent{Start: e.Start, Length: e.Length, Depth: e.Depth}
+		switch e.Kind {
+		case qcow2.KindData:
+			x.Kind, x.HasOffset, x.Offset, x.File = KindData, true, uint64(e.Host), e.HostFile
+		case qcow2.KindCompressed:
+			x.Kind, x.Compressed = KindData, true
+		case qcow2.KindZero:
+			x.Kind = KindZero
+		default:
+			x.Kind = KindUnallocated
+		}
+		out = append(out, x)
+	}
+	return out, nil
 }
 
 // engineChain lists the image and its backing files, top first.
 func engineChain(img engineImage) []Layer {
-	return nil
+	var out []Layer
+	for _, l := range img.(*qcow2.Image).BackingChain() {
+		out = append(out, Layer{Filename: l.Filename, Format: Format(l.Format), Size: l.VirtualSize,
+			BackingFile: l.BackingFile})
+	}
+	return out
 }
 
 // engineSnapshots reads the snapshot table of the image whose header is h.
 func engineSnapshots(s qcow2.Storage, h *qcow2.Header) ([]Snapshot, error) {
-	if h.SnapshotCount == 0 {
-		return nil, nil
+	snaps, err := qcow2.ReadSnapshots(s, h)
+	if err != nil {
+		return nil, err
 	}
-	return nil, errEngineMissing
+	out := make([]Snapshot, len(snaps))
+	for i, sn := range snaps {
+		out[i] = Snapshot{ID: sn.ID, Name: sn.Name, VMStateSize: sn.VMStateSize, Date: sn.Date,
+			VMClock: sn.VMClock, ICount: uint64(sn.ICount), HasICount: sn.ICount != -1}
+	}
+	return out, nil
 }
 
 // engineCreate creates a qcow2 image.
 func engineCreate(path string, o Qcow2CreateOptions) error {
-	return errEngineMissing
+	return qcow2.Create(path, qcow2.CreateOptions{
+		Size: o.Size, ClusterSize: o.ClusterSize, RefcountBits: o.RefcountBits, Compat: o.Compat,
+		ExtendedL2: o.ExtendedL2, LazyRefcounts: o.LazyRefcounts, CompressionType: o.CompressionType,
+		BackingFile: o.BackingFile, BackingFormat: o.BackingFormat, DataFile: o.DataFile,
+		DataFileRaw: o.DataFileRaw, Preallocation: string(o.Preallocation),
+	})
 }
 
-// engineCheck checks (and with mode, repairs) a qcow2 image.
+// engineCheck checks (and with mode, repairs) a qcow2 image. A check that could not complete
+// returns the partial result with an error that matches EIO, as QEMU reports it.
 func engineCheck(path string, mode RepairMode) (*CheckResult, error) {
-	return nil, errEngineMissing
+	var m qcow2.RepairMode
+	switch mode {
+	case RepairLeaks:
+		m = qcow2.RepairLeaks
+	case RepairAll:
+		m = qcow2.RepairAll
+	}
+	r, err := qcow2.Check(path, m)
+	var out *CheckResult
+	if r != nil {
+		out = &CheckResult{
+			Corruptions: r.Corruptions, Leaks: r.Leaks, CheckErrors: r.CheckErrors,
+			CorruptionsFixed: r.CorruptionsFixed, LeaksFixed: r.LeaksFixed,
+			ImageEndOffset: r.ImageEndOffset, TotalClusters: r.TotalClusters,
+			AllocatedClusters: r.AllocatedClusters, FragmentedClusters: r.FragmentedClusters,
+			CompressedClusters: r.CompressedClusters, Messages: r.Messages,
+		}
+	}
+	if err != nil && out != nil && !isOpenFailure(err) {
+		var en syscall.Errno
+		if !errors.As(err, &en) {
+			err = &checkError{err: err}
+		}
+	}
+	return out, err
+}
+
+// isOpenFailure reports errors that mean the image could not be opened at all.
+func isOpenFailure(err error) bool {
+	return errors.Is(err, qcow2.ErrFormat) || errors.Is(err, qcow2.ErrUnsupported)
+}
+
+// checkError is a check that could not complete; it matches EIO.
+type checkError struct{ err error }
+
+func (e *checkError) Error() string { return e.err.Error() }
+func (e *checkError) Unwrap() []error {
+	return []error{e.err, syscall.EIO}
 }

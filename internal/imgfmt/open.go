@@ -15,6 +15,9 @@ type OpenOptions struct {
 	// NoBacking does not open a qcow2 image's backing chain: ranges it does not allocate read
 	// as zeros and map as unallocated at depth 0.
 	NoBacking bool
+	// NoFlush makes Flush (and the flush in Close) a no-op, like QEMU's cache=unsafe, which is
+	// what qemu-img convert uses for its target by default.
+	NoFlush bool
 	// ForceShare is qemu-img's -U. qnbd takes no image locks, so it changes nothing; it is
 	// carried so callers need not special-case it.
 	ForceShare bool

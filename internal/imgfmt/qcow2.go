@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/qnbd/qnbd/qcow2"
 )
 
 // qcow2Disk adapts an open engine image. Map post-processes the engine's extents the way
@@ -17,6 +19,10 @@ type qcow2Disk struct {
 	name string
 	// layers is the backing chain, top first, with each layer's virtual size.
 	layers []Layer
+	// names maps the engine's host file paths (made absolute) to the names QEMU prints for
+	// them: the image as given, backing files combined with the name of the image above
+	// them, the external data file as stored in the header.
+	names map[string]string
 	// recurse is QEMU's metadata-preallocation heuristic: when set, data runs of this image
 	// are checked against the host file for holes and reported as known zeros there.
 	recurse bool
@@ -30,16 +36,47 @@ func openQcow2(path string, o OpenOptions) (*qcow2Disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &qcow2Disk{img: img, name: path, hosts: map[string]*os.File{}}
+	d := &qcow2Disk{img: img, name: path, hosts: map[string]*os.File{}, names: map[string]string{}}
 	d.layers = engineChain(img)
 	if len(d.layers) == 0 {
 		d.layers = []Layer{{Filename: path, Format: Qcow2, Size: img.Size()}}
 	}
 	h := img.Header()
+	d.nameFiles(path, &h)
 	if rec, err := detectMetadataPrealloc(path, &h); err == nil {
 		d.recurse = rec
 	}
 	return d, nil
+}
+
+// nameFiles fills d.names.
+func (d *qcow2Disk) nameFiles(path string, h *qcow2.Header) {
+	add := func(engineName, qemuName string) {
+		if abs, err := filepath.Abs(engineName); err == nil {
+			d.names[abs] = qemuName
+		}
+	}
+	add(path, path)
+	if h.Extensions.DataFile != "" {
+		add(dataFilePath(path, h.Extensions.DataFile), h.Extensions.DataFile)
+	}
+	name := path
+	for i := 0; i+1 < len(d.layers); i++ {
+		name = FullBackingFilename(name, d.layers[i].BackingFile)
+		add(d.layers[i+1].Filename, name)
+		d.layers[i+1].Filename = name
+	}
+	d.layers[0].Filename = path
+}
+
+// qemuName is the name QEMU prints for a host file the engine names.
+func (d *qcow2Disk) qemuName(engineName string) string {
+	if abs, err := filepath.Abs(engineName); err == nil {
+		if n, ok := d.names[abs]; ok {
+			return n
+		}
+	}
+	return engineName
 }
 
 func (d *qcow2Disk) Format() Format                          { return Qcow2 }
@@ -85,7 +122,13 @@ func (d *qcow2Disk) Map(off, n uint64) ([]Extent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return refineExtents(ext, d.layers, d.recurse, d.hostHoles), nil
+	ext = refineExtents(ext, d.layers, d.recurse, d.hostHoles)
+	for i := range ext {
+		if ext[i].File != "" {
+			ext[i].File = d.qemuName(ext[i].File)
+		}
+	}
+	return ext, nil
 }
 
 // hostHoles splits [off, off+n) of host file name into data and hole runs.
@@ -114,17 +157,38 @@ func (d *qcow2Disk) hostHoles(name string, off, n uint64, emit func(start, end u
 
 // refineExtents applies what QEMU's block layer adds to a format driver's block status:
 //
-//   - A range the top image does not allocate and that lies past the end of a shorter backing
-//     file reads as zeros without consulting that file; qemu-img map then reports it at the
-//     depth of the last layer that covers it, not at the bottom of the chain.
+//   - A range no layer allocates that lies past the end of a shorter backing file reads as
+//     zeros without consulting that file: QEMU reports it as unallocated ("present": false) at
+//     the depth of the layer above the short one. The engine reports it as zeros of the short
+//     layer.
+//   - A hole in a raw backing file is a zero run at a known offset of that file.
 //   - With metadata preallocation detected (recurse), a data run of the top image is looked up
 //     in its host file, and the parts that are holes there are reported as known zeros.
 func refineExtents(in []Extent, layers []Layer, recurse bool, holes func(name string, off, n uint64, emit func(start, end uint64, hole bool))) []Extent {
 	var out []Extent
+	var split []Extent
 	for _, e := range in {
+		// The engine may merge zeros inside a short backing layer with the zeros past its end:
+		// cut them apart first.
+		if e.Kind == KindZero && e.Depth >= 1 && e.Depth < len(layers) {
+			if size := layers[e.Depth].Size; e.Start < size && e.End() > size {
+				head := e
+				head.Length = size - e.Start
+				e.Length -= head.Length
+				e.Start = size
+				split = append(split, head)
+			}
+		}
+		split = append(split, e)
+	}
+	for _, e := range split {
 		switch {
-		case e.Kind == KindUnallocated && len(layers) > 1:
-			out = append(out, splitByLayerSize(e, layers)...)
+		case e.Kind == KindZero && e.Depth >= 1 && e.Depth < len(layers) && e.Start >= layers[e.Depth].Size:
+			e.Kind, e.Depth = KindUnallocated, e.Depth-1
+			out = append(out, e)
+		case e.Kind == KindZero && e.Depth >= 1 && e.Depth < len(layers) && layers[e.Depth].Format == Raw:
+			e.HasOffset, e.Offset, e.File = true, e.Start, layers[e.Depth].Filename
+			out = append(out, e)
 		case recurse && e.Kind == KindData && e.Depth == 0 && e.HasOffset && !e.KnownZero && e.File != "":
 			holes(e.File, e.Offset, e.Length, func(start, end uint64, hole bool) {
 				part := e
@@ -137,35 +201,6 @@ func refineExtents(in []Extent, layers []Layer, recurse bool, holes func(name st
 		default:
 			out = append(out, e)
 		}
-	}
-	return out
-}
-
-// splitByLayerSize gives each part of an unallocated run the depth QEMU reports for it: the
-// first layer i whose backing file (layer i+1) ends at or before the part, or the bottom.
-func splitByLayerSize(e Extent, layers []Layer) []Extent {
-	depthAt := func(x uint64) (int, uint64) {
-		// Returns the depth at x and the end of the run of x with that depth.
-		limit := e.End()
-		for i := 0; i+1 < len(layers); i++ {
-			if x >= layers[i+1].Size {
-				return i, limit
-			}
-			limit = min(limit, layers[i+1].Size)
-		}
-		return len(layers) - 1, limit
-	}
-	var out []Extent
-	for x := e.Start; x < e.End(); {
-		depth, end := depthAt(x)
-		part := e
-		part.Start, part.Length, part.Depth = x, end-x, depth
-		if l := len(out); l > 0 && out[l-1].Depth == depth {
-			out[l-1].Length += part.Length
-		} else {
-			out = append(out, part)
-		}
-		x = end
 	}
 	return out
 }

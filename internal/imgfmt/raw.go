@@ -23,6 +23,7 @@ type rawDisk struct {
 	f        *os.File
 	name     string
 	readOnly bool
+	noFlush  bool
 	// probed is set when the format was guessed rather than given: writes that would make
 	// the first sector look like qcow2 are refused.
 	probed bool
@@ -45,7 +46,7 @@ func openRaw(path string, o OpenOptions, probed bool) (*rawDisk, error) {
 		f.Close()
 		return nil, err
 	}
-	return &rawDisk{f: f, name: path, readOnly: o.ReadOnly, probed: probed, fileSize: size}, nil
+	return &rawDisk{f: f, name: path, readOnly: o.ReadOnly, noFlush: o.NoFlush, probed: probed, fileSize: size}, nil
 }
 
 func roundUp(n, unit uint64) uint64 { return (n + unit - 1) / unit * unit }
@@ -299,7 +300,7 @@ func allocateFirstBlock(f *os.File, size int64) {
 }
 
 func (d *rawDisk) Flush() error {
-	if d.readOnly {
+	if d.readOnly || d.noFlush {
 		return nil
 	}
 	return unix.Fdatasync(int(d.f.Fd()))

@@ -51,11 +51,16 @@ type Qcow2CreateOptions struct {
 	DataFile        string
 	DataFileRaw     bool
 	Preallocation   Prealloc
+	// UnsafeBacking records BackingFile without opening it (qemu-img create -u): the backing
+	// file need not exist, and Size must be given.
+	UnsafeBacking bool
 }
 
 // Layer describes one image of a backing chain.
 type Layer struct {
-	Filename string
+	Filename string // as the engine opened it
 	Format   Format
 	Size     uint64
+	// BackingFile is the layer's backing file name as stored in it ("" for none).
+	BackingFile string
 }
