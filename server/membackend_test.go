@@ -3,7 +3,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,10 +24,10 @@ type memBackend struct {
 	caches    atomic.Int64
 	lastZero  atomic.Value // ZeroFlags of the last WriteZeroes
 
-	failRead   atomic.Value // error
-	failWrite  atomic.Value // error
-	failZero   atomic.Value // error
-	failStatus atomic.Value // error
+	failRead   failure
+	failWrite  failure
+	failZero   failure
+	failStatus failure
 
 	// gate, when set, is waited on by every ReadAt and WriteAt (tests hold requests in flight).
 	gate atomic.Pointer[chan struct{}]
@@ -38,11 +40,23 @@ func newMem(size int) *memBackend {
 		entered: make(chan struct{}, 1024)}
 }
 
-func errOf(v *atomic.Value) error {
-	if e, ok := v.Load().(error); ok {
-		return e
+// failure is an injectable error; the zero value injects nothing.
+type failure struct{ v atomic.Pointer[error] }
+
+func (f *failure) Store(err error) { f.v.Store(&err) }
+
+func (f *failure) get() error {
+	if p := f.v.Load(); p != nil {
+		return *p
 	}
 	return nil
+}
+
+// snapshot copies the data under the lock.
+func (m *memBackend) snapshot() ([]byte, []bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return bytes.Clone(m.data), slices.Clone(m.alloc)
 }
 
 func (m *memBackend) wait() {
@@ -59,7 +73,7 @@ func (m *memBackend) Size() uint64 { return uint64(len(m.data)) }
 
 func (m *memBackend) ReadAt(_ context.Context, p []byte, off uint64) error {
 	m.wait()
-	if err := errOf(&m.failRead); err != nil {
+	if err := m.failRead.get(); err != nil {
 		return err
 	}
 	m.mu.RLock()
@@ -70,7 +84,7 @@ func (m *memBackend) ReadAt(_ context.Context, p []byte, off uint64) error {
 
 func (m *memBackend) WriteAt(_ context.Context, p []byte, off uint64, fua bool) error {
 	m.wait()
-	if err := errOf(&m.failWrite); err != nil {
+	if err := m.failWrite.get(); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -120,7 +134,7 @@ func (m *memBackend) zeroRange(off, n uint64, keep bool) {
 
 func (m *memBackend) WriteZeroes(_ context.Context, off, n uint64, f ZeroFlags) error {
 	m.lastZero.Store(f)
-	if err := errOf(&m.failZero); err != nil {
+	if err := m.failZero.get(); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -136,7 +150,7 @@ func (m *memBackend) Cache(context.Context, uint64, uint64) error {
 
 // Allocation reports holes (unallocated blocks, reading as zero) and data.
 func (m *memBackend) Allocation(_ context.Context, off, n uint64) ([]Extent, error) {
-	if err := errOf(&m.failStatus); err != nil {
+	if err := m.failStatus.get(); err != nil {
 		return nil, err
 	}
 	m.mu.RLock()
