@@ -61,6 +61,18 @@ func (b *budget) release(n int64) {
 	}
 }
 
+// budgetPeak reports the most requests and bytes this connection ever had in flight (zero
+// before transmission).
+func (c *conn) budgetPeak() (int, int64) {
+	c.mu.Lock()
+	inTransmission := c.phase == phaseTransmission
+	c.mu.Unlock()
+	if !inTransmission {
+		return 0, 0
+	}
+	return c.budget.peak()
+}
+
 func (b *budget) peak() (int, int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -322,7 +322,7 @@ func (c *tclient) tryRecv() (*treply, error) {
 			r := c.partial[cookie]
 			if r == nil {
 				r = &treply{cookie: cookie, status: map[uint32][]Extent{}}
-				if req.Type == CmdRead {
+				if req.Type == CmdRead && req.Length <= MaxPayload {
 					r.data = make([]byte, req.Length)
 				}
 				c.partial[cookie] = r
@@ -355,7 +355,7 @@ func (r *treply) add(ch tchunk, req Request, ext bool) error {
 			return fmt.Errorf("OFFSET_DATA of %d bytes", len(d))
 		}
 		off := d.u64()
-		if off < req.Offset || off+uint64(len(d)) > req.Offset+req.Length {
+		if off < req.Offset || off+uint64(len(d)) > req.Offset+req.Length || r.data == nil {
 			return fmt.Errorf("OFFSET_DATA outside the request")
 		}
 		copy(r.data[off-req.Offset:], d)
@@ -365,7 +365,7 @@ func (r *treply) add(ch tchunk, req Request, ext bool) error {
 			return fmt.Errorf("OFFSET_HOLE of %d bytes", len(d))
 		}
 		off, n := d.u64(), uint64(d.u32())
-		if n == 0 || off < req.Offset || off+n > req.Offset+req.Length {
+		if n == 0 || off < req.Offset || off+n > req.Offset+req.Length || r.data == nil {
 			return fmt.Errorf("OFFSET_HOLE outside the request")
 		}
 		clear(r.data[off-req.Offset : off-req.Offset+n])

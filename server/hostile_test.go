@@ -1,0 +1,645 @@
+// The hostile-client catalog (reference/nbd.md §3.6), one test per item: each asserts the
+// spec's answer or a hard disconnect, that the server keeps serving another client, and (via
+// startServer) that no goroutine outlives the test.
+package server
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// hostileServer is a default server plus a check, at cleanup, that it still serves.
+func hostileServer(t *testing.T, cfg Config) *testServer {
+	ts := startServer(t, cfg)
+	t.Cleanup(func() {
+		if !t.Failed() {
+			ts.stillServes()
+		}
+	})
+	return ts
+}
+
+// 1. Wrong or missing client flags.
+func TestHostile01ClientFlags(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	for _, f := range []ClientFlags{1 << 2, 1 << 31, 0xffffffff, FlagCFixedNewstyle | 1<<5} {
+		c := ts.dial()
+		c.sendFlags(f)
+		c.expectClosed()
+	}
+	// Missing: two bytes, then EOF.
+	c := ts.dial()
+	c.write([]byte{0, 0})
+	c.nc.(*net.TCPConn).CloseWrite()
+	c.expectClosed()
+}
+
+// 2. Wrong option magic.
+func TestHostile02OptionMagic(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.write(writeBuf(nil).u64(MagicIHaveOpt ^ 1).u32(uint32(OptList)).u32(0))
+	c.expectClosed()
+}
+
+// 3. Option length 0, 2^32-1, and above the limit (CVE-2017-15119).
+func TestHostile03OptionLength(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.wantRep(c.opt(OptGo, nil), RepErrInvalid) // zero length: too short for GO
+	c.wantRep(c.opt(OptSetMetaContext, nil), RepErrInvalid)
+	c.wantRep(c.opt(99, make([]byte, DefaultMaxOptionLen)), RepErrUnsup) // at the limit: skipped
+	for _, n := range []uint32{DefaultMaxOptionLen + 1, 0xffffffff} {
+		c := ts.dial()
+		c.sendFlags(FlagCFixedNewstyle)
+		c.write(writeBuf(nil).u64(MagicIHaveOpt).u32(99).u32(n))
+		start := time.Now()
+		c.expectClosed()
+		if time.Since(start) > 5*time.Second {
+			t.Errorf("length %d: server read on instead of disconnecting", n)
+		}
+	}
+	// EXPORT_NAME longer than a string.
+	c = ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.write(writeBuf(nil).u64(MagicIHaveOpt).u32(uint32(OptExportName)).u32(MaxStringLen + 1))
+	c.expectClosed()
+}
+
+// 4. Payload shorter than the length declared.
+func TestHostile04ShortPayload(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.write(append(writeBuf(nil).u64(MagicIHaveOpt).u32(uint32(OptGo)).u32(100), infoPayload("")...))
+	c.nc.(*net.TCPConn).CloseWrite()
+	c.expectClosed()
+}
+
+// 5. An unknown option number.
+func TestHostile05UnknownOption(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.wantRep(c.opt(0xdeadbeef, []byte("payload")), RepErrUnsup)
+	c.wantRep(c.opt(OptGo, infoPayload("")), RepAck)
+}
+
+// 6. More than N options without GO.
+func TestHostile06TooManyOptions(t *testing.T) {
+	ts := hostileServer(t, Config{MaxOptions: 8})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	for range 8 {
+		c.wantRep(c.opt(OptInfo, infoPayload("")), RepAck)
+	}
+	c.sendOpt(OptGo, infoPayload(""))
+	c.expectClosed()
+	// GO as the last allowed option works.
+	c = ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	for range 7 {
+		c.wantRep(c.opt(OptList, nil), RepAck)
+	}
+	c.wantRep(c.opt(OptGo, infoPayload("")), RepAck)
+}
+
+// 7. The same option repeated; SET_META_CONTEXT after a failed GO.
+func TestHostile07RepeatedOptions(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.wantRep(c.opt(OptStructuredReply, nil), RepAck)
+	c.wantRep(c.opt(OptStructuredReply, nil), RepErrInvalid)
+	c.mode = modeStructured
+	c.wantRep(c.opt(OptSetMetaContext, metaPayload("", MetaBaseAllocation)), RepAck)
+	c.wantRep(c.opt(OptGo, infoPayload("missing")), RepErrUnknown)
+	rs := c.opt(OptSetMetaContext, metaPayload("", MetaBaseAllocation))
+	c.wantRep(rs, RepAck)
+	c.wantRep(c.opt(OptGo, infoPayload("")), RepAck)
+	r := c.do(Request{Type: CmdBlockStatus, Length: 4096}, nil)
+	c.wantErrno(r, 0)
+	c.disc()
+}
+
+// 8. Export names of length 0, 256, 4096, 4097 and 0xffffffff (CVE-2017-15118,
+// CVE-2022-26495/26496).
+func TestHostile08NameLengths(t *testing.T) {
+	long := strings.Repeat("n", MaxStringLen)
+	ts := hostileServer(t, Config{Exports: []*Export{
+		{Name: "", Backend: newMem(4096)},
+		{Name: long, Backend: newMem(8192)},
+	}})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.wantRep(c.opt(OptInfo, infoPayload("")), RepAck)
+	c.wantRep(c.opt(OptInfo, infoPayload(strings.Repeat("x", 256))), RepErrUnknown)
+	rs := c.opt(OptInfo, infoPayload(long, InfoName))
+	c.wantRep(rs, RepAck)
+	if string(parseInfos(rs)[InfoName]) != long {
+		t.Errorf("4096-byte name not echoed")
+	}
+	rs = c.opt(OptInfo, infoPayload(long+"x"))
+	c.wantRep(rs, RepErrInvalid)
+	if len(rs[0].data) > MaxStringLen {
+		t.Errorf("error string of %d bytes (CVE-2020-10761)", len(rs[0].data))
+	}
+	// A name length of 0xffffffff in a short option.
+	c.wantRep(c.opt(OptGo, writeBuf(nil).u32(0xffffffff).u16(0)), RepErrInvalid)
+	c.wantRep(c.opt(OptListMetaContext, writeBuf(nil).u32(0xffffffff).u32(0)), RepErrInvalid)
+	c.wantRep(c.opt(OptGo, infoPayload(long)), RepAck)
+	c.mode = modeSimple
+	c.wantErrno(c.read(0, 8192, 0), 0)
+	c.disc()
+	// EXPORT_NAME: a 4096-byte name works; 4097 is a hard disconnect.
+	c = ts.connect(clientOpts{export: long, exportName: true})
+	if c.size != 8192 {
+		t.Errorf("size %d", c.size)
+	}
+	c.disc()
+	c = ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.sendOpt(OptExportName, []byte(long+"x"))
+	c.expectClosed()
+}
+
+// 9. A name with an embedded NUL or invalid UTF-8.
+func TestHostile09BadNames(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	for _, name := range []string{"a\x00b", "\x00", "\xff\xfe", "ok\xc3"} {
+		c := ts.dial()
+		c.sendFlags(FlagCFixedNewstyle)
+		c.wantRep(c.opt(OptGo, infoPayload(name)), RepErrInvalid)
+		c.wantRep(c.opt(OptInfo, infoPayload(name)), RepErrInvalid)
+		c.sendOpt(OptExportName, []byte(name))
+		c.expectClosed()
+	}
+}
+
+// 10. An export that does not exist.
+func TestHostile10UnknownExport(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.wantRep(c.opt(OptGo, infoPayload("nope")), RepErrUnknown)
+	c.wantRep(c.opt(OptInfo, infoPayload("nope")), RepErrUnknown)
+	c.wantRep(c.opt(OptListMetaContext, metaPayload("nope")), RepErrUnknown)
+	c.sendOpt(OptExportName, []byte("nope"))
+	c.expectClosed()
+}
+
+// 11. INFO/GO with an information-request count that disagrees with the length.
+func TestHostile11InfoCount(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	p := writeBuf(nil).u32(0).u16(5).u16(uint16(InfoName)).u16(uint16(InfoBlockSize))
+	c.wantRep(c.opt(OptGo, p), RepErrInvalid)
+	p = writeBuf(nil).u32(0).u16(1).u16(uint16(InfoName)).u16(uint16(InfoBlockSize))
+	c.wantRep(c.opt(OptInfo, p), RepErrInvalid)
+	p = writeBuf(nil).u32(0).u16(0xffff)
+	c.wantRep(c.opt(OptInfo, p), RepErrInvalid)
+	c.wantRep(c.opt(OptGo, infoPayload("")), RepAck)
+}
+
+// 12. LIST with a payload.
+func TestHostile12ListPayload(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.wantRep(c.opt(OptList, make([]byte, 1000)), RepErrInvalid)
+	c.wantRep(c.opt(OptList, nil), RepAck)
+}
+
+// 13. STARTTLS without TLS configured, twice, and with plaintext options pipelined ahead of
+// it (CVE-2021-3716: nothing negotiated before a successful STARTTLS may survive; here
+// STARTTLS never succeeds, and negotiation.reset is the seam).
+func TestHostile13StartTLS(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	// Pipelined: STRUCTURED_REPLY and STARTTLS in one write, before any reply is read.
+	b := writeBuf(nil).u64(MagicIHaveOpt).u32(uint32(OptStructuredReply)).u32(0).
+		u64(MagicIHaveOpt).u32(uint32(OptStartTLS)).u32(0)
+	c.write(b)
+	if r := c.readOpt(); r.rep != RepAck {
+		t.Fatalf("STRUCTURED_REPLY: %v", r.rep)
+	}
+	if r := c.readOpt(); r.rep != RepErrPolicy {
+		t.Fatalf("STARTTLS: %v", r.rep)
+	}
+	c.wantRep(c.opt(OptStartTLS, nil), RepErrPolicy)
+	c.wantRep(c.opt(OptGo, infoPayload("")), RepAck)
+}
+
+// 14. ABORT in the middle of negotiation, with and without waiting for the reply.
+func TestHostile14Abort(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.wantRep(c.opt(OptStructuredReply, nil), RepAck)
+	c.wantRep(c.opt(OptSetMetaContext, metaPayload("", MetaBaseAllocation)), RepAck)
+	c.wantRep(c.opt(OptAbort, nil), RepAck)
+	c.expectClosed()
+	c = ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	c.sendOpt(OptAbort, nil)
+	c.nc.Close()
+	ts.waitConns(0)
+}
+
+// 15. EOF at every byte of a handshake, and the slowloris pattern.
+func TestHostile15EOFEveryByteAndSlowloris(t *testing.T) {
+	ts := hostileServer(t, Config{HandshakeLimit: 300 * time.Millisecond})
+	script := writeBuf(nil).u32(uint32(FlagCFixedNewstyle | FlagCNoZeroes))
+	for _, o := range []struct {
+		opt Opt
+		p   []byte
+	}{
+		{OptStructuredReply, nil},
+		{OptListMetaContext, metaPayload("")},
+		{OptSetMetaContext, metaPayload("", MetaBaseAllocation)},
+		{OptInfo, infoPayload("", InfoName)},
+		{OptGo, infoPayload("", InfoBlockSize)},
+	} {
+		script = append(script.u64(MagicIHaveOpt).u32(uint32(o.opt)).u32(uint32(len(o.p))), o.p...)
+	}
+	for cut := 0; cut < len(script); cut++ {
+		nc, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.Write(script[:cut])
+		nc.(*net.TCPConn).CloseWrite()
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, nc); err != nil {
+			t.Fatalf("cut at %d: %v", cut, err)
+		}
+		nc.Close()
+	}
+	ts.waitConns(0)
+
+	// Slowloris: one byte every 100 ms never finishes; the handshake limit ends it.
+	c := ts.dial()
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, b := range script {
+			if _, err := c.nc.Write([]byte{b}); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	c.expectClosed()
+	if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
+		t.Errorf("slowloris connection closed after %v, want about 300ms", d)
+	}
+	<-done
+}
+
+// 16. Connection flood beyond max-connections.
+func TestHostile16ConnectionFlood(t *testing.T) {
+	ts := hostileServer(t, Config{MaxConns: 2})
+	a, b := ts.dial(), ts.dial()
+	// The third waits in the backlog: no greeting.
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := nc.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("third connection greeted beyond the limit")
+	}
+	for range 20 { // a flood queues up too
+		if f, err := net.Dial("tcp", ts.addr); err == nil {
+			defer f.Close()
+		}
+	}
+	a.nc.Close()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c := newClient(t, nc)
+	c.sendFlags(FlagCFixedNewstyle)
+	c.wantRep(c.opt(OptAbort, nil), RepAck)
+	b.nc.Close()
+}
+
+// 17. Bad request magic.
+func TestHostile17RequestMagic(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	for _, o := range []clientOpts{{}, {extended: true}} {
+		c := ts.connect(o)
+		hdr := AppendRequest(nil, Request{Type: CmdRead, Length: 512}, o.extended)
+		hdr[0] ^= 0xff
+		c.write(hdr)
+		c.expectClosed()
+	}
+	// A compact request on an extended connection is a bad magic too.
+	c := ts.connect(clientOpts{extended: true})
+	c.write(AppendRequest(nil, Request{Type: CmdRead, Length: 512}, false))
+	c.write(make([]byte, 4))
+	c.expectClosed()
+}
+
+// 18. Unknown command.
+func TestHostile18UnknownCommand(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.connect(clientOpts{structured: true})
+	c.wantErrno(c.do(Request{Type: 0xffff, Offset: 1, Length: 1}, nil), EINVAL)
+	c.wantErrno(c.read(0, 1, 0), 0)
+	c.disc()
+}
+
+// 19. Unknown flag bits; a flag not valid for the command.
+func TestHostile19BadFlags(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.connect(clientOpts{structured: true})
+	c.wantErrno(c.read(0, 512, 0xffff), EINVAL)
+	c.wantErrno(c.read(0, 512, CmdFlagFastZero), EINVAL)
+	c.wantErrno(c.do(Request{Type: CmdTrim, Length: 512, Flags: CmdFlagDF}, nil), EINVAL)
+	c.wantErrno(c.read(0, 512, CmdFlagDF|CmdFlagFUA), 0)
+	c.disc()
+}
+
+// 20. Offset 2^64-1, offset+length wrapping, offset = size with length 0, length 0 for every
+// command.
+func TestHostile20Offsets(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.connect(clientOpts{extended: true, metas: []string{MetaBaseAllocation}})
+	for _, typ := range []Cmd{CmdRead, CmdWrite, CmdTrim, CmdCache, CmdWriteZeroes, CmdBlockStatus} {
+		want := EINVAL
+		if typ == CmdWrite || typ == CmdWriteZeroes {
+			want = ENOSPC
+		}
+		var p []byte
+		if typ == CmdWrite {
+			p = make([]byte, 16)
+		}
+		c.wantErrno(c.do(Request{Type: typ, Offset: ^uint64(0), Length: 16}, p), want)
+		c.wantErrno(c.do(Request{Type: typ, Offset: 1 << 63, Length: 1<<63 + 16}, p), want)
+		// Length 0 at the end: fine, except BLOCK_STATUS which cannot describe nothing.
+		if typ == CmdWrite {
+			p = []byte{}
+		}
+		wantZero := Errno(0)
+		if typ == CmdBlockStatus {
+			wantZero = EINVAL
+		}
+		c.wantErrno(c.do(Request{Type: typ, Offset: testSize}, p), wantZero)
+	}
+	c.wantErrno(c.do(Request{Type: CmdFlush}, nil), 0)
+	c.disc()
+}
+
+// 21. Lengths above the maximum for READ, and for WRITE with and without the payload.
+func TestHostile21OversizeLengths(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.connect(clientOpts{structured: true})
+	c.wantErrno(c.read(0, MaxPayload+1, 0), EINVAL)
+	c.wantErrno(c.read(0, 0xffffffff, 0), EINVAL)
+	// WRITE over the maximum with its payload: skipped, EINVAL, connection goes on.
+	c.wantErrno(c.writeAt(0, make([]byte, MaxPayload+4096), 0), EINVAL)
+	c.wantErrno(c.read(0, 512, 0), 0)
+	// WRITE beyond twice the maximum: hard disconnect without reading the payload.
+	c.send(Request{Type: CmdWrite, Length: 2*MaxPayload + 1}, nil)
+	c.expectClosed()
+	// WRITE over the maximum without the payload: the server waits for the bytes, and the
+	// connection ends when the client gives up.
+	c = ts.connect(clientOpts{})
+	c.send(Request{Type: CmdWrite, Length: MaxPayload + 1}, nil)
+	c.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := c.tryRecv(); err == nil {
+		t.Fatalf("reply before the payload arrived")
+	}
+	c.nc.Close()
+	// Extended headers: a payload length over twice the maximum on any command.
+	c = ts.connect(clientOpts{extended: true})
+	c.write(AppendRequest(nil, Request{Type: CmdFlush, Flags: CmdFlagPayloadLen, Length: 1 << 40}, true))
+	c.expectClosed()
+}
+
+// 22. Unaligned requests when a minimum block size was advertised.
+func TestHostile22Unaligned(t *testing.T) {
+	m := newMem(testSize + 100) // a partial last block
+	ts := hostileServer(t, Config{Exports: []*Export{{Backend: m, MinBlockSize: 512}, {Name: "x", Backend: newMem(4096)}}})
+	c := ts.dial()
+	c.sendFlags(FlagCFixedNewstyle)
+	rs := c.opt(OptGo, infoPayload("", InfoBlockSize))
+	c.wantRep(rs, RepAck)
+	if bs := parseInfos(rs)[InfoBlockSize]; be.Uint32(bs) != 512 {
+		t.Fatalf("minimum block size %d", be.Uint32(bs))
+	}
+	c.wantErrno(c.read(1, 512, 0), EINVAL)
+	c.wantErrno(c.read(512, 100, 0), EINVAL)
+	c.wantErrno(c.writeAt(100, make([]byte, 512), 0), EINVAL)
+	c.wantErrno(c.do(Request{Type: CmdTrim, Offset: 7, Length: 512}, nil), EINVAL)
+	c.wantErrno(c.read(512, 1024, 0), 0)
+	c.wantErrno(c.read(testSize, 100, 0), 0) // the tail may be partial
+	c.disc()
+	if _, err := newExport(&Export{Backend: m, MinBlockSize: 3}); err == nil {
+		t.Errorf("minimum block size 3 accepted")
+	}
+}
+
+// 23. WRITE, TRIM or WRITE_ZEROES on a read-only export.
+func TestHostile23ReadOnly(t *testing.T) {
+	ts := hostileServer(t, Config{Exports: []*Export{{Backend: newMem(testSize), ReadOnly: true, Trim: true}}})
+	c := ts.connect(clientOpts{structured: true})
+	c.wantErrno(c.writeAt(0, []byte{1}, 0), EPERM)
+	c.wantErrno(c.do(Request{Type: CmdTrim, Length: 1}, nil), EPERM)
+	c.wantErrno(c.do(Request{Type: CmdWriteZeroes, Length: 1, Flags: CmdFlagNoHole}, nil), EPERM)
+	c.disc()
+}
+
+// 24. FLUSH with offset or length not zero.
+func TestHostile24FlushFields(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.connect(clientOpts{})
+	c.wantErrno(c.do(Request{Type: CmdFlush, Offset: 4096}, nil), EINVAL)
+	c.wantErrno(c.do(Request{Type: CmdFlush, Length: 4096}, nil), EINVAL)
+	c.wantErrno(c.do(Request{Type: CmdFlush}, nil), 0)
+	c.disc()
+}
+
+// 25. DF without structured replies; BLOCK_STATUS without a metadata context.
+func TestHostile25DFAndStatusWithoutNegotiation(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.connect(clientOpts{})
+	c.wantErrno(c.read(0, 512, CmdFlagDF), EINVAL)
+	c.wantErrno(c.do(Request{Type: CmdBlockStatus, Length: 512}, nil), EINVAL)
+	c.disc()
+	c = ts.connect(clientOpts{structured: true})
+	c.wantErrno(c.do(Request{Type: CmdBlockStatus, Length: 512}, nil), EINVAL)
+	c.disc()
+}
+
+// 26. A cookie reused while in flight: both requests are answered with it.
+func TestHostile26CookieReuse(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.connect(clientOpts{structured: true})
+	c.wantErrno(c.writeAt(0, pattern(8192, 1), 0), 0)
+	gate := ts.mem.hold()
+	req := Request{Type: CmdRead, Length: 4096, Cookie: 42}
+	c.write(AppendRequest(nil, req, false))
+	c.write(AppendRequest(nil, req, false))
+	ts.mem.unhold(gate)
+	for range 2 {
+		c.sent[42] = req
+		r := c.recv()
+		if r.cookie != 42 || r.errno != 0 {
+			t.Fatalf("reply %+v", r)
+		}
+	}
+	c.disc()
+}
+
+// 27. Thousands of pipelined requests without reading replies: memory stays bounded.
+func TestHostile27PipelineBackpressure(t *testing.T) {
+	const inflight, budgetBytes = 8, 4 * MaxPayload
+	ts := hostileServer(t, Config{MaxInFlight: inflight, MaxInFlightBytes: budgetBytes})
+	c := ts.connect(clientOpts{structured: true})
+	c.wantErrno(c.writeAt(0, pattern(testSize, 2), 0), 0)
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapInuse
+	// A million 1 MiB READs (a terabyte of replies if nothing pushed back), written in
+	// batches; the writer blocks once the server stops reading.
+	const batch, batches = 1000, 1000
+	sent := make(chan int)
+	go func() {
+		i := 0
+		defer func() { sent <- i }()
+		c.nc.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		var b []byte
+		for range batch {
+			b = AppendRequest(b, Request{Type: CmdRead, Length: testSize, Cookie: 1}, false)
+		}
+		for ; i < batches; i++ {
+			if _, err := c.nc.Write(b); err != nil {
+				return // blocked: the server stopped reading
+			}
+		}
+	}()
+	if got := <-sent; got == batches {
+		t.Errorf("all %d requests were accepted: no backpressure", batch*batches)
+	}
+	runtime.ReadMemStats(&ms)
+	if grew := int64(ms.HeapInuse) - int64(before); grew > 256<<20 {
+		t.Errorf("heap grew by %d MiB with a client not reading", grew>>20)
+	}
+	var peakSlots int
+	var peakBytes int64
+	ts.srv.mu.Lock()
+	for sc := range ts.srv.conns {
+		s, b := sc.budgetPeak()
+		peakSlots, peakBytes = max(peakSlots, s), max(peakBytes, b)
+	}
+	ts.srv.mu.Unlock()
+	if peakSlots > inflight || peakBytes > budgetBytes || peakSlots == 0 {
+		t.Errorf("peak %d requests / %d bytes in flight, limits %d / %d", peakSlots, peakBytes, inflight, budgetBytes)
+	}
+	c.nc.Close() // the server must wind down despite everything queued
+	ts.waitConns(0)
+}
+
+// 28. Disconnect in the middle of a header or a write payload.
+func TestHostile28CutMidRequest(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	for _, cut := range []int{1, 4, 27, 28 + 1, 28 + 4095} {
+		c := ts.connect(clientOpts{})
+		full := append(AppendRequest(nil, Request{Type: CmdWrite, Length: 4096, Cookie: 1}, false),
+			bytes.Repeat([]byte{0xee}, 4096)...)
+		c.write(full[:cut])
+		c.nc.Close()
+	}
+	ts.waitConns(0)
+	if data, _ := ts.mem.snapshot(); data[0] == 0xee {
+		t.Errorf("a cut WRITE reached the backend")
+	}
+}
+
+// 29. NBD_CMD_DISC with requests in flight: all are answered first; bytes after DISC are
+// ignored.
+func TestHostile29DiscWithInflight(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.connect(clientOpts{structured: true})
+	gate := ts.mem.hold()
+	var cookies []uint64
+	for i := range 3 {
+		cookies = append(cookies, c.send(Request{Type: CmdWrite, Offset: uint64(i) * 512}, bytes.Repeat([]byte{byte(i + 1)}, 512)))
+	}
+	c.send(Request{Type: CmdDisc}, nil)
+	c.write(AppendRequest(nil, Request{Type: CmdWrite, Offset: 4096, Length: 4, Cookie: 99}, false))
+	c.write([]byte{9, 9, 9, 9})
+	time.Sleep(50 * time.Millisecond)
+	ts.mem.unhold(gate)
+	delete(c.sent, 0) // DISC has no reply
+	for range 3 {
+		if r := c.recv(); r.errno != 0 {
+			t.Fatalf("in-flight write failed: %v", r.errno)
+		}
+	}
+	c.expectClosed()
+	data, _ := ts.mem.snapshot()
+	if data[0] != 1 || data[512] != 2 || data[1024] != 3 || data[4096] != 0 {
+		t.Fatalf("writes %v %v %v, after-DISC byte %v", data[0], data[512], data[1024], data[4096])
+	}
+}
+
+// 30. A half-closed socket: the client stops writing but still reads.
+func TestHostile30HalfClose(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.connect(clientOpts{})
+	gate := ts.mem.hold()
+	c.send(Request{Type: CmdWrite, Offset: 0}, []byte("hello"))
+	c.send(Request{Type: CmdRead, Length: 5}, nil)
+	c.nc.(*net.TCPConn).CloseWrite()
+	time.Sleep(20 * time.Millisecond)
+	ts.mem.unhold(gate)
+	for range 2 {
+		if r := c.recv(); r.errno != 0 {
+			t.Fatalf("errno %v", r.errno)
+		}
+	}
+	c.expectClosed()
+}
+
+// 31. The client killed with writes in flight, then a reconnect and a data check: every
+// write that was acknowledged is there.
+func TestHostile31KillAndReconnect(t *testing.T) {
+	ts := hostileServer(t, Config{})
+	c := ts.connect(clientOpts{structured: true})
+	acked := pattern(8192, 11)
+	c.wantErrno(c.writeAt(0, acked, CmdFlagFUA), 0)
+	gate := ts.mem.hold()
+	for i := range 4 {
+		c.send(Request{Type: CmdWrite, Offset: 65536 + uint64(i)*4096}, pattern(4096, uint64(i)))
+	}
+	<-ts.mem.entered
+	c.nc.Close() // killed
+	ts.mem.unhold(gate)
+	ts.waitConns(0)
+	c = ts.connect(clientOpts{structured: true})
+	r := c.read(0, 8192, 0)
+	if !bytes.Equal(r.data, acked) {
+		t.Fatalf("acknowledged write lost")
+	}
+	// Unacknowledged writes are each either fully old or fully new.
+	for i := range 4 {
+		r := c.read(65536+uint64(i)*4096, 4096, 0)
+		if !bytes.Equal(r.data, pattern(4096, uint64(i))) && !bytes.Equal(r.data, make([]byte, 4096)) {
+			t.Fatalf("write %d torn", i)
+		}
+	}
+	c.disc()
+}
