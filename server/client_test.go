@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -22,6 +23,7 @@ type tclient struct {
 	flags TransmissionFlags
 	metas map[uint32]string // SET_META_CONTEXT ids
 
+	sentMu  sync.Mutex         // sent is shared by a sending and a receiving goroutine
 	sent    map[uint64]Request // requests awaiting replies, by cookie
 	partial map[uint64]*treply // structured replies still missing DONE
 	cookie  uint64
@@ -236,7 +238,7 @@ func (c *tclient) send(r Request, payload []byte) uint64 {
 	} else if !ext && r.Type == CmdWrite && payload != nil {
 		r.Length = uint64(len(payload))
 	}
-	c.sent[r.Cookie] = r
+	c.setSent(r)
 	c.write(append(AppendRequest(nil, r, ext), payload...))
 	return r.Cookie
 }
@@ -267,14 +269,14 @@ func (c *tclient) tryRecv() (*treply, error) {
 				return nil, err
 			}
 			r := &treply{simple: true, errno: Errno(be.Uint32(h[:])), cookie: be.Uint64(h[4:])}
-			req, ok := c.sent[r.cookie]
+			req, ok := c.getSent(r.cookie)
 			if !ok {
 				return nil, fmt.Errorf("reply for unknown cookie %d", r.cookie)
 			}
 			if req.Type == CmdRead && c.mode == modeStructured {
 				return nil, fmt.Errorf("simple reply to READ with structured replies")
 			}
-			delete(c.sent, r.cookie)
+			c.delSent(r.cookie)
 			if req.Type == CmdRead && r.errno == 0 {
 				r.data = make([]byte, req.Length)
 				if _, err := io.ReadFull(c.br, r.data); err != nil {
@@ -312,7 +314,7 @@ func (c *tclient) tryRecv() (*treply, error) {
 			if _, err := io.ReadFull(c.br, ch.data); err != nil {
 				return nil, err
 			}
-			req, ok := c.sent[cookie]
+			req, ok := c.getSent(cookie)
 			if !ok {
 				return nil, fmt.Errorf("chunk for unknown cookie %d", cookie)
 			}
@@ -332,7 +334,7 @@ func (c *tclient) tryRecv() (*treply, error) {
 			}
 			if ch.flags&ReplyFlagDone != 0 {
 				delete(c.partial, cookie)
-				delete(c.sent, cookie)
+				c.delSent(cookie)
 				return r, nil
 			}
 		default:
@@ -471,4 +473,23 @@ func (c *tclient) expectClosed() {
 			c.t.Fatalf("server did not close the connection")
 		}
 	}
+}
+
+func (c *tclient) setSent(r Request) {
+	c.sentMu.Lock()
+	defer c.sentMu.Unlock()
+	c.sent[r.Cookie] = r
+}
+
+func (c *tclient) getSent(cookie uint64) (Request, bool) {
+	c.sentMu.Lock()
+	defer c.sentMu.Unlock()
+	r, ok := c.sent[cookie]
+	return r, ok
+}
+
+func (c *tclient) delSent(cookie uint64) {
+	c.sentMu.Lock()
+	defer c.sentMu.Unlock()
+	delete(c.sent, cookie)
 }

@@ -493,7 +493,7 @@ func TestHostile26CookieReuse(t *testing.T) {
 	c.write(AppendRequest(nil, req, false))
 	ts.mem.unhold(gate)
 	for range 2 {
-		c.sent[42] = req
+		c.setSent(req)
 		r := c.recv()
 		if r.cookie != 42 || r.errno != 0 {
 			t.Fatalf("reply %+v", r)
@@ -583,7 +583,7 @@ func TestHostile29DiscWithInflight(t *testing.T) {
 	c.write([]byte{9, 9, 9, 9})
 	time.Sleep(50 * time.Millisecond)
 	ts.mem.unhold(gate)
-	delete(c.sent, 0) // DISC has no reply
+	c.delSent(4) // DISC has no reply
 	for range 3 {
 		if r := c.recv(); r.errno != 0 {
 			t.Fatalf("in-flight write failed: %v", r.errno)
