@@ -269,6 +269,17 @@ func TestAioManyInFlight(t *testing.T) {
 		t.Errorf("%d buffers still pinned after every command was retired", live)
 	}
 
+	// A request libnbd refuses locally (zero length) fails at once and releases its buffer.
+	if _, err := h.AioPread(nil, 0, 0); err == nil {
+		t.Errorf("zero-length AioPread succeeded")
+	}
+	if _, err := h.AioPwrite(make([]byte, bs), 1<<40, 0); err == nil {
+		t.Errorf("AioPwrite beyond the end succeeded")
+	}
+	if live := callbacks.live(); live != 0 {
+		t.Errorf("%d buffers still pinned after refused commands", live)
+	}
+
 	// Commands left in flight are released by Close.
 	for i := 0; i < 8; i++ {
 		_, err := h.AioPread(make([]byte, bs), 0, 0)
