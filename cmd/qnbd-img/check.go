@@ -80,6 +80,11 @@ func (a *app) check(argv []string) int {
 		f = p
 	}
 	res, err := imgfmt.Check(name, f, mode)
+	if err != nil && res != nil {
+		for _, m := range res.Messages {
+			fmt.Fprintln(a.stderr, m)
+		}
+	}
 	switch {
 	case isNotSupported(err):
 		a.errorf("This image format does not support checks")

@@ -4,6 +4,7 @@ package imgfmt
 
 import (
 	"errors"
+	"strings"
 	"syscall"
 
 	"github.com/qnbd/qnbd/qcow2"
@@ -111,7 +112,7 @@ func engineCheck(path string, mode RepairMode) (*CheckResult, error) {
 			CorruptionsFixed: r.CorruptionsFixed, LeaksFixed: r.LeaksFixed,
 			ImageEndOffset: r.ImageEndOffset, TotalClusters: r.TotalClusters,
 			AllocatedClusters: r.AllocatedClusters, FragmentedClusters: r.FragmentedClusters,
-			CompressedClusters: r.CompressedClusters, Messages: r.Messages,
+			CompressedClusters: r.CompressedClusters, Messages: stderrMessages(r.Messages),
 		}
 	}
 	if err != nil && out != nil && !isOpenFailure(err) {
@@ -134,4 +135,21 @@ type checkError struct{ err error }
 func (e *checkError) Error() string { return e.err.Error() }
 func (e *checkError) Unwrap() []error {
 	return []error{e.err, syscall.EIO}
+}
+
+// stderrMessages drops from the engine's check messages the repair summary that qemu-img
+// prints on stdout ("The following inconsistencies were found and repaired:", the two counts,
+// "Double checking the fixed image now..."): the command line prints it itself, in its place.
+func stderrMessages(msgs []string) []string {
+	out := make([]string, 0, len(msgs))
+	for i := 0; i < len(msgs); i++ {
+		if msgs[i] == "The following inconsistencies were found and repaired:" && i+3 < len(msgs) &&
+			strings.HasSuffix(msgs[i+1], " leaked clusters") && strings.HasSuffix(msgs[i+2], " corruptions") &&
+			msgs[i+3] == "Double checking the fixed image now..." {
+			i += 3
+			continue
+		}
+		out = append(out, msgs[i])
+	}
+	return out
 }
