@@ -15,7 +15,7 @@ import (
 // TLS starts ("the server MUST NOT preserve any negotiation state ... issued before this
 // command"; CVE-2021-3716).
 type negotiation struct {
-	fixed    bool // the client set NBD_FLAG_C_FIXED_NEWSTYLE
+	fixed    bool // the client set NBD_FLAG_C_FIXED_NEWSTYLE (TLS will require it)
 	noZeroes bool // the client set NBD_FLAG_C_NO_ZEROES
 	mode     replyMode
 
@@ -149,10 +149,10 @@ func (c *conn) negotiate(n *negotiation) (*export, error) {
 			return nil, violation("%v payload of %d bytes (limit %d)", opt, length, limit)
 		}
 		o := &optReader{br: c.br, left: length}
-		if !n.fixed && opt != OptExportName {
-			// Non-fixed newstyle knows only EXPORT_NAME and cannot be told "unsupported".
-			return nil, violation("%v without fixed newstyle", opt)
-		}
+		// A client without NBD_FLAG_C_FIXED_NEWSTYLE still gets fixed-newstyle replies
+		// ("Servers MAY choose to honour fixed newstyle from clients that didn't set this
+		// bit"): a true non-fixed client sends only EXPORT_NAME, which has no reply header,
+		// and some clients (go-nbd's List) send other options without the bit.
 		if s.shuttingDown() {
 			if err := o.skip(); err != nil {
 				return nil, err
