@@ -1,5 +1,5 @@
-// The tables Check walks besides L1/L2: the bitmap directory and bitmap tables, and (until the
-// snapshot reader lands in snapshot.go) a minimal bounded reader of the snapshot table.
+// The tables Check walks besides L1/L2: the bitmap directory and bitmap tables, and the
+// snapshot table (read by ReadSnapshots).
 package qcow2
 
 import (
@@ -83,69 +83,20 @@ func (c *checker) bitmapDirErr(format string, args ...any) error {
 	return corruptf("bitmap directory: %s", msg)
 }
 
-// chkSnapshot is what Check needs of a snapshot table entry.
-type chkSnapshot struct {
-	ID, Name string
-	L1Offset HostOffset
-	L1Size   uint32
-}
-
-// readSnapshotTable reads the snapshot table entry by entry, never past the end of the file or
-// the 64 MiB table limit, and returns the entries and the table's size in bytes (from its start
-// to the end of the last entry's name, as QEMU counts it).
+// readSnapshotTable reads the snapshot table (ReadSnapshots bounds it) and its size in bytes:
+// from its start to the end of the last entry's name, as QEMU counts it. A table that cannot be
+// read fails the check.
 func (c *checker) readSnapshotTable() error {
-	h := c.h
-	if h.SnapshotCount == 0 {
-		return nil
-	}
-	start := uint64(h.SnapshotsOffset)
-	pos := start
-	var fixed [snapshotFixedSize]byte
-	for i := uint32(0); i < h.SnapshotCount; i++ {
-		pos = pad8(pos)
-		if err := c.snapRead(fixed[:], pos, start, i); err != nil {
-			return err
-		}
-		r := readBuf(fixed[:])
-		sn := chkSnapshot{L1Offset: HostOffset(r.u64()), L1Size: r.u32()}
-		idLen, nameLen := uint64(r.u16()), uint64(r.u16())
-		r.bytes(20) // date_sec, date_nsec, vm_clock_nsec, vm_state_size
-		extra := uint64(r.u32())
-		if extra > MaxSnapshotExtraData {
-			return c.snapErr("snapshot %d has %d bytes of extra data, more than %d", i, extra, MaxSnapshotExtraData)
-		}
-		pos += snapshotFixedSize + extra
-		names := make([]byte, idLen+nameLen)
-		if err := c.snapRead(names, pos, start, i); err != nil {
-			return err
-		}
-		sn.ID, sn.Name = string(names[:idLen]), string(names[idLen:])
-		pos += idLen + nameLen
-		c.snaps = append(c.snaps, sn)
-	}
-	c.snapTableSize = pos - start
-	return nil
-}
-
-func (c *checker) snapRead(p []byte, pos, start uint64, i uint32) error {
-	end := pos + uint64(len(p))
-	if end-start > MaxSnapshotTableBytes {
-		return c.snapErr("snapshot table is larger than %d bytes at entry %d", MaxSnapshotTableBytes, i)
-	}
-	if end > c.fileSize {
-		return c.snapErr("snapshot table entry %d runs past the end of the file", i)
-	}
-	if err := readAtZero(c.s, p, pos, c.fileSize); err != nil {
+	snaps, err := ReadSnapshots(c.s, c.h)
+	if err != nil {
 		c.res.CheckErrors++
 		c.res.msg("ERROR: could not read the snapshot table: %v", err)
 		return err
 	}
+	c.snaps = snaps
+	if n := len(snaps); n > 0 {
+		last := snaps[n-1]
+		c.snapTableSize = uint64(last.EntryOffset) + last.EntrySize - uint64(c.h.SnapshotsOffset)
+	}
 	return nil
-}
-
-func (c *checker) snapErr(format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
-	c.res.CheckErrors++
-	c.res.msg("ERROR: snapshot table: %s", msg)
-	return corruptf("snapshot table: %s", msg)
 }

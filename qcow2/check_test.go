@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -160,6 +161,24 @@ func ccScenarios() []ccScenario {
 		{name: "refblock-unaligned", want: 1, qemuCannotRepair: true, build: broken("", func(m *ccImg) {
 			m.putU64(uint64(m.h.RefTableOffset), m.u64(uint64(m.h.RefTableOffset))+512)
 		})},
+		{name: "crosslink-storm", want: 2, repaired: 2, build: func(t *testing.T, dir string) string {
+			// Every L1 entry points at the first L2 table, whose every entry points at the
+			// first data cluster: 81920 references to one cluster, over the 16-bit limit.
+			p := ccNewImage(t, dir, "t.qcow2", "cluster_size=1k", "80M", "write -P 1 0 1k")
+			m := ccOpenImg(t, p)
+			l1e, l2e := m.u64(m.l1EntryOff(0)), m.u64(m.l2EntryOff(0))
+			l2 := L1Entry(l1e).L2Offset()
+			fill := func(n, v uint64) []byte {
+				b := make([]byte, n*8)
+				for i := range n {
+					binary.BigEndian.PutUint64(b[i*8:], v)
+				}
+				return b
+			}
+			m.write(uint64(m.h.L1TableOffset), fill(uint64(m.h.L1Size), l1e))
+			m.write(uint64(l2), fill(m.h.Geometry().L2Entries(), l2e))
+			return p
+		}},
 		{name: "dirty-lazy", want: 2, build: func(t *testing.T, dir string) string {
 			p := ccNewImage(t, dir, "t.qcow2", "lazy_refcounts=on", "64M", "write -P 0x11 0 64k")
 			cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 128k", "-c", "write -P 0x33 5M 4k", "-c", "sigraise 9", p)

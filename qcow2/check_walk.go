@@ -22,11 +22,15 @@ type checker struct {
 	refs    *imrt
 	disk    *diskRefs
 	rebuild bool // the refcount structures cannot be repaired in place
-	// pastEOF lists the cluster ranges referenced one cluster or more past the end of the
-	// file. They are not counted; a rebuild keeps its new structures off them.
-	pastEOF [][2]HostCluster
+	// References one cluster or more past the end of the file are not counted, but a
+	// rebuild must keep its new structures (which go past the end) off them. Near ones (that
+	// start within pastEOFWindow clusters of the end) are summed up by the highest cluster
+	// they reach, far ones by the lowest cluster they start at: constant memory however many
+	// broken entries there are.
+	pastEOFNear    HostCluster // highest cluster of a near reference, 0 if none
+	pastEOFFarFrom HostCluster // lowest first cluster of a far reference, 0 if none
 
-	snaps         []chkSnapshot
+	snaps         []Snapshot
 	snapTableSize uint64
 	l2buf         []byte
 }
@@ -62,35 +66,64 @@ func newChecker(s Storage, h *Header, mode RepairMode) (*checker, error) {
 }
 
 // corrupt counts one corruption and records its message.
-func (c *checker) corrupt(format string, args ...any) {
-	c.res.Corruptions++
+func (c *checker) corrupt(format string, args ...any) { c.corruptW(1, format, args...) }
+
+// corruptW counts w corruptions found at once (one finding in metadata referenced w times, as
+// QEMU would count it once per reference) and records the message once.
+func (c *checker) corruptW(w uint64, format string, args ...any) {
+	c.res.Corruptions += int(min(w, math.MaxInt32))
 	c.res.msg(format, args...)
 }
 
 // inc counts one reference to every cluster that [off, off+size) touches
-// (qcow2_inc_refcounts_imrt). A range ending one cluster or more past the end of the file is a
-// corruption and is not counted: the last cluster may be partly written, nothing else may lie
-// outside the file.
-func (c *checker) inc(off HostOffset, size uint64) {
-	if size == 0 {
+// (qcow2_inc_refcounts_imrt).
+func (c *checker) inc(off HostOffset, size uint64) { c.incW(off, size, 1) }
+
+// incW counts w references to every cluster that [off, off+size) touches, as w separate
+// increments would (an overflow past the refcount width is one corruption per increment that
+// does not fit). A range ending one cluster or more past the end of the file is a corruption
+// and is not counted: the last cluster may be partly written, nothing else may lie outside the
+// file.
+func (c *checker) incW(off HostOffset, size, w uint64) {
+	if size == 0 || w == 0 {
 		return
 	}
 	end := uint64(off) + size
 	if uint64(off) >= MaxHostOffset<<6 || size >= MaxHostOffset<<6 || end >= c.fileSize+c.cs {
-		c.corrupt("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset %#x size %#x", uint64(off), size)
+		c.corruptW(w, "ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset %#x size %#x", uint64(off), size)
 		if uint64(off) < MaxHostOffset<<6 && size < MaxHostOffset<<6 {
-			c.pastEOF = append(c.pastEOF, [2]HostCluster{off.Cluster(c.g), HostOffset(end - 1).Cluster(c.g)})
+			c.notePastEOF(off.Cluster(c.g), HostOffset(end-1).Cluster(c.g))
 		}
 		return
 	}
-	max := c.g.MaxRefcount()
 	for k := off.Cluster(c.g); k <= HostOffset(end-1).Cluster(c.g); k++ {
-		v := c.refs.get(k)
-		if v == max {
-			c.corrupt("ERROR: overflow cluster offset=%#x (refcount_bits=%d is too narrow for its references)", uint64(k.Offset(c.g)), c.g.RefcountBits())
-			continue
-		}
-		c.refs.set(k, v+1)
+		c.incCluster(k, w)
+	}
+}
+
+// incCluster adds w references to cluster k, saturating at the refcount width.
+func (c *checker) incCluster(k HostCluster, w uint64) {
+	max := c.g.MaxRefcount()
+	v := c.refs.get(k)
+	if room := uint64(max - v); w > room {
+		c.corruptW(w-room, "ERROR: overflow cluster offset=%#x", uint64(k.Offset(c.g)))
+		c.res.msg("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing")
+		w = room
+	}
+	if w > 0 {
+		c.refs.set(k, v+Refcount(w))
+	}
+}
+
+// pastEOFWindow is how far past the end of the file (in clusters) a broken reference counts as
+// near: a rebuild then starts its new structures after it.
+const pastEOFWindow = 1 << 24
+
+func (c *checker) notePastEOF(first, last HostCluster) {
+	if uint64(first) < c.nb+pastEOFWindow {
+		c.pastEOFNear = max(c.pastEOFNear, last)
+	} else if c.pastEOFFarFrom == 0 || first < c.pastEOFFarFrom {
+		c.pastEOFFarFrom = first
 	}
 }
 
@@ -125,6 +158,16 @@ func (c *checker) clusterType(e L2Entry) chkClusterType {
 	return chkNormal
 }
 
+// l2EntriesInFile is how many entries of the L2 table at l2 lie inside the file: the rest read
+// as zeros (unallocated), so walks stop there. This bounds the work per table by the file size,
+// not by the (up to 2 MiB) cluster size.
+func (c *checker) l2EntriesInFile(l2 HostOffset) uint64 {
+	if uint64(l2) >= c.fileSize {
+		return 0
+	}
+	return min(c.g.L2Entries(), (c.fileSize-uint64(l2)+c.g.L2EntrySize()-1)/c.g.L2EntrySize())
+}
+
 // l2Entry returns entry i of the L2 table in buf and, with extended L2, its subcluster bitmap.
 func (c *checker) l2Entry(buf []byte, i uint64) (L2Entry, SubclusterBitmap) {
 	es := c.g.L2EntrySize()
@@ -138,9 +181,7 @@ func (c *checker) l2Entry(buf []byte, i uint64) (L2Entry, SubclusterBitmap) {
 // calculate counts every reference in the image and checks the refcount blocks.
 func (c *checker) calculate(fix RepairMode) error {
 	c.inc(0, c.cs) // the header cluster
-	if err := c.walkL1(c.h.L1TableOffset, c.h.L1Size, true, fix); err != nil {
-		return err
-	}
+	tables := []l1Ref{{off: c.h.L1TableOffset, n: uint64(c.h.L1Size), active: true}}
 	if c.h.HasDataFile() && len(c.snaps) > 0 {
 		c.corrupt("ERROR %d snapshots in image with data file", len(c.snaps))
 	}
@@ -153,9 +194,10 @@ func (c *checker) calculate(fix RepairMode) error {
 			c.corrupt("ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot table entry corrupted", sn.ID, sn.Name, sn.L1Size)
 			continue
 		}
-		if err := c.walkL1(sn.L1Offset, sn.L1Size, false, fix); err != nil {
-			return err
-		}
+		tables = append(tables, l1Ref{off: sn.L1Offset, n: uint64(sn.L1Size)})
+	}
+	if err := c.walkTables(tables, fix); err != nil {
+		return err
 	}
 	c.inc(c.h.SnapshotsOffset, c.snapTableSize)
 	c.inc(c.h.RefTableOffset, uint64(c.h.RefTableClusters)*c.cs)
@@ -167,164 +209,6 @@ func (c *checker) calculate(fix RepairMode) error {
 	}
 	c.checkRefblocks(fix)
 	return nil
-}
-
-// walkL1 counts an L1 table, its L2 tables and their clusters. Only the active table (active)
-// feeds the allocation statistics. Entries lying past the end of the file read as zero, so the
-// buffer is bounded by the file size as well as by the 32 MiB L1 limit.
-func (c *checker) walkL1(off HostOffset, n uint32, active bool, fix RepairMode) error {
-	if n == 0 {
-		return nil
-	}
-	size := uint64(n) * l1EntrySize
-	c.inc(off, size)
-	if uint64(off) >= c.fileSize {
-		return nil
-	}
-	buf := make([]byte, min(size, c.fileSize-uint64(off)))
-	if err := readAtZero(c.s, buf, uint64(off), c.fileSize); err != nil {
-		c.res.CheckErrors++
-		c.res.msg("ERROR: I/O error in check_refcounts_l1: %v", err)
-		return err
-	}
-	for i := 0; i+l1EntrySize <= len(buf); i += l1EntrySize {
-		e := L1Entry(binary.BigEndian.Uint64(buf[i:]))
-		if e == 0 {
-			continue
-		}
-		if e.Reserved() != 0 {
-			c.corrupt("ERROR found L1 entry with reserved bits set: %x", uint64(e))
-		}
-		l2 := e.L2Offset()
-		c.inc(l2, c.cs)
-		if l2.InCluster(c.g) != 0 {
-			c.corrupt("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted", uint64(l2))
-		}
-		if err := c.walkL2(l2, active, fix); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// walkL2 counts the clusters one L2 table references and checks its entries.
-func (c *checker) walkL2(l2 HostOffset, active bool, fix RepairMode) error {
-	buf := c.l2buf
-	if err := readAtZero(c.s, buf, uint64(l2), c.fileSize); err != nil {
-		c.res.CheckErrors++
-		c.res.msg("ERROR: I/O error in check_refcounts_l2: %v", err)
-		return err
-	}
-	dataFile := c.h.HasDataFile()
-	var nextContiguous HostOffset
-	for i := uint64(0); i < c.g.L2Entries(); i++ {
-		e, bm := c.l2Entry(buf, i)
-		typ := c.clusterType(e)
-		if typ != chkCompressed && e.Reserved() != 0 {
-			c.corrupt("ERROR found l2 entry with reserved bits set: %x", uint64(e))
-		}
-		switch typ {
-		case chkCompressed:
-			coff, clen := e.CompressedRange(c.g)
-			if e.Copied() {
-				c.corrupt("ERROR: coffset=%#x: copied flag must never be set for compressed clusters", uint64(coff))
-			}
-			if dataFile {
-				c.corrupt("ERROR compressed cluster %d with data file, entry=%#x", i, uint64(e))
-				continue
-			}
-			if bm != 0 {
-				c.corrupt("ERROR compressed cluster %d with non-zero subcluster allocation bitmap, entry=%#x", i, uint64(e))
-				continue
-			}
-			c.inc(coff, clen)
-			if active {
-				// Compressed clusters are fragmented by nature (QEMU counts them so).
-				c.res.AllocatedClusters++
-				c.res.CompressedClusters++
-				c.res.FragmentedClusters++
-			}
-		case chkNormal, chkZeroAlloc:
-			off := e.Offset()
-			if bm.Allocated()&bm.ZeroBits() != 0 {
-				c.corrupt("ERROR offset=%x: Allocated cluster has corrupted subcluster allocation bitmap", uint64(off))
-			}
-			if off.InCluster(c.g) != 0 {
-				c.res.Corruptions++
-				hasData := uint64(e)&l2Zero == 0
-				if c.g.ExtendedL2 {
-					hasData = bm.Allocated() != 0
-				}
-				if hasData {
-					c.res.msg("ERROR offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", uint64(off))
-				} else {
-					c.res.msg("%s offset=%x: Preallocated cluster is not properly aligned; L2 entry corrupted.", repairWord(fix == RepairAll), uint64(off))
-					if fix == RepairAll && c.zeroEntry(l2, buf, i) {
-						continue // the entry no longer references the cluster
-					}
-				}
-			}
-			if active {
-				c.res.AllocatedClusters++
-				if nextContiguous != 0 && off != nextContiguous {
-					c.res.FragmentedClusters++
-				}
-				nextContiguous = off.Add(c.cs)
-			}
-			if !dataFile {
-				c.inc(off, c.cs)
-			}
-		case chkUnallocated:
-			if bm.Allocated() != 0 {
-				c.corrupt("ERROR: Unallocated cluster has non-zero subcluster allocation map")
-			}
-		}
-	}
-	return nil
-}
-
-func repairWord(repair bool) string {
-	if repair {
-		return "Repairing"
-	}
-	return "ERROR"
-}
-
-// zeroEntry turns entry i of the L2 table at l2 (whose bytes are in buf) into a plain zero
-// cluster, which is how QEMU repairs a misaligned preallocated zero cluster, and writes the
-// entry. It reports whether the repair was made; the corruption already counted then moves to
-// the fixed column.
-func (c *checker) zeroEntry(l2 HostOffset, buf []byte, i uint64) bool {
-	es := c.g.L2EntrySize()
-	ent := buf[i*es : (i+1)*es]
-	if c.g.ExtendedL2 {
-		_, bm := c.l2Entry(buf, i)
-		// Every subcluster that was allocated or zero becomes zero.
-		zero := uint64(bm.Allocated()|bm.ZeroBits()) << 32
-		binary.BigEndian.PutUint64(ent, 0)
-		binary.BigEndian.PutUint64(ent[8:], zero)
-	} else {
-		binary.BigEndian.PutUint64(ent, l2Zero)
-	}
-	at := l2.Add(i * es)
-	if what := c.overlapsMetadata(at, es, true); what != "" {
-		c.res.CheckErrors++
-		c.res.msg("ERROR: Overlap check failed: L2 entry at %#x lies in the %s", uint64(at), what)
-		return false
-	}
-	if _, err := c.s.WriteAt(ent, int64(at)); err != nil {
-		c.res.CheckErrors++
-		c.res.msg("ERROR: Failed to overwrite L2 table entry: %v", err)
-		return false
-	}
-	if err := c.s.Sync(); err != nil {
-		c.res.CheckErrors++
-		c.res.msg("ERROR: Failed to overwrite L2 table entry: %v", err)
-		return false
-	}
-	c.res.Corruptions--
-	c.res.CorruptionsFixed++
-	return true
 }
 
 // checkRefblocks checks every reftable entry and counts the refcount blocks

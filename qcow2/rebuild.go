@@ -72,6 +72,10 @@ func (c *checker) writeNewRefcounts() error {
 	per := g.RefBlockEntries()
 	used := c.usedRefblocks()
 	start := HostCluster(max(c.nb, c.refs.n))
+	if c.pastEOFNear != 0 {
+		// A broken entry points just past the end: keep the new structures off it.
+		start = max(start, c.pastEOFNear+1)
+	}
 	var nRB, nRT uint64
 	for {
 		if uint64(start) >= MaxHostOffset/cs {
@@ -92,11 +96,8 @@ func (c *checker) writeNewRefcounts() error {
 		if needRT*cs > MaxRefTableBytes {
 			return fmt.Errorf("a reftable of %d clusters would exceed the %d-byte limit", needRT, MaxRefTableBytes)
 		}
-		if conflict, ok := c.pastEOFIn(start, start.Add(ClusterCount(count+needRT))); ok {
-			// A broken entry points here: keep the new structures off it.
-			start = conflict + 1
-			nRB, nRT = 0, 0
-			continue
+		if c.pastEOFFarFrom != 0 && start.Add(ClusterCount(count+needRT)) > c.pastEOFFarFrom {
+			return fmt.Errorf("new refcount structures at cluster %d would overlap cluster %d, which a broken entry points at", start, c.pastEOFFarFrom)
 		}
 		if count == nRB && needRT == nRT {
 			break
@@ -168,16 +169,4 @@ func (c *checker) usedRefblocks() []RefTableIndex {
 		out = append(out, 0)
 	}
 	return out
-}
-
-// pastEOFIn returns the last cluster of a past-the-end reference that overlaps [from, to).
-func (c *checker) pastEOFIn(from, to HostCluster) (HostCluster, bool) {
-	var last HostCluster
-	found := false
-	for _, r := range c.pastEOF {
-		if r[0] < to && from <= r[1] && (!found || r[1] > last) {
-			last, found = r[1], true
-		}
-	}
-	return last, found
 }

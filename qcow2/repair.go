@@ -144,7 +144,8 @@ func (c *checker) compare(fix RepairMode) (HostCluster, error) {
 // checkCopied checks the COPIED flag of every active L1 and L2 entry against the stored
 // refcount (set exactly when it is 1) and repairs it with RepairAll, or with RepairLeaks when
 // the refcounts are now known to be right. Like QEMU it looks at the active tables only: the
-// flag means nothing in a snapshot's tables.
+// flag means nothing in a snapshot's tables. An L2 table that several L1 entries point at is
+// read once; its wrong flags count once per L1 entry, as in QEMU, or are repaired once.
 func (c *checker) checkCopied(fix RepairMode) error {
 	repair := fix == RepairAll ||
 		(fix == RepairLeaks && c.res.CheckErrors == 0 && c.res.Corruptions == 0 && c.res.Leaks == 0)
@@ -154,76 +155,42 @@ func (c *checker) checkCopied(fix RepairMode) error {
 		c.res.msg("ERROR: Could not read L1 table: %v", err)
 		return err
 	}
-	dataFile := c.h.HasDataFile()
 	wrote := false
-	buf := c.l2buf
+	refs := map[HostOffset]uint64{}
+	var order []HostOffset
 	for i, e := range l1 {
 		l2 := e.L2Offset()
 		if l2 == 0 {
 			continue
 		}
-		if rc, err := c.disk.get(l2.Cluster(c.g)); err == nil && (rc == 1) != e.Copied() {
-			c.corrupt("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", repairWord(repair), i, uint64(e), rc)
-			if repair {
-				ne := MakeL1Entry(l2, rc == 1) | L1Entry(e.Reserved())
-				var b [l1EntrySize]byte
-				binary.BigEndian.PutUint64(b[:], uint64(ne))
-				if _, err := c.s.WriteAt(b[:], int64(uint64(c.h.L1TableOffset)+uint64(i)*l1EntrySize)); err != nil {
-					c.res.CheckErrors++
-					return fmt.Errorf("qcow2: write L1 entry %d: %w", i, err)
-				}
-				wrote = true
-				c.res.Corruptions--
-				c.res.CorruptionsFixed++
-			}
+		if refs[l2] == 0 {
+			order = append(order, l2)
 		}
-		if err := readAtZero(c.s, buf, uint64(l2), c.fileSize); err != nil {
-			c.res.CheckErrors++
-			c.res.msg("ERROR: Could not read L2 table: %v", err)
-			return err
-		}
-		dirty := 0
-		es := c.g.L2EntrySize()
-		for j := uint64(0); j < c.g.L2Entries(); j++ {
-			e2, _ := c.l2Entry(buf, j)
-			if t := c.clusterType(e2); t != chkNormal && t != chkZeroAlloc {
-				continue
-			}
-			rc := Refcount(1) // clusters in an external data file always have refcount 1
-			if !dataFile {
-				if rc, err = c.disk.get(e2.Offset().Cluster(c.g)); err != nil {
-					continue
-				}
-			}
-			if (rc == 1) == e2.Copied() {
-				continue
-			}
-			c.corrupt("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", repairWord(repair), uint64(e2), rc)
-			if repair {
-				ne := uint64(e2) &^ entryCopied
-				if rc == 1 {
-					ne |= entryCopied
-				}
-				binary.BigEndian.PutUint64(buf[j*es:], ne)
-				dirty++
-			}
-		}
-		if dirty == 0 {
+		refs[l2]++
+		rc, err := c.disk.get(l2.Cluster(c.g))
+		if err != nil || (rc == 1) == e.Copied() {
 			continue
 		}
-		if what := c.overlapsMetadata(l2, c.cs, true); what != "" {
-			c.res.CheckErrors++
-			c.res.msg("ERROR: Could not write L2 table; metadata overlap check failed: it lies in the %s", what)
-			return corruptf("L2 table at %#x overlaps the %s", uint64(l2), what)
+		c.corrupt("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", repairWord(repair), i, uint64(e), rc)
+		if repair {
+			ne := MakeL1Entry(l2, rc == 1) | L1Entry(e.Reserved())
+			var b [l1EntrySize]byte
+			binary.BigEndian.PutUint64(b[:], uint64(ne))
+			if _, err := c.s.WriteAt(b[:], int64(uint64(c.h.L1TableOffset)+uint64(i)*l1EntrySize)); err != nil {
+				c.res.CheckErrors++
+				return fmt.Errorf("qcow2: write L1 entry %d: %w", i, err)
+			}
+			wrote = true
+			c.res.Corruptions--
+			c.res.CorruptionsFixed++
 		}
-		if _, err := c.s.WriteAt(buf, int64(l2)); err != nil {
-			c.res.CheckErrors++
-			c.res.msg("ERROR: Could not write L2 table: %v", err)
+	}
+	for _, l2 := range order {
+		w, err := c.checkCopiedL2(l2, refs[l2], repair)
+		wrote = wrote || w
+		if err != nil {
 			return err
 		}
-		wrote = true
-		c.res.Corruptions -= dirty
-		c.res.CorruptionsFixed += dirty
 	}
 	if wrote {
 		if err := c.s.Sync(); err != nil {
@@ -232,6 +199,64 @@ func (c *checker) checkCopied(fix RepairMode) error {
 		}
 	}
 	return nil
+}
+
+// checkCopiedL2 checks the COPIED flags of one active L2 table that n L1 entries point at, and
+// reports whether it wrote the table back.
+func (c *checker) checkCopiedL2(l2 HostOffset, n uint64, repair bool) (bool, error) {
+	buf := c.l2buf
+	if err := readAtZero(c.s, buf, uint64(l2), c.fileSize); err != nil {
+		c.res.CheckErrors++
+		c.res.msg("ERROR: Could not read L2 table: %v", err)
+		return false, err
+	}
+	dataFile := c.h.HasDataFile()
+	dirty := 0
+	es := c.g.L2EntrySize()
+	for j := uint64(0); j < c.l2EntriesInFile(l2); j++ {
+		e, _ := c.l2Entry(buf, j)
+		if t := c.clusterType(e); t != chkNormal && t != chkZeroAlloc {
+			continue
+		}
+		rc := Refcount(1) // clusters in an external data file always have refcount 1
+		if !dataFile {
+			var err error
+			if rc, err = c.disk.get(e.Offset().Cluster(c.g)); err != nil {
+				continue
+			}
+		}
+		if (rc == 1) == e.Copied() {
+			continue
+		}
+		if !repair {
+			c.corruptW(n, "ERROR OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", uint64(e), rc)
+			continue
+		}
+		c.res.msg("Repairing OFLAG_COPIED data cluster: l2_entry=%x refcount=%d", uint64(e), rc)
+		ne := uint64(e) &^ entryCopied
+		if rc == 1 {
+			ne |= entryCopied
+		}
+		binary.BigEndian.PutUint64(buf[j*es:], ne)
+		dirty++
+	}
+	if dirty == 0 {
+		return false, nil
+	}
+	if what := c.overlapsMetadata(l2, c.cs, true); what != "" {
+		c.res.CheckErrors++
+		c.res.Corruptions += dirty
+		c.res.msg("ERROR: Could not write L2 table; metadata overlap check failed: it lies in the %s", what)
+		return false, corruptf("L2 table at %#x overlaps the %s", uint64(l2), what)
+	}
+	if _, err := c.s.WriteAt(buf[:min(c.cs, c.fileSize-uint64(l2))], int64(l2)); err != nil {
+		c.res.CheckErrors++
+		c.res.Corruptions += dirty
+		c.res.msg("ERROR: Could not write L2 table: %v", err)
+		return false, err
+	}
+	c.res.CorruptionsFixed += dirty
+	return true, nil
 }
 
 // markClean clears the dirty and corrupt bits after a repair left the image consistent
