@@ -215,17 +215,17 @@ func addRatios(rs []result) {
 
 func printTable(w io.Writer, rep *report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "workload\tserver\tIOPS\tMiB/s\tmean lat us\tp99 lat us\tvs qemu-nbd\t\n")
+	fmt.Fprintf(tw, "workload\tserver\tIOPS\tMiB/s\tmean lat us\tp99 lat us\tvs qemu-nbd\n")
 	for _, r := range rep.Results {
 		if r.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\tfailed\t\t\t\t\t\n", r.Workload, r.Server)
+			fmt.Fprintf(tw, "%s\t%s\tfailed\n", r.Workload, r.Server)
 			continue
 		}
 		ratio := "-"
 		if r.RatioToQemuNBD > 0 {
 			ratio = fmt.Sprintf("%.2fx", r.RatioToQemuNBD)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.0f\t%.0f\t%s\t\n", r.Workload, r.Server,
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%.0f\t%.0f\t%s\n", r.Workload, r.Server,
 			r.Result.IOPS, r.Result.MiBps, r.Result.MeanLatUs, r.Result.P99LatUs, ratio)
 	}
 	tw.Flush()
