@@ -480,3 +480,29 @@ func TestStructuredReadChunks(t *testing.T) {
 		t.Errorf("%d callbacks still registered", callbacks.live())
 	}
 }
+
+// TestFastZeroFlagReachesServer uses nbdkit's nozero filter, which fails every fast-zero
+// request with ENOTSUP: the flag must reach the server, and the errno come back.
+func TestFastZeroFlagReachesServer(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	startServer(t, sock, 0, "nbdkit", "-f", "--exit-with-parent", "-U", sock,
+		"--filter=nozero", "memory", "1M", "zeromode=emulate", "fastzeromode=slow")
+	h := connect(t, sock, nil)
+	can, err := h.CanFastZero()
+	mustBool(t, "CanFastZero", can, err, true)
+	must(t, h.Pwrite(bytes.Repeat([]byte{3}, 8192), 0, 0))
+	err = h.Zero(4096, 0, CmdFlagFastZero)
+	if !errors.Is(err, syscall.ENOTSUP) {
+		t.Fatalf("fast zero through fastzeromode=slow = %v, want ENOTSUP", err)
+	}
+	buf := make([]byte, 8192)
+	must(t, h.Pread(buf, 0, 0))
+	if !bytes.Equal(buf, bytes.Repeat([]byte{3}, 8192)) {
+		t.Fatalf("a failed fast zero changed the data")
+	}
+	must(t, h.Zero(4096, 0, 0)) // the slow path works
+	must(t, h.Pread(buf, 0, 0))
+	if !bytes.Equal(buf[:4096], make([]byte, 4096)) || !bytes.Equal(buf[4096:], bytes.Repeat([]byte{3}, 4096)) {
+		t.Fatalf("zero without FAST_ZERO did not zero exactly its range")
+	}
+}
