@@ -264,7 +264,7 @@ func (c *tclient) tryRecv() (*treply, error) {
 			if c.mode == modeExtended {
 				return nil, fmt.Errorf("simple reply with extended headers")
 			}
-			var h [12]byte
+			var h [simpleReplyLen - 4]byte
 			if _, err := io.ReadFull(c.br, h[:]); err != nil {
 				return nil, err
 			}

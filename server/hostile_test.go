@@ -574,9 +574,8 @@ func TestHostile29DiscWithInflight(t *testing.T) {
 	ts := hostileServer(t, Config{})
 	c := ts.connect(clientOpts{structured: true})
 	gate := ts.mem.hold()
-	var cookies []uint64
 	for i := range 3 {
-		cookies = append(cookies, c.send(Request{Type: CmdWrite, Offset: uint64(i) * 512}, bytes.Repeat([]byte{byte(i + 1)}, 512)))
+		c.send(Request{Type: CmdWrite, Offset: uint64(i) * 512}, bytes.Repeat([]byte{byte(i + 1)}, 512))
 	}
 	c.send(Request{Type: CmdDisc}, nil)
 	c.write(AppendRequest(nil, Request{Type: CmdWrite, Offset: 4096, Length: 4, Cookie: 99}, false))

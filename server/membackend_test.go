@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 )
 
 const memBlock = 4096
@@ -219,5 +218,3 @@ func (p panicBackend) ReadAt(ctx context.Context, b []byte, off uint64) error {
 	}
 	return p.memBackend.ReadAt(ctx, b, off)
 }
-
-var errEIO = syscall.EIO
