@@ -463,7 +463,7 @@ func (bigBackend) ReadAt(_ context.Context, p []byte, _ uint64) error { clear(p)
 func (bigBackend) WriteAt(context.Context, []byte, uint64, bool) error {
 	return nil
 }
-func (bigBackend) Flush(context.Context) error                     { return nil }
+func (bigBackend) Flush(context.Context) error                      { return nil }
 func (bigBackend) Trim(context.Context, uint64, uint64, bool) error { return nil }
 func (bigBackend) WriteZeroes(context.Context, uint64, uint64, ZeroFlags) error {
 	return nil
@@ -518,7 +518,7 @@ func TestExtendedPayloadRules(t *testing.T) {
 		t.Fatalf("status %v", r.status)
 	}
 	for _, bad := range [][]byte{
-		writeBuf(nil).u64(8192).u32(99),                        // unknown id
+		writeBuf(nil).u64(8192).u32(99),                         // unknown id
 		writeBuf(nil).u64(8192).u32(metaIDBase).u32(metaIDBase), // repeated
 		writeBuf(nil).u32(1),                                    // short
 		writeBuf(nil).u64(8192).u32(1).u32(2).u32(3),            // more ids than contexts
