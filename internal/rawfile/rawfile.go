@@ -1,0 +1,298 @@
+// Package rawfile serves a raw image file or block device as a server.Backend, with TRIM
+// (punch hole), WRITE_ZEROES (zero range / punch hole), BLOCK_STATUS (SEEK_DATA/SEEK_HOLE)
+// and CACHE (fadvise WILLNEED).
+//
+// # Concurrency
+//
+// A File is safe for concurrent use: data goes through pread/pwrite (no shared file offset),
+// and the lseek calls of Allocation only read their own return values. There are no locks.
+//
+// # Durability
+//
+// Writes land in the page cache; Flush is fdatasync. A FUA write, and every write with
+// Options.WriteThrough, is followed by fdatasync before it returns. Options.IgnoreFlush
+// (cache=unsafe) turns Flush and FUA into no-ops.
+package rawfile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/qnbd/qnbd/server"
+)
+
+// Options configures Open.
+type Options struct {
+	// ReadOnly opens the file read-only; writes fail with EROFS.
+	ReadOnly bool
+	// WriteThrough syncs after every write (qemu cache=writethrough and directsync).
+	WriteThrough bool
+	// IgnoreFlush skips every sync (qemu cache=unsafe).
+	IgnoreFlush bool
+}
+
+// File is an open raw image.
+type File struct {
+	f    *os.File
+	fd   int
+	size uint64
+	opts Options
+
+	noPunch     atomic.Bool // fallocate(PUNCH_HOLE) reported unsupported
+	noZeroRange atomic.Bool // fallocate(ZERO_RANGE) reported unsupported
+	noSeekData  atomic.Bool // lseek(SEEK_DATA) reported unsupported
+}
+
+// Interfaces a File implements beyond server.Backend.
+var (
+	_ server.Trimmer       = (*File)(nil)
+	_ server.Zeroer        = (*File)(nil)
+	_ server.BlockStatuser = (*File)(nil)
+	_ server.Cacher        = (*File)(nil)
+)
+
+// Open opens path, a regular file or a block device, as a raw image.
+func Open(path string, o Options) (*File, error) {
+	flag := os.O_RDWR
+	if o.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	var size int64
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		size = fi.Size()
+	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
+		if size, err = f.Seek(0, io.SeekEnd); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: size of block device: %w", path, err)
+		}
+	default:
+		f.Close()
+		return nil, fmt.Errorf("%s: not a regular file or block device", path)
+	}
+	return &File{f: f, fd: int(f.Fd()), size: uint64(size), opts: o}, nil
+}
+
+// Size is the file size at Open.
+func (r *File) Size() uint64 { return r.size }
+
+// ReadAt reads p at off. Bytes past the end of a file that shrank since Open read as zeros.
+func (r *File) ReadAt(_ context.Context, p []byte, off uint64) error {
+	n, err := r.f.ReadAt(p, int64(off))
+	if errors.Is(err, io.EOF) {
+		clear(p[n:])
+		return nil
+	}
+	return err
+}
+
+// WriteAt writes p at off, durably when fua (or WriteThrough) is set.
+func (r *File) WriteAt(_ context.Context, p []byte, off uint64, fua bool) error {
+	if r.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	if _, err := r.f.WriteAt(p, int64(off)); err != nil {
+		return err
+	}
+	return r.syncIf(fua)
+}
+
+// Flush makes every write that has returned durable (fdatasync).
+func (r *File) Flush(context.Context) error { return r.syncIf(true) }
+
+func (r *File) syncIf(fua bool) error {
+	if r.opts.IgnoreFlush || r.opts.ReadOnly || !(fua || r.opts.WriteThrough) {
+		return nil
+	}
+	return retryEINTR(func() error { return unix.Fdatasync(r.fd) })
+}
+
+// Trim punches a hole; a filesystem without hole punching makes it a successful no-op, as a
+// trim is only a hint.
+func (r *File) Trim(_ context.Context, off, length uint64, fua bool) error {
+	if r.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	if err := r.punch(off, length); err != nil && !unsupported(err) {
+		return err
+	}
+	return r.syncIf(fua)
+}
+
+// WriteZeroes zeroes [off, off+length): with NoHole by FALLOC_FL_ZERO_RANGE (the range stays
+// allocated), otherwise by punching a hole; when the filesystem can do neither it writes
+// zeros, unless FastZero asks to fail with ENOTSUP instead.
+func (r *File) WriteZeroes(_ context.Context, off, length uint64, f server.ZeroFlags) error {
+	if r.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	var err error
+	if f.NoHole {
+		err = r.zeroRange(off, length)
+	} else {
+		err = r.punch(off, length)
+		if unsupported(err) {
+			err = r.zeroRange(off, length)
+		}
+	}
+	if unsupported(err) {
+		if f.FastZero {
+			return syscall.ENOTSUP
+		}
+		err = r.writeZeros(off, length)
+	}
+	if err != nil {
+		return err
+	}
+	return r.syncIf(f.FUA)
+}
+
+func (r *File) punch(off, length uint64) error {
+	if r.noPunch.Load() {
+		return syscall.EOPNOTSUPP
+	}
+	err := r.fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+	if unsupported(err) {
+		r.noPunch.Store(true)
+	}
+	return err
+}
+
+func (r *File) zeroRange(off, length uint64) error {
+	if r.noZeroRange.Load() {
+		return syscall.EOPNOTSUPP
+	}
+	err := r.fallocate(unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+	if unsupported(err) {
+		r.noZeroRange.Store(true)
+	}
+	return err
+}
+
+func (r *File) fallocate(mode uint32, off, length uint64) error {
+	if length == 0 {
+		return nil
+	}
+	return retryEINTR(func() error { return unix.Fallocate(r.fd, mode, int64(off), int64(length)) })
+}
+
+var zeros = make([]byte, 1<<20)
+
+func (r *File) writeZeros(off, length uint64) error {
+	for length > 0 {
+		n := min(length, uint64(len(zeros)))
+		if _, err := r.f.WriteAt(zeros[:n], int64(off)); err != nil {
+			return err
+		}
+		off += n
+		length -= n
+	}
+	return nil
+}
+
+// maxExtents bounds one Allocation answer; callers ask again for the rest.
+const maxExtents = 1024
+
+// Allocation maps [off, off+length) with SEEK_DATA/SEEK_HOLE: holes are StateHole|StateZero,
+// data is 0. Where the filesystem cannot tell, everything is data.
+func (r *File) Allocation(_ context.Context, off, length uint64) ([]server.Extent, error) {
+	end := min(off+length, r.size)
+	if off >= end {
+		return nil, syscall.EINVAL
+	}
+	if r.noSeekData.Load() {
+		return []server.Extent{{Length: end - off}}, nil
+	}
+	var out []server.Extent
+	add := func(n uint64, flags uint32) {
+		if k := len(out) - 1; k >= 0 && out[k].Flags == flags {
+			out[k].Length += n
+			return
+		}
+		out = append(out, server.Extent{Length: n, Flags: flags})
+	}
+	for off < end && len(out) < maxExtents {
+		data, err := r.seek(off, unix.SEEK_DATA)
+		switch {
+		case errors.Is(err, syscall.ENXIO):
+			data = end // no data after off
+		case unsupported(err) || errors.Is(err, syscall.EINVAL):
+			r.noSeekData.Store(true)
+			if len(out) == 0 {
+				return []server.Extent{{Length: end - off}}, nil
+			}
+			return out, nil
+		case err != nil:
+			return nil, err
+		}
+		if data > off {
+			n := min(data, end) - off
+			add(n, server.StateHole|server.StateZero)
+			off += n
+			if off >= end {
+				break
+			}
+		}
+		hole, err := r.seek(off, unix.SEEK_HOLE)
+		if err != nil {
+			hole = end // treat the rest as data
+		}
+		if hole <= off {
+			hole = off + 1 // the file changed under us; make progress
+		}
+		n := min(hole, end) - off
+		add(n, 0)
+		off += n
+	}
+	if len(out) > maxExtents {
+		out = out[:maxExtents] // still a contiguous prefix
+	}
+	return out, nil
+}
+
+func (r *File) seek(off uint64, whence int) (uint64, error) {
+	var pos int64
+	err := retryEINTR(func() error {
+		var err error
+		pos, err = unix.Seek(r.fd, int64(off), whence)
+		return err
+	})
+	return uint64(pos), err
+}
+
+// Cache asks the kernel to read the range ahead (posix_fadvise WILLNEED).
+func (r *File) Cache(_ context.Context, off, length uint64) error {
+	return unix.Fadvise(r.fd, int64(off), int64(length), unix.FADV_WILLNEED)
+}
+
+// Close closes the file. Callers Flush first if they need the data durable.
+func (r *File) Close() error { return r.f.Close() }
+
+func unsupported(err error) bool {
+	return errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOTSUP) ||
+		errors.Is(err, syscall.ENOSYS)
+}
+
+func retryEINTR(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}
