@@ -3,6 +3,7 @@ package memstore
 
 import (
 	"fmt"
+	"iter"
 	"math/rand/v2"
 )
 
@@ -138,4 +139,54 @@ func (s *Store) CrashAt(n int, rng *rand.Rand, cfg CrashConfig) (*Store, error) 
 	}
 	applyCrashed(l, ops[lastSync+1:], rng, cfg)
 	return fromLayer(l), nil
+}
+
+// CrashPoint names one state CrashStates yields: the crash happens while the Sync at log
+// index Barrier (or, for the trailing writes, at len(Log())) is in flight, and Variant 0 is
+// the state with none of the writes since the previous Sync, variants 1.. random subsets.
+type CrashPoint struct {
+	Barrier int
+	Variant int
+}
+
+// CrashStates enumerates crash states for every barrier of the log (reference/test-plan.md
+// §6.3): for each Sync, and for the unsynced tail of the log, the durable state before it
+// (variant 0) and then variants states in which a random subset of the mutations since the
+// previous Sync reached the disk (cfg.Torn and cfg.TearOnly apply; cfg.Policy is ignored).
+// A barrier with nothing pending yields only variant 0. The states are independent stores;
+// the sequence is deterministic for a seed. It walks the log once, so enumerating every
+// state costs one clone per state rather than a replay.
+func (s *Store) CrashStates(variants int, seed uint64, cfg CrashConfig) iter.Seq2[CrashPoint, *Store] {
+	s.mu.Lock()
+	logging, base, log := s.logging, s.base, append([]Op(nil), s.log...)
+	s.mu.Unlock()
+	cfg.Policy = KeepRandom
+	return func(yield func(CrashPoint, *Store) bool) {
+		if !logging {
+			return
+		}
+		rng := rand.New(rand.NewPCG(seed, 0x5eed))
+		durable := base.clone()
+		start := 0
+		for i := 0; i <= len(log); i++ {
+			if i < len(log) && log[i].Kind != OpSync {
+				continue
+			}
+			pending := log[start:i]
+			if !yield(CrashPoint{Barrier: i}, fromLayer(durable.clone())) {
+				return
+			}
+			for v := 1; v <= variants && len(pending) > 0; v++ {
+				l := durable.clone()
+				applyCrashed(l, pending, rng, cfg)
+				if !yield(CrashPoint{Barrier: i, Variant: v}, fromLayer(l)) {
+					return
+				}
+			}
+			for _, op := range pending {
+				durable.apply(op)
+			}
+			start = i + 1
+		}
+	}
 }

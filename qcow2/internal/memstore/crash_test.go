@@ -175,3 +175,81 @@ func TestCrashAtReplaysPrefixes(t *testing.T) {
 		t.Fatal("CrashAt without StartLog succeeded")
 	}
 }
+
+// TestCrashStates: variant 0 at each barrier is the state at the previous sync; in every
+// variant each 512-byte sector holds either its content before the barrier's writes or after
+// them; barriers with nothing pending yield one state; the sequence is deterministic for a
+// seed, and stopping early works.
+func TestCrashStates(t *testing.T) {
+	s := memstore.New()
+	s.StartLog()
+	// states[i] is the contents at the i-th barrier's start (the previous sync).
+	states := [][]byte{nil}
+	for round := 0; round < 4; round++ {
+		for k := 0; k < 3; k++ {
+			s.WriteAt(fill(byte('a'+round*3+k), 512), int64(k*512))
+		}
+		s.Sync()
+		states = append(states, contents(t, s))
+	}
+	s.Sync() // nothing pending
+	states = append(states, contents(t, s))
+	s.WriteAt(fill('z', 512), 0)
+	states = append(states, contents(t, s)) // the tail's "after"
+	sector := func(b []byte, k int) []byte {
+		out := make([]byte, 512)
+		if k*512 < len(b) {
+			copy(out, b[k*512:])
+		}
+		return out
+	}
+	count := map[int]int{}
+	var order []memstore.CrashPoint
+	idx, changed := -1, 0
+	for p, st := range s.CrashStates(5, 42, memstore.CrashConfig{}) {
+		order = append(order, p)
+		count[p.Barrier]++
+		if p.Variant == 0 {
+			idx++
+		}
+		got := contents(t, st)
+		before, after := states[idx], states[idx+1]
+		if p.Variant == 0 && !bytes.Equal(got, before) {
+			t.Fatalf("barrier %d variant 0 is not the previous synced state", p.Barrier)
+		}
+		if p.Variant > 0 && !bytes.Equal(got, before) {
+			changed++
+		}
+		for k := 0; k < 3; k++ {
+			if g := sector(got, k); !bytes.Equal(g, sector(before, k)) && !bytes.Equal(g, sector(after, k)) {
+				t.Fatalf("barrier %d variant %d: sector %d is neither old nor new", p.Barrier, p.Variant, k)
+			}
+		}
+	}
+	if changed < 10 {
+		t.Errorf("only %d of 25 variants kept any pending write", changed)
+	}
+	// Syncs at log indices 3, 7, 11, 15, 16, and the tail at 18.
+	want := map[int]int{3: 6, 7: 6, 11: 6, 15: 6, 16: 1, 18: 6}
+	if len(count) != len(want) {
+		t.Errorf("barriers %v, want %v", count, want)
+	}
+	for b, n := range want {
+		if count[b] != n {
+			t.Errorf("barrier %d: %d states, want %d (all: %v)", b, count[b], n, count)
+		}
+	}
+	var again []memstore.CrashPoint
+	for p := range s.CrashStates(5, 42, memstore.CrashConfig{}) {
+		again = append(again, p)
+		if len(again) == 3 {
+			break
+		}
+	}
+	if len(again) != 3 || again[2] != order[2] {
+		t.Fatalf("not deterministic or early stop broken: %v vs %v", again, order[:3])
+	}
+	for range memstore.New().CrashStates(3, 1, memstore.CrashConfig{}) {
+		t.Fatal("CrashStates without StartLog yielded states")
+	}
+}
