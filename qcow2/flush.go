@@ -17,11 +17,14 @@ import (
 //     set: lazy refcounts), and l2.requireSync(data.Sync) when a write is linked. A crash at
 //     any point leaks at most: no entry on disk ever points at a cluster whose count is 0 or
 //     whose data was not written.
-//   - Freeing: L2 entry cleared -> fsync -> refcount block (count -1). Declared by
-//     refcounts.dependOn(l2) before every decrement. A crash in between leaks; it never
-//     leaves a reference to a free cluster, which the allocator could hand out twice.
-//     A cycle (allocating after freeing, or the reverse) is broken when declared, by flushing
-//     the cache depended on (as QEMU's qcow2_cache_set_dependency).
+//   - Freeing: L2 entry cleared -> fsync -> refcount block (count -1). Frees are batched
+//     (mapping.go freeClusters): the decrements wait until applyFrees flushes the L2 cache,
+//     at Flush or when many are pending. A crash in between leaks; it never leaves a
+//     reference to a free cluster, which the allocator could hand out twice. QEMU declares
+//     the same order as a cache dependency (refcounts on L2), and flushes both caches each
+//     time allocating and freeing alternate; batching keeps the dependency graph one-way
+//     (L2 on refcounts) and the syncs few. Dependency cycles, should one ever be declared,
+//     are still broken when declared, by flushing (as qcow2_cache_set_dependency).
 //   - New refcount block: block -> fsync -> reftable entry -> fsync (the refcount cache's
 //     flushAll writes reftable entries after its blocks and syncs again).
 //   - Growing a table (reftable, L1): new structures -> fsync -> new table -> fsync -> header
@@ -39,7 +42,8 @@ import (
 //     cache, if the refcounts depend on it);
 //  3. L2 cache: dirty tables -> fsync;
 //  4. L1: dirty entries (512-byte sectors) -> fsync;
-//  5. the image file is extended to cover every allocated cluster (a cluster whose data was
+//  5. batched frees: their L2 entries are on disk now; refcounts -1 -> refcount flush;
+//  6. the image file is extended to cover every allocated cluster (a cluster whose data was
 //     only partly written, with extended L2, may lie past the end), then a final fsync.
 //
 // Metadata between flushes lives in the caches (write-back, like QEMU's default cache mode);
@@ -88,6 +92,15 @@ func (img *Image) flushLocked() error {
 		}
 	}
 	// 5.
+	if len(img.deferred) > 0 {
+		if err := img.applyFrees(); err != nil {
+			return err
+		}
+		if err := img.alloc.flush(); err != nil {
+			return err
+		}
+	}
+	// 6.
 	if err := img.extendFile(); err != nil {
 		return err
 	}

@@ -52,57 +52,69 @@ func (p *pinSet) overlaps(off HostOffset, n uint64) bool {
 	return false
 }
 
-// deferredFree is a free waiting for pins to go.
+// deferredFree is a free waiting to be applied (see freeClusters).
 type deferredFree struct {
 	c     HostCluster
 	n     ClusterCount
 	punch bool
 }
 
-// unpin drops a pin and performs the frees it was holding back. Called with mu held.
+// maxPendingFrees is how many frees may wait before applyFrees runs without a Flush.
+const maxPendingFrees = 1024
+
+// unpin drops a pin. Frees it held back are applied with the next batch. Called with mu held.
 func (img *Image) unpin(id uint64) {
-	if id == 0 {
-		return
-	}
-	delete(img.pins.active, id)
-	if len(img.deferred) == 0 {
-		return
-	}
-	keep := img.deferred[:0]
-	var ready []deferredFree
-	for _, d := range img.deferred {
-		if img.pins.overlaps(d.c.Offset(img.geo), img.geo.Bytes(d.n)) {
-			keep = append(keep, d)
-		} else {
-			ready = append(ready, d)
-		}
-	}
-	img.deferred = keep
-	for _, d := range ready {
-		img.freeNow(d.c, d.n, d.punch)
+	if id != 0 {
+		delete(img.pins.active, id)
 	}
 }
 
 // freeClusters releases [c, c+n) of the image file after an L2 entry stopped pointing at
-// them: now, or when the requests using them are done.
+// them. The refcount decrement is batched: it waits in img.deferred until applyFrees (at
+// the next Flush, or when many are waiting), which first makes the L2 tables durable, so the
+// entry is cleared on disk before the count drops (QEMU orders the same with a cache
+// dependency, refcounts on L2, which with interleaved allocations costs two syncs per
+// switch; batching keeps one direction only). Until then the clusters stay allocated, so
+// nothing can reuse them early. Bytes the guest discarded are deallocated in the host file
+// at once: no reference to them will ever be read as data again.
 func (img *Image) freeClusters(c HostCluster, n ClusterCount, punch bool) {
 	if img.alloc == nil || n == 0 {
 		return
 	}
-	if img.pins.overlaps(c.Offset(img.geo), img.geo.Bytes(n)) {
-		img.deferred = append(img.deferred, deferredFree{c, n, punch})
-		return
+	if punch {
+		img.punchHost(img.file, c.Offset(img.geo), img.geo.Bytes(n))
 	}
-	img.freeNow(c, n, punch)
+	img.deferred = append(img.deferred, deferredFree{c, n, false})
+	if len(img.deferred) >= maxPendingFrees {
+		if err := img.applyFrees(); err != nil {
+			img.log.Warn("qcow2: applying batched frees failed; they stay pending", "err", err)
+		}
+	}
 }
 
-func (img *Image) freeNow(c HostCluster, n ClusterCount, punch bool) {
-	// The L2 entry that referenced these clusters is cleared on disk before their refcount
-	// drops (QEMU: refcount cache depends on the L2 cache when freeing).
-	if err := img.alloc.cache.dependOn(img.l2); err != nil {
-		img.log.Warn("qcow2: leaking clusters: cannot order the free after the L2 update", "cluster", uint64(c), "n", uint64(n), "err", err)
-		return
+// applyFrees makes the L2 tables durable, then drops the refcounts of every pending free
+// whose clusters no request in flight is using (pins); the others wait for a later batch.
+func (img *Image) applyFrees() error {
+	if len(img.deferred) == 0 {
+		return nil
 	}
+	if err := img.flushL2(); err != nil {
+		return err
+	}
+	keep := img.deferred[:0]
+	for _, d := range img.deferred {
+		if img.pins.overlaps(d.c.Offset(img.geo), img.geo.Bytes(d.n)) {
+			keep = append(keep, d)
+			continue
+		}
+		img.freeNow(d.c, d.n, d.punch)
+	}
+	img.deferred = keep
+	return nil
+}
+
+// freeNow drops the refcounts of [c, c+n) at once (the caller has ordered it).
+func (img *Image) freeNow(c HostCluster, n ClusterCount, punch bool) {
 	img.alloc.free(c, n, punch)
 }
 
