@@ -1,0 +1,67 @@
+// Help and version text.
+package main
+
+import (
+	"fmt"
+	"io"
+)
+
+// version is qnbd's version.
+const version = "0.1.0"
+
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "qnbd %s (qemu-nbd compatible NBD server for raw and qcow2 images)\n", version)
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `Usage: qnbd [OPTIONS] FILE
+       qnbd [OPTIONS] [FILE] --export NAME=FILE[,format=raw|qcow2][,readonly=on][,description=TEXT]...
+Serve a disk image over NBD. The options are qemu-nbd's.
+
+  -h, --help                display this help and exit
+  -V, --version             output version information and exit
+
+Connection properties:
+  -p, --port=PORT           port to listen on (default '10809')
+  -b, --bind=IFACE          interface to bind to (default '0.0.0.0'; '::' for IPv6)
+  -k, --socket=PATH         path to the unix socket (absolute)
+  -e, --shared=NUM          device can be shared by NUM clients (default '1', 0 = unlimited)
+  -t, --persistent          don't exit on the last connection
+  -v, --verbose             display extra debugging information
+  -x, --export-name=NAME    expose export by name (default is empty string)
+  -D, --description=TEXT    export a human-readable description
+      --handshake-limit=N   drop clients that have not finished the handshake after N
+                            seconds (default 10, 0 = no limit)
+
+Exposing part of the image:
+  -A, --allocation-depth    expose the allocation depth (qemu:allocation-depth)
+
+General purpose options:
+      --fork                fork off the server process and exit the parent
+                            once the server is running
+      --pid-file=PATH       store the server's process ID in the given file
+      --metrics-addr=HOST:PORT  serve Prometheus metrics there
+      --export NAME=FILE[,format=raw|qcow2][,readonly=on][,description=TEXT]
+                            serve another image under NAME (repeatable; -r and -f
+                            are its defaults; a literal comma is written ',,')
+
+Block device options:
+  -f, --format=FORMAT       set image format (raw, qcow2); probed when absent
+  -r, --read-only           export read-only
+  -s, --snapshot            serve with writes going to a temporary overlay (qcow2)
+  -l, --load-snapshot=SNAPSHOT_PARAM
+                            export an internal snapshot read-only (qcow2)
+  -n, --nocache             disable host cache (same as --cache=none)
+      --cache=MODE          none, writeback (default), writethrough, directsync, unsafe
+      --aio=MODE            threads, native or io_uring (accepted; I/O uses threads)
+      --discard=MODE        ignore (default) or unmap: pass TRIM to the image
+      --detect-zeroes=MODE  off (default), on, or unmap: turn zero writes into
+                            write-zeroes
+
+Not supported (refused with a message): -c/--connect, -d/--disconnect, -L/--list,
+-B/--bitmap, -o/--offset (other than 0), --object, --tls-creds, --tls-authz,
+--tls-hostname, --image-opts, --selinux-label. -T/--trace is accepted and ignored.
+
+Systemd socket activation (LISTEN_PID/LISTEN_FDS, fd 3) is used when present.
+`)
+}
