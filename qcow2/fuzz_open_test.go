@@ -81,7 +81,7 @@ func fuzzOpenRead(data []byte) error {
 		switch {
 		case size == 0:
 		case i < 4:
-			off = uint64(i) * cs // the first clusters, where seeds keep their data
+			off = min(uint64(i)*cs, size-1) // the first clusters, where seeds keep their data
 		default:
 			off = rng.Uint64N(size)
 		}
