@@ -23,12 +23,12 @@ func qcow2Images(t *testing.T, dir string) []string {
 		}
 		sh(t, dir, "qemu-io", append(args, img)...)
 	}
-	q("create", "-q", "-f", "qcow2", "base.qcow2", "64M")
-	io("base.qcow2", "write -P 0xaa 0 1M", "write -z 2M 1M", "write -P 0xbb 5M 4k", "write -P 0xcc 60M 64k")
+	q("create", "-q", "-f", "qcow2", "base.qcow2", "16M")
+	io("base.qcow2", "write -P 0xaa 0 1M", "write -z 2M 1M", "write -P 0xbb 5M 4k", "write -P 0xcc 14M 64k")
 	q("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2")
-	io("top.qcow2", "write -P 0x11 512k 64k", "write -z 5M 64k", "discard 60M 64k")
-	q("create", "-q", "-f", "qcow2", "-b", "top.qcow2", "-F", "qcow2", "longer.qcow2", "100M")
-	io("longer.qcow2", "write -P 3 80M 4k")
+	io("top.qcow2", "write -P 0x11 512k 64k", "write -z 5M 64k", "discard 14M 64k")
+	q("create", "-q", "-f", "qcow2", "-b", "top.qcow2", "-F", "qcow2", "longer.qcow2", "24M")
+	io("longer.qcow2", "write -P 3 20M 4k")
 	q("create", "-q", "-f", "raw", "base.raw", "1M")
 	io2 := func(img string, c string) { sh(t, dir, "qemu-io", "-f", "raw", "-c", c, img) }
 	io2("base.raw", "write -P 1 0 4k")

@@ -11,10 +11,10 @@ import (
 // rawImages makes a set of raw images in dir with qemu-img and qemu-io.
 func rawImages(t *testing.T, dir string) {
 	t.Helper()
-	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "sparse.raw", "64M")
-	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "data.raw", "64M")
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "sparse.raw", "16M")
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "data.raw", "16M")
 	sh(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0x11 0 1M", "-c", "write -P 0 4M 1M",
-		"-c", "write -P 0x22 10M 4k", "-c", "write -P 0x33 63M 1M", "data.raw")
+		"-c", "write -P 0x22 10M 4k", "-c", "write -P 0x33 15M 1M", "data.raw")
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "-o", "preallocation=falloc", "falloc.raw", "1M")
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "-o", "preallocation=full", "full.raw", "1M")
 	write(t, dir, "odd.raw", []byte(strings.Repeat("x", 1000))) // not a whole number of sectors
@@ -51,9 +51,9 @@ func TestOracleCompareRaw(t *testing.T) {
 	sh(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0x44 10M 512", "changed.raw")
 	sh(t, dir, "cp", "data.raw", "tail.raw")
 	sh(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0x55 12345678 1", "tail.raw")
-	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "bigger.raw", "80M")
-	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "bigger2.raw", "80M")
-	sh(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 1 70M 4k", "bigger2.raw")
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "bigger.raw", "20M")
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "bigger2.raw", "20M")
+	sh(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 1 18M 4k", "bigger2.raw")
 	for _, args := range [][]string{
 		{"compare", "data.raw", "copy.raw"},
 		{"compare", "-q", "data.raw", "copy.raw"},

@@ -195,6 +195,9 @@ func (a *app) doConvert(r convertRequest) int {
 	cp := &copier{a: a, srcs: srcs, dst: dst, total: total, minSparse: r.minSparse,
 		workers: r.workers, zeroInit: !r.skipCreate || r.targetIsZero, p: p,
 		inOrder: !r.outOfOrder && dst.Format() == imgfmt.Qcow2}
+	if cs, ok := dst.(interface{ ClusterSize() uint64 }); ok {
+		cp.cluster = cs.ClusterSize()
+	}
 	err := cp.run()
 	if cerr := dst.Close(); err == nil && cerr != nil {
 		a.errorf("Could not close the new file: %s", strerror(cerr))
@@ -246,6 +249,7 @@ func (a *app) convertTarget(r convertRequest, total uint64) (imgfmt.Disk, int) {
 	}
 	format := r.outFmt
 	if r.skipCreate && !r.outFmtGiven {
+		format = "" // probe, so that a probed raw target refuses to be given a qcow2 header
 		// qemu-img would open the target as raw here whatever it holds; refuse to overwrite a
 		// qcow2 image's metadata with raw data unless -O raw says so.
 		if f, err := imgfmt.Probe(r.out); err == nil && f == imgfmt.Qcow2 {

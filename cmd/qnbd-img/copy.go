@@ -24,10 +24,14 @@ type copier struct {
 	dst       imgfmt.Disk
 	total     uint64
 	minSparse uint64 // zero runs at least this long are not written; 0 writes everything
-	workers   int
-	zeroInit  bool // dst reads as zeros already (new image, or --target-is-zero)
-	inOrder   bool // write pieces in the order they were dispatched
-	p         *progress
+	// cluster is the target's allocation unit (0 for raw): a zero run is left out only in
+	// whole clusters, the zeros of a cluster that also gets data are written with it, as
+	// qemu-img's writes end up doing, so the target is laid out alike.
+	cluster  uint64
+	workers  int
+	zeroInit bool // dst reads as zeros already (new image, or --target-is-zero)
+	inOrder  bool // write pieces in the order they were dispatched
+	p        *progress
 
 	orderMu   sync.Mutex
 	orderCond *sync.Cond
@@ -168,7 +172,7 @@ func (c *copier) copyPiece(p piece, buf []byte) bool {
 	// Write the data, leaving out zero runs of at least minSparse bytes (made of aligned
 	// blocks of the largest power of two not above minSparse); shorter zero runs are written
 	// with the data around them.
-	gran := uint64(1) << (63 - bits.LeadingZeros64(c.minSparse))
+	gran := max(uint64(1)<<(63-bits.LeadingZeros64(c.minSparse)), c.cluster)
 	runStart, zeroStart := uint64(0), uint64(0)
 	inZero := false
 	flushData := func(end uint64) bool {

@@ -212,3 +212,9 @@ func dataFilePath(image, name string) string {
 	}
 	return filepath.Join(filepath.Dir(image), name)
 }
+
+// ClusterSize is the image's cluster size in bytes.
+func (d *qcow2Disk) ClusterSize() uint64 {
+	h := d.img.Header()
+	return h.ClusterSize()
+}

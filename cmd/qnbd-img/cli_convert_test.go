@@ -1,0 +1,178 @@
+// Round trips through qnbd-img convert, judged by qemu-img (check, compare, map) and by the
+// bytes qemu-img convert produces from the same source.
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func readFile(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// allocated is the space a file occupies, in bytes.
+func allocated(t *testing.T, dir, name string) int64 {
+	t.Helper()
+	st, err := os.Stat(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Sys().(*syscall.Stat_t).Blocks * 512
+}
+
+func TestConvertToRawMatchesQemu(t *testing.T) {
+	dir := t.TempDir()
+	imgs := qcow2Images(t, dir)
+	rawImages(t, dir)
+	imgs = append(imgs, "data.raw", "odd.raw", "sparse.raw")
+	for _, img := range imgs {
+		if img == "datafile.qcow2" {
+			continue // its data file name is resolved differently by QEMU (cwd) and qnbd (image dir)
+		}
+		variants := [][]string{{}}
+		if st, err := os.Stat(filepath.Join(dir, img)); err == nil && st.Size() < 16<<20 && img != "sparse.raw" {
+			// The variants on the small images only, to keep the test fast.
+			variants = append(variants, []string{"-S", "0"}, []string{"-S", "64k"}, []string{"-m", "1"})
+		}
+		for _, extra := range variants {
+			args := append(append([]string{"convert", "-O", "raw"}, extra...), img)
+			if r := qemu(t, dir, append(args, "q.raw")...); r.code != 0 {
+				t.Fatalf("qemu-img %q: %v", args, r)
+			}
+			if r := ours(t, dir, append(args, "o.raw")...); r.code != 0 || r.stdout != "" || r.stderr != "" {
+				t.Fatalf("qnbd-img %q: %v", args, r)
+			}
+			if !bytes.Equal(readFile(t, dir, "q.raw"), readFile(t, dir, "o.raw")) {
+				t.Errorf("%q: our raw output differs from qemu-img's", args)
+			}
+			// Sparseness: a zero run of the source must stay a hole (without -S 0).
+			if len(extra) == 0 || extra[0] != "-S" || extra[1] != "0" {
+				if q, o := allocated(t, dir, "q.raw"), allocated(t, dir, "o.raw"); o > q+64<<10 {
+					t.Errorf("%q: our output allocates %d bytes, qemu-img's %d", args, o, q)
+				}
+			}
+		}
+	}
+}
+
+func TestConvertToQcow2(t *testing.T) {
+	dir := t.TempDir()
+	imgs := qcow2Images(t, dir)
+	rawImages(t, dir)
+	imgs = append(imgs, "data.raw", "odd.raw")
+	for _, img := range imgs {
+		if img == "datafile.qcow2" {
+			continue
+		}
+		optsList := [][]string{{}, {"-o", "compat=0.10", "-W"}}
+		if st, err := os.Stat(filepath.Join(dir, img)); err == nil && st.Size() < 16<<20 {
+			optsList = append(optsList,
+				[]string{"-o", "cluster_size=4k,lazy_refcounts=on"},
+				[]string{"-o", "extended_l2=on,refcount_bits=8", "-m", "16"},
+				[]string{"-o", "preallocation=metadata"})
+		}
+		for _, opts := range optsList {
+			os.Remove(filepath.Join(dir, "o.qcow2"))
+			args := append(append([]string{"convert", "-O", "qcow2"}, opts...), img, "o.qcow2")
+			if r := ours(t, dir, args...); r.code != 0 || r.stdout != "" || r.stderr != "" {
+				t.Fatalf("qnbd-img %q: %v", args, r)
+			}
+			if r := qemu(t, dir, "check", "o.qcow2"); r.code != 0 {
+				t.Errorf("%q: qemu-img check: %v", args, r)
+			}
+			if r := qemu(t, dir, "compare", img, "o.qcow2"); r.code != 0 {
+				t.Errorf("%q: qemu-img compare: %v", args, r)
+			}
+		}
+	}
+	// Without -W and with the default options, the layout is qemu-img convert's.
+	for _, img := range []string{"top.qcow2", "data.raw", "longer.qcow2"} {
+		os.Remove(filepath.Join(dir, "o.qcow2"))
+		os.Remove(filepath.Join(dir, "q.qcow2"))
+		qemu(t, dir, "convert", "-O", "qcow2", img, "q.qcow2")
+		ours(t, dir, "convert", "-O", "qcow2", img, "o.qcow2")
+		w, g := qemu(t, dir, "map", "--output=json", "q.qcow2"), qemu(t, dir, "map", "--output=json", "o.qcow2")
+		if w != g {
+			t.Errorf("convert %s: the layout differs from qemu-img's:\nqemu-img: %v\nqnbd-img: %v", img, w, g)
+		}
+	}
+}
+
+func TestConvertIntoExisting(t *testing.T) {
+	dir := t.TempDir()
+	qcow2Images(t, dir)
+	rawImages(t, dir)
+	// -n into an existing raw image full of other data: zeros must be written.
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "target.raw", "16M")
+	sh(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 0xee 0 16M", "target.raw")
+	if r := ours(t, dir, "convert", "-n", "-O", "raw", "top.qcow2", "target.raw"); r.code != 0 {
+		t.Fatalf("convert -n: %v", r)
+	}
+	if r := qemu(t, dir, "compare", "-f", "qcow2", "-F", "raw", "top.qcow2", "target.raw"); r.code != 0 {
+		t.Errorf("after convert -n: %v", r)
+	}
+	// -n into an existing qcow2 image.
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "target.qcow2", "16M")
+	sh(t, dir, "qemu-io", "-c", "write -P 0xee 0 16M", "target.qcow2")
+	if r := ours(t, dir, "convert", "-n", "-O", "qcow2", "data.raw", "target.qcow2"); r.code != 0 {
+		t.Fatalf("convert -n: %v", r)
+	}
+	if r := qemu(t, dir, "compare", "data.raw", "target.qcow2"); r.code != 0 {
+		t.Errorf("after convert -n into qcow2: %v", r)
+	}
+	if r := qemu(t, dir, "check", "target.qcow2"); r.code != 0 {
+		t.Errorf("check after convert -n: %v", r)
+	}
+	// -n without -O into a qcow2 image: qemu-img would overwrite its metadata as raw data;
+	// qnbd-img refuses and leaves the image alone.
+	before := readFile(t, dir, "target.qcow2")
+	r := ours(t, dir, "convert", "-n", "data.raw", "target.qcow2")
+	if r.code != 1 || r.stderr == "" {
+		t.Errorf("convert -n into a qcow2 image without -O: %v", r)
+	}
+	if !bytes.Equal(before, readFile(t, dir, "target.qcow2")) {
+		t.Error("the refused convert changed the target")
+	}
+	// A source whose first sector holds a qcow2 header, written into a probed raw target:
+	// refused unless the target format is explicit. With -O raw it is copied byte for byte.
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "probed.raw", "16M")
+	if r := ours(t, dir, "convert", "-f", "raw", "-n", "base.qcow2", "probed.raw"); r.code != 1 {
+		t.Errorf("qcow2 header into a probed raw image: %v", r)
+	}
+	if r := ours(t, dir, "convert", "-f", "raw", "-n", "-O", "raw", "base.qcow2", "probed.raw"); r.code != 0 {
+		t.Errorf("with -O raw: %v", r)
+	}
+	if r := qemu(t, dir, "compare", "-f", "raw", "-F", "raw", "base.qcow2", "probed.raw"); r.code != 0 {
+		t.Errorf("raw copy of a qcow2 file: %v", r)
+	}
+}
+
+func TestConvertConcatenatesAndReportsProgress(t *testing.T) {
+	dir := t.TempDir()
+	rawImages(t, dir)
+	args := []string{"convert", "-O", "raw", "data.raw", "odd.raw", "sparse.raw"}
+	qemu(t, dir, append(args, "q.raw")...)
+	if r := ours(t, dir, append(args, "o.raw")...); r.code != 0 {
+		t.Fatalf("%v", r)
+	}
+	if !bytes.Equal(readFile(t, dir, "q.raw"), readFile(t, dir, "o.raw")) {
+		t.Error("concatenated output differs from qemu-img's")
+	}
+	r := ours(t, dir, "convert", "-p", "-O", "qcow2", "data.raw", "p.qcow2")
+	if r.code != 0 || !bytes.HasPrefix([]byte(r.stdout), []byte("    (0.00/100%)\r")) ||
+		!bytes.HasSuffix([]byte(r.stdout), []byte("    (100.00/100%)\r\n")) {
+		t.Errorf("progress output: %q", r.stdout)
+	}
+	if r := ours(t, dir, "convert", "-p", "-q", "-O", "raw", "data.raw", "p.raw"); r.stdout != "" {
+		t.Errorf("-q must silence -p: %q", r.stdout)
+	}
+}
