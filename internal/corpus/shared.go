@@ -87,7 +87,8 @@ func SharedDir() (string, error) {
 
 // loadOrBuild returns the corpus in root, building it first unless a complete one is there.
 // A lock file next to root serialises processes. built reports whether this call built it.
-func loadOrBuild(ctx context.Context, root string) (imgs []*Image, built bool, err error) {
+// names selects specs as for Build (tests build a few; Shared builds all).
+func loadOrBuild(ctx context.Context, root string, names ...string) (imgs []*Image, built bool, err error) {
 	lock, err := os.OpenFile(root+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, false, err
@@ -109,7 +110,7 @@ func loadOrBuild(ctx context.Context, root string) (imgs []*Image, built bool, e
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, false, err
 	}
-	imgs, err = Build(ctx, root)
+	imgs, err = Build(ctx, root, names...)
 	if err != nil {
 		return nil, false, err
 	}
