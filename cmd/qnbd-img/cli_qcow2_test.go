@@ -51,10 +51,17 @@ func qcow2Images(t *testing.T, dir string) []string {
 	q("snapshot", "-c", "second one", "snap.qcow2")
 	q("create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", "dirty.qcow2", "8M")
 	sh(t, dir, "sh", "-c", "qemu-io -c 'write 0 64k' -c abort dirty.qcow2 >/dev/null 2>&1 || true")
+	q("create", "-q", "-f", "qcow2", "bitmaps.qcow2", "8M")
+	q("bitmap", "--add", "bitmaps.qcow2", "b0")
+	q("bitmap", "--add", "-g", "128k", "bitmaps.qcow2", "second")
+	q("bitmap", "--disable", "bitmaps.qcow2", "second")
+	q("convert", "-c", "-O", "qcow2", "base.qcow2", "compressed.qcow2")
+	q("convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd", "base.qcow2", "zstd.qcow2")
 	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
 	q("create", "-q", "-f", "qcow2", "-b", "../base.qcow2", "-F", "qcow2", "sub/rel.qcow2")
 	return []string{"base.qcow2", "top.qcow2", "longer.qcow2", "overraw.qcow2", "v2.qcow2", "ext.qcow2", "rc8.qcow2",
-		"datafile.qcow2", "prealloc.qcow2", "falloc.qcow2", "snap.qcow2", "dirty.qcow2", "sub/rel.qcow2"}
+		"datafile.qcow2", "prealloc.qcow2", "falloc.qcow2", "snap.qcow2", "dirty.qcow2", "sub/rel.qcow2",
+		"bitmaps.qcow2", "compressed.qcow2", "zstd.qcow2"}
 }
 
 func TestOracleQcow2(t *testing.T) {
@@ -89,7 +96,9 @@ func TestOracleQcow2(t *testing.T) {
 }
 
 // normalizeMap rewrites qemu-img map JSON without the offsets of ranges that hold no data,
-// merging the entries that then become alike.
+// merging the entries that then become alike. It hides one known difference of the engine's
+// Map: QEMU reports the host offset of zero clusters that keep their allocation and of the
+// unallocated subclusters of an allocated cluster (extended L2); the engine reports none.
 func normalizeMap(s string) string {
 	type entry struct {
 		start, length, offset int64

@@ -152,6 +152,20 @@ func qcow2SpecificJSON(q *imgfmt.Qcow2Info) *qdict {
 		d.put("extended-l2", q.ExtendedL2)
 		d.put("lazy-refcounts", q.LazyRefcounts)
 		d.put("corrupt", q.Corrupt)
+		if len(q.Bitmaps) > 0 {
+			list := make([]any, len(q.Bitmaps))
+			for i, b := range q.Bitmaps {
+				flags := []any{}
+				if b.InUse {
+					flags = append(flags, "in-use")
+				}
+				if b.Auto {
+					flags = append(flags, "auto")
+				}
+				list[i] = newQdict().put("name", b.Name).put("granularity", b.Granularity).put("flags", flags)
+			}
+			d.put("bitmaps", list)
+		}
 	}
 	d.put("refcount-bits", q.RefcountBits)
 	d.put("compression-type", q.CompressionType)
@@ -200,14 +214,25 @@ func infoHuman(info *imgfmt.ImageInfo) string {
 // dumpQdict is block/qapi.c's dump_qdict: QDict order, dashes in keys shown as spaces.
 func dumpQdict(b *strings.Builder, indent int, d *qdict) {
 	for _, k := range d.order() {
-		key := strings.ReplaceAll(k, "-", " ")
-		switch v := d.vals[k].(type) {
-		case *qdict:
-			fmt.Fprintf(b, "%s%s:\n", strings.Repeat("    ", indent), key)
-			dumpQdict(b, indent+1, v)
-		default:
-			fmt.Fprintf(b, "%s%s: %v\n", strings.Repeat("    ", indent), key, v)
+		dumpValue(b, indent, strings.ReplaceAll(k, "-", " "), d.vals[k])
+	}
+}
+
+// dumpValue prints one "name: value" line, or "name:" and the nested object below it
+// (dump_qobject; list elements are named "[i]").
+func dumpValue(b *strings.Builder, indent int, name string, v any) {
+	pad := strings.Repeat("    ", indent)
+	switch v := v.(type) {
+	case *qdict:
+		fmt.Fprintf(b, "%s%s:\n", pad, name)
+		dumpQdict(b, indent+1, v)
+	case []any:
+		fmt.Fprintf(b, "%s%s:\n", pad, name)
+		for i, e := range v {
+			dumpValue(b, indent+1, fmt.Sprintf("[%d]", i), e)
 		}
+	default:
+		fmt.Fprintf(b, "%s%s: %v\n", pad, name, v)
 	}
 }
 

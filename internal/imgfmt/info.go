@@ -36,6 +36,7 @@ type Qcow2Info struct {
 	RefcountBits                       uint64
 	DataFile                           string // "" when none
 	DataFileRaw                        bool
+	Bitmaps                            []Bitmap
 }
 
 // V3 reports whether the v3-only fields are meaningful.
@@ -105,6 +106,11 @@ func queryQcow2(path string, info *ImageInfo) error {
 		q.DataFileRaw = h.DataFileRaw()
 	}
 	q.RefcountBits = h.Geometry().RefcountBits()
+	if q.V3() {
+		if q.Bitmaps, err = readBitmaps(s, h); err != nil {
+			return err
+		}
+	}
 	info.Qcow2 = q
 	info.Snapshots, err = engineSnapshots(s, h)
 	return err
