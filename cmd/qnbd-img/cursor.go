@@ -42,7 +42,7 @@ func (c *extentCursor) at(off uint64) (imgfmt.Extent, error) {
 		if err != nil {
 			return imgfmt.Extent{}, err
 		}
-		if len(ext) == 0 || ext[0].Start > off || ext[0].End() <= off {
+		if len(ext) == 0 || ext[0].Start > off || ext[0].End() <= off || ext[0].Length == 0 {
 			return imgfmt.Extent{}, fmt.Errorf("block status of %s at %d is missing", c.d.Filename(), off)
 		}
 		c.ext, c.next = ext, 0

@@ -105,22 +105,16 @@ func (a *app) mapCmd(argv []string) int {
 		length = min(start+uint64(maxLen), length)
 	}
 	curr := mapEntry{start: start}
-	var pending []imgfmt.Extent
+	cur := newExtentCursor(d, length)
 	for curr.start+curr.length < length {
 		off := curr.start + curr.length
-		if len(pending) == 0 {
-			ext, err := d.Map(off, min(length-off, mapChunk))
-			if err != nil || len(ext) == 0 {
-				if err == nil {
-					err = fmt.Errorf("no block status at offset %d", off)
-				}
-				a.errorf("Could not read file metadata: %s", strerror(err))
-				return 1
-			}
-			pending = ext
+		e, err := cur.at(off)
+		if err != nil {
+			a.errorf("Could not read file metadata: %s", strerror(err))
+			return 1
 		}
-		next := entryFromExtent(pending[0])
-		pending = pending[1:]
+		e.Length = min(e.Length, length-off)
+		next := entryFromExtent(e)
 		if curr.mergeable(&next) {
 			curr.length += next.length
 			continue
