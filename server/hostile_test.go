@@ -642,3 +642,81 @@ func TestHostile31KillAndReconnect(t *testing.T) {
 	}
 	c.disc()
 }
+
+// Variant of 15 and 16: a crowd idling in the handshake is dropped at the limit, and a
+// client arriving afterwards is served at once.
+func TestHostileIdleCrowd(t *testing.T) {
+	const n = 200
+	ts := hostileServer(t, Config{HandshakeLimit: 500 * time.Millisecond})
+	var conns []net.Conn
+	for range n {
+		nc, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		conns = append(conns, nc)
+	}
+	ts.waitConns(n)
+	start := time.Now()
+	ts.waitConns(0)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("idle handshakes lasted %v past the limit", d)
+	}
+	for _, nc := range conns {
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, nc); err != nil {
+			t.Fatalf("connection not closed: %v", err)
+		}
+	}
+}
+
+// Disconnect injection: a full session (options, then one of each command including a
+// 4 KiB WRITE) cut at every byte of the handshake and of each request header, and every
+// 512 bytes of the payload, in each reply mode. runSession fails on a panic or a hang.
+func TestCutSessionEverywhere(t *testing.T) {
+	checkLeaks(t)
+	cuts := 0
+	for mode := range byte(3) {
+		hs := handshakePrefix(mode)
+		ext := mode == 2
+		script := append([]byte(nil), hs...)
+		bounds := []int{}
+		add := func(r Request, payload []byte) {
+			if ext && payload != nil {
+				r.Flags |= CmdFlagPayloadLen
+			}
+			if payload != nil {
+				r.Length = uint64(len(payload))
+			}
+			start := len(script)
+			script = AppendRequest(script, r, ext)
+			for i := start; i < len(script); i++ {
+				bounds = append(bounds, i)
+			}
+			for i := 0; i < len(payload); i += 512 {
+				bounds = append(bounds, len(script)+i)
+			}
+			script = append(script, payload...)
+		}
+		add(Request{Type: CmdWrite, Offset: 4096, Cookie: 1}, bytes.Repeat([]byte{1}, 4096))
+		add(Request{Type: CmdRead, Length: 8192, Cookie: 2}, nil)
+		add(Request{Type: CmdFlush, Cookie: 3}, nil)
+		add(Request{Type: CmdTrim, Length: 4096, Cookie: 4}, nil)
+		add(Request{Type: CmdWriteZeroes, Length: 4096, Cookie: 5}, nil)
+		add(Request{Type: CmdCache, Length: 4096, Cookie: 6}, nil)
+		if mode > 0 {
+			add(Request{Type: CmdBlockStatus, Length: 8192, Cookie: 7}, nil)
+		}
+		add(Request{Type: CmdDisc}, nil)
+		for i := range hs {
+			bounds = append(bounds, i)
+		}
+		bounds = append(bounds, len(script))
+		for _, cut := range bounds {
+			runSession(t, script[:cut])
+			cuts++
+		}
+	}
+	t.Logf("%d disconnect points", cuts)
+}

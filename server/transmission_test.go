@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -612,4 +613,60 @@ func TestRequestHooks(t *testing.T) {
 		hooks.bytes[OpWrite] != 1000 || hooks.started[OpDisc] != 1 || len(hooks.done) != 3 {
 		t.Fatalf("hooks %+v", hooks)
 	}
+}
+
+// durableBackend is a memBackend whose Flush copies the data to a "durable" image, so a test
+// can see what a crash right after a FLUSH reply would keep.
+type durableBackend struct {
+	*memBackend
+	mu      sync.Mutex
+	durable []byte
+}
+
+func (d *durableBackend) Flush(ctx context.Context) error {
+	data, _ := d.snapshot()
+	d.mu.Lock()
+	d.durable = data
+	d.mu.Unlock()
+	return d.memBackend.Flush(ctx)
+}
+
+func (d *durableBackend) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) error {
+	if err := d.memBackend.WriteAt(ctx, p, off, fua); err != nil {
+		return err
+	}
+	if fua {
+		d.mu.Lock()
+		copy(d.durable[off:], p)
+		d.mu.Unlock()
+	}
+	return nil
+}
+
+// With NBD_FLAG_CAN_MULTI_CONN, a FLUSH on one connection covers writes already replied to
+// on another.
+func TestMultiConnFlush(t *testing.T) {
+	d := &durableBackend{memBackend: newMem(testSize), durable: make([]byte, testSize)}
+	ts := startServer(t, Config{Exports: []*Export{{Backend: d, MultiConn: true}}})
+	a := ts.connect(clientOpts{structured: true})
+	b := ts.connect(clientOpts{extended: true})
+	if a.flags&FlagCanMultiConn == 0 || b.flags&FlagCanMultiConn == 0 {
+		t.Fatalf("CAN_MULTI_CONN not advertised")
+	}
+	pa, pb := pattern(4096, 21), pattern(4096, 22)
+	a.wantErrno(a.writeAt(0, pa, 0), 0)
+	b.wantErrno(b.writeAt(8192, pb, CmdFlagFUA), 0)
+	d.mu.Lock()
+	if !bytes.Equal(d.durable[8192:12288], pb) || bytes.Equal(d.durable[:4096], pa) {
+		t.Fatalf("FUA write not durable, or unflushed write already durable")
+	}
+	d.mu.Unlock()
+	b.wantErrno(b.do(Request{Type: CmdFlush}, nil), 0)
+	d.mu.Lock()
+	if !bytes.Equal(d.durable[:4096], pa) {
+		t.Fatalf("FLUSH on one connection did not cover a write replied to on the other")
+	}
+	d.mu.Unlock()
+	a.disc()
+	b.disc()
 }
