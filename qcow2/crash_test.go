@@ -65,7 +65,7 @@ func runCrash(t *testing.T, opts string, size uint64, nops, points int, seed uin
 	lazy := img.hdr.LazyRefcounts()
 	model := make([]byte, size)
 	flushed := [][]byte{append([]byte(nil), model...)} // model at each completed flush
-	flushEnd := []int{0}                                // log length when it completed
+	flushEnd := []int{0}                               // log length when it completed
 	var log []crashOp
 	for i := 0; i < nops; i++ {
 		off, n := propRange(rng, size, cs)
