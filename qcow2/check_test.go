@@ -179,6 +179,55 @@ func ccScenarios() []ccScenario {
 			m.write(uint64(l2), fill(m.h.Geometry().L2Entries(), l2e))
 			return p
 		}},
+		{name: "extl2-alloc-and-zero", want: 2, repaired: 2, unreadable: true, build: func(t *testing.T, dir string) string {
+			p := ccNewImage(t, dir, "t.qcow2", "extended_l2=on", "64M", "write -P 1 0 64k", "write -P 2 1M 4k")
+			m := ccOpenImg(t, p)
+			o := m.l2EntryOff(1<<20) + 8
+			m.putU64(o, m.u64(o)|m.u64(o)<<32) // the allocated subcluster also reads as zero
+			return p
+		}},
+		{name: "extl2-unallocated-alloc-bits", want: 2, repaired: 2, unreadable: true, build: func(t *testing.T, dir string) string {
+			p := ccNewImage(t, dir, "t.qcow2", "extended_l2=on", "64M", "write -P 1 0 64k")
+			m := ccOpenImg(t, p)
+			m.putU64(m.l2EntryOff(2<<20)+8, 1)
+			return p
+		}},
+		{name: "bitmap-refcount0", want: 2, build: func(t *testing.T, dir string) string {
+			p := ccNewImage(t, dir, "t.qcow2", "cluster_size=4k", "16M", "write -P 1 0 64k")
+			ccRun(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "b0")
+			ccIO(t, p, "write -P 2 1M 1M")
+			m := ccOpenImg(t, p)
+			m.setRefcount(m.h.Extensions.Bitmaps.DirectoryStart.Cluster(m.h.Geometry()), 0)
+			return p
+		}},
+		{name: "datafile-copied-clear", want: 2, build: func(t *testing.T, dir string) string {
+			p := ccNewImage(t, dir, "t.qcow2", "data_file="+filepath.Join(dir, "t.data"), "64M", ccWrites...)
+			m := ccOpenImg(t, p)
+			o := m.l2EntryOff(1 << 20)
+			m.putU64(o, m.u64(o)&^entryCopied)
+			return p
+		}},
+		{name: "v2-refcount0", want: 2, build: broken("compat=0.10", func(m *ccImg) { m.setRefcount(m.dataCluster(1<<20), 0) })},
+		{name: "refbits64-refcount0", want: 2, build: broken("refcount_bits=64", func(m *ccImg) { m.setRefcount(m.dataCluster(1<<20), 0) })},
+		{name: "dirty-lazy-512-many-refblocks", want: 2, build: func(t *testing.T, dir string) string {
+			// 512-byte clusters: one refcount block covers 256 clusters, so the rebuild
+			// writes a dozen of them.
+			p := ccNewImage(t, dir, "t.qcow2", "lazy_refcounts=on,cluster_size=512", "16M", "write -P 0x11 0 64k")
+			cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 1M", "-c", "write -P 0x33 5M 512k", "-c", "sigraise 9", p)
+			if err := cmd.Run(); err == nil {
+				t.Fatal("qemu-io was not killed")
+			}
+			return p
+		}},
+		{name: "dirty-lazy-snapshot", want: 2, build: func(t *testing.T, dir string) string {
+			p := ccNewImage(t, dir, "t.qcow2", "lazy_refcounts=on", "64M", "write -P 0x11 0 256k")
+			ccRun(t, "qemu-img", "snapshot", "-c", "s1", p)
+			cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x22 64k 64k", "-c", "write -P 0x33 5M 4k", "-c", "sigraise 9", p)
+			if err := cmd.Run(); err == nil {
+				t.Fatal("qemu-io was not killed")
+			}
+			return p
+		}},
 		{name: "dirty-lazy", want: 2, build: func(t *testing.T, dir string) string {
 			p := ccNewImage(t, dir, "t.qcow2", "lazy_refcounts=on", "64M", "write -P 0x11 0 64k")
 			cmd := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x22 1M 128k", "-c", "write -P 0x33 5M 4k", "-c", "sigraise 9", p)

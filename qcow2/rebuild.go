@@ -120,10 +120,14 @@ func (c *checker) writeNewRefcounts() error {
 	}
 	table := make([]byte, nRT*cs)
 	blockAt := start.Add(ClusterCount(nRT))
-	block := make([]byte, cs)
+	// The blocks are contiguous: write them in batches of up to 1 MiB.
+	batch := make([]byte, 0, max(cs, 1<<20))
+	batchAt := blockAt.Offset(g)
 	for i, ri := range idx {
 		off := blockAt.Add(ClusterCount(i)).Offset(g)
 		binary.BigEndian.PutUint64(table[uint64(ri)*reftableEntrySize:], uint64(off))
+		batch = batch[:len(batch)+int(cs)]
+		block := batch[len(batch)-int(cs):]
 		clear(block)
 		rb := RefBlock{Data: block, Order: g.RefcountOrder}
 		first := ri.FirstCluster(g)
@@ -132,8 +136,12 @@ func (c *checker) writeNewRefcounts() error {
 				rb.Set(RefBlockIndex(j), v)
 			}
 		}
-		if _, err := c.s.WriteAt(block, int64(off)); err != nil {
-			return fmt.Errorf("write refcount block at %#x: %w", uint64(off), err)
+		if len(batch)+int(cs) > cap(batch) || i == len(idx)-1 {
+			if _, err := c.s.WriteAt(batch, int64(batchAt)); err != nil {
+				return fmt.Errorf("write refcount blocks at %#x: %w", uint64(batchAt), err)
+			}
+			batchAt = batchAt.Add(uint64(len(batch)))
+			batch = batch[:0]
 		}
 	}
 	if _, err := c.s.WriteAt(table, int64(start.Offset(g))); err != nil {

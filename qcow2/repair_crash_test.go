@@ -9,12 +9,13 @@ import (
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
-// ccRepairScenarios are the scenarios whose RepairAll writes something: a rebuild (dirty-lazy,
-// refcount0, l2-to-refblock, refblock-unaligned), in-place refcount fixes (leaked,
-// cross-link), COPIED fixes (copied-l2-clear).
+// ccRepairScenarios are the scenarios whose RepairAll writes something: a rebuild (the dirty
+// ones, refcount0, l2-to-refblock, refblock-unaligned, bitmap-refcount0), in-place refcount
+// fixes (leaked, cross-link), COPIED fixes (copied-l2-clear).
 var ccRepairScenarios = map[string]bool{
 	"dirty-lazy": true, "refcount0": true, "l2-to-refblock": true, "refblock-unaligned": true,
 	"leaked": true, "cross-link": true, "copied-l2-clear": true,
+	"dirty-lazy-512-many-refblocks": true, "dirty-lazy-snapshot": true, "bitmap-refcount0": true,
 }
 
 // TestRepairCrashSafety interrupts RepairAll at every point of its write log (each Sync, and
