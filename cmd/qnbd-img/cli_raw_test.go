@@ -174,12 +174,20 @@ func TestVersionAndHelp(t *testing.T) {
 	dir := t.TempDir()
 	for _, args := range [][]string{{"--version"}, {"-V"}, {"--help"}, {"-h"}, {"info", "--help"}, {"convert", "-h"}} {
 		r := ours(t, dir, args...)
-		if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, "qemu-img version") {
+		if r.code != 0 || r.stderr != "" || !strings.HasPrefix(r.stdout, "qemu-img version 7.2.0 (qnbd-img ") {
 			t.Errorf("%q: %v", args, r)
 		}
 		if strings.Contains(strings.Join(args, " "), "h") && !strings.Contains(r.stdout, "Command syntax:") {
 			t.Errorf("%q prints no command syntax: %v", args, r)
 		}
+	}
+}
+
+func TestVersionUnderOwnName(t *testing.T) {
+	var out, errb strings.Builder
+	if code := run([]string{"/usr/bin/qnbd-img", "--version"}, &out, &errb); code != 0 ||
+		!strings.HasPrefix(out.String(), "qnbd-img version "+version+" ") {
+		t.Errorf("exit %d: %q %q", code, out.String(), errb.String())
 	}
 }
 

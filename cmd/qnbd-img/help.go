@@ -71,13 +71,27 @@ Not supported (refused with an error): --object, --image-opts,
 Supported formats: qcow2 raw
 `
 
+// qemuVersion is the qemu-img release whose interface qnbd-img implements.
+const qemuVersion = "7.2.0"
+
+// versionLine is the first line of --version and --help. Called under its own name it gives
+// qnbd-img's version; installed as another name (a "qemu-img" symlink, to drop it in) it
+// leads with the qemu-img version it behaves as, so that scripts checking
+// "qemu-img version X.Y" see the interface they get.
+func (a *app) versionLine() string {
+	if a.prog == "qnbd-img" {
+		return fmt.Sprintf("qnbd-img version %s (qemu-img %s compatible subset)", version, qemuVersion)
+	}
+	return fmt.Sprintf("%s version %s (qnbd-img %s, a qemu-img compatible subset)", a.prog, qemuVersion, version)
+}
+
 // help prints the help text on stdout (qemu-img's help() exits 0).
 func (a *app) help() {
-	fmt.Fprintf(a.stdout, "%s version %s (qemu-img 7.2 compatible subset)\n", a.prog, version)
+	fmt.Fprintln(a.stdout, a.versionLine())
 	fmt.Fprintf(a.stdout, helpText, a.prog)
 }
 
 // printVersion prints the version, two lines like qemu-img's.
 func (a *app) printVersion() {
-	fmt.Fprintf(a.stdout, "%s version %s (qemu-img 7.2 compatible subset)\nCopyright (c) the qnbd authors\n", a.prog, version)
+	fmt.Fprintf(a.stdout, "%s\nCopyright (c) the qnbd authors\n", a.versionLine())
 }
