@@ -59,7 +59,8 @@ func (c *checker) walkBitmaps() error {
 		}
 		buf := make([]byte, size)
 		if err := readAtZero(c.s, buf, uint64(t.off), c.fileSize); err != nil {
-			c.corrupt("ERROR could not read bitmap table at %#x: %v", uint64(t.off), err)
+			c.res.CheckErrors++
+			c.res.msg("ERROR could not read bitmap table at %#x: %v", uint64(t.off), err)
 			break
 		}
 		for j := uint64(0); j < uint64(t.size); j++ {

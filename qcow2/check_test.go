@@ -376,3 +376,37 @@ func TestRepairLeaks(t *testing.T) {
 		})
 	}
 }
+
+// TestRepairClearsCorruptAndDirtyBits: a repair that leaves the image consistent clears the
+// corrupt bit and the dirty bit, as qemu-img check -r does; a plain check changes nothing.
+func TestRepairClearsCorruptAndDirtyBits(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []RepairMode{RepairLeaks, RepairAll} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			p := ccNewImage(t, dir, "t.qcow2", "lazy_refcounts=on", "64M", ccWrites...)
+			m := ccOpenImg(t, p)
+			m.putU64(offIncompatibleFeatures, m.h.Incompatible|IncompatCorrupt|IncompatDirty)
+			q := ccQemuImgCheck(t, p)
+			res, err := Check(p, RepairNone)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ccCompareWithQemu(t, res, q)
+			if h := ccOpenImg(t, p).h; !h.Corrupt() || !h.Dirty() {
+				t.Fatal("a plain check changed the header")
+			}
+			if res, err = Check(p, mode); err != nil || res.ExitCode() != 0 {
+				t.Fatalf("%v: %v %+v", mode, err, res)
+			}
+			if h := ccOpenImg(t, p).h; h.Corrupt() || h.Dirty() {
+				t.Fatalf("bits still set after %v: %#x", mode, h.Incompatible)
+			}
+			info := ccInfo(t, dir, p)
+			spec := info["format-specific"].(map[string]any)["data"].(map[string]any)
+			if spec["corrupt"] != false || info["dirty-flag"] != false {
+				t.Fatalf("qemu-img info after repair: %v", info)
+			}
+		})
+	}
+}

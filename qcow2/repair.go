@@ -168,7 +168,11 @@ func (c *checker) checkCopied(fix RepairMode) error {
 		}
 		refs[l2]++
 		rc, err := c.disk.get(l2.Cluster(c.g))
-		if err != nil || (rc == 1) == e.Copied() {
+		if err != nil {
+			c.refcountReadFailed(l2.Cluster(c.g), err)
+			continue
+		}
+		if (rc == 1) == e.Copied() {
 			continue
 		}
 		c.corrupt("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", repairWord(repair), i, uint64(e), rc)
@@ -222,6 +226,7 @@ func (c *checker) checkCopiedL2(l2 HostOffset, n uint64, repair bool) (bool, err
 		if !dataFile {
 			var err error
 			if rc, err = c.disk.get(e.Offset().Cluster(c.g)); err != nil {
+				c.refcountReadFailed(e.Offset().Cluster(c.g), err)
 				continue
 			}
 		}
@@ -257,6 +262,17 @@ func (c *checker) checkCopiedL2(l2 HostOffset, n uint64, repair bool) (bool, err
 	}
 	c.res.CorruptionsFixed += dirty
 	return true, nil
+}
+
+// refcountReadFailed accounts for a refcount the COPIED check could not read. QEMU stays silent
+// here because the comparison has already reported the cluster; that holds for a misaligned
+// refcount block, not for an I/O error that happens only now, which must not go unnoticed.
+func (c *checker) refcountReadFailed(cl HostCluster, err error) {
+	if err == errRefblockUnaligned {
+		return
+	}
+	c.res.CheckErrors++
+	c.res.msg("Can't get refcount for cluster %d: %v", uint64(cl), err)
 }
 
 // markClean clears the dirty and corrupt bits after a repair left the image consistent

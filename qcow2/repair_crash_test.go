@@ -151,3 +151,44 @@ func TestRepairIOErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckReadErrors fails each read of a check in turn (EIO) and requires that the check
+// never calls the image clean: it returns an error or counts check errors.
+func TestCheckReadErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := ccNewImage(t, dir, "t.qcow2", "cluster_size=4k", "16M", "write -P 1 0 64k", "write -P 2 1M 8k")
+	ccRun(t, "qemu-img", "snapshot", "-c", "s1", p)
+	ccRun(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "b0")
+	ccIO(t, p, "write -P 3 0 4k", "write -P 4 2M 4k")
+	probe, err := memstore.FromFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := CheckStorage(probe, RepairNone); err != nil || !res.Clean() {
+		t.Fatalf("baseline: %v %+v", err, res)
+	}
+	reads := probe.Count(memstore.OpRead)
+	if reads < 5 {
+		t.Fatalf("only %d reads", reads)
+	}
+	for nth := 1; nth <= reads; nth++ {
+		st, err := memstore.FromFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rule := &memstore.Rule{Kind: memstore.OpRead, Nth: nth}
+		st.Inject(rule)
+		res, err := CheckStorage(st, RepairNone)
+		if rule.Seen() < nth {
+			t.Fatalf("read #%d never happened (%d reads)", nth, rule.Seen())
+		}
+		if err == nil && res.CheckErrors == 0 {
+			t.Fatalf("read #%d failed, yet the check completed without check errors: %+v", nth, res)
+		}
+		if err == nil && res.ExitCode() != 1 {
+			t.Fatalf("read #%d failed: exit %d", nth, res.ExitCode())
+		}
+	}
+	t.Logf("%d reads failed one at a time", reads)
+}
