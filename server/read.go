@@ -94,7 +94,8 @@ func (c *conn) doRead(r *reply, req *Request) Errno {
 func (c *conn) readSpans(req *Request) []span {
 	all := []span{{off: req.Offset, n: req.Length}}
 	st := c.x.statuser
-	if st == nil || c.srv.Config.NoSparseReads || req.Length < minHole {
+	if st == nil || c.srv.Config.NoSparseReads || req.Length < 2*minHole {
+		// A small read gains little from a hole chunk; skip the allocation lookup.
 		return all
 	}
 	var spans []span

@@ -77,22 +77,38 @@ func (r *reply) cutHdr() {
 }
 
 // writeLoop owns the socket's write side. Replies go out whole, in the order queued (which
-// need not be request order). After a write error it stops writing but keeps draining so that
-// workers never block and buffers return to their pools.
+// need not be request order). Replies already waiting are coalesced into one vectored write,
+// up to maxBatch replies or maxBatchBytes. After a write error it stops writing but keeps
+// draining so that workers never block and buffers return to their pools.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	var vec net.Buffers
+	var batch []*reply
 	dead := false
 	for r := range c.out {
-		if r.closeConn {
-			dead = true
-			c.abort()
-			freeReply(r)
-			continue
+		batch = append(batch[:0], r)
+		size := r.size()
+	fill:
+		for len(batch) < maxBatch && size < maxBatchBytes && !r.closeConn {
+			select {
+			case r = <-c.out:
+				if r == nil {
+					break fill // closed
+				}
+				batch = append(batch, r)
+				size += r.size()
+			default:
+				break fill
+			}
 		}
-		if !dead {
+		vec = vec[:0]
+		closeAfter := false
+		for _, r := range batch {
+			if r.closeConn {
+				closeAfter = true
+				continue
+			}
 			r.cutHdr()
-			vec = vec[:0]
 			for _, s := range r.segs {
 				if s.data != nil {
 					vec = append(vec, s.data)
@@ -100,16 +116,44 @@ func (c *conn) writeLoop() {
 					vec = append(vec, r.hdr[s.lo:s.hi])
 				}
 			}
+		}
+		if !dead && len(vec) > 0 {
 			v := vec // WriteTo consumes its receiver
 			if _, err := v.WriteTo(c.nc); err != nil {
 				dead = true
 				c.srv.log.Debug("nbd: write failed; closing", "remote", c.remote, "err", err)
 				c.abort()
 			}
-			clear(vec[:cap(vec)])
 		}
-		c.release(r)
+		clear(vec[:cap(vec)])
+		for _, r := range batch {
+			if r.closeConn {
+				freeReply(r)
+			} else {
+				c.release(r)
+			}
+		}
+		clear(batch)
+		if closeAfter {
+			dead = true
+			c.abort()
+		}
 	}
+}
+
+// Limits of one coalesced write.
+const (
+	maxBatch      = 64
+	maxBatchBytes = 1 << 20
+)
+
+// size is the reply's length on the wire.
+func (r *reply) size() int {
+	n := len(r.hdr)
+	for _, s := range r.segs {
+		n += len(s.data)
+	}
+	return n
 }
 
 // release returns what a reply held: its buffer and its budget.
