@@ -101,15 +101,6 @@ func (c *lru[K, V]) get(k K) (V, error) {
 	return v, nil
 }
 
-// peek returns the cached table for k without loading or touching recency.
-func (c *lru[K, V]) peek(k K) (V, bool) {
-	if e, ok := c.items[k]; ok {
-		return e.val, true
-	}
-	var zero V
-	return zero, false
-}
-
 // contains reports whether k is cached.
 func (c *lru[K, V]) contains(k K) bool {
 	_, ok := c.items[k]
@@ -277,26 +268,4 @@ func (c *lru[K, V]) trim() error {
 		c.hooks.CacheEviction(c.kind)
 	}
 	return nil
-}
-
-// keys returns the cached keys in ascending order.
-func (c *lru[K, V]) keys() []K {
-	ks := make([]K, 0, len(c.items))
-	for k := range c.items {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
-}
-
-// dirtyCount is the number of entries not yet written.
-func (c *lru[K, V]) dirtyCount() int { return c.ndirty }
-
-// clear forgets every entry, dirty or not (after a fatal error or for a reload).
-func (c *lru[K, V]) clear() {
-	c.items = make(map[K]*cacheEntry[K, V])
-	c.root.next, c.root.prev = &c.root, &c.root
-	c.ndirty = 0
-	c.depends = nil
-	c.needSync = nil
 }

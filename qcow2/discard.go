@@ -88,6 +88,9 @@ func (img *Image) discardInTable(l1i L1Index, from, to uint64) error {
 		gc := GuestOffset(pos).Cluster(g)
 		var old slot
 		if t != nil {
+			if err := t.check(gc.L2Index(g)); err != nil {
+				return err
+			}
 			old = t.get(gc.L2Index(g))
 		}
 		if old == nw {

@@ -11,6 +11,17 @@ import (
 type l2Table struct {
 	ext bool
 	w   []uint64
+	// bad holds the entries that failed validation when the table was loaded: a request
+	// that uses one fails (and marks the image corrupt); the rest of the table stays usable.
+	bad map[L2Index]error
+}
+
+// check returns the validation error of entry i, if it had one.
+func (t *l2Table) check(i L2Index) error {
+	if t.bad == nil {
+		return nil
+	}
+	return t.bad[i]
 }
 
 // slot is one L2 entry with its subcluster bitmap (zero without extended L2).
@@ -35,6 +46,9 @@ func (t *l2Table) get(i L2Index) slot {
 }
 
 func (t *l2Table) set(i L2Index, s slot) {
+	if t.bad != nil {
+		delete(t.bad, i)
+	}
 	if t.ext {
 		t.w[2*i], t.w[2*i+1] = uint64(s.e), uint64(s.b)
 		return
@@ -43,7 +57,14 @@ func (t *l2Table) set(i L2Index, s slot) {
 }
 
 func (t *l2Table) clone() *l2Table {
-	return &l2Table{ext: t.ext, w: append([]uint64(nil), t.w...)}
+	c := &l2Table{ext: t.ext, w: append([]uint64(nil), t.w...)}
+	if t.bad != nil {
+		c.bad = make(map[L2Index]error, len(t.bad))
+		for k, v := range t.bad {
+			c.bad[k] = v
+		}
+	}
+	return c
 }
 
 func (t *l2Table) encode() []byte {
@@ -98,67 +119,75 @@ func (img *Image) subKind(s slot, sc uint32) Kind {
 	return KindUnallocated
 }
 
-// validateL2 checks every entry of a table just read from disk at l2Off. Anything the spec
-// forbids, or that points outside the file, is corruption: the caller marks the image.
-func (img *Image) validateL2(t *l2Table, l2Off HostOffset) error {
-	g := img.geo
-	n := L2Index(g.L2Entries())
-	fileEnd := img.fileEnd()
-	dataEnd := img.dataEnd()
+// validateL2 checks every entry of a table just read from disk at l2Off, and records in
+// t.bad the ones the spec forbids or that point outside the file: corruption, reported (and
+// marked) when a request uses them.
+func (img *Image) validateL2(t *l2Table, l2Off HostOffset) {
+	n := L2Index(img.geo.L2Entries())
+	fileEnd, dataEnd := img.fileEnd(), img.dataEnd()
 	for i := L2Index(0); i < n; i++ {
-		s := t.get(i)
-		e := s.e
-		where := func() string { return fmt.Sprintf("L2 table %#x index %d (entry %#016x)", uint64(l2Off), i, uint64(e)) }
-		if e.Compressed() {
-			if img.data != img.file {
-				return corruptf("%s: compressed cluster in an image with an external data file", where())
+		if err := img.validateEntry(t.get(i), l2Off, i, fileEnd, dataEnd); err != nil {
+			if t.bad == nil {
+				t.bad = map[L2Index]error{}
 			}
-			off, _ := e.CompressedRange(g)
-			if off >= MaxHostOffset {
-				return corruptf("%s: compressed data offset beyond 2^56", where())
-			}
-			if uint64(off) >= fileEnd {
-				return corruptf("%s: compressed data at %#x, past the end of the %d-byte file", where(), uint64(off), fileEnd)
-			}
-			if g.ExtendedL2 && s.b != 0 {
-				return corruptf("%s: compressed cluster with a non-zero subcluster bitmap %#x", where(), uint64(s.b))
-			}
-			continue
+			t.bad[i] = err
 		}
-		if e.Reserved() != 0 {
-			return corruptf("%s: reserved bits set", where())
-		}
-		if uint64(e)&l2Zero != 0 && (img.hdr.Version < 3 || g.ExtendedL2) {
-			return corruptf("%s: zero flag in a version 2 or extended-L2 image", where())
-		}
-		off := e.Offset()
-		if off.InCluster(g) != 0 {
-			return corruptf("%s: host offset %#x not aligned to a cluster", where(), uint64(off))
-		}
-		host, has := img.hostOf(e)
-		if g.ExtendedL2 {
-			alloc, zero := s.b.Allocated(), s.b.ZeroBits()
-			if alloc&zero != 0 {
-				return corruptf("%s: subclusters %#x both allocated and reading as zero", where(), alloc&zero)
-			}
-			if alloc != 0 && !has {
-				return corruptf("%s: allocated subclusters %#x without a host cluster", where(), alloc)
-			}
-		}
-		if !has {
-			continue
-		}
-		end := fileEnd
+	}
+}
+
+func (img *Image) validateEntry(s slot, l2Off HostOffset, i L2Index, fileEnd, dataEnd uint64) error {
+	g := img.geo
+	e := s.e
+	where := func() string { return fmt.Sprintf("L2 table %#x index %d (entry %#016x)", uint64(l2Off), i, uint64(e)) }
+	if e.Compressed() {
 		if img.data != img.file {
-			end = dataEnd
+			return corruptf("%s: compressed cluster in an image with an external data file", where())
 		}
-		used := !e.Zero() && (!g.ExtendedL2 || s.b.Allocated() != 0)
-		if used && uint64(host) >= end {
-			return corruptf("%s: data cluster at %#x, past the end of the %d-byte file", where(), uint64(host), end)
+		off, _ := e.CompressedRange(g)
+		if off >= MaxHostOffset {
+			return corruptf("%s: compressed data offset beyond 2^56", where())
 		}
-		if img.data == img.file && host == 0 {
-			return corruptf("%s: data cluster points at the image header", where())
+		if uint64(off) >= fileEnd {
+			return corruptf("%s: compressed data at %#x, past the end of the %d-byte file", where(), uint64(off), fileEnd)
 		}
+		if g.ExtendedL2 && s.b != 0 {
+			return corruptf("%s: compressed cluster with a non-zero subcluster bitmap %#x", where(), uint64(s.b))
+		}
+		return nil
+	}
+	if e.Reserved() != 0 {
+		return corruptf("%s: reserved bits set", where())
+	}
+	if uint64(e)&l2Zero != 0 && (img.hdr.Version < 3 || g.ExtendedL2) {
+		return corruptf("%s: zero flag in a version 2 or extended-L2 image", where())
+	}
+	off := e.Offset()
+	if off.InCluster(g) != 0 {
+		return corruptf("%s: host offset %#x not aligned to a cluster", where(), uint64(off))
+	}
+	host, has := img.hostOf(e)
+	if g.ExtendedL2 {
+		alloc, zero := s.b.Allocated(), s.b.ZeroBits()
+		if alloc&zero != 0 {
+			return corruptf("%s: subclusters %#x both allocated and reading as zero", where(), alloc&zero)
+		}
+		if alloc != 0 && !has {
+			return corruptf("%s: allocated subclusters %#x without a host cluster", where(), alloc)
+		}
+	}
+	if !has {
+		return nil
+	}
+	end := fileEnd
+	if img.data != img.file {
+		end = dataEnd
+	}
+	used := !e.Zero() && (!g.ExtendedL2 || s.b.Allocated() != 0)
+	if used && uint64(host) >= end {
+		return corruptf("%s: data cluster at %#x, past the end of the %d-byte file", where(), uint64(host), end)
+	}
+	if img.data == img.file && host == 0 {
+		return corruptf("%s: data cluster points at the image header", where())
 	}
 	return nil
 }
@@ -177,9 +206,7 @@ func (b l2Backend) load(k HostCluster) (*l2Table, error) {
 	for i := range t.w {
 		t.w[i] = binary.BigEndian.Uint64(buf[i*8:])
 	}
-	if err := img.validateL2(t, off); err != nil {
-		return nil, err
-	}
+	img.validateL2(t, off)
 	return t, nil
 }
 

@@ -233,6 +233,9 @@ func (img *Image) mapRead(off, n uint64, ext []readExt) ([]readExt, []hostRange,
 		}
 		for pos < stop {
 			gc := GuestOffset(pos).Cluster(g)
+			if err := t.check(gc.L2Index(g)); err != nil {
+				return ext, nil, err
+			}
 			s := t.get(gc.L2Index(g))
 			in := GuestOffset(pos).InCluster(g)
 			cend := min(cs, in+(stop-pos))

@@ -164,13 +164,7 @@ func propRange(rng *rand.Rand, size, cs uint64) (uint64, uint64) {
 func runProperty(t *testing.T, cfg propConfig, ops int, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 42))
 	p, m := propSetup(t, cfg, rng)
-	open := func() *Image {
-		img, err := Open(p, OpenOptions{L2CacheBytes: int64(4 * m.cs)})
-		if err != nil {
-			t.Fatalf("open: %v", err)
-		}
-		return img
-	}
+	open := func() *Image { return openTestImage(t, p, OpenOptions{L2CacheBytes: int64(4 * m.cs)}) }
 	img := open()
 	defer func() { img.Close() }()
 	size := cfg.size

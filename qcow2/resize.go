@@ -82,6 +82,9 @@ func (img *Image) shrink(newSize, old uint64) error {
 			}
 			for pos := a; pos < b; pos += cs {
 				gc := GuestOffset(pos).Cluster(img.geo)
+				if err := t.check(gc.L2Index(img.geo)); err != nil {
+					return err
+				}
 				old := t.get(gc.L2Index(img.geo))
 				if old == (slot{}) {
 					continue

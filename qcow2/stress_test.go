@@ -81,10 +81,7 @@ func runStress(t *testing.T, opts string, withBacking bool) {
 		opts += ",backing_file=" + bp + ",backing_fmt=raw"
 	}
 	p := engCreate(t, dir, "s.qcow2", opts, fmt.Sprint(size))
-	img, err := Open(p, OpenOptions{L2CacheBytes: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := openTestImage(t, p, OpenOptions{L2CacheBytes: 64 << 10})
 	cs := img.geo.ClusterSize()
 	backingAt := func(off, n uint64) []byte {
 		out := make([]byte, n)

@@ -154,6 +154,9 @@ outer:
 				stop = pos
 				break
 			}
+			if err := t.check(gc.L2Index(g)); err != nil {
+				return plan, nil, err
+			}
 			in := GuestOffset(pos).InCluster(g)
 			w := cwrite{gc: gc, l2: key, from: in, to: min(cs, in+(stop-pos)), old: t.get(gc.L2Index(g))}
 			img.decide(&w)

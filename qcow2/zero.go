@@ -143,6 +143,9 @@ func (img *Image) zeroInTable(l1i L1Index, from, to uint64, unmap bool, fallback
 		next := min(to, uint64(gc.Offset(g))+cs)
 		var old slot
 		if t != nil {
+			if err := t.check(gc.L2Index(g)); err != nil {
+				return fallback, err
+			}
 			old = t.get(gc.L2Index(g))
 		}
 		nw, free, fb := img.zeroSlot(old, in, in+(next-pos), unmap, v2)
