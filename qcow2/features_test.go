@@ -306,7 +306,11 @@ func (h *countingHooks) RefTableGrown(uint64)         { h.mu.Lock(); h.grown++; 
 func (h *countingHooks) CacheAccess(CacheKind, bool)  { h.mu.Lock(); h.accesses++; h.mu.Unlock() }
 func (h *countingHooks) CacheEviction(CacheKind)      { h.mu.Lock(); h.evictions++; h.mu.Unlock() }
 func (h *countingHooks) Flushed(time.Duration)        { h.mu.Lock(); h.flushes++; h.mu.Unlock() }
-func (h *countingHooks) StateChanged(s State)         { h.mu.Lock(); h.states = append(h.states, s); h.mu.Unlock() }
+func (h *countingHooks) StateChanged(s State) {
+	h.mu.Lock()
+	h.states = append(h.states, s)
+	h.mu.Unlock()
+}
 
 // TestHooksAndLazyRefcounts: hooks see allocations by kind, frees, flushes, cache traffic,
 // reftable growth and state changes; with lazy refcounts the dirty bit is on disk before the
