@@ -153,8 +153,9 @@ func (l qcow2Layer) mapLayer(off, n uint64) ([]Extent, error) {
 
 func (l qcow2Layer) chain(depth int) []LayerInfo {
 	img := l.img
+	h := img.Header()
 	out := []LayerInfo{{Filename: img.path, Format: "qcow2", VirtualSize: img.Size(), Depth: depth,
-		BackingFile: img.hdr.BackingFile, BackingFormat: img.hdr.Extensions.BackingFormat}}
+		BackingFile: h.BackingFile, BackingFormat: h.Extensions.BackingFormat}}
 	if img.backing != nil {
 		out = append(out, img.backing.chain(depth+1)...)
 	}

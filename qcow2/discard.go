@@ -35,7 +35,7 @@ func (img *Image) discard(off, n uint64) error {
 	if a >= b {
 		return nil
 	}
-	if img.hdr.DataFileRaw() {
+	if img.dataRaw {
 		hp, ok := img.data.(HolePuncher)
 		if !ok {
 			return nil

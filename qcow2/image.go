@@ -66,6 +66,8 @@ type Image struct {
 	fileSize  uint64 // image file size at open
 	dataSize  uint64 // data file size at open
 	snapshot  *Snapshot
+	ctype     uint8 // compression type
+	dataRaw   bool  // the external data file is a consistent raw image (data_file_raw)
 	closeOnce sync.Once
 	closeErr  error
 
@@ -155,6 +157,11 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 		img.log = slog.New(slog.DiscardHandler)
 	}
 	img.readOnly = o.ReadOnly || o.Snapshot != ""
+	if o.File.Direct {
+		// Guest requests and metadata updates are not aligned to the logical block size,
+		// which O_DIRECT requires; until the engine aligns them, refuse clearly.
+		return nil, fmt.Errorf("%w: O_DIRECT (cache=none/directsync) is not supported yet", ErrUnsupported)
+	}
 	hdr, err := ReadHeader(s)
 	if err != nil {
 		return nil, err
@@ -172,6 +179,8 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 	}
 	img.hdr = *hdr
 	img.geo = hdr.Geometry()
+	img.ctype = hdr.CompressionType
+	img.dataRaw = hdr.DataFileRaw()
 	img.size.Store(hdr.Size)
 	fsz, err := s.Size()
 	if err != nil {

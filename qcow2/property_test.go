@@ -236,6 +236,12 @@ func runProperty(t *testing.T, cfg propConfig, ops int, seed uint64) {
 	if code, out := engQemuCheck(t, p); code != 0 {
 		fail("qemu-img check: exit %d\n%s", code, out)
 	}
+	ro, err := Open(p, OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engCompareMap(t, ro, p)
+	ro.Close()
 	shadow := filepath.Join(t.TempDir(), "shadow.raw")
 	if err := os.WriteFile(shadow, m.shadow, 0o644); err != nil {
 		t.Fatal(err)

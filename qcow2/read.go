@@ -93,7 +93,7 @@ func (img *Image) readCompressed(dst []byte, host HostOffset, clen uint64) error
 	if n == 0 && err != nil {
 		return fmt.Errorf("qcow2: read compressed cluster at %#x: %w", uint64(host), err)
 	}
-	return decompress(img.hdr.CompressionType, src[:n], dst)
+	return decompress(img.ctype, src[:n], dst)
 }
 
 var clusterPools sync.Map // cluster size -> *sync.Pool of *[]byte

@@ -83,6 +83,7 @@ func runStress(t *testing.T, opts string, withBacking bool) {
 	p := engCreate(t, dir, "s.qcow2", opts, fmt.Sprint(size))
 	img := openTestImage(t, p, OpenOptions{L2CacheBytes: 64 << 10})
 	cs := img.geo.ClusterSize()
+	v3 := img.Header().Version >= 3
 	backingAt := func(off, n uint64) []byte {
 		out := make([]byte, n)
 		if off < uint64(len(base)) {
@@ -197,7 +198,7 @@ func runStress(t *testing.T, opts string, withBacking bool) {
 							return
 						}
 						copy(m[a:a+cs], backingAt(lo+a, cs))
-						if img.hdr.Version >= 3 || base == nil {
+						if v3 || base == nil {
 							clear(m[a : a+cs])
 						}
 					}

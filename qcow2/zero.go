@@ -31,7 +31,7 @@ func (img *Image) writeZeroes(off, n uint64, unmap bool) error {
 	if n == 0 {
 		return nil
 	}
-	if img.hdr.DataFileRaw() {
+	if img.dataRaw {
 		// The data file must stay a consistent raw image: zeros go into it.
 		return img.writeZeroBytes(off, n, true)
 	}
