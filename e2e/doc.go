@@ -1,0 +1,37 @@
+// Package e2e holds qnbd's black-box end-to-end suite: it builds the qnbd and qnbd-img
+// binaries once per test run and drives them with the clients users run against qemu-nbd
+// (libnbd through the e2e/libnbd binding, qemu-io, qemu-img, nbdinfo, nbdcopy, fio,
+// go-nbd, Prometheus), using QEMU's own tools and qemu-nbd as the oracles.
+//
+// The package has no non-test code beyond this file. Every test starts its own qnbd
+// processes on Unix sockets in t.TempDir() (or on 127.0.0.1 with a free port where TCP
+// matters), waits until the socket accepts a connection, and stops the server with SIGTERM,
+// requiring exit status 0 and a clean `qemu-img check` on every image it wrote.
+//
+// # What is covered
+//
+//	libnbd_test.go      many requests in flight, structured reads, block status, FUA,
+//	                    flush, multi-conn (several handles, flush on one, read on another)
+//	readonly_test.go    every corpus image served with -r equals qemu's view of it
+//	                    (qemu-img compare, nbdinfo --map vs qemu-nbd), snapshots with -l
+//	script_test.go      qemu-io write/zero/discard/flush scripts through qnbd leave the
+//	                    same bytes as the same script run by qemu-io on the image
+//	nbdinfo_test.go     nbdinfo --json/--can/--list and go-nbd's client.List
+//	fio_test.go         fio --ioengine=nbd random writes over several connections
+//	copy_test.go        nbdcopy and qemu-img convert to and from qnbd
+//	crash_test.go       kill -9 during writes, restart, flushed data reads back
+//	prometheus_test.go  a real Prometheus scrapes --metrics-addr during a growing workload
+//
+// # Concurrency
+//
+// Tests that only read shared corpus images, or that work on their own copies in their own
+// temporary directories, run in parallel (t.Parallel). Shared corpus images are never
+// written: writers work on corpus.Copy copies.
+//
+// # Race detector
+//
+// When the test binary is built with -race, qnbd and qnbd-img are built with -race too, so
+// that real clients drive a race-instrumented server; a race report makes qnbd exit with a
+// non-zero status, which the stop check turns into a failure. QNBD_E2E_RACE=0 builds them
+// without the detector.
+package e2e

@@ -1,0 +1,54 @@
+// TestMain: build bin/qnbd and bin/qnbd-img from the current tree once per test run.
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// Paths of the binaries under test, set by TestMain.
+var (
+	qnbdBin    string
+	qnbdImgBin string
+	// binRace reports whether the binaries were built with the race detector.
+	binRace bool
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "qnbd-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binRace = raceEnabled && os.Getenv("QNBD_E2E_RACE") != "0"
+	qnbdBin = filepath.Join(dir, "qnbd")
+	qnbdImgBin = filepath.Join(dir, "qnbd-img")
+	for bin, pkg := range map[string]string{
+		qnbdBin:    "github.com/qnbd/qnbd/cmd/qnbd",
+		qnbdImgBin: "github.com/qnbd/qnbd/cmd/qnbd-img",
+	} {
+		args := []string{"build", "-o", bin}
+		if binRace {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, pkg)...).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: go build %s: %v\n%s", pkg, err, out)
+			return 1
+		}
+	}
+	if alt := os.Getenv("QNBD_E2E_SERVER"); alt != "" {
+		// Validate the suite against another server (qemu-nbd): tests of qnbd's own flags
+		// fail, every other test should pass.
+		qnbdBin = alt
+	}
+	return m.Run()
+}

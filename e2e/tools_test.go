@@ -1,0 +1,129 @@
+// Running the external tools (qemu-img, qemu-io, nbdinfo, nbdcopy, fio, qnbd-img) and the
+// image checks every writing test ends with.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qnbd/qnbd/internal/corpus"
+)
+
+// toolTimeout bounds one tool invocation.
+const toolTimeout = 3 * time.Minute
+
+// result is a finished command.
+type result struct {
+	Code           int
+	Stdout, Stderr string
+}
+
+// runCode runs argv and returns its exit code and output; it fails the test only when the
+// command cannot run at all or times out.
+func runCode(t *testing.T, argv ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{Stdout: stdout.String(), Stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("%q timed out after %v\nstdout:\n%s\nstderr:\n%s", argv, toolTimeout, r.Stdout, r.Stderr)
+	case errors.As(err, &ee):
+		r.Code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("%q: %v", argv, err)
+	}
+	return r
+}
+
+// run runs argv, fails the test unless it exits 0, and returns its standard output.
+func run(t *testing.T, argv ...string) string {
+	t.Helper()
+	r := runCode(t, argv...)
+	if r.Code != 0 {
+		t.Fatalf("%q exited %d\nstdout:\n%s\nstderr:\n%s", argv, r.Code, r.Stdout, r.Stderr)
+	}
+	return r.Stdout
+}
+
+// requireClean requires `qemu-img check` exit 0 with no leaks, corruptions or errors on a
+// qcow2 image the test wrote.
+func requireClean(t *testing.T, path string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	defer cancel()
+	r, err := corpus.Check(ctx, path, corpus.CheckOptions{Format: "qcow2"})
+	if err != nil {
+		t.Fatalf("qemu-img check %s: %v", path, err)
+	}
+	if !r.Clean() {
+		t.Errorf("qemu-img check %s: exit %d, %d corruptions, %d leaks, %d check errors\n%s",
+			path, r.ExitCode, r.Corruptions, r.Leaks, r.CheckErrors, r.Stderr)
+	}
+}
+
+// requireSame requires qemu-img compare to find a and b identical (formats "" to probe).
+func requireSame(t *testing.T, a, fa, b, fb string) {
+	t.Helper()
+	args := []string{"qemu-img", "compare"}
+	if fa != "" {
+		args = append(args, "-f", fa)
+	}
+	if fb != "" {
+		args = append(args, "-F", fb)
+	}
+	r := runCode(t, append(args, a, b)...)
+	if r.Code != 0 {
+		t.Errorf("qemu-img compare %s %s: exit %d\n%s%s", a, b, r.Code, r.Stdout, r.Stderr)
+	}
+}
+
+// newRaw creates a sparse raw file of size bytes.
+func newRaw(t *testing.T, dir string, size int64) string {
+	t.Helper()
+	p := filepath.Join(dir, "disk.raw")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// newQcow2 creates an empty qcow2 image with qemu-img create -o opts (may be "").
+func newQcow2(t *testing.T, dir string, size string, opts string) string {
+	t.Helper()
+	p := filepath.Join(dir, "disk.qcow2")
+	args := []string{"qemu-img", "create", "-q", "-f", "qcow2"}
+	if opts != "" {
+		args = append(args, "-o", opts)
+	}
+	run(t, append(args, p, size)...)
+	return p
+}
+
+// lines splits output into non-empty lines.
+func lines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
