@@ -152,6 +152,8 @@ func Check(path string, mode RepairMode) (*CheckResult, error) {
 // The error is non-nil when the check could not complete (the header is invalid, metadata
 // could not be read, a repair failed, or RepairLeaks met an image that needs a rebuild:
 // ErrNeedRebuild). The result is then still returned, as far as it got, when there is one.
+// The image must not be open (as an Image, here or in another process) while it is checked:
+// the check reads, and a repair writes, the file directly.
 // Memory use is bounded by the file size: in-memory counts are sparse, and tables are read
 // only where they lie inside the file.
 func CheckStorage(s Storage, mode RepairMode) (*CheckResult, error) {

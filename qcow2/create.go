@@ -8,7 +8,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // CreateOptions are the qemu-img create -o options qnbd supports.
@@ -78,6 +77,14 @@ func Create(path string, o CreateOptions) error {
 	if _, err := planCreate(o); err != nil { // the size may have come from the backing file
 		return err
 	}
+	var dp string
+	if o.DataFile != "" {
+		// Resolved as Open resolves it, so that the image finds the file Create made.
+		var err error
+		if dp, err = resolveBackingName(dir, o.DataFile); err != nil {
+			return fmt.Errorf("qcow2: data file: %w", err)
+		}
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("qcow2: create %s: %w", path, err)
@@ -85,10 +92,6 @@ func Create(path string, o CreateOptions) error {
 	s := NewFileStorage(f)
 	var data *FileStorage
 	if o.DataFile != "" {
-		dp := o.DataFile
-		if !filepath.IsAbs(dp) {
-			dp = filepath.Join(dir, dp)
-		}
 		df, err := os.OpenFile(dp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
 			f.Close()
@@ -119,12 +122,11 @@ func Create(path string, o CreateOptions) error {
 // backingSizeForCreate checks that the backing file exists and returns its virtual size: the
 // header's size for qcow2, the file's length for raw (qemu-img opens it with the format given).
 func backingSizeForCreate(dir, name, format string) (uint64, error) {
-	if strings.HasPrefix(name, "json:") || strings.Contains(name, "://") {
-		return 0, fmt.Errorf("%w: backing file %q: only plain file names are supported", ErrUnsupported, name)
-	}
-	p := name
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(dir, p)
+	// Resolved as Open resolves it (relative to the image's directory; json: and protocol
+	// names refused).
+	p, err := resolveBackingName(dir, name)
+	if err != nil {
+		return 0, err
 	}
 	s, err := OpenFile(p, FileOptions{ReadOnly: true})
 	if err != nil {

@@ -280,7 +280,9 @@ func TestCreateRefuses(t *testing.T) {
 		{"backing-missing", CreateOptions{Size: 1 << 20, BackingFile: "nope.qcow2", BackingFormat: "qcow2"}, "nope.qcow2"},
 		{"backing-missing-no-size", CreateOptions{BackingFile: "nope.qcow2", BackingFormat: "qcow2"}, "nope.qcow2"},
 		{"backing-no-format", CreateOptions{BackingFile: "base.qcow2"}, "detected format: qcow2"},
-		{"backing-json", CreateOptions{Size: 1 << 20, BackingFile: `json:{"file":"x"}`, BackingFormat: "qcow2"}, "plain file names"},
+		{"backing-json", CreateOptions{Size: 1 << 20, BackingFile: `json:{"file":"x"}`, BackingFormat: "qcow2"}, "json:"},
+		{"backing-protocol", CreateOptions{Size: 1 << 20, BackingFile: "nbd://127.0.0.1/x", BackingFormat: "raw"}, "protocol"},
+		{"datafile-protocol", CreateOptions{Size: 1 << 20, DataFile: "nbd://127.0.0.1/x"}, "protocol"},
 		{"backing-and-datafile", CreateOptions{Size: 1 << 20, BackingFile: "base.qcow2", BackingFormat: "qcow2", DataFile: "d"}, "data file"},
 		{"backing-name-too-long", CreateOptions{Size: 1 << 20, BackingFile: strings.Repeat("a", 1024), BackingFormat: "raw"}, "1023"},
 	}
