@@ -24,10 +24,12 @@ const readBufferSize = 16 << 10
 
 type conn struct {
 	// Immutable after newConn.
-	srv    *Server
-	nc     net.Conn
-	remote string
-	closed chan struct{} // closed by abort
+	srv       *Server
+	nc        net.Conn
+	remote    string
+	closed    chan struct{} // closed by abort
+	finish    func()        // asks the writer to close once queued replies are out; idempotent
+	finishReq chan struct{}
 
 	// Owned by the serving goroutine (handshake, then the request reader).
 	br      *bufio.Reader
@@ -47,25 +49,28 @@ type conn struct {
 	workers    sync.WaitGroup // Add only by the reader goroutine
 
 	// Guarded by mu.
-	mu        sync.Mutex
-	phase     connPhase
-	shutting  bool // Shutdown asked this connection to wind down
-	inflight  int  // requests handed to workers whose reply is not yet queued
-	finishing bool // the close sentinel was queued to the writer
-	outClosed bool // c.out is closed; sends to it happen only with mu held or on the reader
+	mu       sync.Mutex
+	phase    connPhase
+	shutting bool // Shutdown asked this connection to wind down
+	inflight int  // requests handed to workers whose reply is not yet queued
 
 	abortOnce sync.Once
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{
-		srv:     s,
-		nc:      nc,
-		remote:  nc.RemoteAddr().String(),
-		closed:  make(chan struct{}),
-		br:      bufio.NewReaderSize(nc, readBufferSize),
-		scratch: make([]byte, 0, 512),
+	c := &conn{
+		srv:       s,
+		nc:        nc,
+		remote:    nc.RemoteAddr().String(),
+		closed:    make(chan struct{}),
+		finishReq: make(chan struct{}),
+		br:        bufio.NewReaderSize(nc, readBufferSize),
+		scratch:   make([]byte, 0, 512),
 	}
+	// finish never blocks: the writer sees finishReq, sends what is queued, then closes. By
+	// then every request in flight has queued its reply (finish is called when none is left).
+	c.finish = sync.OnceFunc(func() { close(c.finishReq) })
+	return c
 }
 
 // serve runs the connection to its end. A panic anywhere on this goroutine is logged with its
@@ -116,19 +121,6 @@ func (c *conn) beginShutdown() {
 	}
 }
 
-// finish queues the close sentinel behind every reply already queued, once. The send
-// happens with mu held so that it cannot race with endTransmission closing c.out; the writer
-// never takes mu, so the send always completes.
-func (c *conn) finish() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.finishing || c.outClosed {
-		return
-	}
-	c.finishing = true
-	c.out <- &reply{closeConn: true}
-}
-
 // startTransmission records the negotiated state and starts the writer.
 func (c *conn) startTransmission(x *export, n *negotiation) {
 	c.x = x
@@ -165,10 +157,7 @@ func (c *conn) endTransmission() {
 		return
 	}
 	c.workers.Wait()
-	c.mu.Lock()
-	c.outClosed = true
 	close(c.out)
-	c.mu.Unlock()
 	<-c.writerDone
 	if c.hooks != nil {
 		c.hooks.ConnClosed()

@@ -270,3 +270,29 @@ func TestConfigErrors(t *testing.T) {
 		ln.Close()
 	}
 }
+
+// A client that never reads its replies cannot make Shutdown overstay its context.
+func TestShutdownWithClientNotReading(t *testing.T) {
+	ts := startServer(t, Config{MaxInFlight: 4})
+	c := ts.connect(clientOpts{})
+	c.wantErrno(c.writeAt(0, pattern(testSize, 3), 0), 0)
+	var b []byte
+	for range 2000 {
+		b = AppendRequest(b, Request{Type: CmdRead, Length: testSize, Cookie: 1}, false)
+	}
+	go func() {
+		c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		c.nc.Write(b) // blocks once the server stops reading
+	}()
+	time.Sleep(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := ts.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Shutdown took %v", d)
+	}
+	ts.waitConns(0)
+}

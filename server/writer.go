@@ -44,8 +44,6 @@ type reply struct {
 	buf  *[]byte // pooled data buffer, returned after the write
 	cost int64   // budget bytes to release after the write
 	slot bool    // the reply holds a budget slot
-
-	closeConn bool // sentinel: close the socket after everything queued before it
 }
 
 // maxPooledArena keeps replies that built large block-status payloads out of the pool.
@@ -59,6 +57,7 @@ func freeReply(r *reply) {
 	if cap(r.hdr) > maxPooledArena {
 		return
 	}
+	clear(r.segs) // drop references to data buffers
 	*r = reply{hdr: r.hdr[:0], segs: r.segs[:0]}
 	replyPool.Put(r)
 }
@@ -78,22 +77,50 @@ func (r *reply) cutHdr() {
 
 // writeLoop owns the socket's write side. Replies go out whole, in the order queued (which
 // need not be request order). Replies already waiting are coalesced into one vectored write,
-// up to maxBatch replies or maxBatchBytes. After a write error it stops writing but keeps
-// draining so that workers never block and buffers return to their pools.
+// up to maxBatch replies or maxBatchBytes. When finish is requested it writes what is queued,
+// then closes the socket. After a write error, or once closed, it stops writing but keeps
+// draining until c.out is closed, so that workers never block and buffers return to their
+// pools.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	var vec net.Buffers
 	var batch []*reply
 	dead := false
-	for r := range c.out {
+	finishReq := c.finishReq
+	for {
+		var r *reply
+		select {
+		case r = <-c.out:
+		case <-finishReq:
+			finishReq = nil
+			for {
+				select {
+				case r := <-c.out:
+					if r != nil {
+						batch = append(batch, r)
+						continue
+					}
+				default:
+				}
+				break
+			}
+			c.flush(batch, &vec, dead)
+			batch = batch[:0]
+			dead = true
+			c.abort()
+			continue
+		}
+		if r == nil {
+			return // c.out closed: every worker is done
+		}
 		batch = append(batch[:0], r)
 		size := r.size()
 	fill:
-		for len(batch) < maxBatch && size < maxBatchBytes && !r.closeConn {
+		for len(batch) < maxBatch && size < maxBatchBytes {
 			select {
-			case r = <-c.out:
+			case r := <-c.out:
 				if r == nil {
-					break fill // closed
+					break fill
 				}
 				batch = append(batch, r)
 				size += r.size()
@@ -101,44 +128,39 @@ func (c *conn) writeLoop() {
 				break fill
 			}
 		}
-		vec = vec[:0]
-		closeAfter := false
-		for _, r := range batch {
-			if r.closeConn {
-				closeAfter = true
-				continue
-			}
-			r.cutHdr()
-			for _, s := range r.segs {
-				if s.data != nil {
-					vec = append(vec, s.data)
-				} else {
-					vec = append(vec, r.hdr[s.lo:s.hi])
-				}
-			}
-		}
-		if !dead && len(vec) > 0 {
-			v := vec // WriteTo consumes its receiver
-			if _, err := v.WriteTo(c.nc); err != nil {
-				dead = true
-				c.srv.log.Debug("nbd: write failed; closing", "remote", c.remote, "err", err)
-				c.abort()
-			}
-		}
-		clear(vec[:cap(vec)])
-		for _, r := range batch {
-			if r.closeConn {
-				freeReply(r)
+		dead = c.flush(batch, &vec, dead)
+		batch = batch[:0]
+	}
+}
+
+// flush writes a batch of replies in one vectored write (unless the socket is dead) and
+// releases them; it returns whether the socket is dead.
+func (c *conn) flush(batch []*reply, vec *net.Buffers, dead bool) bool {
+	*vec = (*vec)[:0]
+	for _, r := range batch {
+		r.cutHdr()
+		for _, s := range r.segs {
+			if s.data != nil {
+				*vec = append(*vec, s.data)
 			} else {
-				c.release(r)
+				*vec = append(*vec, r.hdr[s.lo:s.hi])
 			}
 		}
-		clear(batch)
-		if closeAfter {
+	}
+	if !dead && len(*vec) > 0 {
+		v := *vec // WriteTo consumes its receiver
+		if _, err := v.WriteTo(c.nc); err != nil {
 			dead = true
+			c.srv.log.Debug("nbd: write failed; closing", "remote", c.remote, "err", err)
 			c.abort()
 		}
 	}
+	clear((*vec)[:cap(*vec)])
+	for _, r := range batch {
+		c.release(r)
+	}
+	clear(batch)
+	return dead
 }
 
 // Limits of one coalesced write.
