@@ -40,8 +40,9 @@
 // one option's strings (4 KiB each) besides its 16 KiB read buffer.
 //
 // Lock order: Server.mu before conn.mu. conn.mu guards the shutdown state and the count of
-// requests in flight; the writer never takes it, so sending the close sentinel to the writer
-// with conn.mu held cannot deadlock. budget.mu is a leaf.
+// requests in flight, and is never held while blocking; budget.mu is a leaf. The writer takes
+// no lock: it is told to close through a channel closed once (conn.finish), after which it
+// writes what is queued and closes the socket.
 //
 // # Ordering and durability
 //

@@ -64,7 +64,15 @@ func (c *conn) handshake() (x *export, n *negotiation, ok bool) {
 		c.nc.SetDeadline(time.Now().Add(lim))
 	}
 	n = &negotiation{}
-	x, err := c.negotiate(n)
+	var x *export
+	var err error
+	if s.shuttingDown() {
+		// Shutdown began before this connection's deadline was set; its read-deadline
+		// wake-up may have been overwritten above.
+		err = errShutdown
+	} else {
+		x, err = c.negotiate(n)
+	}
 	res := c.classify(err)
 	name := ""
 	if x != nil {
