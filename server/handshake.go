@@ -64,7 +64,6 @@ func (c *conn) handshake() (x *export, n *negotiation, ok bool) {
 		c.nc.SetDeadline(time.Now().Add(lim))
 	}
 	n = &negotiation{}
-	var x *export
 	var err error
 	if s.shuttingDown() {
 		// Shutdown began before this connection's deadline was set; its read-deadline
