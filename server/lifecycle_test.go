@@ -112,13 +112,15 @@ func TestOptionsDuringShutdown(t *testing.T) {
 		if err := s.init(); err != nil {
 			t.Fatal(err)
 		}
-		s.inShutdown.Store(true)
 		cl, sv := net.Pipe()
 		c := newConn(s, sv)
 		done := make(chan struct{})
 		go func() { defer close(done); c.serve() }()
 		tc2 := newClient(t, cl)
 		tc2.sendFlags(FlagCFixedNewstyle)
+		// Shutdown begins while the server waits for the next option (without the
+		// read-deadline wake-up, so that the option still arrives).
+		s.inShutdown.Store(true)
 		var p []byte
 		if tc.opt == OptGo {
 			p = infoPayload("")
