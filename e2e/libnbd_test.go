@@ -5,6 +5,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 	"testing"
 
@@ -13,6 +14,9 @@ import (
 
 // writableFormats are the image formats the writing libnbd tests run on.
 var writableFormats = []string{"raw"}
+
+// formatServed reports whether format is in writableFormats.
+func formatServed(format string) bool { return slices.Contains(writableFormats, format) }
 
 // newImage creates an empty image of the given format and size (MiB) for a writing test.
 // qcow2 images use 64 KiB clusters unless opts says otherwise.

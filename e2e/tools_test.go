@@ -127,3 +127,6 @@ func lines(s string) []string {
 	}
 	return out
 }
+
+// mkdirAll creates directory d and its parents.
+func mkdirAll(d string) error { return os.MkdirAll(d, 0o755) }
