@@ -75,16 +75,14 @@ func (img *Image) unpin(id uint64) {
 // entry is cleared on disk before the count drops (QEMU orders the same with a cache
 // dependency, refcounts on L2, which with interleaved allocations costs two syncs per
 // switch; batching keeps one direction only). Until then the clusters stay allocated, so
-// nothing can reuse them early. Bytes the guest discarded are deallocated in the host file
-// at once: no reference to them will ever be read as data again.
+// nothing can reuse them early. With punch, the bytes of clusters whose refcount reaches 0
+// are deallocated in the host file then; a cluster still counted elsewhere (shared with a
+// snapshot, or holding other compressed clusters) keeps its bytes.
 func (img *Image) freeClusters(c HostCluster, n ClusterCount, punch bool) {
 	if img.alloc == nil || n == 0 {
 		return
 	}
-	if punch {
-		img.punchHost(img.file, c.Offset(img.geo), img.geo.Bytes(n))
-	}
-	img.deferred = append(img.deferred, deferredFree{c, n, false})
+	img.deferred = append(img.deferred, deferredFree{c, n, punch})
 	if len(img.deferred) >= maxPendingFrees {
 		if err := img.applyFrees(); err != nil {
 			img.log.Warn("qcow2: applying batched frees failed; they stay pending", "err", err)
