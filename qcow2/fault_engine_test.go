@@ -91,4 +91,3 @@ func faultCheck(t *testing.T, name, dir string, s *memstore.Store) {
 		t.Fatalf("%s: qemu-img check exit %d\n%s", name, code, out)
 	}
 }
-
