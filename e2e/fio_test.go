@@ -78,6 +78,7 @@ group_reporting
 verify=crc32c
 verify_backlog=64
 verify_fatal=1
+verify_state_save=0
 do_verify=1
 [disjoint]
 `)
