@@ -87,10 +87,12 @@ func TestNbdinfoMatchesQemuNBD(t *testing.T) {
 		} {
 			t.Run(format+"/"+name, func(t *testing.T) {
 				t.Parallel()
+				// Each server gets its own image: QEMU locks an image it opens for writing.
 				img := newImage(t, format, 16, "")
-				args := append(append([]string{"-f", format}, flags...), img)
-				q := startQnbd(t, serverConfig{Args: args})
-				ref := startQemuNBD(t, serverConfig{Args: args})
+				refImg := newImage(t, format, 16, "")
+				args := append([]string{"-f", format}, flags...)
+				q := startQnbd(t, serverConfig{Args: append(args, img)})
+				ref := startQemuNBD(t, serverConfig{Args: append(slices.Clip(args), refImg)})
 
 				got, want := nbdinfo(t, q.URI("disk")), nbdinfo(t, ref.URI("disk"))
 				if len(got.Exports) != 1 || len(want.Exports) != 1 {
