@@ -1,0 +1,97 @@
+// Backend: the qcow2 image as a server.Backend (size, read, write, flush, close).
+package qcow2export
+
+import (
+	"context"
+	"os"
+	"sync"
+
+	"github.com/qnbd/qnbd/qcow2"
+	"github.com/qnbd/qnbd/server"
+)
+
+// Options select qemu-nbd's per-export behaviour.
+type Options struct {
+	// Discard is --discard=unmap: TRIM deallocates, and WRITE_ZEROES without NO_HOLE may
+	// deallocate. Without it TRIM does nothing and zeroing keeps clusters allocated.
+	Discard bool
+	// Path is the image file's name, used once to detect metadata preallocation the way QEMU
+	// does (block status then looks for holes in the host file under data clusters). Empty
+	// skips the detection.
+	Path string
+}
+
+// Backend serves one open qcow2 image. It implements server.Backend, server.Trimmer,
+// server.Zeroer, server.Cacher, server.BlockStatuser and server.DepthStatuser.
+type Backend struct {
+	img  *qcow2.Image
+	opts Options
+
+	preallocOnce sync.Once
+	prealloc     bool // QEMU's metadata_preallocation: see prealloc.go
+
+	mu    sync.RWMutex        // guards hosts; held shared while a host file is in use
+	hosts map[string]*os.File // host files opened for SEEK_DATA/SEEK_HOLE; nil after Close
+}
+
+// Interfaces the server looks for.
+var (
+	_ server.Backend       = (*Backend)(nil)
+	_ server.Trimmer       = (*Backend)(nil)
+	_ server.Zeroer        = (*Backend)(nil)
+	_ server.Cacher        = (*Backend)(nil)
+	_ server.BlockStatuser = (*Backend)(nil)
+	_ server.DepthStatuser = (*Backend)(nil)
+)
+
+// New returns a Backend over img. The caller keeps ownership of img: Close releases only the
+// Backend's own files, and img.Close must follow it.
+func New(img *qcow2.Image, o Options) *Backend {
+	return &Backend{img: img, opts: o, hosts: map[string]*os.File{}}
+}
+
+// Image returns the image being served.
+func (b *Backend) Image() *qcow2.Image { return b.img }
+
+// Size is the virtual disk size.
+func (b *Backend) Size() uint64 { return b.img.Size() }
+
+// ReadAt fills p from off.
+func (b *Backend) ReadAt(_ context.Context, p []byte, off uint64) error {
+	_, err := b.img.ReadAt(p, int64(off))
+	return classify(err)
+}
+
+// WriteAt writes p at off; with fua the image is flushed before it returns.
+func (b *Backend) WriteAt(_ context.Context, p []byte, off uint64, fua bool) error {
+	if _, err := b.img.WriteAt(p, int64(off)); err != nil {
+		return classify(err)
+	}
+	return b.fua(fua)
+}
+
+// Flush makes every write that has returned durable.
+func (b *Backend) Flush(context.Context) error { return classify(b.img.Flush()) }
+
+// fua flushes when a request asked for Force Unit Access. QEMU's qcow2 driver has no native
+// FUA either: its block layer emulates it with a flush after the write.
+func (b *Backend) fua(fua bool) error {
+	if !fua {
+		return nil
+	}
+	return classify(b.img.Flush())
+}
+
+// Close releases the host files the Backend opened for block status. It does not close the
+// image.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.hosts {
+		if f != nil {
+			f.Close()
+		}
+	}
+	b.hosts = nil
+	return nil
+}

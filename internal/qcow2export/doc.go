@@ -1,0 +1,40 @@
+// Package qcow2export serves a qcow2 image over NBD: it adapts *qcow2.Image to server.Backend
+// and to the optional interfaces the server looks for (Trimmer, Zeroer, Cacher, BlockStatuser,
+// DepthStatuser), with qemu-nbd's semantics for each command so that qnbd answers a client as
+// qemu-nbd would on the same image.
+//
+// # Commands
+//
+//	READ          Image.ReadAt
+//	WRITE         Image.WriteAt; with FUA, then Image.Flush (the engine has no cheaper
+//	              per-request durable path; with WriteThrough it already flushed)
+//	FLUSH         Image.Flush
+//	TRIM          Image.Discard when Options.Discard (--discard=unmap), else nothing; the
+//	              server advertises TRIM only in that mode, as qemu-nbd does
+//	WRITE_ZEROES  Image.WriteZeroes, deallocating (unmap) only without NO_HOLE and with
+//	              Options.Discard; FAST_ZERO succeeds only when the engine will change
+//	              metadata alone, else ENOTSUP before anything is written
+//	CACHE         reads the allocated parts of the range (data and compressed clusters,
+//	              in any layer) and drops the bytes: a prefetch into the host page cache
+//	BLOCK_STATUS  base:allocation and qemu:allocation-depth from Image.Map, worded as QEMU's
+//	              block layer words them (see status.go)
+//
+// # Errors
+//
+// Engine errors become errors that match exactly one syscall errno with errors.Is, which the
+// server turns into an NBD errno: ErrReadOnly is EPERM, ErrNoSpace ENOSPC, ErrOutOfRange
+// EINVAL, ErrClosed ESHUTDOWN, ErrCorrupt and everything else EIO (errors.go).
+//
+// # Concurrency
+//
+// A Backend is safe for concurrent use, as the Image under it is. Its own state is the lazily
+// made metadata-preallocation decision (a sync.Once) and the host files it opens for
+// SEEK_DATA/SEEK_HOLE (a mutex, never held while calling the engine). Lock order: the
+// engine's locks are never held while a Backend lock is taken, and vice versa.
+//
+// # Direct I/O
+//
+// DirectOpener is a qcow2.OpenOptions.Opener for cache=none and cache=directsync: host files
+// opened with O_DIRECT behind a Storage that aligns every request to 4 KiB, reading and
+// rewriting the edge blocks of unaligned writes under per-block locks (direct.go).
+package qcow2export
