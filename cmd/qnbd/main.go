@@ -1,4 +1,4 @@
-// Command qnbd serves raw and qcow2 disk images over NBD with qemu-nbd's command line.
+// Entry point: run the command line and exit with its status.
 package main
 
 import "os"

@@ -1,0 +1,14 @@
+// Command qnbd serves raw and qcow2 disk images over NBD. Its command line is qemu-nbd's, so a
+// script written for qemu-nbd runs unchanged: the same short and long options (getopt_long
+// rules: grouped short flags, --opt=val and --opt val, unique prefixes, operands anywhere),
+// the same defaults (port 10809 on 0.0.0.0, export name "", one shared connection, exit when
+// the last client leaves unless -t), the same checks and, where they matter, the same
+// messages. Options qnbd cannot honour (-c/-d, -L, -B, -o, TLS) are refused with one line.
+// qnbd adds --export NAME=FILE[,...] for more images, --metrics-addr and --handshake-limit.
+//
+// Layout: flags.go and getopt.go turn arguments into a config; backend.go's openBackend picks
+// the backend by format (raw now, qcow2 next); listen.go opens TCP, Unix or systemd-activated
+// sockets; fork.go implements --fork with a readiness pipe; run.go wires config to
+// server.Server and stops cleanly on SIGTERM/SIGINT/SIGHUP (stop accepting, finish requests in
+// flight, flush, close, exit 0).
+package main
