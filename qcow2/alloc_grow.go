@@ -20,7 +20,7 @@ import "fmt"
 //  2. write the new table, sync;
 //  3. write the header pointer, sync;
 //  4. switch in memory and free the old table's clusters.
-func (a *allocator) growRefTable(need RefTableIndex) error {
+func (a *allocator) growRefTable(need RefTableIndex) (err error) {
 	g := a.g
 	old := uint64(len(a.table))
 	perCluster := g.ClusterSize() / reftableEntrySize
@@ -66,6 +66,15 @@ func (a *allocator) growRefTable(need RefTableIndex) error {
 	for j, rb := range newBlocks {
 		a.cache.insertNew(base.Add(ClusterCount(j)), rb)
 	}
+	defer func() {
+		if err != nil {
+			// The old table stays; the new blocks describe clusters it cannot see, and must
+			// not linger in the cache, where they would look like live metadata.
+			for j := range newBlocks {
+				a.cache.drop(base.Add(ClusterCount(j)))
+			}
+		}
+	}()
 	tableAt := base.Add(ClusterCount(blocks))
 	if end := base.Add(total).Offset(g); end > a.end {
 		a.end = end
@@ -95,6 +104,9 @@ func (a *allocator) growRefTable(need RefTableIndex) error {
 	hdr.RefTableOffset = off
 	hdr.RefTableClusters = uint32(tclusters)
 	if err := a.img.writeHeaderSync(&hdr); err != nil {
+		// The header on disk may or may not point at the new table now: no further change
+		// is safe until the image is reopened.
+		a.img.broken = fmt.Errorf("switching to the new refcount table failed: %w", err)
 		return err
 	}
 	a.img.hdr = hdr

@@ -39,6 +39,9 @@ func (img *Image) prepareWrite() error {
 	if img.corrupt != nil {
 		return fmt.Errorf("%w (marked earlier: %v)", ErrCorrupt, img.corrupt)
 	}
+	if img.broken != nil {
+		return fmt.Errorf("qcow2: image refuses writes until reopened: %w", img.broken)
+	}
 	if img.prepared {
 		return nil
 	}

@@ -89,6 +89,7 @@ type Image struct {
 	pins         pinSet
 	deferred     []deferredFree
 	corrupt      error
+	broken       error // a header switch failed half way: writes are refused until reopened
 	closed       bool
 	prepared     bool // the first-write header updates are done
 	snapshots    []Snapshot

@@ -169,7 +169,9 @@ func (img *Image) growL1(n uint64) error {
 	hdr.L1TableOffset = newT.off
 	hdr.L1Size = uint32(want)
 	if err := img.writeHeaderSync(&hdr); err != nil {
-		img.alloc.free(c, clusters, false)
+		// The header on disk may or may not point at the new table now: keep both tables
+		// allocated, and make no further change until the image is reopened.
+		img.broken = fmt.Errorf("switching to the new L1 table failed: %w", err)
 		return err
 	}
 	img.hdr = hdr
