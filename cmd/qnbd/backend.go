@@ -18,9 +18,6 @@ import (
 // qcow2Magic starts every qcow2 image ("QFI\xfb").
 var qcow2Magic = []byte{'Q', 'F', 'I', 0xfb}
 
-// errQcow2NotBuilt is returned for qcow2 images until the qcow2 engine is wired in here.
-var errQcow2NotBuilt = errors.New("qcow2 support not built yet")
-
 // detectFormat returns "qcow2" for a file starting with the qcow2 magic, else "raw" (qemu's
 // probing, reduced to the formats qnbd knows).
 func detectFormat(path string) (string, error) {
@@ -40,8 +37,8 @@ func detectFormat(path string) (string, error) {
 }
 
 // openBackend opens one export's image as its format says and returns the backend and what
-// closes it. The qcow2 engine slots in under case "qcow2".
-func openBackend(e exportConfig, cfg *config) (server.Backend, io.Closer, error) {
+// closes it. With -s every format is served through a temporary qcow2 overlay.
+func openBackend(e exportConfig, cfg *config, env openEnv) (server.Backend, io.Closer, error) {
 	format := e.format
 	if format == "" {
 		f, err := detectFormat(e.file)
@@ -50,10 +47,13 @@ func openBackend(e exportConfig, cfg *config) (server.Backend, io.Closer, error)
 		}
 		format = f
 	}
+	if e.snapshot && (format == "raw" || format == "qcow2") {
+		return openSnapshotOverlay(e, format, cfg, env)
+	}
 	switch format {
 	case "raw":
-		if e.snapshot || e.loadSnapshot != "" {
-			return nil, nil, fmt.Errorf("'%s': -s/--snapshot and -l/--load-snapshot need qcow2 support, not built yet", e.file)
+		if e.loadSnapshot != "" {
+			return nil, nil, fmt.Errorf("'%s': -l/--load-snapshot needs a qcow2 image (this one is served as raw)", e.file)
 		}
 		f, err := rawfile.Open(e.file, rawfile.Options{
 			ReadOnly:     e.readOnly,
@@ -65,7 +65,7 @@ func openBackend(e exportConfig, cfg *config) (server.Backend, io.Closer, error)
 		}
 		return f, f, nil
 	case "qcow2":
-		return nil, nil, fmt.Errorf("'%s' is a qcow2 image: %w", e.file, errQcow2NotBuilt)
+		return openQcow2(e, e.file, false, cfg, env)
 	}
 	return nil, nil, fmt.Errorf("'%s': unknown format '%s'", e.file, format)
 }
@@ -74,6 +74,10 @@ func openBackend(e exportConfig, cfg *config) (server.Backend, io.Closer, error)
 func openError(path string, err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
+		if pe.Path != path {
+			// Another file of the image (a backing or data file): name it.
+			return fmt.Errorf("cannot open '%s': %v", path, err)
+		}
 		err = pe.Err
 	}
 	var errno syscall.Errno

@@ -262,12 +262,12 @@ func TestOneLineErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"-k", filepath.Join(dir, "s"), filepath.Join(dir, "missing.img")}, "cannot open"},
-		{[]string{"-k", filepath.Join(dir, "s"), q}, "qcow2 support not built yet"},
-		{[]string{"-k", filepath.Join(dir, "s"), "-f", "qcow2", q}, "qcow2 support not built yet"},
+		{[]string{"-k", filepath.Join(dir, "s"), q}, "only versions 2 and 3 exist"},
+		{[]string{"-k", filepath.Join(dir, "s"), "-f", "qcow2", q}, "only versions 2 and 3 exist"},
 		{[]string{"--bogus"}, "unrecognized option"},
 		{[]string{"-k", "relative", "x"}, "absolute"},
-		{[]string{"-k", filepath.Join(dir, "s"), "--metrics-addr", "127.0.0.1:0", image(t, 4096)}, "metrics"},
-		{[]string{"-k", filepath.Join(dir, "s"), "-s", image(t, 4096)}, "qcow2"},
+		{[]string{"-k", filepath.Join(dir, "s"), "--metrics-addr", "127.0.0.1", image(t, 4096)}, "metrics"},
+		{[]string{"-k", filepath.Join(dir, "s"), "-l", "snap1", image(t, 4096)}, "qcow2"},
 		{[]string{"-p", "notaport", image(t, 4096)}, "cannot listen"},
 	} {
 		cmd := exec.Command(qnbdBin, tc.args...)

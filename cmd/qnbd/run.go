@@ -20,11 +20,6 @@ import (
 	"github.com/qnbd/qnbd/server"
 )
 
-// startMetrics is where the metrics package plugs in: given --metrics-addr and the exports,
-// it starts its HTTP endpoint and returns the hooks to install (per export, by name) and a
-// closer. It stays nil until metrics/ is wired into this command.
-var startMetrics func(addr string, exports []*server.Export) (server.ServerHooks, map[string]server.ExportHooks, io.Closer, error)
-
 // shutdownGrace bounds how long a signal waits for requests in flight.
 const shutdownGrace = 10 * time.Second
 
@@ -79,6 +74,16 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	// --metrics-addr: up before the images are opened (see metrics.go); nil without it.
+	var me *metricsEndpoint
+	if cfg.metricsAddr != "" {
+		var err error
+		if me, err = startMetricsEndpoint(cfg.metricsAddr, log); err != nil {
+			return fail(stderr, err)
+		}
+		defer me.Close()
+	}
+
 	var unixPath string
 	if lns == nil {
 		ls, err := resolveListen(cfg)
@@ -102,6 +107,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 	}
 
 	var backends []opened
+	var nbdHooks []server.ExportHooks
 	closeBackends := func() error {
 		var errs []error
 		for _, b := range backends {
@@ -112,13 +118,20 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 		return errors.Join(errs...)
 	}
 	for _, e := range cfg.exports {
-		b, c, err := openBackend(e, cfg)
+		imageHooks, exportHooks, err := me.exportHooks(e.name)
+		if err != nil {
+			closeBackends()
+			closeListeners()
+			return fail(stderr, err)
+		}
+		b, c, err := openBackend(e, cfg, openEnv{hooks: imageHooks, log: log})
 		if err != nil {
 			closeBackends()
 			closeListeners()
 			return fail(stderr, err)
 		}
 		backends = append(backends, opened{name: e.name, backend: b, closer: c})
+		nbdHooks = append(nbdHooks, exportHooks)
 	}
 
 	exports := make([]*server.Export, len(cfg.exports))
@@ -132,25 +145,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 			Trim:            cfg.discard,
 			DetectZeroes:    cfg.detectZeroes,
 			AllocationDepth: cfg.allocDepth,
-		}
-	}
-	var hooks server.ServerHooks
-	var metricsCloser io.Closer
-	if cfg.metricsAddr != "" {
-		if startMetrics == nil {
-			closeBackends()
-			closeListeners()
-			return fail(stderr, errors.New("--metrics-addr: metrics support is not built into this qnbd yet"))
-		}
-		h, perExport, c, err := startMetrics(cfg.metricsAddr, exports)
-		if err != nil {
-			closeBackends()
-			closeListeners()
-			return fail(stderr, fmt.Errorf("--metrics-addr %s: %w", cfg.metricsAddr, err))
-		}
-		hooks, metricsCloser = h, c
-		for _, x := range exports {
-			x.Hooks = perExport[x.Name]
+			Hooks:           nbdHooks[i],
 		}
 	}
 
@@ -163,7 +158,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 		Exports:        exports,
 		HandshakeLimit: limit,
 		MaxConns:       cfg.shared,
-		Hooks:          hooks,
+		Hooks:          me.serverHooks(),
 		ConnState:      idle.connState,
 		Logger:         log,
 	}}
@@ -188,6 +183,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 	for _, ln := range lns {
 		go func() { serveErr <- srv.Serve(ln) }()
 	}
+	me.setReady(true)
 	if ready != nil {
 		// qemu-nbd's daemon frees the working directory once set up.
 		os.Chdir("/")
@@ -207,6 +203,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 			status = 1
 		}
 	}
+	me.setReady(false)
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	go func() {
 		select {
@@ -220,9 +217,6 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 	}
 	cancel()
 	closeListeners()
-	if metricsCloser != nil {
-		metricsCloser.Close()
-	}
 	for _, b := range backends {
 		if err := b.backend.Flush(context.Background()); err != nil {
 			fmt.Fprintf(stderr, "qnbd: flushing export '%s': %v\n", b.name, err)

@@ -6,11 +6,8 @@ import (
 	"io"
 )
 
-// version is qnbd's version.
-const version = "0.1.0"
-
 func printVersion(w io.Writer) {
-	fmt.Fprintf(w, "qnbd %s (qemu-nbd compatible NBD server for raw and qcow2 images)\n", version)
+	fmt.Fprintf(w, "qnbd %s (qemu-nbd compatible NBD server for raw and qcow2 images)\n", qnbdVersion())
 }
 
 func printUsage(w io.Writer) {
