@@ -31,7 +31,7 @@
 //
 // # Concurrency
 //
-// Every exported method of Image is safe for concurrent use. Three things coordinate:
+// Every exported method of Image is safe for concurrent use. Four things coordinate:
 //
 //   - gate (sync.RWMutex): held shared by every request for its duration, exclusively by
 //     Resize and Close, which thereby wait for requests in flight.

@@ -135,6 +135,17 @@ func engCompareMap(t *testing.T, img *Image, path string) {
 			}
 		}
 	}
+	// Where qemu finds data, it names the layer that has it: so must we.
+	for _, e := range q {
+		if !e.Data || e.Zero {
+			continue
+		}
+		for _, o := range ours {
+			if o.Start < e.Start+e.Length && e.Start < o.Start+o.Length && o.Depth != e.Depth {
+				t.Errorf("data at %d+%d: depth %d, qemu-img map says %d", o.Start, o.Length, o.Depth, e.Depth)
+			}
+		}
+	}
 	if !bytes.Equal(a, b) {
 		t.Errorf("map differs from qemu-img map: %s\nqemu: %+v\nours: %+v", engFirstDiff(b, a), q, fmt.Sprint(ours))
 	}
