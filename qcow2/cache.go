@@ -252,6 +252,9 @@ func (c *lru[K, V]) flushAll() error {
 	return nil
 }
 
+// clean reports whether nothing is dirty and every write is synced: flushAll would do nothing.
+func (c *lru[K, V]) clean() bool { return c.ndirty == 0 && !c.unsynced }
+
 // trim evicts least recently used entries until at most capacity remain. A dirty entry is
 // written (after its dependencies) before it goes. When writing fails the entry stays and the
 // error is returned; the cache is then over capacity until a later trim succeeds.

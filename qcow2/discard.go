@@ -18,7 +18,7 @@ func (img *Image) Discard(off, n uint64) error {
 		return err
 	}
 	if img.opts.WriteThrough {
-		return img.Flush()
+		return img.flush()
 	}
 	return nil
 }

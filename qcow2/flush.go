@@ -34,53 +34,93 @@ import (
 //   - Dirty bit (lazy refcounts): header -> fsync before the first write; cleared after a full
 //     flush on close. Corrupt bit: header -> fsync as soon as corruption is found.
 //
-// Flush itself, with the metadata lock held:
+// Flush itself:
 //
-//  1. fsync the data file (the image file when there is none): every write already linked has
-//     its data durable, which satisfies the data-before-L2 rule for every dirty L2 table;
+//  1. fsync the data file (the image file when there is none), without the metadata lock:
+//     every write linked before it has its data durable, which satisfies the data-before-L2
+//     rule for every dirty L2 table (if a write was linked meanwhile, the L2 cache keeps its
+//     requirement, and syncs the data again before writing a table);
+//
+// then, with the metadata lock held (caches with nothing to write are skipped):
+//
 //  2. refcount cache: dirty blocks -> fsync -> dirty reftable entries -> fsync (after the L2
 //     cache, if the refcounts depend on it);
 //  3. L2 cache: dirty tables -> fsync;
 //  4. L1: dirty entries (512-byte sectors) -> fsync;
 //  5. batched frees: their L2 entries are on disk now; refcounts -1 -> refcount flush;
 //  6. the image file is extended to cover every allocated cluster (a cluster whose data was
-//     only partly written, with extended L2, may lie past the end), then a final fsync.
+//     only partly written, with extended L2, may lie past the end), then fsync.
 //
 // Metadata between flushes lives in the caches (write-back, like QEMU's default cache mode);
 // OpenOptions.WriteThrough flushes after every write request.
 
-// Flush makes every completed write durable.
+// Flush makes every completed write durable. The data file is synced first without the
+// metadata lock (requests go on meanwhile); the metadata is then written under it.
 func (img *Image) Flush() error {
+	img.gate.RLock()
+	defer img.gate.RUnlock()
+	return img.flush()
+}
+
+// flush is Flush for callers that hold the gate already.
+func (img *Image) flush() error {
 	start := time.Now()
+	defer func() { img.hooks.Flushed(time.Since(start)) }()
 	img.mu.Lock()
-	err := img.flushLocked()
+	if img.readOnly || img.closed {
+		img.mu.Unlock()
+		return nil
+	}
+	gen := img.linkGen
 	img.mu.Unlock()
-	img.hooks.Flushed(time.Since(start))
-	return err
+	if err := img.data.Sync(); err != nil {
+		return fmt.Errorf("qcow2: sync data: %w", err)
+	}
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	if img.linkGen == gen {
+		// Nothing was linked since: the sync above covered the data of every dirty L2 entry.
+		img.l2.needSync = nil
+	}
+	return img.flushMetadata()
 }
 
 // flushL2 writes every dirty L2 table (after what it depends on) and syncs.
 func (img *Image) flushL2() error { return img.l2.flushAll() }
 
+// flushLocked is Flush with mu held throughout.
 func (img *Image) flushLocked() error {
 	if img.readOnly || img.closed {
 		return nil
-	}
-	if img.corrupt != nil {
-		return fmt.Errorf("%w: not flushing metadata of a corrupt image (%v)", ErrCorrupt, img.corrupt)
 	}
 	// 1.
 	if err := img.data.Sync(); err != nil {
 		return fmt.Errorf("qcow2: sync data: %w", err)
 	}
 	img.l2.needSync = nil
+	return img.flushMetadata()
+}
+
+// flushMetadata is steps 2-6 of Flush, with mu held. Caches with nothing to write or sync
+// are skipped, so a flush after in-place writes only costs the data sync.
+func (img *Image) flushMetadata() error {
+	if img.readOnly || img.closed {
+		return nil
+	}
+	if img.corrupt != nil {
+		return fmt.Errorf("%w: not flushing metadata of a corrupt image (%v)", ErrCorrupt, img.corrupt)
+	}
 	// 2.
-	if err := img.alloc.flush(); err != nil {
-		return err
+	if !img.alloc.cache.clean() || len(img.alloc.tableDirty) > 0 {
+		if err := img.alloc.flush(); err != nil {
+			return err
+		}
 	}
 	// 3.
-	if err := img.flushL2(); err != nil {
-		return err
+	if !img.l2.clean() {
+		if err := img.flushL2(); err != nil {
+			return err
+		}
 	}
 	// 4.
 	if len(img.l1.dirty) > 0 {

@@ -95,6 +95,7 @@ type Image struct {
 	snapshots    []Snapshot
 	snapTableLen uint64
 	lastHost     uint64
+	linkGen      uint64 // counts links of new data into L2 entries (see Flush)
 }
 
 // Open opens the image at path.

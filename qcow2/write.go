@@ -51,7 +51,7 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	if img.opts.WriteThrough {
-		if err := img.Flush(); err != nil {
+		if err := img.flush(); err != nil {
 			return 0, err
 		}
 	}
@@ -422,6 +422,7 @@ func (img *Image) linkWrite(plan *writePlan) error {
 		// The data (and copy-on-write) of new clusters reaches the disk before the L2 entries
 		// that publish it.
 		img.l2.requireSync(img.data.Sync)
+		img.linkGen++
 	}
 	img.release(plan.busy)
 	img.unpin(plan.pin)

@@ -22,7 +22,7 @@ func (img *Image) WriteZeroes(off, n uint64, unmap bool) error {
 		return err
 	}
 	if img.opts.WriteThrough {
-		return img.Flush()
+		return img.flush()
 	}
 	return nil
 }
