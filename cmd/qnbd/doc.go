@@ -7,8 +7,10 @@
 // qnbd adds --export NAME=FILE[,...] for more images, --metrics-addr and --handshake-limit.
 //
 // Layout: flags.go and getopt.go turn arguments into a config; backend.go's openBackend picks
-// the backend by format (raw now, qcow2 next); listen.go opens TCP, Unix or systemd-activated
-// sockets; fork.go implements --fork with a readiness pipe; run.go wires config to
-// server.Server and stops cleanly on SIGTERM/SIGINT/SIGHUP (stop accepting, finish requests in
-// flight, flush, close, exit 0).
+// the backend by format (raw through internal/rawfile; qcow2, and -s overlays of either, in
+// qcow2.go through internal/qcow2export); metrics.go runs --metrics-addr and hands out the
+// per-export hooks; version.go holds the -ldflags version; listen.go opens TCP, Unix or
+// systemd-activated sockets; fork.go implements --fork with a readiness pipe; run.go wires
+// config to server.Server and stops cleanly on SIGTERM/SIGINT/SIGHUP (stop accepting, finish
+// requests in flight, flush, close the images, which clears a qcow2 dirty bit, exit 0).
 package main
