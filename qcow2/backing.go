@@ -62,6 +62,7 @@ func openBacking(img *Image, cs *chainState) (layer, error) {
 	o := img.opts
 	fo := o.File
 	fo.ReadOnly = true
+	fo.Role = RoleBacking
 	format := img.hdr.Extensions.BackingFormat
 	if format == "" {
 		s, err := openHostFile(o, path, fo)
@@ -82,7 +83,7 @@ func openBacking(img *Image, cs *chainState) (layer, error) {
 		if child.depth > maxChainDepth {
 			return nil, fmt.Errorf("%w: backing chain deeper than %d images", ErrUnsupported, maxChainDepth)
 		}
-		b, err := openChain(path, OpenOptions{ReadOnly: true, File: o.File, Opener: o.Opener, Logger: o.Logger}, child)
+		b, err := openChain(path, OpenOptions{ReadOnly: true, File: fo, Opener: o.Opener, Logger: o.Logger}, child)
 		if err != nil {
 			return nil, fmt.Errorf("qcow2: open backing file %s: %w", path, err)
 		}

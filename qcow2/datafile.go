@@ -24,6 +24,7 @@ func (img *Image) openDataFile() error {
 	}
 	fo := img.opts.File
 	fo.ReadOnly = img.readOnly
+	fo.Role = RoleDataFile
 	s, err := openHostFile(img.opts, path, fo)
 	if err != nil {
 		return fmt.Errorf("qcow2: open external data file: %w", err)

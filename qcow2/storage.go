@@ -61,7 +61,22 @@ type FileOptions struct {
 	NoSync bool
 	// Create creates the file if it does not exist (O_CREATE|O_EXCL).
 	Create bool
+	// Role is the part the file plays in the image, set by the engine when it opens a file
+	// (for an Opener that treats them differently, such as one taking image locks).
+	Role FileRole
 }
+
+// FileRole is the part a host file plays in an open image.
+type FileRole int
+
+const (
+	// RoleImage is the image file Open was given.
+	RoleImage FileRole = iota
+	// RoleBacking is a backing file (qcow2 or raw, at any depth), opened read-only.
+	RoleBacking
+	// RoleDataFile is an external data file.
+	RoleDataFile
+)
 
 // OpenFile opens path as a Storage.
 func OpenFile(path string, o FileOptions) (*FileStorage, error) {
