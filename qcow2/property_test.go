@@ -210,6 +210,24 @@ func runProperty(t *testing.T, cfg propConfig, ops int, seed uint64) {
 				fail("discard %d+%d: %v", off, n, err)
 			}
 			m.discard(off, n)
+		case r < 93 && len(log) > 0:
+			// Resize between half and twice the original size (a multiple of 512).
+			ns := (cfg.size/2 + rng.Uint64N(cfg.size*3/2)) / 512 * 512
+			log = append(log, fmt.Sprintf("resize %d -> %d", size, ns))
+			if err := img.Resize(ns); err != nil {
+				fail("resize %d: %v", ns, err)
+			}
+			if ns < size {
+				m.shadow = m.shadow[:ns]
+			} else {
+				m.shadow = append(m.shadow, make([]byte, ns-size)...)
+			}
+			if m.backing != nil {
+				nb := make([]byte, ns)
+				copy(nb, m.backing)
+				m.backing = nb
+			}
+			size = ns
 		case r < 96:
 			log = append(log, "flush")
 			if err := img.Flush(); err != nil {

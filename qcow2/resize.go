@@ -48,6 +48,8 @@ func (img *Image) Resize(newSize uint64) error {
 	return nil
 }
 
+// setSize writes the new virtual size to the header and, as QEMU does, resizes the external
+// data file to match (for data_file_raw it must stay a raw image of the disk).
 func (img *Image) setSize(n uint64) error {
 	img.mu.Lock()
 	defer img.mu.Unlock()
@@ -55,6 +57,12 @@ func (img *Image) setSize(n uint64) error {
 	h.Size = n
 	if err := img.writeHeaderSync(&h); err != nil {
 		return err
+	}
+	if img.data != img.file {
+		if err := img.data.Truncate(int64(n)); err != nil {
+			return fmt.Errorf("qcow2: resize the external data file: %w", err)
+		}
+		img.dataSize = n
 	}
 	img.hdr = h
 	img.size.Store(n)
