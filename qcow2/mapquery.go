@@ -29,6 +29,10 @@ func (img *Image) Map(off, n uint64) ([]Extent, error) {
 		k := min(off+n-pos, maxPlanBytes)
 		img.mu.Lock()
 		var err error
+		if img.closed {
+			img.mu.Unlock()
+			return nil, ErrClosed
+		}
 		ext, _, err = img.mapRead(pos, k, ext)
 		img.trimCaches()
 		if err != nil {
