@@ -13,7 +13,7 @@ import (
 )
 
 // writableFormats are the image formats the writing libnbd tests run on.
-var writableFormats = []string{"raw"}
+var writableFormats = []string{"raw", "qcow2"}
 
 // formatServed reports whether format is in writableFormats.
 func formatServed(format string) bool { return slices.Contains(writableFormats, format) }

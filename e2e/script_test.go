@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"sync/atomic"
 	"testing"
 
 	"github.com/qnbd/qnbd/internal/corpus"
@@ -125,6 +126,10 @@ func runScriptBothWays(t *testing.T, img *corpus.Image, cmds []string) {
 		t.Fatal(err)
 	}
 	qemuIO(t, img.Format, direct.Path, cmds)
+	// The script changes every image, so the final compare is able to fail.
+	if same, err := corpus.Compare(ctx, img.Path, img.Format, direct.Path, img.Format); err != nil || same {
+		t.Fatalf("the script left %s unchanged (compare: %v, %v)", img.Name, same, err)
+	}
 
 	s := startQnbd(t, serverConfig{Args: []string{"-f", img.Format, "--discard=unmap", served.Path}})
 	qemuIO(t, "raw", s.URI(""), cmds)
@@ -150,4 +155,32 @@ func TestScriptRaw(t *testing.T) {
 	src := sparseSource(t, t.TempDir(), 16<<20)
 	img := &corpus.Image{Name: "raw", Path: src, Format: "raw", Size: 16 << 20}
 	runScriptBothWays(t, img, ioScript(img.Size, 4096, 2<<20))
+}
+
+// scriptsRun counts the scripts run both ways, for the log.
+var scriptsRun atomic.Int64
+
+// TestScriptCorpus runs the qemu-io script on copies of every qcow2 corpus image: every
+// cluster size from 512 B to 2 MiB with refcount widths from 1 to 64 bits, version 2,
+// extended L2, lazy refcounts (clean and dirty), backing chains, external data files
+// (also data_file_raw), compressed clusters, an internal snapshot, preallocation, zero
+// clusters and a 4 TiB image.
+func TestScriptCorpus(t *testing.T) {
+	imgs := corpus.Shared(t)
+	t.Cleanup(func() { t.Logf("%d qemu-io scripts run through qnbd and directly", scriptsRun.Load()) })
+	for _, img := range imgs {
+		if img.Format != "qcow2" {
+			continue
+		}
+		t.Run(img.Name, func(t *testing.T) {
+			t.Parallel()
+			entries := img.ClusterSize / 8
+			if img.Has(corpus.FeatureExtendedL2) {
+				entries = img.ClusterSize / 16
+			}
+			cmds := ioScript(img.Size, img.ClusterSize, entries*img.ClusterSize)
+			runScriptBothWays(t, img, cmds)
+			scriptsRun.Add(1)
+		})
+	}
 }

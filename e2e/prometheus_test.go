@@ -1,0 +1,256 @@
+// A real Prometheus server scrapes qnbd's --metrics-addr every second while NBD writes grow
+// a 512-byte-cluster image by tens of MiB: allocation rates, reftable growth (checked
+// against the image header on disk) and request counters (checked against the requests the
+// test sent) must come out of Prometheus's query API; promtool accepts the live exposition.
+package e2e
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// prometheus is a running Prometheus server.
+type prometheus struct {
+	t    *testing.T
+	addr string
+}
+
+// startPrometheus runs Prometheus scraping target (host:port) every second, with its
+// storage in a temporary directory, and stops it at the end of the test.
+func startPrometheus(t *testing.T, target string) *prometheus {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: qnbd
+    static_configs:
+      - targets: [%q]
+`, target)
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	must(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
+	p := &prometheus{t: t, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))}
+	out := &syncBuffer{}
+	cmd := exec.Command("prometheus", "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+p.addr, "--log.level=warn")
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	must(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("prometheus output:\n%s", out)
+		}
+	})
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get("http://" + p.addr + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("prometheus exited before it was ready:\n%s", out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prometheus not ready after 60s: %v\n%s", err, out)
+		}
+	}
+}
+
+// sample is one series of an instant query's result.
+type sample struct {
+	Metric map[string]string
+	Value  float64
+}
+
+// query evaluates an instant PromQL query now.
+func (p *prometheus) query(q string) []sample {
+	p.t.Helper()
+	resp, err := http.Get("http://" + p.addr + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var r struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			ResultType string `json:"resultType"`
+			Result     []struct {
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.Status != "success" {
+		p.t.Fatalf("query %q: %v %s %s", q, err, r.Error, body)
+	}
+	var out []sample
+	for _, s := range r.Data.Result {
+		str, _ := s.Value[1].(string)
+		v, err := strconv.ParseFloat(str, 64)
+		if err != nil {
+			p.t.Fatalf("query %q: value %v: %v", q, s.Value, err)
+		}
+		out = append(out, sample{s.Metric, v})
+	}
+	return out
+}
+
+// scalar evaluates q, which must give exactly one series, and returns its value.
+func (p *prometheus) scalar(q string) float64 {
+	p.t.Helper()
+	r := p.query(q)
+	if len(r) != 1 {
+		p.t.Fatalf("query %q: %d series, want 1: %+v", q, len(r), r)
+	}
+	return r[0].Value
+}
+
+// waitFor polls q until it gives one series equal to want (the scrape after the last
+// request may still be a second away) and fails the test if it never does.
+func (p *prometheus) waitFor(q string, want float64) {
+	p.t.Helper()
+	var last []sample
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		last = p.query(q)
+		if len(last) == 1 && last[0].Value == want {
+			return
+		}
+	}
+	p.t.Errorf("query %q = %+v, want one series = %v", q, last, want)
+}
+
+// reftableOnDisk reads the refcount table's offset and size in clusters from a qcow2
+// header (qcow2.txt: refcount_table_offset at byte 48, refcount_table_clusters at 56).
+func reftableOnDisk(t *testing.T, path string) (offset uint64, clusters uint32) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	hdr := make([]byte, 64)
+	if _, err := io.ReadFull(f, hdr); err != nil {
+		t.Fatal(err)
+	}
+	return binary.BigEndian.Uint64(hdr[48:56]), binary.BigEndian.Uint32(hdr[56:60])
+}
+
+// TestPrometheusScrapesQnbd is the metrics issue's end-to-end test.
+func TestPrometheusScrapesQnbd(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	img := newQcow2(t, dir, "64M", "cluster_size=512")
+	off0, clusters0 := reftableOnDisk(t, img)
+	s := startQnbd(t, serverConfig{Metrics: true, Args: []string{"-f", "qcow2", "-x", "disk", img}})
+	prom := startPrometheus(t, s.MetricsAddr)
+	h := connect(t, s, "disk", nil)
+
+	// 40 MiB of 128 KiB writes, each followed by a flush, spread over a few seconds so that
+	// several scrapes see the counters move. After every flush the header on disk shows the
+	// current refcount table; each change of (offset, size) is one growth. One 128 KiB write
+	// needs a few refblocks at most, too few for two growths.
+	const writeLen = 128 << 10
+	const total = 40 << 20
+	var writes, flushes, reads, diskGrows int
+	off, clusters := off0, clusters0
+	start := time.Now()
+	for pos := int64(0); pos < total; pos += writeLen {
+		must(t, h.Pwrite(stamp(5, pos, writeLen), uint64(pos), 0))
+		writes++
+		must(t, h.Flush(0))
+		flushes++
+		if o, c := reftableOnDisk(t, img); o != off || c != clusters {
+			diskGrows++
+			off, clusters = o, c
+		}
+		if pos%(4<<20) == 0 {
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	t.Logf("%d writes and %d flushes in %v; reftable on disk went from %d cluster(s) at %#x to %d at %#x in %d steps",
+		writes, flushes, time.Since(start), clusters0, off0, clusters, off, diskGrows)
+	buf := make([]byte, 1<<20)
+	for pos := int64(0); pos < total; pos += int64(len(buf)) {
+		must(t, h.Pread(buf, uint64(pos), 0))
+		reads++
+		requireBytes(t, "read back", pos, buf, stamp(5, pos, len(buf)))
+	}
+	if diskGrows == 0 {
+		t.Fatalf("the workload did not grow the refcount table on disk (still %d cluster(s) at %#x)", clusters, off)
+	}
+
+	// Request counters equal the requests sent, once Prometheus has scraped the last ones.
+	sel := `{export="disk",result="ok"`
+	prom.waitFor(`qnbd_nbd_requests_total`+sel+`,op="write"}`, float64(writes))
+	prom.waitFor(`qnbd_nbd_requests_total`+sel+`,op="flush"}`, float64(flushes))
+	prom.waitFor(`qnbd_nbd_requests_total`+sel+`,op="read"}`, float64(reads))
+	prom.waitFor(`sum(qnbd_nbd_requests_total{export="disk",op!~"read|write|flush|disc"})`, 0)
+	prom.waitFor(`sum(qnbd_nbd_requests_total{export="disk",result!="ok"})`, 0)
+	prom.waitFor(`qnbd_nbd_bytes_total{export="disk",op="write"}`, total)
+	prom.waitFor(`qnbd_nbd_bytes_total{export="disk",op="read"}`, total)
+	prom.waitFor(`qnbd_nbd_connections{export="disk"}`, 1)
+
+	// Allocation was seen as a rate, and the reftable growth matches the disk.
+	if r := prom.scalar(`sum(rate(qnbd_qcow2_clusters_allocated_total{export="disk"}[1m]))`); r <= 0 {
+		t.Errorf("rate(qnbd_qcow2_clusters_allocated_total[1m]) = %v, want > 0", r)
+	}
+	if r := prom.scalar(`rate(qnbd_qcow2_clusters_allocated_total{export="disk",kind="data"}[1m])`); r <= 0 {
+		t.Errorf("rate of data clusters allocated = %v, want > 0", r)
+	}
+	prom.waitFor(`qnbd_qcow2_reftable_grows_total{export="disk"}`, float64(diskGrows))
+	prom.waitFor(`qnbd_qcow2_reftable_clusters{export="disk"}`, float64(clusters))
+	// Every guest byte written sits in its own 512-byte data cluster.
+	prom.waitFor(`qnbd_qcow2_clusters_allocated_total{export="disk",kind="data"}`, total/512)
+	if n := prom.scalar(`qnbd_qcow2_flushes_total{export="disk"}`); n < float64(flushes) {
+		t.Errorf("qnbd_qcow2_flushes_total = %v, want at least the %d flushes sent", n, flushes)
+	}
+
+	// promtool accepts a scrape of the live server without a word.
+	resp, err := http.Get("http://" + s.MetricsAddr + "/metrics")
+	must(t, err)
+	exposition, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	must(t, err)
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = bytes.NewReader(exposition)
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+
+	h.Close()
+	s.Stop()
+	requireClean(t, img)
+	if o, c := reftableOnDisk(t, img); o != off || c != clusters {
+		t.Errorf("reftable moved during the clean stop: %d at %#x, was %d at %#x", c, o, clusters, off)
+	}
+}
