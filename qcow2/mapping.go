@@ -291,6 +291,7 @@ func (img *Image) lockedMapRead(off, n uint64) ([]readExt, uint64, error) {
 			}
 		}
 	}
+	img.checkMappedRefcounts(pins)
 	return ext, img.pins.add(pins), nil
 }
 

@@ -411,6 +411,9 @@ func (img *Image) linkWrite(plan *writePlan) error {
 			firstErr = cmpErr(firstErr, img.markCorrupt(corruptf("internal: L2 entry of %v changed while it was in flight", w.gc)))
 			continue
 		}
+		if w.newAlloc || img.data == img.file {
+			img.checkMappedRefcounts([]hostRange{{w.host, img.geo.ClusterSize()}})
+		}
 		t.set(idx, w.next)
 		img.l2.markDirty(w.l2)
 		linked = true
