@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"reflect"
@@ -144,22 +145,27 @@ func TestNbdinfoListExports(t *testing.T) {
 		name, desc string
 		size       int64
 		ro         bool
+		format     string
 	}
 	exps := []exp{
-		{"", "the default export", 1 << 20, false},
-		{"alpha", "first extra export", 2 << 20, false},
-		{"beta", "second, with a comma", 3 << 20, true},
-		{"gamma", "", 4 << 20, false},
+		{"", "the default export", 1 << 20, false, "raw"},
+		{"alpha", "first extra export", 2 << 20, false, "raw"},
+		{"beta", "second, with a comma", 3 << 20, true, "raw"},
+		{"gamma", "", 4 << 20, false, "qcow2"},
 	}
 	files := make([]string, len(exps))
 	for i, e := range exps {
 		d := dir + "/" + string(rune('a'+i))
 		must(t, os.Mkdir(d, 0o755))
-		files[i] = newRaw(t, d, e.size)
+		if e.format == "qcow2" {
+			files[i] = newQcow2(t, d, fmt.Sprint(e.size), "")
+		} else {
+			files[i] = newRaw(t, d, e.size)
+		}
 	}
 	args := []string{"-e", "0", "-f", "raw", "-D", exps[0].desc}
 	for i, e := range exps[1:] {
-		spec := e.name + "=" + escapeComma(files[i+1]) + ",format=raw"
+		spec := e.name + "=" + escapeComma(files[i+1]) + ",format=" + e.format
 		if e.ro {
 			spec += ",readonly=on"
 		}

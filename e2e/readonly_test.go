@@ -1,6 +1,7 @@
 // Every corpus image served read-only by qnbd reads exactly as QEMU reads the image itself
 // (qemu-img compare of the image against the NBD export), and its base:allocation and
-// qemu:allocation-depth maps (nbdinfo --map) equal those of qemu-nbd serving the same image;
+// qemu:allocation-depth maps (nbdinfo --map), and qemu-img map through QEMU's NBD client,
+// equal those of qemu-nbd serving the same image;
 // internal snapshots likewise through -l. A read-only server never changes the files.
 package e2e
 
@@ -76,15 +77,15 @@ var (
 
 // TestReadOnlyCorpusMatchesQemu serves every corpus image with qnbd -r -A and checks it
 // against QEMU: qemu-img compare between the image (read by QEMU's own driver) and the
-// export, nbdinfo --map and --map=qemu:allocation-depth against qemu-nbd -r -A serving the
-// same image, and each internal snapshot through -l the same way.
+// export, nbdinfo --map and --map=qemu:allocation-depth and qemu-img map over NBD against
+// qemu-nbd -r -A serving the same image, and each internal snapshot through -l the same way.
 func TestReadOnlyCorpusMatchesQemu(t *testing.T) {
 	imgs := corpus.Shared(t)
 	if len(imgs) < 50 {
 		t.Fatalf("corpus has only %d images", len(imgs))
 	}
 	t.Cleanup(func() {
-		t.Logf("%d images (and snapshots) compared with qemu-img compare, %d nbdinfo maps compared with qemu-nbd's",
+		t.Logf("%d images (and snapshots) compared with qemu-img compare, %d maps (nbdinfo, qemu-img map) compared with qemu-nbd's",
 			roImagesCompared.Load(), roMapsCompared.Load())
 	})
 	for _, img := range imgs {
@@ -126,6 +127,13 @@ func serveAndCompare(t *testing.T, img *corpus.Image, extra []string, compare fu
 		}
 		roMapsCompared.Add(1)
 	}
+	// qemu-img map through QEMU's NBD client (base:allocation as QEMU's block layer sees it).
+	gotMap := run(t, "qemu-img", "map", "-f", "raw", "--output=json", q.URI(""))
+	wantMap := run(t, "qemu-img", "map", "-f", "raw", "--output=json", ref.URI(""))
+	if gotMap != wantMap {
+		t.Errorf("qemu-img map over NBD %v: qnbd and qemu-nbd differ\nqnbd:\n%s\nqemu-nbd:\n%s", extra, gotMap, wantMap)
+	}
+	roMapsCompared.Add(1)
 	q.Stop()
 	ref.Stop()
 }
