@@ -63,6 +63,9 @@ func openBackend(e exportConfig, cfg *config, env openEnv) (server.Backend, io.C
 		if err != nil {
 			return nil, nil, openError(e.file, err)
 		}
+		if err := lockRaw(e, f); err != nil {
+			return nil, nil, openError(e.file, err)
+		}
 		return f, f, nil
 	case "qcow2":
 		return openQcow2(e, e.file, false, cfg, env)
@@ -72,6 +75,9 @@ func openBackend(e exportConfig, cfg *config, env openEnv) (server.Backend, io.C
 
 // openError words a failure to open an image as one short line.
 func openError(path string, err error) error {
+	if text, ok := lockErrorText(path, err); ok {
+		return errors.New(text)
+	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		if pe.Path != path {

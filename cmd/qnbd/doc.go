@@ -4,7 +4,9 @@
 // the same defaults (port 10809 on 0.0.0.0, export name "", one shared connection, exit when
 // the last client leaves unless -t), the same checks and, where they matter, the same
 // messages. Options qnbd cannot honour (-c/-d, -L, -B, -o, TLS) are refused with one line.
-// qnbd adds --export NAME=FILE[,...] for more images, --metrics-addr and --handshake-limit.
+// qnbd adds --export NAME=FILE[,...] for more images, --metrics-addr, --handshake-limit and
+// -U/--force-share. Images are locked as qemu-nbd locks them (lock.go, internal/imagelock),
+// so qnbd, qemu-nbd, qemu-img and QEMU refuse to write an image another of them writes.
 //
 // Layout: flags.go and getopt.go turn arguments into a config; backend.go's openBackend picks
 // the backend by format (raw through internal/rawfile; qcow2, and -s overlays of either, in

@@ -54,6 +54,7 @@ var specs = []optSpec{
 	{0, "metrics-addr", true},
 	{0, "handshake-limit", true},
 	{0, "export", true},
+	{'U', "force-share", false},
 }
 
 // cacheMode is qemu's --cache setting.
@@ -76,6 +77,7 @@ type exportConfig struct {
 	readOnly     bool
 	snapshot     bool   // -s: writes go to a temporary overlay (qcow2 wiring pending)
 	loadSnapshot string // -l: internal snapshot to export read-only (qcow2 wiring pending)
+	forceShare   bool   // -U: take image locks that share everything (read-only exports)
 }
 
 // config is everything the command line asks for.
@@ -263,6 +265,8 @@ func parseArgs(args []string) (*config, error) {
 				return nil, usagef("Invalid handshake limit '%s' (seconds, 0 for none)", v)
 			}
 			cfg.handshakeLimit = time.Duration(n) * time.Second
+		case "force-share":
+			top.forceShare = true
 		case "export":
 			e, err := parseExportSpec(v)
 			if err != nil {
@@ -297,7 +301,14 @@ func parseArgs(args []string) (*config, error) {
 		if !e.roSet {
 			e.readOnly = top.readOnly
 		}
+		e.forceShare = top.forceShare
 		cfg.exports = append(cfg.exports, e.exportConfig)
+	}
+	for _, e := range cfg.exports {
+		// QEMU refuses force-share on a writable image; with -s the image is only read.
+		if e.forceShare && !e.readOnly && e.loadSnapshot == "" && !e.snapshot {
+			return nil, usagef("'%s': %s", e.file, msgForceShareWritable)
+		}
 	}
 	names := map[string]bool{}
 	for _, e := range cfg.exports {

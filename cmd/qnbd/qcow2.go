@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/qnbd/qnbd/internal/imagelock"
 	"github.com/qnbd/qnbd/internal/qcow2export"
 	"github.com/qnbd/qnbd/qcow2"
 	"github.com/qnbd/qnbd/server"
@@ -44,6 +45,8 @@ func qcow2OpenOptions(e exportConfig, cfg *config, env openEnv) qcow2.OpenOption
 	case cacheUnsafe:
 		o.File.NoSync = true
 	}
+	// Every host file (image, backing, data file) is locked as qemu-nbd locks it.
+	o.Opener = imagelock.Opener(lockRequest(e), o.Opener)
 	return o
 }
 

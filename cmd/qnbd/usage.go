@@ -48,6 +48,9 @@ Block device options:
   -s, --snapshot            serve with writes going to a temporary overlay (qcow2)
   -l, --load-snapshot=SNAPSHOT_PARAM
                             export an internal snapshot read-only (qcow2)
+  -U, --force-share         with -r, -l or -s: lock the image without refusing
+                            writers (qnbd's own, like qemu-img -U: the data may
+                            change while served)
   -n, --nocache             disable host cache (same as --cache=none)
       --cache=MODE          none, writeback (default), writethrough, directsync, unsafe
       --aio=MODE            threads, native or io_uring (accepted; I/O uses threads)

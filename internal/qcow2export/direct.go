@@ -57,6 +57,9 @@ type directFile struct {
 	stripe [directStripes]sync.Mutex
 }
 
+// File returns the O_DIRECT file, so that image locks can sit on it (imagelock.FileHolder).
+func (d *directFile) File() *os.File { return d.f }
+
 // alignedBuf returns a zeroed n-byte buffer whose first byte is DirectAlign-aligned.
 func alignedBuf(n int) []byte {
 	b := make([]byte, n+DirectAlign)

@@ -80,6 +80,10 @@ func Open(path string, o Options) (*File, error) {
 // Size is the file size at Open.
 func (r *File) Size() uint64 { return r.size }
 
+// File returns the open file (for image locks, which must sit on the descriptor that does the
+// I/O so that they last as long as it: see internal/imagelock).
+func (r *File) File() *os.File { return r.f }
+
 // ReadAt reads p at off. Bytes past the end of a file that shrank since Open read as zeros.
 func (r *File) ReadAt(_ context.Context, p []byte, off uint64) error {
 	n, err := r.f.ReadAt(p, int64(off))
