@@ -6,8 +6,8 @@ package qcow2
 // image with a backing file, where it reads the backing file's data (there is no zero flag to
 // say otherwise): QEMU's semantics. The host clusters are freed and, where the host file
 // supports it, their bytes deallocated (PUNCH_HOLE). With a raw external data file the
-// clusters stay mapped (the data file must remain a consistent raw image) and only the data
-// file's bytes are deallocated, which reads back as zeros.
+// clusters stay mapped (the data file must remain a consistent raw image) and the data file's
+// bytes are deallocated (or, where it cannot punch holes, overwritten with zeros).
 func (img *Image) Discard(off, n uint64) error {
 	img.gate.RLock()
 	defer img.gate.RUnlock()
@@ -36,21 +36,9 @@ func (img *Image) discard(off, n uint64) error {
 		return nil
 	}
 	if img.dataRaw {
-		hp, ok := img.data.(HolePuncher)
-		if !ok {
-			return nil
-		}
-		img.mu.Lock()
-		err := img.prepareWrite()
-		img.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		// Only ranges the guest may no longer expect data in; errors are not fatal.
-		if err := hp.PunchHole(int64(a), int64(min(b, img.size.Load())-a)); err != nil && err != ErrNotSupported {
-			img.log.Debug("qcow2: punch hole in data file failed", "err", err)
-		}
-		return nil
+		// The clusters stay mapped (the data file must remain a consistent raw image); their
+		// bytes go.
+		return img.zeroRawData(a, min(b, img.size.Load())-a)
 	}
 	return img.forEachTable(a, b, func(l1i L1Index, from, to uint64) error {
 		return img.discardInTable(l1i, from, to)
@@ -107,4 +95,23 @@ func (img *Image) discardInTable(l1i L1Index, from, to uint64) error {
 		img.freeEntry(old, true)
 	}
 	return nil
+}
+
+// zeroRawData makes [off, off+n) of a raw external data file read as zeros, punching a hole
+// where the file system can and writing zeros where it cannot. Guest clusters of such an
+// image live at their guest offset, so the guest range reads as zeros afterwards whatever
+// the L2 entries say (unallocated, zero, or data in the data file).
+func (img *Image) zeroRawData(off, n uint64) error {
+	img.mu.Lock()
+	err := img.prepareWrite()
+	img.mu.Unlock()
+	if err != nil || n == 0 {
+		return err
+	}
+	if hp, ok := img.data.(HolePuncher); ok {
+		if err := hp.PunchHole(int64(off), int64(n)); err == nil {
+			return nil
+		}
+	}
+	return img.writeZeroBytes(off, n, true)
 }

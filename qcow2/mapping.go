@@ -82,7 +82,11 @@ func (img *Image) freeClusters(c HostCluster, n ClusterCount, punch bool) {
 	if img.alloc == nil || n == 0 {
 		return
 	}
-	img.deferred = append(img.deferred, deferredFree{c, n, punch})
+	if k := len(img.deferred) - 1; k >= 0 && img.deferred[k].punch == punch && img.deferred[k].c.Add(img.deferred[k].n) == c {
+		img.deferred[k].n += n // extend the previous run
+	} else {
+		img.deferred = append(img.deferred, deferredFree{c, n, punch})
+	}
 	if len(img.deferred) >= maxPendingFrees {
 		if err := img.applyFrees(); err != nil {
 			img.log.Warn("qcow2: applying batched frees failed; they stay pending", "err", err)

@@ -33,7 +33,7 @@ func (img *Image) writeZeroes(off, n uint64, unmap bool) error {
 	}
 	if img.dataRaw {
 		// The data file must stay a consistent raw image: zeros go into it.
-		return img.writeZeroBytes(off, n, true)
+		return img.zeroRawData(off, n)
 	}
 	gran := img.geo.SubclusterSize()
 	end := off + n
