@@ -1,0 +1,377 @@
+// Crash and fault workloads, shared part: sector stamps, the store tap (log length, sync call
+// sites, faults), and the runner that performs and records guest operations.
+package qcow2
+
+import (
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/qnbd/qnbd/qcow2/internal/memstore"
+)
+
+// crashFull runs the full crash-state enumeration and the full fault sweep instead of samples.
+var crashFull = flag.Bool("qcow2.crash.full", false, "run the full qcow2 crash-state enumeration and fault sweep")
+
+// crashKeep is where failing crash and fault states are kept (default: the test's temp dir).
+var crashKeep = flag.String("qcow2.crash.keep", "", "directory to keep failing qcow2 crash/fault states in")
+
+// Stamps. Every sector a workload writes holds (sector, generation): the header names both, and
+// the body repeats one word derived from them (compressible, so qemu-img convert -c packs it).
+// A sector that reads as another sector's stamp is a cross-link; one that is neither zeros nor
+// a whole stamp is garbage; a generation the model does not allow is lost or stale data.
+const (
+	stampMagic = 0x716e626453544d50 // "qnbdSTMP"
+	sectorSize = 512
+)
+
+func stampWord(sector uint64, gen uint32) uint64 {
+	x := sector<<32 ^ uint64(gen) ^ 0x9e3779b97f4a7c15
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// stampSector fills one sector with the stamp of (sector, gen); gen 0 means zeros.
+func stampSector(b []byte, sector uint64, gen uint32) {
+	if gen == 0 {
+		clear(b[:sectorSize])
+		return
+	}
+	binary.BigEndian.PutUint64(b[0:], stampMagic)
+	binary.BigEndian.PutUint64(b[8:], sector)
+	binary.BigEndian.PutUint32(b[16:], gen)
+	binary.BigEndian.PutUint32(b[20:], ^gen)
+	w := stampWord(sector, gen)
+	for i := 24; i < sectorSize; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], w)
+	}
+}
+
+// stampRange fills b, which holds the guest bytes from off (sector aligned), with gen.
+func stampRange(b []byte, off uint64, gen uint32) {
+	for i := 0; i+sectorSize <= len(b); i += sectorSize {
+		stampSector(b[i:], off/sectorSize+uint64(i/sectorSize), gen)
+	}
+}
+
+// readStamp decodes one sector: gen 0 for zeros, ok false for anything but zeros or a whole
+// valid stamp.
+func readStamp(b []byte) (sector uint64, gen uint32, ok bool) {
+	b = b[:sectorSize]
+	if binary.BigEndian.Uint64(b) != stampMagic {
+		for _, c := range b {
+			if c != 0 {
+				return 0, 0, false
+			}
+		}
+		return 0, 0, true
+	}
+	sector, gen = binary.BigEndian.Uint64(b[8:]), binary.BigEndian.Uint32(b[16:])
+	if gen == 0 || binary.BigEndian.Uint32(b[20:]) != ^gen {
+		return 0, 0, false
+	}
+	w := stampWord(sector, gen)
+	for i := 24; i < sectorSize; i += 8 {
+		if binary.LittleEndian.Uint64(b[i:]) != w {
+			return 0, 0, false
+		}
+	}
+	return sector, gen, true
+}
+
+// cwTap is a store's injector: it counts the mutations and syncs the store logs (so the log
+// length is known without copying the log), records which engine code issued each Sync (the
+// barrier's site), and passes operations to an optional fault rule, noting each fault it fires
+// and the guest operation in progress then.
+type cwTap struct {
+	rule  memstore.Injector
+	sites bool
+	// armed gates the rule: operations before arm (opening the image) neither fail nor count.
+	armed atomic.Bool
+	// cur is the index of the guest operation in progress (single-threaded workloads), or -1.
+	cur atomic.Int64
+
+	mu      sync.Mutex
+	logLen  int
+	siteAt  map[int]string // log index of a Sync -> its site
+	fired   []cwFire
+	seen    [5]int // operations seen per kind (faulted ones included)
+	failErr error  // the error injected, once one fired
+}
+
+// cwFire is one injected fault.
+type cwFire struct {
+	kind memstore.OpKind
+	op   int // guest operation in progress, -1 if unknown
+	log  int // log length when it fired
+}
+
+func newTap(rule memstore.Injector, sites bool) *cwTap {
+	t := &cwTap{rule: rule, sites: sites, siteAt: map[int]string{}}
+	t.cur.Store(-1)
+	return t
+}
+
+// MaybeError implements memstore.Injector. It runs with the store's lock held.
+func (t *cwTap) MaybeError(op memstore.Op) error {
+	var err error
+	armed := t.armed.Load()
+	if t.rule != nil && armed {
+		err = t.rule.MaybeError(op)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if int(op.Kind) < len(t.seen) && armed {
+		t.seen[op.Kind]++
+	}
+	if err != nil {
+		t.fired = append(t.fired, cwFire{kind: op.Kind, op: int(t.cur.Load()), log: t.logLen})
+		t.failErr = err
+		return err
+	}
+	switch op.Kind {
+	case memstore.OpWrite, memstore.OpPunchHole:
+		if op.Len > 0 {
+			t.logLen++
+		}
+	case memstore.OpSync:
+		if t.sites {
+			t.siteAt[t.logLen] = syncSite()
+		}
+		t.logLen++
+	case memstore.OpTruncate:
+		t.logLen++
+	}
+	return nil
+}
+
+func (t *cwTap) length() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.logLen
+}
+
+func (t *cwTap) fires() []cwFire {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]cwFire(nil), t.fired...)
+}
+
+func (t *cwTap) counts() [5]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.seen
+}
+
+// syncSite names the engine code that called Sync: the innermost engine functions on the stack
+// (test code and the store excluded), innermost first.
+func syncSite() string {
+	var pcs [40]uintptr
+	n := runtime.Callers(3, pcs[:])
+	frames := runtime.CallersFrames(pcs[:n])
+	var names []string
+	for len(names) < 4 {
+		f, more := frames.Next()
+		if strings.HasPrefix(f.Function, "github.com/qnbd/qnbd/qcow2.") && !strings.HasSuffix(f.File, "_test.go") {
+			name := strings.TrimPrefix(f.Function, "github.com/qnbd/qnbd/qcow2.")
+			name = strings.ReplaceAll(name, "[...]", "")
+			if !strings.Contains(name, ".func") {
+				names = append(names, name)
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	return strings.Join(names, "<")
+}
+
+// cwKind is the kind of a guest operation.
+type cwKind uint8
+
+const (
+	cwWrite cwKind = iota
+	cwZero
+	cwZeroUnmap
+	cwDiscard
+	cwFlush
+	cwResize
+	cwClose
+)
+
+var cwKindNames = [...]string{"write", "zero", "zero-unmap", "discard", "flush", "resize", "close"}
+
+func (k cwKind) String() string { return cwKindNames[k] }
+
+// cwOp is one guest operation as performed: what, where, and when in the store's log and in the
+// runner's completion order.
+type cwOp struct {
+	kind   cwKind
+	off, n uint64 // guest range; for a resize, the old and the new size
+	gen    uint32 // stamp generation of a write
+	// a, b is the range of whole sectors the operation changes (discard: whole clusters).
+	a, b               uint64
+	startLog, endLog   int    // tap log length before the call and after it returned
+	startSeq, doneSeq  uint64 // runner sequence numbers at the call and at the return
+	err                error
+	worker             int
+	valueBacking       bool // a discard that shows the backing file (v2 with backing)
+	sizeAfter, sizePre uint64
+}
+
+// cwRunner performs guest operations on an image and records them. Errors are recorded, not
+// fatal: the fault sweep runs workloads into failing storage.
+type cwRunner struct {
+	img *Image
+	tap *cwTap
+	cs  uint64
+	v2B bool // version 2 image with a backing file: discarded clusters show the backing file
+
+	mu   sync.Mutex
+	seq  uint64
+	ops  []cwOp
+	gen  uint32
+	size uint64
+}
+
+func newRunner(img *Image, tap *cwTap, firstGen uint32) *cwRunner {
+	h := img.Header()
+	return &cwRunner{
+		img: img, tap: tap, cs: img.geo.ClusterSize(), gen: firstGen, size: img.Size(),
+		v2B: h.Version < 3 && img.backing != nil,
+	}
+}
+
+func (r *cwRunner) logLen() int {
+	if r.tap == nil {
+		return 0
+	}
+	return r.tap.length()
+}
+
+// begin records the start of an operation and returns its index.
+func (r *cwRunner) begin(op cwOp) int {
+	op.startLog = r.logLen()
+	r.mu.Lock()
+	r.seq++
+	op.startSeq = r.seq
+	op.sizePre = r.size
+	r.ops = append(r.ops, op)
+	i := len(r.ops) - 1
+	r.mu.Unlock()
+	if r.tap != nil {
+		r.tap.cur.Store(int64(i))
+	}
+	return i
+}
+
+func (r *cwRunner) end(i int, err error) error {
+	end := r.logLen()
+	r.mu.Lock()
+	r.seq++
+	op := &r.ops[i]
+	op.doneSeq, op.endLog, op.err = r.seq, end, err
+	if op.kind == cwResize && err == nil {
+		r.size = op.n
+	}
+	op.sizeAfter = r.size
+	r.mu.Unlock()
+	if r.tap != nil {
+		r.tap.cur.Store(-1)
+	}
+	return err
+}
+
+func (r *cwRunner) nextGen() uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gen++
+	return r.gen
+}
+
+func (r *cwRunner) write(off, n uint64) error { return r.writeW(0, off, n) }
+
+func (r *cwRunner) writeW(worker int, off, n uint64) error {
+	gen := r.nextGen()
+	buf := make([]byte, n)
+	stampRange(buf, off, gen)
+	i := r.begin(cwOp{kind: cwWrite, off: off, n: n, gen: gen, a: off, b: off + n, worker: worker})
+	_, err := r.img.WriteAt(buf, int64(off))
+	return r.end(i, err)
+}
+
+func (r *cwRunner) zero(off, n uint64, unmap bool) error { return r.zeroW(0, off, n, unmap) }
+
+func (r *cwRunner) zeroW(worker int, off, n uint64, unmap bool) error {
+	k := cwZero
+	if unmap {
+		k = cwZeroUnmap
+	}
+	i := r.begin(cwOp{kind: k, off: off, n: n, a: off, b: off + n, worker: worker})
+	return r.end(i, r.img.WriteZeroes(off, n, unmap))
+}
+
+// discard deallocates the whole clusters of [off, off+n), as Image.Discard promises (the tail
+// of the disk counts as a whole cluster).
+func (r *cwRunner) discard(off, n uint64) error {
+	end := off + n
+	a, b := alignUp(off, r.cs), end/r.cs*r.cs
+	if end == r.img.Size() {
+		b = alignUp(end, r.cs)
+	}
+	b = min(b, r.img.Size())
+	if a > b {
+		a = b
+	}
+	i := r.begin(cwOp{kind: cwDiscard, off: off, n: n, a: a, b: b, valueBacking: r.v2B})
+	return r.end(i, r.img.Discard(off, n))
+}
+
+func (r *cwRunner) flush() error { return r.flushW(0) }
+
+func (r *cwRunner) flushW(worker int) error {
+	i := r.begin(cwOp{kind: cwFlush, worker: worker})
+	return r.end(i, r.img.Flush())
+}
+
+// resize grows the disk; the new range reads as zeros.
+func (r *cwRunner) resize(n uint64) error {
+	old := r.img.Size()
+	i := r.begin(cwOp{kind: cwResize, off: old, n: n, a: old, b: n})
+	return r.end(i, r.img.Resize(n))
+}
+
+func (r *cwRunner) close() error {
+	i := r.begin(cwOp{kind: cwClose})
+	return r.end(i, r.img.Close())
+}
+
+// snapshotOps returns a copy of the recorded operations.
+func (r *cwRunner) snapshotOps() []cwOp {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]cwOp(nil), r.ops...)
+}
+
+func (o cwOp) String() string {
+	s := o.kind.String()
+	switch o.kind {
+	case cwWrite:
+		s += fmt.Sprintf("(%#x+%#x gen %d)", o.off, o.n, o.gen)
+	case cwZero, cwZeroUnmap, cwDiscard:
+		s += fmt.Sprintf("(%#x+%#x)", o.off, o.n)
+	case cwResize:
+		s += fmt.Sprintf("(%d->%d)", o.off, o.n)
+	}
+	if o.err != nil {
+		s += " err=" + o.err.Error()
+	}
+	return s
+}
