@@ -4,7 +4,6 @@ package qcow2export
 import (
 	"context"
 	"errors"
-	"fmt"
 	"syscall"
 
 	"github.com/qnbd/qnbd/qcow2"
@@ -86,40 +85,49 @@ func (b *Backend) zeroIsFast(off, n uint64) (bool, error) {
 	if end == size {
 		z = (end + gran - 1) / gran * gran
 	}
-	ext, err := b.img.Map(off, n)
-	if err != nil {
-		return false, err
-	}
 	hasBacking := h.BackingFile != ""
 	// zeroInTop: the engine's writeZeroBytes skips what reads as zeros in this image itself.
 	zeroInTop := func(e qcow2.Extent) bool {
 		return (e.Kind == qcow2.KindZero && e.Depth == 0) || (e.Kind == qcow2.KindUnallocated && !hasBacking)
 	}
-	for _, e := range ext {
-		s, t := e.Start, e.Start+e.Length
-		if s < off || t > end {
-			return false, fmt.Errorf("qcow2: map of [%d, +%d) returned [%d, +%d)", off, n, e.Start, e.Length)
+	// partIsZero: the engine writes the partial-subcluster part [s, t) unless it reads as
+	// zeros already.
+	partIsZero := func(s, t uint64) (bool, error) {
+		if s >= t {
+			return true, nil
 		}
-		// The parts outside [a, z) (all of it when a >= z) are bytes the engine writes
-		// unless they read as zeros.
-		if a >= z {
+		ext, err := b.img.Map(s, t-s)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range ext {
 			if !zeroInTop(e) {
 				return false, nil
 			}
-			continue
 		}
-		if (s < a || t > z) && !zeroInTop(e) {
-			return false, nil
-		}
-		// The whole-subcluster part.
-		s, t = max(s, a), min(t, z)
-		if s >= t {
-			continue
-		}
-		if g.ExtendedL2 && e.Kind == qcow2.KindCompressed && e.Depth == 0 {
-			cs := g.ClusterSize()
-			first := e.Start / cs * cs
-			if first < a || first+cs > z {
+		return true, nil
+	}
+	if a >= z {
+		return partIsZero(off, end)
+	}
+	if ok, err := partIsZero(off, a); !ok || err != nil {
+		return false, err
+	}
+	if ok, err := partIsZero(z, end); !ok || err != nil {
+		return false, err
+	}
+	if !g.ExtendedL2 {
+		return true, nil
+	}
+	// Extended L2: a compressed cluster only partly inside [a, z) is written.
+	ext, err := b.img.Map(a, min(z, end)-a)
+	if err != nil {
+		return false, err
+	}
+	cs := g.ClusterSize()
+	for _, e := range ext {
+		if e.Kind == qcow2.KindCompressed && e.Depth == 0 {
+			if first := e.Start / cs * cs; first < a || first+cs > z {
 				return false, nil
 			}
 		}
