@@ -49,6 +49,7 @@ func TestQcow2Binary(t *testing.T) {
 		{"Refused", testRefusedImages},
 		{"DirtyRepair", testDirtyRepair},
 		{"Metrics", testMetrics},
+		{"MetricsBeforeOpen", testMetricsBeforeOpen},
 		{"Version", testVersionFlag},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -522,6 +523,44 @@ func testMetrics(t *testing.T, bin string) {
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err == nil || strings.Count(stderr.String(), "\n") != 1 || !strings.Contains(stderr.String(), "--metrics-addr") {
 		t.Errorf("busy metrics address: %v %q", err, stderr.String())
+	}
+}
+
+// testMetricsBeforeOpen serves a FIFO as the image: opening it blocks until the test writes,
+// which stands for a long startup (a dirty image being repaired). Meanwhile /healthz must
+// answer and /readyz must say not ready; then the image turns out invalid: one line, exit 1.
+func testMetricsBeforeOpen(t *testing.T, bin string) {
+	fifo := filepath.Join(t.TempDir(), "slow.qcow2")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	p := startBin(t, bin, nil, "-r", "-f", "qcow2", "-k", filepath.Join(t.TempDir(), "s"), "--metrics-addr", addr, fifo)
+	base := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if code, _ := httpGet(t, base+"/healthz"); code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) || !p.running() {
+			t.Fatalf("/healthz never answered while the image was opening; stderr:\n%s", p.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, body := httpGet(t, base+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while opening: %d %q, want 503", code, body)
+	}
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(make([]byte, 512))
+	w.Close()
+	if code := p.wait(20 * time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if s := p.stderr.String(); strings.Count(s, "\n") != 1 || !strings.HasPrefix(s, "qnbd: cannot open") {
+		t.Errorf("stderr %q, want one line", s)
 	}
 }
 
