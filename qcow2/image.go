@@ -227,7 +227,17 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 		return nil, err
 	}
 
-	img.l2 = newLRU(CacheL2, img.l2CacheEntries(), cacheBackend[HostCluster, *l2Table](l2Backend{img}), img.hooks, s.Sync)
+	if !img.readOnly {
+		// A failed fsync fails every later one (synclatch.go).
+		shared := img.data == img.file
+		img.file = latchSync(img.file)
+		if shared {
+			img.data = img.file
+		} else {
+			img.data = latchSync(img.data)
+		}
+	}
+	img.l2 = newLRU(CacheL2, img.l2CacheEntries(), cacheBackend[HostCluster, *l2Table](l2Backend{img}), img.hooks, img.file.Sync)
 	if !img.readOnly {
 		img.alloc, err = newAllocator(img, img.fileSize, max(img.l2.capacity/4, minRefBlockCache))
 		if err != nil {
