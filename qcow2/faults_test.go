@@ -45,8 +45,8 @@ func errnoName(e syscall.Errno) string {
 // faultStats are the totals of a sweep.
 type faultStats struct {
 	runs, fired, reported, absorbed, closeFailed, leakyAfterOnce atomic.Int64
-	mu                                                          sync.Mutex
-	absorbedBy                                                  map[string]int // fault kind / operation -> count
+	mu                                                           sync.Mutex
+	absorbedBy                                                   map[string]int // fault kind / operation -> count
 }
 
 func (s *faultStats) absorb(what string) {
