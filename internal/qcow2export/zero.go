@@ -56,7 +56,9 @@ func (b *Backend) WriteZeroes(_ context.Context, off, length uint64, f server.Ze
 // zeroIsFast predicts whether Image.WriteZeroes(off, n, unmap) changes metadata only, with or
 // without unmap. It follows the engine's rules (qcow2/zero.go):
 //
-//   - a raw external data file is always written (it must stay a consistent raw image);
+//   - a raw external data file (which must stay a consistent raw image) gets a hole punched
+//     where its file system can, zeros written elsewhere: whether that is fast is only known
+//     by trying, so it is refused (QEMU would try the file system's own fast zeroing);
 //   - the unaligned head and tail of the range (parts of a subcluster) are written unless this
 //     image already reads them as zeros (a zero cluster, or unallocated without a backing
 //     file);
