@@ -95,6 +95,13 @@ func TestFaultSweep(t *testing.T) {
 	}
 }
 
+// faultPinned are cases every run includes: the ones that found engine bugs.
+var faultPinned = map[string][]faultCase{
+	// A failed write while copying an L2 table shared with a snapshot leaked the shared table
+	// (its count never dropped, although the switch completed at the next flush).
+	"snapshot": {{kind: memstore.OpWrite, nth: 1, errno: syscall.EIO}, {kind: memstore.OpWrite, nth: 2, errno: syscall.ENOSPC}},
+}
+
 func runFaultSweep(t *testing.T, w *cwWorkload, stats *faultStats, cnt *cwCounters) {
 	env := buildEnv(t, w)
 	ref, err := env.faultRun(t, nil, stats, cnt, 0)
@@ -103,6 +110,13 @@ func runFaultSweep(t *testing.T, w *cwWorkload, stats *faultStats, cnt *cwCounte
 	}
 	kinds := []memstore.OpKind{memstore.OpWrite, memstore.OpRead, memstore.OpSync, memstore.OpTruncate, memstore.OpPunchHole}
 	failures, runs := 0, 0
+	for _, c := range faultPinned[w.name] {
+		runs++
+		if _, err := env.faultRun(t, &c, stats, cnt, runs); err != nil {
+			failures++
+			t.Errorf("%s: pinned %s: %v", w.name, c, err)
+		}
+	}
 	for _, kind := range kinds {
 		n := ref[kind]
 		for ci, errno := range []syscall.Errno{syscall.EIO, syscall.ENOSPC} {
@@ -112,16 +126,18 @@ func runFaultSweep(t *testing.T, w *cwWorkload, stats *faultStats, cnt *cwCounte
 					runs++
 					if _, err := env.faultRun(t, &c, stats, cnt, runs); err != nil {
 						failures++
-						t.Errorf("%s: %s: %v", w.name, c, err)
-						if failures >= 3 {
-							t.FailNow()
+						if failures <= 5 {
+							t.Errorf("%s: %s: %v", w.name, c, err)
+						} else {
+							t.Errorf("%s: %s: %.200s", w.name, c, err)
 						}
 					}
 				}
 			}
 		}
 	}
-	t.Logf("%s: operations per kind %v; %d fault runs", w.name, ref, runs)
+	t.Logf("%s: %d reads, %d writes, %d syncs, %d truncates, %d hole punches; %d fault runs, %d failed", w.name,
+		ref[memstore.OpRead], ref[memstore.OpWrite], ref[memstore.OpSync], ref[memstore.OpTruncate], ref[memstore.OpPunchHole], runs, failures)
 }
 
 // faultSample picks the k to fail among n operations: all of them with -qcow2.crash.full, else

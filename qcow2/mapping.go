@@ -57,6 +57,9 @@ type deferredFree struct {
 	c     HostCluster
 	n     ClusterCount
 	punch bool
+	// afterL1: an L2 table the active L1 pointed at, whose count may drop only once the L1
+	// entry pointing away from it is on disk (no L1 entry dirty).
+	afterL1 bool
 }
 
 // maxPendingFrees is how many frees may wait before applyFrees runs without a Flush.
@@ -82,10 +85,10 @@ func (img *Image) freeClusters(c HostCluster, n ClusterCount, punch bool) {
 	if img.alloc == nil || n == 0 {
 		return
 	}
-	if k := len(img.deferred) - 1; k >= 0 && img.deferred[k].punch == punch && img.deferred[k].c.Add(img.deferred[k].n) == c {
+	if k := len(img.deferred) - 1; k >= 0 && img.deferred[k].punch == punch && !img.deferred[k].afterL1 && img.deferred[k].c.Add(img.deferred[k].n) == c {
 		img.deferred[k].n += n // extend the previous run
 	} else {
-		img.deferred = append(img.deferred, deferredFree{c, n, punch})
+		img.deferred = append(img.deferred, deferredFree{c: c, n: n, punch: punch})
 	}
 	if len(img.deferred) >= maxPendingFrees {
 		if err := img.applyFrees(); err != nil {
@@ -105,7 +108,7 @@ func (img *Image) applyFrees() error {
 	}
 	keep := img.deferred[:0]
 	for _, d := range img.deferred {
-		if img.pins.overlaps(d.c.Offset(img.geo), img.geo.Bytes(d.n)) {
+		if img.pins.overlaps(d.c.Offset(img.geo), img.geo.Bytes(d.n)) || (d.afterL1 && len(img.l1.dirty) > 0) {
 			keep = append(keep, d)
 			continue
 		}

@@ -316,10 +316,15 @@ func (img *Image) l2ForWrite(i L1Index) (HostCluster, *l2Table, error) {
 	if ok {
 		// The copy must be durable before the L1 entry points at it, and the L1 entry before
 		// the shared table's refcount drops.
-		if err := img.flushL2(); err != nil {
-			return 0, nil, err
+		err := img.flushL2()
+		if err == nil {
+			err = img.writeL1Entry(i)
 		}
-		if err := img.writeL1Entry(i); err != nil {
+		if err != nil {
+			// The switch stays made in memory; the next flush writes the copy, then the L1
+			// entry, and only then drops the shared table's count (a transient error leaks
+			// nothing; the L1 entry on disk may already point at the copy, so no undo).
+			img.deferred = append(img.deferred, deferredFree{c: c, n: 1, afterL1: true})
 			return 0, nil, err
 		}
 		img.freeClusters(c, 1, false)
