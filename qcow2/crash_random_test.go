@@ -15,6 +15,7 @@ type crOp struct {
 	kind       string
 	off, n     uint64
 	start, end int // memstore log length before and after
+	flushes    int // flushes completed before the op
 }
 
 // TestCrashRandomPoints writes to images held in a memstore that logs every write and sync,
@@ -69,7 +70,7 @@ func crRun(t *testing.T, opts string, size uint64, nops, points int, seed uint64
 	var log []crOp
 	for i := 0; i < nops; i++ {
 		off, n := propRange(rng, size, cs)
-		op := crOp{off: off, n: n, start: len(s.Log())}
+		op := crOp{off: off, n: n, start: len(s.Log()), flushes: len(flushEnd) - 1}
 		switch r := rng.IntN(10); {
 		case r < 5:
 			op.kind = "write"
@@ -121,7 +122,10 @@ func crRun(t *testing.T, opts string, size uint64, nops, points int, seed uint64
 		}
 		touched := make([]bool, size/512)
 		for _, op := range log {
-			if op.kind == "flush" || op.start >= n || op.end <= flushEnd[f] {
+			// Every op after flush f that started before the crash may have changed what
+			// is on disk, through its own writes or through later ones (an eviction, say),
+			// even an op that wrote nothing itself.
+			if op.kind == "flush" || op.flushes < f || op.start > n {
 				continue
 			}
 			a, b := op.off, op.off+op.n
