@@ -19,7 +19,7 @@ const (
 
 func (a *app) check(argv []string) int {
 	var format, output, cache string
-	var haveOutput, quiet bool
+	var haveOutput, quiet, forceShare bool
 	mode := imgfmt.RepairNone
 	g := newGetopt(argv, ":hf:r:T:qU", []longOpt{
 		longHelp, longFormat,
@@ -47,6 +47,7 @@ func (a *app) check(argv []string) int {
 		case 'q':
 			quiet = true
 		case 'U':
+			forceShare = true
 		default:
 			if code, done := a.commonOption(g, c); done {
 				return code
@@ -79,7 +80,11 @@ func (a *app) check(argv []string) int {
 		}
 		f = p
 	}
-	res, err := imgfmt.Check(name, f, mode)
+	if forceShare && mode != imgfmt.RepairNone {
+		a.errorf("Could not open '%s': %s", name, msgForceShareWritable)
+		return checkFailed
+	}
+	res, err := imgfmt.Check(name, f, mode, forceShare)
 	if err != nil && res != nil {
 		for _, m := range res.Messages {
 			fmt.Fprintln(a.stderr, m)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 
+	"github.com/qnbd/qnbd/internal/imagelock"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 	"github.com/qnbd/qnbd/qcow2"
 )
@@ -141,8 +142,10 @@ func (a *app) openImage(name, format string, o imgfmt.OpenOptions) imgfmt.Disk {
 func isOpenError(err error) bool {
 	var pe *os.PathError
 	var qe imgfmt.QemuError
+	var le *imagelock.Error
 	return errors.As(err, &pe) || errors.As(err, &qe) || errors.Is(err, qcow2.ErrFormat) ||
-		errors.Is(err, qcow2.ErrUnsupported) || errors.Is(err, imgfmt.ErrUnknownFormat)
+		errors.Is(err, qcow2.ErrUnsupported) || errors.Is(err, imgfmt.ErrUnknownFormat) ||
+		errors.As(err, &le)
 }
 
 // isNotSupported reports imgfmt.ErrNotSupported.

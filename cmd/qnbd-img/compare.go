@@ -28,7 +28,7 @@ func blockStatus(e imgfmt.Extent) [4]bool {
 func (a *app) compare(argv []string) int {
 	var fmt1, fmt2 string
 	cache := "writeback"
-	var prog, quiet, strict bool
+	var prog, quiet, strict, forceShare bool
 	g := newGetopt(argv, ":hf:F:T:pqsU", []longOpt{longHelp, longObject, longImageOpts, longForceShare})
 	for c := g.next(); c != optEnd; c = g.next() {
 		switch c {
@@ -45,6 +45,7 @@ func (a *app) compare(argv []string) int {
 		case 's':
 			strict = true
 		case 'U':
+			forceShare = true
 		case optObject, optImageOpts:
 			a.commonOption(g, c)
 			return compareOpenError
@@ -68,12 +69,12 @@ func (a *app) compare(argv []string) int {
 		a.errorf("Invalid source cache option: %s", cache)
 		return compareOpenError
 	}
-	d1 := a.openImage(name1, fmt1, imgfmt.OpenOptions{ReadOnly: true})
+	d1 := a.openImage(name1, fmt1, imgfmt.OpenOptions{ReadOnly: true, ForceShare: forceShare})
 	if d1 == nil {
 		return compareOpenError
 	}
 	defer d1.Close()
-	d2 := a.openImage(name2, fmt2, imgfmt.OpenOptions{ReadOnly: true})
+	d2 := a.openImage(name2, fmt2, imgfmt.OpenOptions{ReadOnly: true, ForceShare: forceShare})
 	if d2 == nil {
 		return compareOpenError
 	}

@@ -27,6 +27,7 @@ type convertRequest struct {
 	cache          string
 	skipCreate     bool
 	targetIsZero   bool
+	forceShare     bool // -U: the sources are locked sharing everything
 	progress       bool
 	quiet          bool
 	srcs           []string
@@ -88,6 +89,7 @@ func (a *app) convert(argv []string) int {
 		case 'W':
 			r.outOfOrder = true
 		case 'U':
+			r.forceShare = true
 		case 'C':
 			copyRange = true
 		case optTargetIsZero:
@@ -179,7 +181,8 @@ func (a *app) doConvert(r convertRequest) int {
 	}()
 	var total uint64
 	for _, name := range r.srcs {
-		d := a.openImage(name, r.srcFmt, imgfmt.OpenOptions{ReadOnly: true})
+		d := a.openImage(name, r.srcFmt, imgfmt.OpenOptions{ReadOnly: true, ForceShare: r.forceShare,
+			Lock: &convertSourceLock})
 		if d == nil {
 			p.end()
 			return 1
@@ -257,7 +260,7 @@ func (a *app) convertTarget(r convertRequest, total uint64) (imgfmt.Disk, int) {
 			return nil, 1
 		}
 	}
-	dst := a.openImage(r.out, format, imgfmt.OpenOptions{NoFlush: r.cache == "unsafe"})
+	dst := a.openImage(r.out, format, imgfmt.OpenOptions{NoFlush: r.cache == "unsafe", Lock: &convertTargetLock})
 	if dst == nil {
 		return nil, 1
 	}

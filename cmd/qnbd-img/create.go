@@ -192,7 +192,7 @@ func (a *app) imgCreate(r createRequest) error {
 		if msg != "" {
 			return qemuErrorf("%s\nCould not open backing image.", msg)
 		}
-		d, err := imgfmt.Open(full, imgfmt.OpenOptions{Format: f, ReadOnly: true, NoBacking: true})
+		d, err := imgfmt.Open(full, imgfmt.OpenOptions{Format: f, ReadOnly: true, NoBacking: true, Lock: &noLock})
 		if err != nil {
 			return qemuErrorf("%s\nCould not open backing image.", openErrorText(full, err))
 		}
@@ -243,6 +243,9 @@ func createRaw(name string, opts *qemuOpts) error {
 	err := imgfmt.CreateRaw(name, opts.num("size"), prealloc)
 	if errors.Is(err, syscall.EFBIG) {
 		return qemuErrorf("The image size is too large for file format 'raw'")
+	}
+	if _, locked := lockText(err); locked {
+		return err // QEMU's own two lines, without "Could not create"
 	}
 	if err != nil {
 		return qemuErrorf("Could not create '%s': %s", name, strerror(err))

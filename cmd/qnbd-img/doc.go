@@ -18,7 +18,10 @@
 //     convert -n without -O refuses to overwrite a qcow2 target as raw (qemu-img would);
 //     no probing warning is printed;
 //   - "Detected format of X." ends with a newline; getopt errors name the offending argument
-//     rather than the one before it.
+//     rather than the one before it;
+//   - image locks (lock.go, internal/imagelock) are qemu-img's, byte for byte, except that
+//     check locks only the image file (the one file it reads and repairs), where qemu-img
+//     also locks the backing chain and the data file.
 //
 // # Structure
 //

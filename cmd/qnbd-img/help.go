@@ -48,7 +48,9 @@ Command parameters:
   '--output' takes the format in which the output must be done (human or json)
   '-n' skips the target volume creation (useful if the volume is created
        prior to running the conversion)
-  '-U' (--force-share) is accepted: qnbd-img takes no image locks
+  '-U' (--force-share) locks images without refusing other writers, to read an
+       image another process writes; read-only commands only (images are locked
+       as qemu-img locks them)
 
 Parameters to check subcommand:
   '-r' tries to repair any inconsistencies that are found during the check.

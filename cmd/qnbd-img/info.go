@@ -11,7 +11,7 @@ import (
 
 func (a *app) info(argv []string) int {
 	var format, output string
-	var haveOutput, chain bool
+	var haveOutput, chain, forceShare bool
 	g := newGetopt(argv, ":f:hU", []longOpt{
 		longHelp, longFormat, longOutputOpt,
 		{"backing-chain", noArgument, optBackingChain},
@@ -22,6 +22,7 @@ func (a *app) info(argv []string) int {
 		case 'f':
 			format = g.optarg
 		case 'U':
+			forceShare = true
 		case optOutput:
 			output, haveOutput = g.optarg, true
 		case optBackingChain:
@@ -40,7 +41,7 @@ func (a *app) info(argv []string) int {
 	if !ok {
 		return 1
 	}
-	list, ok := a.collectInfo(ops[0], format, chain)
+	list, ok := a.collectInfo(ops[0], format, chain, forceShare)
 	if !ok {
 		return 1
 	}
@@ -65,8 +66,8 @@ func (a *app) info(argv []string) int {
 }
 
 // collectInfo is collect_image_info_list: the image, and with chain its backing files, each
-// opened without its own backing file.
-func (a *app) collectInfo(name, format string, chain bool) ([]*imgfmt.ImageInfo, bool) {
+// opened without its own backing file (and locked as qemu-img info locks it, unless -U).
+func (a *app) collectInfo(name, format string, chain, forceShare bool) ([]*imgfmt.ImageInfo, bool) {
 	var list []*imgfmt.ImageInfo
 	seen := map[string]bool{}
 	for name != "" {
@@ -80,7 +81,7 @@ func (a *app) collectInfo(name, format string, chain bool) ([]*imgfmt.ImageInfo,
 			a.errorf("Could not open '%s': %s", name, msg)
 			return nil, false
 		}
-		info, err := imgfmt.QueryInfo(name, f)
+		info, err := imgfmt.QueryInfo(name, f, forceShare)
 		if err != nil {
 			a.errorf("Could not open '%s': %s", name, openErrorText(name, err))
 			return nil, false

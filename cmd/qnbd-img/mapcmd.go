@@ -47,7 +47,7 @@ const mapChunk = 1 << 32
 
 func (a *app) mapCmd(argv []string) int {
 	var format, output string
-	var haveOutput bool
+	var haveOutput, forceShare bool
 	var start uint64
 	maxLen := int64(-1)
 	g := newGetopt(argv, ":f:s:l:hU", []longOpt{
@@ -60,6 +60,7 @@ func (a *app) mapCmd(argv []string) int {
 		case 'f':
 			format = g.optarg
 		case 'U':
+			forceShare = true
 		case optOutput:
 			output, haveOutput = g.optarg, true
 		case 's':
@@ -89,7 +90,7 @@ func (a *app) mapCmd(argv []string) int {
 	if !ok {
 		return 1
 	}
-	d := a.openImage(name, format, imgfmt.OpenOptions{ReadOnly: true})
+	d := a.openImage(name, format, imgfmt.OpenOptions{ReadOnly: true, ForceShare: forceShare})
 	if d == nil {
 		return 1
 	}

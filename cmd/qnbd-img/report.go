@@ -43,6 +43,9 @@ func qemuErrorf(format string, args ...any) error {
 // strerror is the C library's text for the errno inside err (Go's errno strings are glibc's,
 // lower-cased), or the error's own text when it carries none.
 func strerror(err error) string {
+	if text, ok := lockText(err); ok {
+		return text
+	}
 	var qe imgfmt.QemuError
 	if errors.As(err, &qe) {
 		return string(qe)
@@ -61,6 +64,9 @@ func strerror(err error) string {
 // openErrorText is what follows "Could not open 'NAME': " when opening an image failed, in
 // QEMU's words where QEMU has them.
 func openErrorText(name string, err error) string {
+	if text, ok := lockText(err); ok {
+		return text
+	}
 	var pe *os.PathError
 	if errors.As(err, &pe) {
 		return fmt.Sprintf("Could not open '%s': %s", name, strerror(pe.Err))
@@ -70,6 +76,9 @@ func openErrorText(name string, err error) string {
 
 // describe turns an error into a message: QEMU's text when it has one, else the error.
 func describe(err error) string {
+	if text, ok := lockText(err); ok {
+		return text
+	}
 	var qe imgfmt.QemuError
 	if errors.As(err, &qe) {
 		return string(qe)

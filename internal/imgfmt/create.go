@@ -4,6 +4,7 @@ package imgfmt
 import (
 	"os"
 
+	"github.com/qnbd/qnbd/internal/imagelock"
 	"github.com/qnbd/qnbd/qcow2"
 )
 
@@ -21,6 +22,11 @@ func CreateRaw(path string, size uint64, prealloc Prealloc) error {
 	if err != nil {
 		return err
 	}
+	// Locked before the truncation: an image another process uses is left alone.
+	if err := imagelock.Lock(f, imagelock.CreatePerm, imagelock.CreateShared); err != nil {
+		f.Close()
+		return err
+	}
 	if err := f.Truncate(0); err != nil {
 		f.Close()
 		return err
@@ -36,6 +42,20 @@ func CreateRaw(path string, size uint64, prealloc Prealloc) error {
 // QEMU's qcow2 driver rounds it.
 func CreateQcow2(path string, o Qcow2CreateOptions) error {
 	o.Size = roundUp(o.Size, SectorSize)
+	// The engine truncates the files it creates: lock them first (those that exist), and hold
+	// the locks until the image is written.
+	release, err := lockForCreate(path)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if o.DataFile != "" {
+		releaseData, err := lockForCreate(dataFilePath(path, o.DataFile))
+		if err != nil {
+			return err
+		}
+		defer releaseData()
+	}
 	if !o.UnsafeBacking || o.BackingFile == "" {
 		return engineCreate(path, o)
 	}
@@ -73,8 +93,9 @@ func setBackingName(path, name, format string) error {
 }
 
 // Check checks the image at path, which must be of the given format (never probed here: the
-// caller opened or probed it). Raw images cannot be checked: ErrNotSupported.
-func Check(path string, format Format, mode RepairMode) (*CheckResult, error) {
+// caller opened or probed it). Raw images cannot be checked: ErrNotSupported. The image file
+// is locked as qemu-img check locks it; forceShare is -U (a check without repair only).
+func Check(path string, format Format, mode RepairMode, forceShare bool) (*CheckResult, error) {
 	if err := checkRegularOrDevice(path); err != nil {
 		return nil, err
 	}
@@ -83,7 +104,7 @@ func Check(path string, format Format, mode RepairMode) (*CheckResult, error) {
 		if err := checkQcow2Magic(path); err != nil {
 			return nil, err
 		}
-		return engineCheck(path, mode)
+		return engineCheck(path, mode, forceShare)
 	case Raw:
 		return nil, ErrNotSupported
 	}

@@ -18,6 +18,15 @@
 // the bytes sit at a known place in a host file, that file and offset. Map always covers the
 // whole requested range, in order, without gaps.
 //
+// # Image locks
+//
+// Every open, info query, check and creation takes QEMU's image locks (internal/imagelock)
+// on the files it touches, with the permissions qemu-img takes for the same command
+// (OpenOptions.Lock, ForceShare; lock.go), on the descriptors that do the I/O, so they last
+// until Close. A conflict is an *imagelock.Error; one met on a backing or data file during
+// Open is a *LockError worded and named as QEMU words and names it. A creation locks an
+// existing file before truncating it, so an image in use elsewhere is never lost.
+//
 // # Concurrency
 //
 // A Disk may be read and written from several goroutines at once on disjoint ranges (the raw

@@ -4,9 +4,11 @@ package imgfmt
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"syscall"
 
+	"github.com/qnbd/qnbd/internal/imagelock"
 	"github.com/qnbd/qnbd/qcow2"
 )
 
@@ -28,7 +30,7 @@ type engineImage interface {
 // engineOpen opens a qcow2 image.
 func engineOpen(path string, o OpenOptions) (engineImage, error) {
 	img, err := qcow2.Open(path, qcow2.OpenOptions{ReadOnly: o.ReadOnly, NoBacking: o.NoBacking,
-		File: qcow2.FileOptions{NoSync: o.NoFlush}})
+		File: qcow2.FileOptions{NoSync: o.NoFlush}, Opener: newChainNamer(path, imagelock.Opener(lockRequest(o), nil)).opener})
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +98,7 @@ func engineCreate(path string, o Qcow2CreateOptions) error {
 
 // engineCheck checks (and with mode, repairs) a qcow2 image. A check that could not complete
 // returns the partial result with an error that matches EIO, as QEMU reports it.
-func engineCheck(path string, mode RepairMode) (*CheckResult, error) {
+func engineCheck(path string, mode RepairMode, forceShare bool) (*CheckResult, error) {
 	var m qcow2.RepairMode
 	switch mode {
 	case RepairLeaks:
@@ -104,7 +106,7 @@ func engineCheck(path string, mode RepairMode) (*CheckResult, error) {
 	case RepairAll:
 		m = qcow2.RepairAll
 	}
-	r, err := qcow2.Check(path, m)
+	r, err := lockedCheck(path, m, forceShare)
 	var out *CheckResult
 	if r != nil {
 		out = &CheckResult{
@@ -122,6 +124,28 @@ func engineCheck(path string, mode RepairMode) (*CheckResult, error) {
 		}
 	}
 	return out, err
+}
+
+// lockedCheck is qcow2.Check with the image file locked as qemu-img check locks it:
+// consistent read (plus write and resize to repair), not sharing write and resize. The check
+// reads and repairs the image file only, so only it is locked.
+func lockedCheck(path string, m qcow2.RepairMode, forceShare bool) (*qcow2.CheckResult, error) {
+	s, err := qcow2.OpenFile(path, qcow2.FileOptions{ReadOnly: m == qcow2.RepairNone})
+	if err != nil {
+		return nil, err
+	}
+	req := imagelock.Request{Perm: imagelock.ConsistentRead, Shared: imagelock.All, ForceShare: forceShare}
+	if m != qcow2.RepairNone {
+		req.Perm |= imagelock.Write | imagelock.Resize
+	}
+	if err := lockFile(s.File(), req, imagelock.Qcow2Image); err != nil {
+		return nil, err
+	}
+	res, err := qcow2.CheckStorage(s, m)
+	if cerr := s.Close(); cerr != nil && err == nil && m != qcow2.RepairNone {
+		err = fmt.Errorf("qcow2: close %s: %w", path, cerr)
+	}
+	return res, err
 }
 
 // isOpenFailure reports errors that mean the image could not be opened at all.

@@ -4,6 +4,7 @@ package imgfmt
 import (
 	"strings"
 
+	"github.com/qnbd/qnbd/internal/imagelock"
 	"github.com/qnbd/qnbd/qcow2"
 )
 
@@ -43,8 +44,10 @@ type Qcow2Info struct {
 func (q *Qcow2Info) V3() bool { return q.Compat != "0.10" }
 
 // QueryInfo reads the information qemu-img info shows for the image at path, opened as format
-// (empty probes). Backing files are not opened.
-func QueryInfo(path string, format Format) (*ImageInfo, error) {
+// (empty probes). Backing files are not opened. The image is locked as qemu-img info locks it
+// (metadata only: a qcow2 image refuses to share write and resize, a raw one takes nothing);
+// forceShare is -U.
+func QueryInfo(path string, format Format, forceShare bool) (*ImageInfo, error) {
 	if err := checkRegularOrDevice(path); err != nil {
 		return nil, err
 	}
@@ -61,7 +64,7 @@ func QueryInfo(path string, format Format) (*ImageInfo, error) {
 	}
 	switch format {
 	case Raw:
-		d, err := openRaw(path, OpenOptions{ReadOnly: true}, false)
+		d, err := openRaw(path, OpenOptions{ReadOnly: true, Lock: &infoLock, ForceShare: forceShare}, false)
 		if err != nil {
 			return nil, err
 		}
@@ -71,14 +74,23 @@ func QueryInfo(path string, format Format) (*ImageInfo, error) {
 		if err := checkQcow2Magic(path); err != nil {
 			return nil, err
 		}
-		return info, queryQcow2(path, info)
+		return info, queryQcow2(path, info, forceShare)
 	}
 	return nil, &UnknownFormatError{Name: string(format)}
 }
 
-func queryQcow2(path string, info *ImageInfo) error {
+// infoLock is what qemu-img info asks of an image: no permission (it reads metadata only),
+// sharing everything.
+var infoLock = imagelock.Request{Shared: imagelock.All}
+
+func queryQcow2(path string, info *ImageInfo, forceShare bool) error {
 	s, err := qcow2.OpenFile(path, qcow2.FileOptions{ReadOnly: true})
 	if err != nil {
+		return err
+	}
+	req := infoLock
+	req.ForceShare = forceShare
+	if err := lockFile(s.File(), req, imagelock.Qcow2Image); err != nil {
 		return err
 	}
 	defer s.Close()

@@ -4,6 +4,8 @@ package imgfmt
 import (
 	"io"
 	"os"
+
+	"github.com/qnbd/qnbd/internal/imagelock"
 )
 
 // OpenOptions select how Open opens an image.
@@ -18,9 +20,13 @@ type OpenOptions struct {
 	// NoFlush makes Flush (and the flush in Close) a no-op, like QEMU's cache=unsafe, which is
 	// what qemu-img convert uses for its target by default.
 	NoFlush bool
-	// ForceShare is qemu-img's -U. qnbd takes no image locks, so it changes nothing; it is
-	// carried so callers need not special-case it.
+	// ForceShare is qemu-img's -U: the image locks share every permission on every file, so
+	// that an image another process writes can be read (internal/imagelock).
 	ForceShare bool
+	// Lock is what the open asks of the image, for the image locks taken on its files
+	// (internal/imagelock); nil means qemu-img's default: consistent read sharing everything,
+	// plus write and resize unless ReadOnly.
+	Lock *imagelock.Request
 }
 
 // ErrNotQcow2 is returned when a file opened as qcow2 lacks the qcow2 magic.

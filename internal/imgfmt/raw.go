@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/qnbd/qnbd/internal/imagelock"
 	"github.com/qnbd/qnbd/qcow2"
 )
 
@@ -39,6 +40,9 @@ func openRaw(path string, o OpenOptions, probed bool) (*rawDisk, error) {
 	}
 	f, err := os.OpenFile(path, flags, 0)
 	if err != nil {
+		return nil, err
+	}
+	if err := lockFile(f, lockRequest(o), imagelock.RawImage); err != nil {
 		return nil, err
 	}
 	size, err := f.Seek(0, io.SeekEnd) // a block device reports its size only this way
