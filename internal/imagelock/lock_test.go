@@ -260,8 +260,8 @@ func TestForQemuImg(t *testing.T) {
 		{"convert source raw", Request{Perm: CR, Shared: All &^ (W | RS)}, RawImage, pair{CR, W | RS}},
 		{"convert source, raw backing", Request{Perm: CR, Shared: All &^ (W | RS)}, RawBacking, pair{CR, W | RS}},
 		{"convert source, data file", Request{Perm: CR, Shared: All &^ (W | RS)}, DataFile, pair{CR, W | RS}},
-		{"convert target raw", Request{Perm: CR | W, Shared: All &^ W}, RawImage, pair{CR | W, W}},
-		{"convert target qcow2", Request{Perm: CR | W, Shared: All &^ W}, Qcow2Image, pair{CR | W | RS, W | RS}},
+		{"convert target raw", Request{Perm: CR | W, Shared: All}, RawImage, pair{CR | W, 0}},
+		{"convert target qcow2", Request{Perm: CR | W, Shared: All}, Qcow2Image, pair{CR | W | RS, W | RS}},
 	} {
 		perm, shared := tc.req.For(tc.kind)
 		if got := (pair{perm, All &^ shared}); got != tc.want {
