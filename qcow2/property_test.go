@@ -42,7 +42,7 @@ func propConfigs() []propConfig {
 type propModel struct {
 	cfg     propConfig
 	shadow  []byte
-	backing []byte // guest view of the backing file (nil without one), zero-extended
+	backing []byte // the backing file's contents (nil without one); it reads as zeros past them
 	cs      uint64
 	v2      bool
 }
@@ -56,10 +56,9 @@ func (m *propModel) discard(off, n uint64) {
 	}
 	for c := a; c < b && c < uint64(len(m.shadow)); c += m.cs {
 		e := min(c+m.cs, uint64(len(m.shadow)))
-		if m.v2 && m.backing != nil {
-			copy(m.shadow[c:e], m.backing[c:e])
-		} else {
-			clear(m.shadow[c:e])
+		clear(m.shadow[c:e])
+		if m.v2 && m.backing != nil && c < uint64(len(m.backing)) {
+			copy(m.shadow[c:e], m.backing[c:min(e, uint64(len(m.backing)))])
 		}
 	}
 }
@@ -221,11 +220,6 @@ func runProperty(t *testing.T, cfg propConfig, ops int, seed uint64) {
 				m.shadow = m.shadow[:ns]
 			} else {
 				m.shadow = append(m.shadow, make([]byte, ns-size)...)
-			}
-			if m.backing != nil {
-				nb := make([]byte, ns)
-				copy(nb, m.backing)
-				m.backing = nb
 			}
 			size = ns
 		case r < 96:
