@@ -11,14 +11,17 @@
 // # What is covered
 //
 //	libnbd_test.go      many requests in flight, structured reads, block status, FUA,
-//	                    flush, multi-conn (several handles, flush on one, read on another)
+//	                    flush, zero/trim/cache, multi-conn (several handles, flush on
+//	                    one, read on another), read-only EPERM
+//	depth_test.go       base:allocation and qemu:allocation-depth on a backing chain
 //	readonly_test.go    every corpus image served with -r equals qemu's view of it
 //	                    (qemu-img compare, nbdinfo --map vs qemu-nbd), snapshots with -l
 //	script_test.go      qemu-io write/zero/discard/flush scripts through qnbd leave the
 //	                    same bytes as the same script run by qemu-io on the image
 //	nbdinfo_test.go     nbdinfo --json/--can/--list and go-nbd's client.List
 //	fio_test.go         fio --ioengine=nbd random writes over several connections
-//	copy_test.go        nbdcopy and qemu-img convert to and from qnbd
+//	copy_test.go        nbdcopy (raw files and corpus images out, a raw file in) and
+//	                    qemu-img convert to and from qnbd, over Unix sockets and TCP
 //	crash_test.go       kill -9 during writes, restart, flushed data reads back
 //	prometheus_test.go  a real Prometheus scrapes --metrics-addr during a growing workload
 //
@@ -28,10 +31,22 @@
 // temporary directories, run in parallel (t.Parallel). Shared corpus images are never
 // written: writers work on corpus.Copy copies.
 //
+// # Environment
+//
+// QNBD_E2E_RACE=0 builds the binaries without the race detector (see below).
+// QNBD_E2E_SERVER=qemu-nbd runs the suite against another server, to check the suite's own
+// expectations against the reference: the tests of qnbd-only flags (--export,
+// --metrics-addr) and of the spec's EPERM for writes to a read-only export (qemu-nbd 7.2
+// answers EINVAL) then fail, every other test passes.
+//
 // # Race detector
 //
 // When the test binary is built with -race, qnbd and qnbd-img are built with -race too, so
 // that real clients drive a race-instrumented server; a race report makes qnbd exit with a
-// non-zero status, which the stop check turns into a failure. QNBD_E2E_RACE=0 builds them
-// without the detector.
+// non-zero status, which the stop check turns into a failure (the report itself is also
+// looked for after kill -9). Servers run with GORACE=atexit_sleep_ms=0 so that each stop
+// does not wait a second.
+//
+// TestMain raises -parallel (unless given) to max(8, 4*GOMAXPROCS): the tests mostly wait
+// on subprocesses.
 package e2e

@@ -2,10 +2,13 @@
 package e2e
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"testing"
 )
 
@@ -22,6 +25,14 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	flag.Parse()
+	// The tests mostly wait for subprocesses (servers, qemu tools), so run more of them at
+	// once than there are CPUs, unless -parallel was given.
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		flag.Set("test.parallel", strconv.Itoa(max(8, 4*runtime.GOMAXPROCS(0))))
+	}
 	dir, err := os.MkdirTemp("", "qnbd-e2e-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

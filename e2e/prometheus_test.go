@@ -125,14 +125,18 @@ func (p *prometheus) query(q string) []sample {
 	return out
 }
 
-// scalar evaluates q, which must give exactly one series, and returns its value.
-func (p *prometheus) scalar(q string) float64 {
+// waitPositive polls q until it gives one series with a value above 0 (a failed scrape
+// makes series stale for a moment) and fails the test if it never does.
+func (p *prometheus) waitPositive(q string) {
 	p.t.Helper()
-	r := p.query(q)
-	if len(r) != 1 {
-		p.t.Fatalf("query %q: %d series, want 1: %+v", q, len(r), r)
+	var last []sample
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		last = p.query(q)
+		if len(last) == 1 && last[0].Value > 0 {
+			return
+		}
 	}
-	return r[0].Value
+	p.t.Errorf("query %q = %+v, want one series > 0", q, last)
 }
 
 // waitFor polls q until it gives one series equal to want (the scrape after the last
@@ -221,19 +225,14 @@ func TestPrometheusScrapesQnbd(t *testing.T) {
 	prom.waitFor(`qnbd_nbd_connections{export="disk"}`, 1)
 
 	// Allocation was seen as a rate, and the reftable growth matches the disk.
-	if r := prom.scalar(`sum(rate(qnbd_qcow2_clusters_allocated_total{export="disk"}[1m]))`); r <= 0 {
-		t.Errorf("rate(qnbd_qcow2_clusters_allocated_total[1m]) = %v, want > 0", r)
-	}
-	if r := prom.scalar(`rate(qnbd_qcow2_clusters_allocated_total{export="disk",kind="data"}[1m])`); r <= 0 {
-		t.Errorf("rate of data clusters allocated = %v, want > 0", r)
-	}
+	prom.waitPositive(`sum(rate(qnbd_qcow2_clusters_allocated_total{export="disk"}[1m]))`)
+	prom.waitPositive(`rate(qnbd_qcow2_clusters_allocated_total{export="disk",kind="data"}[1m])`)
+	prom.waitPositive(`rate(qnbd_qcow2_clusters_allocated_total{export="disk",kind="refblock"}[1m])`)
 	prom.waitFor(`qnbd_qcow2_reftable_grows_total{export="disk"}`, float64(diskGrows))
 	prom.waitFor(`qnbd_qcow2_reftable_clusters{export="disk"}`, float64(clusters))
 	// Every guest byte written sits in its own 512-byte data cluster.
 	prom.waitFor(`qnbd_qcow2_clusters_allocated_total{export="disk",kind="data"}`, total/512)
-	if n := prom.scalar(`qnbd_qcow2_flushes_total{export="disk"}`); n < float64(flushes) {
-		t.Errorf("qnbd_qcow2_flushes_total = %v, want at least the %d flushes sent", n, flushes)
-	}
+	prom.waitPositive(fmt.Sprintf(`qnbd_qcow2_flushes_total{export="disk"} >= %d`, flushes))
 
 	// promtool accepts a scrape of the live server without a word.
 	resp, err := http.Get("http://" + s.MetricsAddr + "/metrics")

@@ -99,6 +99,8 @@ func startServer(t *testing.T, bin string, cfg serverConfig) *server {
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout = s.out
 	s.cmd.Stderr = s.out
+	// A race-instrumented binary otherwise sleeps a second at exit (atexit_sleep_ms).
+	s.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	// The server dies with the test binary even if the test binary is killed.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
