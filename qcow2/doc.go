@@ -63,5 +63,13 @@
 // the target is checked against the metadata the engine knows of (header, L1, reftable,
 // snapshot table and L1s, bitmap directory, cached L2 tables and refcount blocks): the
 // allocator must never hand out a cluster that is in use. See flush.go for the write order
-// that makes a crash at any point leak clusters at worst.
+// that makes a crash at any point leak clusters at worst; refcount decrements are batched
+// behind an L2 flush (mapping.go), and a failed fsync fails every later one until the image
+// is reopened (synclatch.go), as in QEMU.
+//
+// # Errors
+//
+// An I/O error fails the request and leaves the image consistent (a write that failed may
+// leak the clusters it allocated). A half-done header switch (growing the reftable or the L1
+// table) makes the image refuse writes until reopened. Corruption marks the image, as above.
 package qcow2
