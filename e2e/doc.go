@@ -36,8 +36,9 @@
 // QNBD_E2E_RACE=0 builds the binaries without the race detector (see below).
 // QNBD_E2E_SERVER=qemu-nbd runs the suite against another server, to check the suite's own
 // expectations against the reference: the tests of qnbd-only flags (--export,
-// --metrics-addr) and of the spec's EPERM for writes to a read-only export (qemu-nbd 7.2
-// answers EINVAL) then fail, every other test passes.
+// --metrics-addr), of the spec's EPERM for writes to a read-only export (qemu-nbd 7.2
+// answers EINVAL) and of go-nbd's listing (go-nbd does not set C_FIXED_NEWSTYLE, and
+// qemu-nbd then refuses NBD_OPT_LIST) then fail, every other test passes.
 //
 // # Race detector
 //
