@@ -249,3 +249,20 @@ func TestForceShare(t *testing.T) {
 		t.Errorf("qnbd -U (read-write): exit %d, %q", code, s.p.stderr)
 	}
 }
+
+// TestLockEveryCacheMode: the O_DIRECT opener (--cache=none, directsync) locks as the
+// default one does.
+func TestLockEveryCacheMode(t *testing.T) {
+	dir := t.TempDir()
+	tool(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(dir, "a.qcow2"), "1M")
+	for _, mode := range []string{"none", "directsync", "writethrough", "unsafe"} {
+		s := mustServe(t, dir, "qnbd", "--cache="+mode, "a.qcow2")
+		out, code := runIn(t, dir, "qemu-img", "info", "a.qcow2")
+		if want := "qemu-img: Could not open 'a.qcow2': Failed to get shared \"write\" lock\n" +
+			"Is another process using the image [a.qcow2]?\n"; code != 1 || out != want {
+			t.Errorf("--cache=%s: qemu-img info: exit %d:\n%s", mode, code, out)
+		}
+		s.p.cmd.Process.Signal(syscall.SIGTERM)
+		s.p.wait(10 * time.Second)
+	}
+}
