@@ -101,14 +101,6 @@ func TestNbdinfoMatchesQemuNBD(t *testing.T) {
 				}
 				got.Exports[0] = withoutBlockSizes(t, got.Exports[0])
 				want.Exports[0] = withoutBlockSizes(t, want.Exports[0])
-				// Known difference: qemu-nbd 7.2 advertises TRIM on every writable export and
-				// ignores it without --discard=unmap; qnbd advertises it only with
-				// --discard=unmap (server.Export.Trim). Either way a trim changes nothing
-				// without unmap, so only that configuration tolerates the difference.
-				trimMayDiffer := !slices.Contains(flags, "--discard=unmap")
-				if trimMayDiffer {
-					want.Exports[0].CanTrim = got.Exports[0].CanTrim
-				}
 				if !reflect.DeepEqual(got, want) {
 					t.Errorf("nbdinfo --json differs:\nqnbd:     %+v\nqemu-nbd: %+v", got, want)
 				}
@@ -122,7 +114,7 @@ func TestNbdinfoMatchesQemuNBD(t *testing.T) {
 				for _, p := range canProperties {
 					g := runCode(t, "nbdinfo", "--can", p, q.URI("disk"))
 					w := runCode(t, "nbdinfo", "--can", p, ref.URI("disk"))
-					if g.Code != w.Code && !(p == "trim" && trimMayDiffer) {
+					if g.Code != w.Code {
 						t.Errorf("nbdinfo --can %s: qnbd exit %d, qemu-nbd exit %d\n%s", p, g.Code, w.Code, g.Stderr)
 					}
 					if name == "writable" && g.Code != 0 {

@@ -82,7 +82,8 @@ func (c *conn) doWrite(r *reply, req *Request, p []byte) Errno {
 
 func (c *conn) doTrim(r *reply, req *Request) Errno {
 	var err error
-	if req.Length > 0 {
+	// discard=ignore (Trim off), or a backend that cannot discard: a successful no-op.
+	if req.Length > 0 && c.x.Trim && c.x.trimmer != nil {
 		err = c.x.trimmer.Trim(c.srv.ctx, req.Offset, req.Length, req.Flags&CmdFlagFUA != 0)
 	}
 	return c.simple(r, req, "trim", err)

@@ -106,16 +106,15 @@ func newExport(e *Export) (*export, error) {
 	x.statuser, _ = e.Backend.(BlockStatuser)
 	x.depther, _ = e.Backend.(DepthStatuser)
 
-	// Flags follow qemu-nbd: FLUSH, FUA and CACHE always; TRIM only with discard=unmap and a
-	// Trimmer; WRITE_ZEROES and FAST_ZERO only when writable.
+	// Flags follow qemu-nbd 7.2: FLUSH, FUA and CACHE always; TRIM, WRITE_ZEROES and FAST_ZERO
+	// whenever the export is writable. Like qemu-nbd with discard=ignore, TRIM is advertised
+	// even when Trim is off or the Backend cannot trim: it then succeeds without effect, which
+	// the spec allows ("the server MAY ... not discard").
 	f := FlagHasFlags | FlagSendFlush | FlagSendFUA | FlagSendCache
 	if e.ReadOnly {
 		f |= FlagReadOnly
 	} else {
-		f |= FlagSendWriteZeroes | FlagSendFastZero
-		if e.Trim && x.trimmer != nil {
-			f |= FlagSendTrim
-		}
+		f |= FlagSendWriteZeroes | FlagSendFastZero | FlagSendTrim
 	}
 	if e.MultiConn {
 		f |= FlagCanMultiConn

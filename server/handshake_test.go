@@ -80,9 +80,10 @@ func TestInfoThenMoreOptions(t *testing.T) {
 	rs = c.opt(OptGo, infoPayload("plain"))
 	c.wantRep(rs, RepAck)
 	f = TransmissionFlags(be.Uint16(parseInfos(rs)[InfoExport][8:]))
-	// plain has no Trimmer: no SEND_TRIM even with Trim; structured: SEND_DF.
+	// plain has no Trimmer, yet SEND_TRIM is advertised as qemu-nbd does (TRIM is then a
+	// no-op); structured: SEND_DF.
 	want = FlagHasFlags | FlagSendFlush | FlagSendFUA | FlagSendCache | FlagSendWriteZeroes |
-		FlagSendFastZero | FlagSendDF
+		FlagSendFastZero | FlagSendDF | FlagSendTrim
 	if f != want {
 		t.Errorf("flags %v, want %v", f, want)
 	}
