@@ -52,8 +52,9 @@ type Export struct {
 	// all connections: FLUSH calls Backend.Flush, which covers every write that has returned on
 	// any connection, and FUA writes are durable before they return.
 	MultiConn bool
-	// Trim is qemu's discard=unmap: advertise NBD_FLAG_SEND_TRIM (when the Backend is a
-	// Trimmer) and let WRITE_ZEROES without NO_HOLE deallocate.
+	// Trim is qemu's discard=unmap: TRIM reaches the Backend (when it is a Trimmer) and
+	// WRITE_ZEROES without NO_HOLE may deallocate. Without it TRIM, still advertised on
+	// writable exports as qemu-nbd does, succeeds without effect.
 	Trim bool
 	// DetectZeroes turns all-zero WRITE payloads into write-zeroes (needs a Zeroer).
 	DetectZeroes DetectZeroes
