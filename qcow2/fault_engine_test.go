@@ -21,7 +21,7 @@ func TestFaultInjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	step := 17
+	step := 41
 	if *longTests {
 		step = 1
 	}
