@@ -287,7 +287,7 @@ func (a *allocator) free(c HostCluster, n ClusterCount, punch bool) {
 		cl := c.Add(k)
 		rc, err := a.refcount(cl)
 		if err != nil {
-			a.img.log.Warn("qcow2: leaking cluster: cannot read its refcount", "cluster", uint64(cl), "err", err)
+			a.retryFree(cl, punch, err)
 			continue
 		}
 		if rc == 0 {
@@ -295,7 +295,7 @@ func (a *allocator) free(c HostCluster, n ClusterCount, punch bool) {
 			continue
 		}
 		if err := a.setRefcount(cl, rc-1); err != nil {
-			a.img.log.Warn("qcow2: leaking cluster", "cluster", uint64(cl), "err", err)
+			a.retryFree(cl, punch, err)
 			continue
 		}
 		if rc-1 != 0 {
@@ -314,4 +314,16 @@ func (a *allocator) free(c HostCluster, n ClusterCount, punch bool) {
 	if freed > 0 {
 		a.img.hooks.ClustersFreed(freed)
 	}
+}
+
+// retryFree puts back a free whose refcount could not be read or written (a transient I/O
+// error must not leak the cluster): the next batch of frees tries again. A corrupt refcount
+// structure is not retried: the cluster leaks.
+func (a *allocator) retryFree(c HostCluster, punch bool, err error) {
+	if isCorrupt(err) {
+		a.img.log.Warn("qcow2: leaking cluster", "cluster", uint64(c), "err", err)
+		return
+	}
+	a.img.log.Warn("qcow2: cannot free cluster yet; will retry", "cluster", uint64(c), "err", err)
+	a.img.deferred = append(a.img.deferred, deferredFree{c: c, n: 1, punch: punch})
 }

@@ -106,15 +106,16 @@ func (img *Image) applyFrees() error {
 	if err := img.flushL2(); err != nil {
 		return err
 	}
-	keep := img.deferred[:0]
-	for _, d := range img.deferred {
+	// A free that fails is put back (allocator.retryFree): build the new list as we go.
+	pending := img.deferred
+	img.deferred = nil
+	for _, d := range pending {
 		if img.pins.overlaps(d.c.Offset(img.geo), img.geo.Bytes(d.n)) || (d.afterL1 && len(img.l1.dirty) > 0) {
-			keep = append(keep, d)
+			img.deferred = append(img.deferred, d)
 			continue
 		}
 		img.freeNow(d.c, d.n, d.punch)
 	}
-	img.deferred = keep
 	return nil
 }
 
