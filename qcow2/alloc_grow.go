@@ -1,7 +1,10 @@
 // Reftable growth: copy the table to a larger one laid out past the covered area, then switch.
 package qcow2
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // growRefTable replaces the reftable with a larger copy that has an entry for index need.
 //
@@ -104,6 +107,12 @@ func (a *allocator) growRefTable(need RefTableIndex) (err error) {
 	hdr.RefTableOffset = off
 	hdr.RefTableClusters = uint32(tclusters)
 	if err := a.img.writeHeaderSync(&hdr); err != nil {
+		var unwritten *headerWriteError
+		if errors.As(err, &unwritten) {
+			// The file still points at the old table, which stays in use; the new
+			// structures lie past what it counts (a later growth writes them again).
+			return err
+		}
 		// The header on disk may or may not point at the new table now: no further change
 		// is safe until the image is reopened.
 		a.img.broken = fmt.Errorf("switching to the new refcount table failed: %w", err)

@@ -3,6 +3,13 @@ package qcow2
 
 import "fmt"
 
+// headerWriteError is a header update whose write failed: the file still holds the previous
+// header. (When the sync after it fails instead, the file may hold either.)
+type headerWriteError struct{ err error }
+
+func (e *headerWriteError) Error() string { return "qcow2: write header: " + e.err.Error() }
+func (e *headerWriteError) Unwrap() error { return e.err }
+
 // writeHeaderSync writes the fixed header fields of h and syncs. Only the bytes up to and
 // including compression_type are written: padding and any later fields of a longer header
 // (unknown to us) stay as they are.
@@ -12,7 +19,7 @@ func (img *Image) writeHeaderSync(h *Header) error {
 		b = b[:offCompressionType+1]
 	}
 	if _, err := img.file.WriteAt(b, 0); err != nil {
-		return fmt.Errorf("qcow2: write header: %w", err)
+		return &headerWriteError{err}
 	}
 	if err := img.file.Sync(); err != nil {
 		return fmt.Errorf("qcow2: sync header: %w", err)

@@ -100,6 +100,12 @@ var faultPinned = map[string][]faultCase{
 	// A failed write while copying an L2 table shared with a snapshot leaked the shared table
 	// (its count never dropped, although the switch completed at the next flush).
 	"snapshot": {{kind: memstore.OpWrite, nth: 1, errno: syscall.EIO}, {kind: memstore.OpWrite, nth: 2, errno: syscall.ENOSPC}},
+	// A failed refcount read while freeing (here the old reftable after its growth) leaked
+	// the cluster for good.
+	"reftable-growth": {{kind: memstore.OpRead, nth: 59, errno: syscall.EIO}},
+	// A failed header write when switching to a grown L1 table left the new table allocated
+	// and the image refusing writes, although the file still held the old header.
+	"l1-growth": {{kind: memstore.OpWrite, nth: 7, errno: syscall.EIO}, {kind: memstore.OpWrite, nth: 18, errno: syscall.ENOSPC}},
 }
 
 func runFaultSweep(t *testing.T, w *cwWorkload, stats *faultStats, cnt *cwCounters) {

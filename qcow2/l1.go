@@ -169,6 +169,12 @@ func (img *Image) growL1(n uint64) error {
 	hdr.L1TableOffset = newT.off
 	hdr.L1Size = uint32(want)
 	if err := img.writeHeaderSync(&hdr); err != nil {
+		var unwritten *headerWriteError
+		if errors.As(err, &unwritten) {
+			// The file still points at the old table: undo (a transient error leaks nothing).
+			img.alloc.free(c, clusters, false)
+			return err
+		}
 		// The header on disk may or may not point at the new table now: keep both tables
 		// allocated, and make no further change until the image is reopened.
 		img.broken = fmt.Errorf("switching to the new L1 table failed: %w", err)
