@@ -45,11 +45,6 @@ func (b *writeBuf) u8(v uint8) {
 	*b = (*b)[1:]
 }
 
-func (b *writeBuf) u16(v uint16) {
-	binary.BigEndian.PutUint16(*b, v)
-	*b = (*b)[2:]
-}
-
 func (b *writeBuf) u32(v uint32) {
 	binary.BigEndian.PutUint32(*b, v)
 	*b = (*b)[4:]
