@@ -5,6 +5,7 @@ package qcow2
 
 import (
 	"fmt"
+	"iter"
 	"sort"
 	"strings"
 	"sync"
@@ -103,9 +104,10 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 		}
 		return d
 	}
-	variants, budget := 1, 24
+	// Random subsets (whole, then torn) of every window, and every subset of small windows.
+	variants, budget, maxK := 1, 24, 0
 	if *crashFull {
-		variants, budget = 8, 0
+		variants, budget, maxK = 8, 0, 5
 	}
 	// Count the states to spread the sample over the whole log.
 	total, pending := 0, 0
@@ -117,6 +119,9 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 		total++
 		if pending > 0 {
 			total += 2 * variants
+		}
+		if pending > 0 && pending <= maxK {
+			total += 1<<pending - 1
 		}
 		pending = 0
 	}
@@ -131,8 +136,13 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 	seen := map[key]bool{}
 	perSite := map[string]int{}
 	idx, taken, failures := 0, 0, 0
-	for pass, cfg := range []memstore.CrashConfig{{}, {Torn: true}} {
-		for pt, cs := range st.CrashStates(variants, uint64(len(w.name))*1000+uint64(pass), cfg) {
+	sources := []iter.Seq2[memstore.CrashPoint, *memstore.Store]{
+		st.CrashStates(variants, uint64(len(w.name))*1000, memstore.CrashConfig{}),
+		st.CrashStates(variants, uint64(len(w.name))*1000+1, memstore.CrashConfig{Torn: true}),
+		subsetStates(st, maxK),
+	}
+	for pass, states := range sources {
+		for pt, cs := range states {
 			if pass == 1 && pt.Variant == 0 {
 				continue // the same state as in the first pass
 			}
@@ -149,7 +159,7 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 			}
 			taken++
 			o := cwStateOpts{
-				label:   fmt.Sprintf("barrier %d/%d variant %d torn=%v", pt.Barrier, len(log), pt.Variant, pass == 1),
+				label:   fmt.Sprintf("barrier %d/%d variant %d %s", pt.Barrier, len(log), pt.Variant, [...]string{"whole", "torn", "subset"}[pass]),
 				qemu:    *crashFull || first || taken%3 == 0,
 				leaksOK: true,
 			}

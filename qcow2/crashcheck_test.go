@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -301,4 +302,47 @@ func (env *cwEnv) keepState(t testing.TB, st *memstore.Store, name string) strin
 		return fmt.Sprintf("(not kept: %v)", err)
 	}
 	return p
+}
+
+// subsetStates yields, for every barrier whose window (the writes since the previous sync) holds
+// at most maxK mutations, every non-empty subset of the window applied over the durable prefix
+// (whole writes, in log order): exhaustive where CrashStates samples. The point's Variant is the
+// subset's bit mask.
+func subsetStates(st *memstore.Store, maxK int) iter.Seq2[memstore.CrashPoint, *memstore.Store] {
+	return func(yield func(memstore.CrashPoint, *memstore.Store) bool) {
+		log := st.Log()
+		start := 0
+		for i := 0; i <= len(log); i++ {
+			if i < len(log) && log[i].Kind != memstore.OpSync {
+				continue
+			}
+			window := log[start:i]
+			if k := len(window); k > 0 && k <= maxK {
+				base, err := st.CrashAt(start, nil, memstore.CrashConfig{Policy: memstore.DropUnsynced})
+				if err != nil {
+					return
+				}
+				for mask := 1; mask < 1<<k; mask++ {
+					s := base.Clone()
+					for j, op := range window {
+						if mask&(1<<j) == 0 {
+							continue
+						}
+						switch op.Kind {
+						case memstore.OpWrite:
+							s.WriteAt(op.Data, op.Off)
+						case memstore.OpTruncate:
+							s.Truncate(op.Off)
+						case memstore.OpPunchHole:
+							s.PunchHole(op.Off, op.Len)
+						}
+					}
+					if !yield(memstore.CrashPoint{Barrier: i, Variant: mask}, s.Clone()) {
+						return
+					}
+				}
+			}
+			start = i + 1
+		}
+	}
 }
