@@ -40,7 +40,7 @@ func TestCrashStates(t *testing.T) {
 		t.Logf("crash states: %d checked (%d dirty, %d with leaks), %d qemu-img checks, %d of our checks; states per barrier site:%s",
 			cnt.states.Load(), cnt.dirty.Load(), cnt.leaky.Load(), cnt.qemuChecks.Load(), cnt.ourChecks.Load(), b.String())
 	})
-	for _, w := range crashWorkloads {
+	for _, w := range workloads() {
 		t.Run(w.name, func(t *testing.T) {
 			t.Parallel()
 			got := runCrashStates(t, w, &cnt)

@@ -24,8 +24,11 @@ type cwWorkload struct {
 	// second memstore. compressed: the image is qemu-img convert -c of stamped data.
 	// snapshot: stamped data, then an internal snapshot "s1" taken by qemu-img.
 	backing, compressed, snapshot bool
-	setup                         func(r *cwRunner) // unlogged preparation
-	run                           func(r *cwRunner)
+	// writeThrough opens the image with OpenOptions.WriteThrough (cache=writethrough: a flush
+	// after every write request).
+	writeThrough bool
+	setup        func(r *cwRunner) // unlogged preparation
+	run          func(r *cwRunner)
 	// sanity checks that the workload did what it is for (the table grew, ...), given the
 	// header before and after.
 	sanity func(before, after *Header) error
@@ -232,6 +235,21 @@ var crashWorkloads = []*cwWorkload{
 	}},
 }
 
+// workloads returns the workloads to run: every one as defined, and in write-through mode
+// (cache=writethrough) one of them by default, all of them with -qcow2.crash.full.
+func workloads() []*cwWorkload {
+	out := append([]*cwWorkload(nil), crashWorkloads...)
+	for _, w := range crashWorkloads {
+		if *crashFull || w.name == "discard" {
+			wt := *w
+			wt.name += "-wt"
+			wt.writeThrough = true
+			out = append(out, &wt)
+		}
+	}
+	return out
+}
+
 // cwEnv is a workload's starting point: the image (after setup, closed cleanly), its backing
 // file, and the model of both.
 type cwEnv struct {
@@ -357,7 +375,7 @@ func buildEnv(t testing.TB, w *cwWorkload) *cwEnv {
 // open opens an image held in s. The backing file comes from a clone of the backing store,
 // given the injector inj (a fault rule shared with the image's store).
 func (env *cwEnv) open(s *memstore.Store, inj memstore.Injector, extra ...func(*OpenOptions)) (*Image, error) {
-	o := OpenOptions{L2CacheBytes: env.w.l2Cache, Opener: func(path string, fo FileOptions) (Storage, error) {
+	o := OpenOptions{L2CacheBytes: env.w.l2Cache, WriteThrough: env.w.writeThrough, Opener: func(path string, fo FileOptions) (Storage, error) {
 		if env.bbase != nil && filepath.Base(path) == "backing.qcow2" {
 			b := env.bbase.Clone()
 			if inj != nil {

@@ -390,14 +390,6 @@ func TestCrashRace(t *testing.T) {
 	})
 }
 
-// write performs a write synchronously, failing the test on error.
-func (rr *raceRun) write(off, n uint64) {
-	rr.t.Helper()
-	if err := rr.r.write(off, n); err != nil {
-		rr.t.Fatal(err)
-	}
-}
-
 // hostOf returns the host cluster a guest cluster maps to.
 func (rr *raceRun) hostOf(off uint64) HostOffset {
 	rr.t.Helper()

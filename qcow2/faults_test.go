@@ -87,7 +87,7 @@ func TestFaultSweep(t *testing.T) {
 			st.runs.Load(), st.fired.Load(), st.reported.Load(), st.absorbed.Load(), st.closeFailed.Load(),
 			cnt.states.Load(), cnt.qemuChecks.Load(), cnt.ourChecks.Load(), strings.Join(keys, ", "))
 	})
-	for _, w := range crashWorkloads {
+	for _, w := range workloads() {
 		t.Run(w.name, func(t *testing.T) {
 			t.Parallel()
 			runFaultSweep(t, w, &st, &cnt)
