@@ -24,6 +24,8 @@ type cwWorkload struct {
 	// second memstore. compressed: the image is qemu-img convert -c of stamped data.
 	// snapshot: stamped data, then an internal snapshot "s1" taken by qemu-img.
 	backing, compressed, snapshot bool
+	// concurrent: operations overlap in time, so a fault cannot be pinned to one of them.
+	concurrent bool
 	// writeThrough opens the image with OpenOptions.WriteThrough (cache=writethrough: a flush
 	// after every write request).
 	writeThrough bool
@@ -208,7 +210,7 @@ var crashWorkloads = []*cwWorkload{
 			r.write(1*mib, 4*kib)
 			r.flush()
 		}},
-	{name: "concurrent", opts: "cluster_size=4k", size: 2 * mib, l2Cache: 1, run: func(r *cwRunner) {
+	{name: "concurrent", opts: "cluster_size=4k", size: 2 * mib, l2Cache: 1, concurrent: true, run: func(r *cwRunner) {
 		// Four writers; writer w owns the 2 KiB chunks c with c%4 == w, so two writers share
 		// every cluster, and the model stays exact per sector.
 		var wg sync.WaitGroup

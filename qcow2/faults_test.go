@@ -252,7 +252,7 @@ func (env *cwEnv) faultRun(t *testing.T, c *faultCase, stats *faultStats, cnt *c
 	// A fault that no request reported: allowed where the request's outcome is still right,
 	// which the data checks below establish.
 	for _, f := range fires {
-		if f.op >= 0 && f.op < len(ops) && ops[f.op].err == nil {
+		if !env.w.concurrent && f.op >= 0 && f.op < len(ops) && ops[f.op].err == nil {
 			stats.absorb(fmt.Sprintf("%s in %s", f.kind, ops[f.op].kind))
 		}
 	}
