@@ -16,7 +16,8 @@ type OpenOptions struct {
 	// ReadOnly opens the image (and always its backing files) read-only.
 	ReadOnly bool
 	// Snapshot is the ID or name of an internal snapshot to expose instead of the active
-	// state (read-only; FindSnapshot's syntax).
+	// state (read-only; FindSnapshot's syntax), at the image's current virtual size, as
+	// qemu-nbd -l does.
 	Snapshot string
 	// DataFile overrides the external data file name stored in the header.
 	DataFile string
@@ -93,6 +94,7 @@ type Image struct {
 	closed       bool
 	prepared     bool // the first-write header updates are done
 	snapshots    []Snapshot
+	snapL1Bad    []bool // per snapshot: its L1 table fails CheckSnapshotL1 (see overlapsFixed)
 	snapTableLen uint64
 	lastHost     uint64
 	linkGen      uint64 // counts links of new data into L2 entries (see Flush)
@@ -191,11 +193,17 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 	img.fileSize = uint64(fsz)
 
 	if hdr.SnapshotCount > 0 || o.Snapshot != "" {
-		snaps, err := ReadSnapshots(s, hdr)
+		// As QEMU at open: only what qcow2_read_snapshots refuses fails the open; a snapshot's
+		// L1 table is checked when it is used (and guarded against overwrites in any case).
+		snaps, err := LoadSnapshots(s, hdr)
 		if err != nil {
 			return nil, err
 		}
 		img.snapshots = snaps
+		img.snapL1Bad = make([]bool, len(snaps))
+		for i, sn := range snaps {
+			img.snapL1Bad[i] = CheckSnapshotL1(hdr, sn) != nil
+		}
 		img.snapTableLen = SnapshotTableSize(hdr, snaps)
 	}
 	if err := img.openDataFile(); err != nil {
@@ -215,9 +223,10 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 			return nil, err
 		}
 		img.snapshot = &sn
-		img.size.Store(sn.DiskSize)
-		if need := img.geo.L1EntriesFor(sn.DiskSize); uint64(sn.L1Size) < need {
-			return nil, formatErr(-1, "snapshot l1_size", sn.L1Size, "too small for the snapshot's disk size of %d bytes", sn.DiskSize)
+		// QEMU (qcow2_snapshot_load_tmp) keeps the image's current virtual size, whatever the
+		// snapshot's disk size; guest clusters past the snapshot's L1 table are unallocated.
+		if err := CheckSnapshotL1(hdr, sn); err != nil {
+			return nil, err
 		}
 		if img.l1, err = loadL1(s, sn.L1Offset, sn.L1Size); err != nil {
 			return nil, err

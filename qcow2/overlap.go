@@ -26,12 +26,15 @@ func rangesOverlap(a HostOffset, an uint64, b HostOffset, bn uint64) bool {
 
 // overlapsFixed returns the name of the fixed-position metadata structure (header, active L1,
 // reftable, snapshot table, snapshot L1 tables, bitmap directory) that [off, off+n) overlaps,
-// or "".
+// or "". It checks what is read (guest data, L2 tables and refcount blocks being loaded), so
+// a snapshot L1 table that CheckSnapshotL1 refuses does not count: QEMU opens images with
+// such a table and reads them (it never loads that table); writes still keep off it
+// (overlapsAny).
 func (img *Image) overlapsFixed(off HostOffset, n uint64) string {
-	return img.overlapsExcept(off, n, metaNone)
+	return img.overlapsExcept(off, n, metaNone, false)
 }
 
-func (img *Image) overlapsExcept(off HostOffset, n uint64, self metaKind) string {
+func (img *Image) overlapsExcept(off HostOffset, n uint64, self metaKind, writing bool) string {
 	g := img.geo
 	cs := g.ClusterSize()
 	if self != metaHeader && rangesOverlap(off, n, 0, cs) {
@@ -52,7 +55,10 @@ func (img *Image) overlapsExcept(off HostOffset, n uint64, self metaKind) string
 	if img.snapTableLen > 0 && rangesOverlap(off, n, img.hdr.SnapshotsOffset, img.snapTableLen) {
 		return metaSnapTable.String()
 	}
-	for _, sn := range img.snapshots {
+	for i, sn := range img.snapshots {
+		if !writing && img.snapL1Bad[i] {
+			continue
+		}
 		if rangesOverlap(off, n, sn.L1Offset, uint64(sn.L1Size)*l1EntrySize) {
 			return metaInactiveL1.String()
 		}
@@ -67,7 +73,7 @@ func (img *Image) overlapsExcept(off HostOffset, n uint64, self metaKind) string
 // "cached" overlap-check level). skipKind/skipKey name the structure being written, which may
 // overlap itself.
 func (img *Image) overlapsAny(off HostOffset, n uint64, skipKind metaKind, skipKey HostCluster) string {
-	if what := img.overlapsExcept(off, n, skipKind); what != "" {
+	if what := img.overlapsExcept(off, n, skipKind, true); what != "" {
 		return what
 	}
 	if n == 0 {

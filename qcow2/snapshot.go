@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 )
@@ -17,7 +18,8 @@ type Snapshot struct {
 	// first NUL byte, as QEMU, which keeps them as C strings, sees them.
 	ID, Name string
 	// L1Offset and L1Size locate the snapshot's L1 table. ReadSnapshots has checked that the
-	// table is cluster aligned, at most MaxL1Bytes long and inside the image file.
+	// table is cluster aligned, at most MaxL1Bytes long and inside the image file;
+	// LoadSnapshots leaves that to CheckSnapshotL1.
 	L1Offset HostOffset
 	L1Size   uint32
 	// Date is when the snapshot was taken.
@@ -49,14 +51,43 @@ const (
 	snapExtraICount  = 16
 )
 
-// ReadSnapshots parses the snapshot table described by h, bounding everything it reads by
-// QEMU's limits (reference/qcow2.md §5.1): at most MaxSnapshots entries and
-// MaxSnapshotTableBytes in all, each entry's extra data at most MaxSnapshotExtraData bytes and,
-// in version 3 images, at least MinSnapshotExtraDataV3, and each snapshot's L1 table cluster
-// aligned, at most MaxL1Bytes and inside the file. A violation is a *FormatError naming the
-// entry and field. It reads the table sequentially and allocates in proportion to what it
-// has read, never to a length it has not checked.
-func ReadSnapshots(s Storage, h *Header) ([]Snapshot, error) {
+// ReadSnapshots parses the snapshot table described by h strictly, as qemu-img check reads
+// it, bounding everything it reads by QEMU's limits (reference/qcow2.md §5.1): at most
+// MaxSnapshots entries and MaxSnapshotTableBytes in all, inside the file, each entry's extra
+// data at most MaxSnapshotExtraData bytes and, in version 3 images, at least
+// MinSnapshotExtraDataV3, and each snapshot's L1 table cluster aligned, at most MaxL1Bytes and
+// inside the file. A violation is a *FormatError naming the entry and field. It reads the
+// table sequentially and allocates in proportion to what it has read, never to a length it
+// has not checked.
+func ReadSnapshots(s Storage, h *Header) ([]Snapshot, error) { return readSnapshots(s, h, true) }
+
+// LoadSnapshots parses the snapshot table as QEMU does when it opens an image
+// (qcow2_read_snapshots): only the limits QEMU enforces there refuse the table (at most
+// MaxSnapshots entries and MaxSnapshotTableBytes in all, at most MaxSnapshotExtraData bytes of
+// extra data per entry); bytes past the end of the file read as zeros, version 3 entries may
+// have less extra data than the spec asks, and the snapshots' L1 tables are not checked:
+// CheckSnapshotL1 does that where a snapshot's L1 table is used. Everything read is still
+// bounded as in ReadSnapshots.
+func LoadSnapshots(s Storage, h *Header) ([]Snapshot, error) { return readSnapshots(s, h, false) }
+
+// CheckSnapshotL1 checks a snapshot's L1 table as QEMU does before using it
+// (qcow2_validate_table "Snapshot L1 table"): at most MaxL1Bytes, cluster aligned, and not
+// overflowing the largest file offset. It may lie past the end of the file (it reads as
+// zeros there).
+func CheckSnapshotL1(h *Header, sn Snapshot) error {
+	g := h.Geometry()
+	at := int64(sn.EntryOffset)
+	if uint64(sn.L1Size)*l1EntrySize > MaxL1Bytes {
+		return formatErr(at+8, "snapshot l1_size", sn.L1Size, "snapshot %s: a %d-byte L1 table exceeds the %d-byte limit (Snapshot L1 table too large)",
+			sn.ID, uint64(sn.L1Size)*l1EntrySize, MaxL1Bytes)
+	}
+	if sn.L1Offset.InCluster(g) != 0 || uint64(sn.L1Offset) > math.MaxInt64-uint64(sn.L1Size)*l1EntrySize {
+		return formatErr(at, "snapshot l1_table_offset", uint64(sn.L1Offset), "snapshot %s: Snapshot L1 table offset invalid", sn.ID)
+	}
+	return nil
+}
+
+func readSnapshots(s Storage, h *Header, strict bool) ([]Snapshot, error) {
 	if h.SnapshotCount == 0 {
 		return nil, nil
 	}
@@ -65,33 +96,62 @@ func ReadSnapshots(s Storage, h *Header) ([]Snapshot, error) {
 	}
 	g := h.Geometry()
 	start := h.SnapshotsOffset
-	if start == 0 || start.InCluster(g) != 0 {
+	if (strict && start == 0) || start.InCluster(g) != 0 {
 		return nil, formatErr(offSnapshotsOffset, "snapshots_offset", uint64(start), "must be a non-zero multiple of the %d-byte cluster size", g.ClusterSize())
 	}
 	fileSize, err := s.Size()
 	if err != nil {
 		return nil, fmt.Errorf("qcow2: size of image file: %w", err)
 	}
-	if uint64(start) >= uint64(fileSize) {
-		return nil, formatErr(offSnapshotsOffset, "snapshots_offset", uint64(start), "lies past the end of the %d-byte file", fileSize)
+	var src io.Reader
+	limit := uint64(MaxSnapshotTableBytes)
+	if strict {
+		if uint64(start) >= uint64(fileSize) {
+			return nil, formatErr(offSnapshotsOffset, "snapshots_offset", uint64(start), "lies past the end of the %d-byte file", fileSize)
+		}
+		// The table may extend at most to the end of the file and at most MaxSnapshotTableBytes.
+		limit = min(uint64(fileSize)-uint64(start), MaxSnapshotTableBytes)
+		src = io.NewSectionReader(s, int64(start), int64(limit))
+	} else {
+		if uint64(start) > math.MaxInt64-limit {
+			return nil, formatErr(offSnapshotsOffset, "snapshots_offset", uint64(start), "the snapshot table there overflows the largest file offset")
+		}
+		src = &zeroTailReader{s: s, off: uint64(start), end: uint64(start) + limit}
 	}
-	// The table may extend at most to the end of the file and at most MaxSnapshotTableBytes.
-	limit := min(uint64(fileSize)-uint64(start), MaxSnapshotTableBytes)
 	r := &tableReader{
-		r:     bufio.NewReaderSize(io.NewSectionReader(s, int64(start), int64(limit)), 64<<10),
+		r:     bufio.NewReaderSize(src, 64<<10),
 		start: start,
 		limit: limit,
 		full:  limit == MaxSnapshotTableBytes,
 	}
 	snaps := make([]Snapshot, 0, min(h.SnapshotCount, 1024))
 	for i := range h.SnapshotCount {
-		sn, err := r.entry(i, h, g, uint64(fileSize))
+		sn, err := r.entry(i, h, g, uint64(fileSize), strict)
 		if err != nil {
 			return nil, err
 		}
 		snaps = append(snaps, sn)
 	}
 	return snaps, nil
+}
+
+// zeroTailReader reads a store sequentially from off to end; what lies past the end of the
+// store reads as zeros, as QEMU's bdrv_pread returns it.
+type zeroTailReader struct {
+	s        Storage
+	off, end uint64
+}
+
+func (z *zeroTailReader) Read(p []byte) (int, error) {
+	if z.off >= z.end {
+		return 0, io.EOF
+	}
+	p = p[:min(uint64(len(p)), z.end-z.off)]
+	if err := readAtFull(z.s, p, HostOffset(z.off)); err != nil {
+		return 0, err
+	}
+	z.off += uint64(len(p))
+	return len(p), nil
 }
 
 // tableReader reads the snapshot table sequentially, tracking the position and refusing to
@@ -122,7 +182,7 @@ func (t *tableReader) next(n uint64, field string, i uint32) ([]byte, error) {
 	return b, nil
 }
 
-func (t *tableReader) entry(i uint32, h *Header, g Geometry, fileSize uint64) (Snapshot, error) {
+func (t *tableReader) entry(i uint32, h *Header, g Geometry, fileSize uint64, strict bool) (Snapshot, error) {
 	// "Padding to round up the snapshot table entry size to the next multiple of 8."
 	if pad := pad8(t.pos) - t.pos; pad > 0 {
 		if _, err := t.next(pad, "padding", i); err != nil {
@@ -150,7 +210,7 @@ func (t *tableReader) entry(i uint32, h *Header, g Geometry, fileSize uint64) (S
 	if extraLen > MaxSnapshotExtraData {
 		return Snapshot{}, formatErr(at(36), field("extra_data_size"), extraLen, "must be at most %d", MaxSnapshotExtraData)
 	}
-	if h.Version >= 3 && extraLen < MinSnapshotExtraDataV3 {
+	if strict && h.Version >= 3 && extraLen < MinSnapshotExtraDataV3 {
 		return Snapshot{}, formatErr(at(36), field("extra_data_size"), extraLen, "version 3 images need at least %d bytes (up to byte 55 of the entry)", MinSnapshotExtraDataV3)
 	}
 	extra, err := t.next(uint64(extraLen), "extra_data", i)
@@ -178,6 +238,9 @@ func (t *tableReader) entry(i uint32, h *Header, g Geometry, fileSize uint64) (S
 	}
 	sn.ID, sn.Name = cString(id), cString(name)
 	sn.EntrySize = uint64(t.start.Add(t.pos) - entryOff)
+	if !strict {
+		return sn, nil
+	}
 
 	// The snapshot's L1 table: QEMU checks it with qcow2_validate_table(..., QCOW_MAX_L1_SIZE,
 	// "Snapshot L1 table") before using it; we check it once, here.

@@ -72,9 +72,10 @@ func engineChain(img engineImage) []Layer {
 	return out
 }
 
-// engineSnapshots reads the snapshot table of the image whose header is h.
+// engineSnapshots reads the snapshot table of the image whose header is h, as QEMU reads it
+// when it opens the image (what qemu-img info lists).
 func engineSnapshots(s qcow2.Storage, h *qcow2.Header) ([]Snapshot, error) {
-	snaps, err := qcow2.ReadSnapshots(s, h)
+	snaps, err := qcow2.LoadSnapshots(s, h)
 	if err != nil {
 		return nil, err
 	}
