@@ -33,9 +33,10 @@ func (img *Image) writeHeaderSync(h *Header) error {
 func (img *Image) accurateRefcounts() bool { return !img.hdr.Dirty() }
 
 // prepareWrite runs before the first change to the image, with mu held: it refuses writes to
-// a corrupt image, clears autoclear bits qnbd does not maintain (the spec: unknown autoclear
-// bits must be cleared on write; qnbd also does not update bitmaps, so their bit goes too),
-// and, with lazy refcounts, sets the dirty bit, durable before any lazy refcount update.
+// a corrupt image, clears the autoclear bits qnbd does not know (the spec: unknown autoclear
+// bits must be cleared on write), marks persistent bitmaps in-use (bitmaps.go: qnbd does not
+// update them; their autoclear bit stays), and, with lazy refcounts, sets the dirty bit,
+// durable before any lazy refcount update.
 func (img *Image) prepareWrite() error {
 	if img.readOnly {
 		return ErrReadOnly
@@ -54,6 +55,12 @@ func (img *Image) prepareWrite() error {
 	}
 	h := img.hdr
 	h.Autoclear &= AutoclearKnown
+	if !h.bitmapsConsistent() {
+		h.Autoclear &^= AutoclearBitmaps // a bit without bitmaps to go with it
+	}
+	if err := img.markBitmapsInUse(&h); err != nil {
+		return err
+	}
 	if img.hdr.LazyRefcounts() {
 		h.Incompatible |= IncompatDirty
 	}

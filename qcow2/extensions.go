@@ -18,8 +18,8 @@ type Extensions struct {
 	DataFile string
 	// FeatureNames is the feature name table, in file order.
 	FeatureNames []FeatureName
-	// Bitmaps is the bitmaps extension, or nil. qnbd never updates bitmaps; it keeps the
-	// extension and clears the autoclear bit on its first write.
+	// Bitmaps is the bitmaps extension, or nil. qnbd never updates bitmaps; before its first
+	// write it marks every bitmap in-use in the directory (bitmaps.go).
 	Bitmaps *BitmapsExtension
 	// Crypto is the full disk encryption header pointer, or nil.
 	Crypto *CryptoExtension

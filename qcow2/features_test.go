@@ -357,34 +357,6 @@ func TestHooksAndLazyRefcounts(t *testing.T) {
 	}
 }
 
-// TestAutoclearCleared: the bitmaps autoclear bit (and unknown ones) are cleared before the
-// first write, as the spec requires of a program that does not update bitmaps. qemu-img then
-// treats the bitmaps as inconsistent, and their clusters as leaked: the expected outcome.
-func TestAutoclearCleared(t *testing.T) {
-	dir := t.TempDir()
-	p := engCreate(t, dir, "b.qcow2", "", "4M")
-	engQemu(t, "qemu-img", "bitmap", "--add", p, "bm0")
-	r := engOpenRaw(t, p)
-	r.put(offAutoclearFeatures, r.u64(offAutoclearFeatures)|1<<40)
-	img, err := Open(p, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.u64(offAutoclearFeatures) == 0 {
-		t.Fatal("cleared before any write")
-	}
-	engWrite(t, img, 0, engPattern(4096, 1))
-	if v := r.u64(offAutoclearFeatures); v != 0 {
-		t.Fatalf("autoclear %#x after a write", v)
-	}
-	if err := img.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if code, out := engQemuCheck(t, p); code != 3 || !strings.Contains(out, "lacking bitmap support") {
-		t.Fatalf("qemu-img check: exit %d\n%s", code, out)
-	}
-}
-
 // TestWriteThrough: with WriteThrough every write is durable when it returns: a crash that
 // drops everything unsynced keeps it, and the image is consistent.
 func TestWriteThrough(t *testing.T) {

@@ -114,8 +114,9 @@ const (
 	// AutoclearDataFileRaw: "Raw external data bit. If this bit is set, the external data file
 	// can be read as a consistent standalone raw image without looking at the qcow2 metadata."
 	AutoclearDataFileRaw uint64 = 1 << 1
-	// AutoclearKnown is every autoclear bit qnbd keeps when it writes.
-	AutoclearKnown = AutoclearDataFileRaw
+	// AutoclearKnown is every autoclear bit qnbd keeps when it writes (the bitmaps bit with
+	// every bitmap marked in-use first: bitmaps.go).
+	AutoclearKnown = AutoclearDataFileRaw | AutoclearBitmaps
 )
 
 // Encryption methods (crypt_method). "0 for no encryption, 1 for AES encryption, 2 for LUKS

@@ -63,7 +63,7 @@ func (img *Image) overlapsExcept(off HostOffset, n uint64, self metaKind, writin
 			return metaInactiveL1.String()
 		}
 	}
-	if b := img.hdr.Extensions.Bitmaps; b != nil && rangesOverlap(off, n, b.DirectoryStart, b.DirectorySize) {
+	if b := img.hdr.Extensions.Bitmaps; b != nil && self != metaBitmapDir && rangesOverlap(off, n, b.DirectoryStart, b.DirectorySize) {
 		return metaBitmapDir.String()
 	}
 	return ""

@@ -19,7 +19,10 @@ func (img *Image) Resize(newSize uint64) error {
 	}
 	img.mu.Lock()
 	old := img.size.Load()
-	err := img.prepareWrite()
+	err := img.bitmapResizeError()
+	if err == nil {
+		err = img.prepareWrite()
+	}
 	if err == nil && len(img.snapshots) > 0 {
 		err = fmt.Errorf("%w: cannot resize an image with internal snapshots", ErrUnsupported)
 	}
