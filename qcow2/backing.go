@@ -18,6 +18,9 @@ type layer interface {
 	layerSize() uint64
 	// mapLayer describes [off, off+n) of the layer (Depth relative to the layer).
 	mapLayer(off, n uint64) ([]Extent, error)
+	// chainStatus is the block status of [off, off+n), inside layerSize, from this layer
+	// down (Depth relative to the layer): Image.BlockStatus with above, MapStatus without.
+	chainStatus(off, n uint64, above bool) ([]Status, error)
 	// chain describes the layer and the layers below it.
 	chain(depth int) []LayerInfo
 	Close() error
@@ -152,6 +155,10 @@ func (l qcow2Layer) mapLayer(off, n uint64) ([]Extent, error) {
 	return append(ext, tail...), err
 }
 
+func (l qcow2Layer) chainStatus(off, n uint64, above bool) ([]Status, error) {
+	return l.img.chainStatus(off, n, above)
+}
+
 func (l qcow2Layer) chain(depth int) []LayerInfo {
 	img := l.img
 	h := img.Header()
@@ -185,7 +192,57 @@ func (l *rawLayer) readLayer(p []byte, off uint64) error {
 	return nil
 }
 
-func (l *rawLayer) layerSize() uint64 { return l.size }
+// layerSize is the file's length in whole sectors, as QEMU's block layer sees it
+// (bdrv_getlength); the tail of a partial last sector reads as zeros.
+func (l *rawLayer) layerSize() uint64 { return alignUp(l.size, 512) }
+
+// chainStatus is QEMU's file driver's block status (raw_co_block_status through the raw
+// format driver): every run is allocated and located at its own offset of the file; holes
+// (SEEK_DATA/SEEK_HOLE) read as zeros, and so does everything after the last data, up to
+// the end of the last sector. A store that cannot tell its holes is all data.
+func (l *rawLayer) chainStatus(off, n uint64, _ bool) ([]Status, error) {
+	var out statusList
+	add := func(start, end uint64, zero bool) {
+		out.add(Status{Start: start, Length: end - start, Data: !zero, Zero: zero, Allocated: true,
+			HasOffset: true, Offset: HostOffset(start), File: l.path})
+	}
+	end := off + n
+	fa, canSeek := l.s.(AllocationFinder)
+	for pos := off; pos < end; {
+		if pos >= l.size {
+			add(pos, end, true)
+			break
+		}
+		if !canSeek {
+			next := min(l.size, end)
+			add(pos, next, false)
+			pos = next
+			continue
+		}
+		data, hole, err := fa.FindAllocation(int64(pos))
+		switch {
+		case errors.Is(err, ErrNoMoreData):
+			add(pos, end, true)
+			pos = end
+		case err != nil:
+			// No information: pretend there are no holes (up to the end of the request).
+			add(pos, end, false)
+			pos = end
+		case uint64(data) == pos && uint64(hole) > pos:
+			next := min(uint64(hole), end)
+			add(pos, next, false)
+			pos = next
+		case uint64(hole) == pos && uint64(data) > pos:
+			next := min(uint64(data), end)
+			add(pos, next, true)
+			pos = next
+		default:
+			add(pos, end, false)
+			pos = end
+		}
+	}
+	return out, nil
+}
 
 // mapLayer reports the raw file's data and holes (SEEK_DATA/SEEK_HOLE where the store is a
 // file), as qemu-img map does.

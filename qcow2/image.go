@@ -98,6 +98,10 @@ type Image struct {
 	snapTableLen uint64
 	lastHost     uint64
 	linkGen      uint64 // counts links of new data into L2 entries (see Flush)
+
+	// QEMU's metadata-preallocation heuristic, decided at the first block status query
+	// (metaprealloc.go).
+	preallocChecked, prealloc bool
 }
 
 // Open opens the image at path.

@@ -41,6 +41,24 @@ type Preallocator interface {
 	Allocate(off, n int64) error
 }
 
+// AllocationFinder is implemented by stores that can tell data from holes (lseek SEEK_DATA and
+// SEEK_HOLE), which QEMU's file driver reports in block status.
+type AllocationFinder interface {
+	// FindAllocation answers for off inside the store: data == off and hole > off (the next
+	// hole, or the end of the store) when off holds data; hole == off and data > off (the next
+	// data) when off is in a hole; ErrNoMoreData when no data lies at or after off.
+	FindAllocation(off int64) (data, hole int64, err error)
+}
+
+// ErrNoMoreData is FindAllocation's answer for a hole that runs to the end of the store.
+var ErrNoMoreData = errors.New("qcow2: no data at or after this offset")
+
+// AllocatedSizer is implemented by stores that know how many bytes they occupy on disk
+// (st_blocks), which QEMU's metadata-preallocation heuristic compares with the refcounts.
+type AllocatedSizer interface {
+	AllocatedBytes() (int64, error)
+}
+
 // ErrNotSupported is returned by optional Storage methods the underlying file system lacks.
 var ErrNotSupported = errors.New("qcow2: operation not supported by the storage")
 
@@ -155,4 +173,49 @@ func (s *FileStorage) Allocate(off, n int64) error {
 		return ErrNotSupported
 	}
 	return err
+}
+
+// FindAllocation reports data and holes with lseek SEEK_DATA / SEEK_HOLE, as QEMU's
+// find_allocation does (AllocationFinder).
+func (s *FileStorage) FindAllocation(off int64) (data, hole int64, err error) {
+	return findAllocation(s.f, off)
+}
+
+// findAllocation is QEMU's find_allocation over an open file: SEEK_DATA first; in data,
+// SEEK_HOLE for its end.
+func findAllocation(f *os.File, off int64) (data, hole int64, err error) {
+	fd := int(f.Fd())
+	d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		return 0, 0, ErrNoMoreData
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	if d < off {
+		return 0, 0, fmt.Errorf("lseek SEEK_DATA at %d returned %d", off, d)
+	}
+	if d > off {
+		return d, off, nil
+	}
+	h, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+	if err != nil {
+		return 0, 0, err
+	}
+	if h <= off {
+		return 0, 0, fmt.Errorf("lseek SEEK_HOLE at %d returned %d", off, h)
+	}
+	return off, h, nil
+}
+
+// AllocatedBytes is the file's allocated size (st_blocks * 512), as QEMU's
+// bdrv_get_allocated_file_size reports it (AllocatedSizer).
+func (s *FileStorage) AllocatedBytes() (int64, error) { return allocatedBytes(s.f) }
+
+func allocatedBytes(f *os.File) (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, err
+	}
+	return st.Blocks * 512, nil
 }

@@ -49,3 +49,19 @@ func (s *syncLatch) PunchHole(off, n int64) error {
 	}
 	return ErrNotSupported
 }
+
+// FindAllocation forwards to the wrapped file (all data if it cannot tell).
+func (s *syncLatch) FindAllocation(off int64) (int64, int64, error) {
+	if fa, ok := s.Storage.(AllocationFinder); ok {
+		return fa.FindAllocation(off)
+	}
+	return 0, 0, ErrNotSupported
+}
+
+// AllocatedBytes forwards to the wrapped file.
+func (s *syncLatch) AllocatedBytes() (int64, error) {
+	if as, ok := s.Storage.(AllocatedSizer); ok {
+		return as.AllocatedBytes()
+	}
+	return 0, ErrNotSupported
+}

@@ -65,11 +65,7 @@ func openQcow2(e exportConfig, path string, overlay bool, cfg *config, env openE
 	if err != nil {
 		return nil, nil, openError(e.file, err)
 	}
-	bo := qcow2export.Options{Discard: cfg.discard}
-	if !overlay {
-		bo.Path = path
-	}
-	b := qcow2export.New(img, bo)
+	b := qcow2export.New(img, qcow2export.Options{Discard: cfg.discard})
 	return b, qcow2Closer{b: b, img: img}, nil
 }
 

@@ -37,25 +37,27 @@ func engineOpen(path string, o OpenOptions) (engineImage, error) {
 	return img, nil
 }
 
-// engineMap returns the engine's block status for [off, off+n). File names are the engine's
-// (the adapter renames them); compressed data has no usable offset.
+// engineMap returns the engine's block status for [off, off+n) as qemu-img map walks the
+// backing chain (Image.MapStatus), in this package's terms. File names are the engine's (the
+// adapter renames them).
 func engineMap(img engineImage, off, n uint64) ([]Extent, error) {
-	ext, err := img.(*qcow2.Image).Map(off, n)
+	st, err := img.(*qcow2.Image).MapStatus(off, n)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Extent, 0, len(ext))
-	for _, e := range ext {
-		x := Extent{Start: e.Start, Length: e.Length, Depth: e.Depth}
-		switch e.Kind {
-		case qcow2.KindData:
-			x.Kind, x.HasOffset, x.Offset, x.File = KindData, true, uint64(e.Host), e.HostFile
-		case qcow2.KindCompressed:
-			x.Kind, x.Compressed = KindData, true
-		case qcow2.KindZero:
+	out := make([]Extent, 0, len(st))
+	for _, s := range st {
+		x := Extent{Start: s.Start, Length: s.Length, Depth: s.Depth}
+		switch {
+		case s.Data:
+			x.Kind, x.KnownZero, x.Compressed = KindData, s.Zero, s.Compressed
+		case s.Allocated:
 			x.Kind = KindZero
 		default:
 			x.Kind = KindUnallocated
+		}
+		if s.HasOffset {
+			x.HasOffset, x.Offset, x.File = true, uint64(s.Offset), s.File
 		}
 		out = append(out, x)
 	}

@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"reflect"
 	"syscall"
 	"testing"
 )
@@ -163,63 +161,5 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if _, err := Check(raw, Raw, RepairNone, false); !errors.Is(err, ErrNotSupported) || !errors.Is(err, syscall.ENOTSUP) {
 		t.Errorf("check raw: %v", err)
-	}
-}
-
-func TestRefineExtents(t *testing.T) {
-	layers := []Layer{
-		{Filename: "top.qcow2", Format: Qcow2, Size: 3 << 20},
-		{Filename: "mid.qcow2", Format: Qcow2, Size: 2 << 20},
-		{Filename: "base.raw", Format: Raw, Size: 1 << 20},
-	}
-	in := []Extent{
-		{Start: 0, Length: 4096, Kind: KindData, Depth: 2, HasOffset: true, Offset: 0, File: "base.raw"},
-		{Start: 4096, Length: 2<<20 - 4096, Kind: KindZero, Depth: 2}, // raw hole, then past its end
-		{Start: 2 << 20, Length: 1 << 20, Kind: KindZero, Depth: 1},   // past mid's end
-	}
-	noHoles := func(string, uint64, uint64, func(uint64, uint64, bool)) { t.Fatal("no recursion expected") }
-	got := refineExtents(in, layers, false, noHoles)
-	want := []Extent{
-		in[0],
-		{Start: 4096, Length: 1<<20 - 4096, Kind: KindZero, Depth: 2, HasOffset: true, Offset: 4096, File: "base.raw"},
-		{Start: 1 << 20, Length: 1 << 20, Kind: KindUnallocated, Depth: 1},
-		{Start: 2 << 20, Length: 1 << 20, Kind: KindUnallocated, Depth: 0},
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("refineExtents:\n got %+v\nwant %+v", got, want)
-	}
-	// With metadata preallocation, data over host holes reads as known zeros.
-	data := []Extent{{Start: 0, Length: 3 << 16, Kind: KindData, HasOffset: true, Offset: 1 << 16, File: "top.qcow2"}}
-	holes := func(name string, off, n uint64, emit func(uint64, uint64, bool)) {
-		emit(off, off+1<<16, false)
-		emit(off+1<<16, off+n, true)
-	}
-	got = refineExtents(data, layers, true, holes)
-	want = []Extent{
-		{Start: 0, Length: 1 << 16, Kind: KindData, HasOffset: true, Offset: 1 << 16, File: "top.qcow2"},
-		{Start: 1 << 16, Length: 2 << 16, Kind: KindData, KnownZero: true, HasOffset: true, Offset: 2 << 16, File: "top.qcow2"},
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("recursion:\n got %+v\nwant %+v", got, want)
-	}
-}
-
-// QEMU's heuristic, judged on qemu-img-made images: a metadata-preallocated sparse image is
-// detected, a plain one and a fully preallocated one are not.
-func TestDetectMetadataPrealloc(t *testing.T) {
-	dir := t.TempDir()
-	for name, want := range map[string]bool{"off": false, "metadata": true, "full": false} {
-		p := filepath.Join(dir, name+".qcow2")
-		if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation="+name, p, "64M").CombinedOutput(); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-		d, err := Open(p, OpenOptions{ReadOnly: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := d.(*qcow2Disk).recurse; got != want {
-			t.Errorf("preallocation=%s: detected %v, want %v", name, got, want)
-		}
-		d.Close()
 	}
 }

@@ -3,8 +3,6 @@ package qcow2export
 
 import (
 	"context"
-	"os"
-	"sync"
 
 	"github.com/qnbd/qnbd/qcow2"
 	"github.com/qnbd/qnbd/server"
@@ -15,10 +13,6 @@ type Options struct {
 	// Discard is --discard=unmap: TRIM deallocates, and WRITE_ZEROES without NO_HOLE may
 	// deallocate. Without it TRIM does nothing and zeroing keeps clusters allocated.
 	Discard bool
-	// Path is the image file's name, used once to detect metadata preallocation the way QEMU
-	// does (block status then looks for holes in the host file under data clusters). Empty
-	// skips the detection.
-	Path string
 }
 
 // Backend serves one open qcow2 image. It implements server.Backend, server.Trimmer,
@@ -26,12 +20,6 @@ type Options struct {
 type Backend struct {
 	img  *qcow2.Image
 	opts Options
-
-	preallocOnce sync.Once
-	prealloc     bool // QEMU's metadata_preallocation: see prealloc.go
-
-	mu    sync.RWMutex        // guards hosts; held shared while a host file is in use
-	hosts map[string]*os.File // host files opened for SEEK_DATA/SEEK_HOLE; nil after Close
 }
 
 // Interfaces the server looks for.
@@ -44,10 +32,10 @@ var (
 	_ server.DepthStatuser = (*Backend)(nil)
 )
 
-// New returns a Backend over img. The caller keeps ownership of img: Close releases only the
-// Backend's own files, and img.Close must follow it.
+// New returns a Backend over img. The caller keeps ownership of img: img.Close must follow
+// the Backend's Close.
 func New(img *qcow2.Image, o Options) *Backend {
-	return &Backend{img: img, opts: o, hosts: map[string]*os.File{}}
+	return &Backend{img: img, opts: o}
 }
 
 // Image returns the image being served.
@@ -82,16 +70,5 @@ func (b *Backend) fua(fua bool) error {
 	return classify(b.img.Flush())
 }
 
-// Close releases the host files the Backend opened for block status. It does not close the
-// image.
-func (b *Backend) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, f := range b.hosts {
-		if f != nil {
-			f.Close()
-		}
-	}
-	b.hosts = nil
-	return nil
-}
+// Close releases the Backend; it holds nothing of its own, and does not close the image.
+func (b *Backend) Close() error { return nil }

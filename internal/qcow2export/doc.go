@@ -16,8 +16,8 @@
 //	              metadata alone, else ENOTSUP before anything is written
 //	CACHE         reads the allocated parts of the range (data and compressed clusters,
 //	              in any layer) and drops the bytes: a prefetch into the host page cache
-//	BLOCK_STATUS  base:allocation and qemu:allocation-depth from Image.Map, worded as QEMU's
-//	              block layer words them (see status.go)
+//	BLOCK_STATUS  base:allocation and qemu:allocation-depth from Image.BlockStatus, the
+//	              engine's answer of QEMU's bdrv_block_status_above (see status.go)
 //
 // # Errors
 //
@@ -27,10 +27,8 @@
 //
 // # Concurrency
 //
-// A Backend is safe for concurrent use, as the Image under it is. Its own state is the lazily
-// made metadata-preallocation decision (a sync.Once) and the host files it opens for
-// SEEK_DATA/SEEK_HOLE (a mutex, never held while calling the engine). Lock order: the
-// engine's locks are never held while a Backend lock is taken, and vice versa.
+// A Backend is safe for concurrent use, as the Image under it is. It has no state of its own
+// besides its options, and no lock.
 //
 // # Direct I/O
 //

@@ -36,7 +36,7 @@ func serveQnbd(t *testing.T, path string, o serveOpts) (sock string, stop func()
 	if err != nil {
 		t.Fatalf("open %s: %v", path, err)
 	}
-	b := New(img, Options{Discard: o.discard, Path: path})
+	b := New(img, Options{Discard: o.discard})
 	sock = filepath.Join(t.TempDir(), "qnbd.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {

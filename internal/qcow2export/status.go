@@ -1,4 +1,4 @@
-// Block status (base:allocation, qemu:allocation-depth) and CACHE, from Image.Map.
+// Block status (base:allocation, qemu:allocation-depth) and CACHE, from Image.BlockStatus.
 package qcow2export
 
 import (
@@ -10,7 +10,7 @@ import (
 )
 
 const (
-	// mapChunk is how much of the guest one Image.Map call covers.
+	// mapChunk is how much of the guest one Image.BlockStatus call covers.
 	mapChunk = 1 << 30
 	// maxExtents stops mapping once a reply has this many extents; the client asks again
 	// for the rest (the server caps a chunk at 8192 descriptors anyway).
@@ -19,94 +19,71 @@ const (
 	cacheChunk = 1 << 20
 )
 
-// Allocation answers base:allocation as qemu-nbd does. qemu-nbd asks its block layer for the
-// status of the whole backing chain and reports NBD_STATE_HOLE unless the range holds data,
-// NBD_STATE_ZERO when it reads as zeros:
-//
-//	data or compressed cluster, in any layer            0
-//	  ... of this image, over a hole of its host file
-//	      when metadata preallocation was detected      ZERO
-//	zero cluster (plain or allocated), in any layer     HOLE|ZERO
-//	hole of a raw backing file                          HOLE|ZERO
-//	past the end of a shorter backing file              HOLE|ZERO
-//	unallocated everywhere                              HOLE|ZERO
-//
-// (QEMU reports an allocated zero cluster as a hole too: its qcow2 driver returns ZERO
-// without DATA for it.)
+// Allocation answers base:allocation as qemu-nbd does: from the engine's BlockStatus (QEMU's
+// bdrv_block_status_above over the whole chain), NBD_STATE_HOLE unless the range holds data,
+// NBD_STATE_ZERO when it is known to read as zeros.
 func (b *Backend) Allocation(ctx context.Context, off, length uint64) ([]server.Extent, error) {
 	var out []server.Extent
-	add := func(n uint64, flags uint32) {
-		if n == 0 {
-			return
+	err := b.walk(ctx, off, length, func(s qcow2.Status) bool {
+		var flags uint32
+		if !s.Data {
+			flags |= server.StateHole
 		}
-		if k := len(out) - 1; k >= 0 && out[k].Flags == flags {
-			out[k].Length += n
-			return
+		if s.Zero {
+			flags |= server.StateZero
 		}
-		out = append(out, server.Extent{Length: n, Flags: flags})
-	}
-	recurse := b.metadataPrealloc()
-	err := b.walk(ctx, off, length, func(e qcow2.Extent) bool {
-		switch e.Kind {
-		case qcow2.KindData, qcow2.KindCompressed:
-			if recurse && e.Kind == qcow2.KindData && e.Depth == 0 && e.HostFile != "" {
-				b.hostHoles(e.HostFile, uint64(e.Host), e.Length, func(n uint64, hole bool) {
-					if hole {
-						add(n, server.StateZero)
-					} else {
-						add(n, 0)
-					}
-				})
-			} else {
-				add(e.Length, 0)
-			}
-		default:
-			add(e.Length, server.StateHole|server.StateZero)
-		}
+		out = addExtent(out, s.Length, flags)
 		return len(out) < maxExtents
 	})
 	return out, err
 }
 
-// AllocationDepth answers qemu:allocation-depth as qemu-nbd does (bdrv_is_allocated_above
-// over the whole chain): 0 where no layer allocates the range, else 1 + the depth of the layer
-// that does, where a zero cluster, a raw backing file (holes included) and the range past the
-// end of a shorter backing file all count as allocated in their layer.
+// AllocationDepth answers qemu:allocation-depth as qemu-nbd does (bdrv_is_allocated_above over
+// the whole chain): 0 where no layer allocates the range, else 1 + the depth of the layer
+// that does.
 func (b *Backend) AllocationDepth(ctx context.Context, off, length uint64) ([]server.Extent, error) {
 	var out []server.Extent
-	err := b.walk(ctx, off, length, func(e qcow2.Extent) bool {
+	err := b.walk(ctx, off, length, func(s qcow2.Status) bool {
 		var depth uint32
-		if e.Kind != qcow2.KindUnallocated {
-			depth = uint32(e.Depth) + 1
+		if s.Allocated {
+			depth = uint32(s.Depth) + 1
 		}
-		if k := len(out) - 1; k >= 0 && out[k].Flags == depth {
-			out[k].Length += e.Length
-		} else {
-			out = append(out, server.Extent{Length: e.Length, Flags: depth})
-		}
+		out = addExtent(out, s.Length, depth)
 		return len(out) < maxExtents
 	})
 	return out, err
 }
 
-// walk calls fn for the extents of [off, off+length) in order, mapping mapChunk bytes at a
-// time, until fn returns false or the range is covered.
-func (b *Backend) walk(ctx context.Context, off, length uint64, fn func(qcow2.Extent) bool) error {
+// addExtent appends n bytes with flags, merging with the previous extent when they match.
+func addExtent(out []server.Extent, n uint64, flags uint32) []server.Extent {
+	if n == 0 {
+		return out
+	}
+	if k := len(out) - 1; k >= 0 && out[k].Flags == flags {
+		out[k].Length += n
+		return out
+	}
+	return append(out, server.Extent{Length: n, Flags: flags})
+}
+
+// walk calls fn for the block status runs of [off, off+length) in order, mapping mapChunk
+// bytes at a time, until fn returns false or the range is covered.
+func (b *Backend) walk(ctx context.Context, off, length uint64, fn func(qcow2.Status) bool) error {
 	end := off + length
 	for pos := off; pos < end; {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		n := min(end-pos, mapChunk)
-		ext, err := b.img.Map(pos, n)
+		st, err := b.img.BlockStatus(pos, n)
 		if err != nil {
 			return classify(err)
 		}
-		for _, e := range ext {
-			if e.Length == 0 {
+		for _, s := range st {
+			if s.Length == 0 {
 				continue
 			}
-			if !fn(e) {
+			if !fn(s) {
 				return nil
 			}
 		}
@@ -126,11 +103,11 @@ func (b *Backend) Cache(ctx context.Context, off, length uint64) error {
 	defer cacheBufs.Put(bp)
 	buf := *bp
 	var rerr error
-	err := b.walk(ctx, off, length, func(e qcow2.Extent) bool {
-		if e.Kind != qcow2.KindData && e.Kind != qcow2.KindCompressed {
+	err := b.walk(ctx, off, length, func(s qcow2.Status) bool {
+		if !s.Data {
 			return true
 		}
-		for pos, end := e.Start, e.Start+e.Length; pos < end; {
+		for pos, end := s.Start, s.End(); pos < end; {
 			if rerr = ctx.Err(); rerr != nil {
 				return false
 			}
