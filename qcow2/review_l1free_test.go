@@ -89,7 +89,18 @@ func TestReview_FreeAppliedBeforeL1Switch(t *testing.T) {
 	}
 	if code == 2 {
 		lines := strings.Split(out, "\n")
-		t.Fatalf("crash before the Flush's L1 write: qemu-img check exit 2 (corruption), e.g.\n%s\n...\n%s", strings.Join(lines[:min(3, len(lines))], "\n"), strings.Join(lines[max(0, len(lines)-8):], "\n"))
+		// What deleting the snapshot then makes of it: refcount 0 under a live reference.
+		engQemu(t, "qemu-img", "snapshot", "-d", "s1", path)
+		_, after := engQemuCheck(t, path)
+		first := ""
+		for _, l := range strings.Split(after, "\n") {
+			if strings.Contains(l, "refcount=0 reference=1") {
+				first = l
+				break
+			}
+		}
+		t.Fatalf("crash before the Flush's L1 write: qemu-img check exit 2 (corruption), e.g.\n%s\n...\n%s\nafter qemu-img snapshot -d s1: %q",
+			strings.Join(lines[:min(3, len(lines))], "\n"), strings.Join(lines[max(0, len(lines)-8):], "\n"), first)
 	}
 	ours, err := CheckStorage(st, RepairNone)
 	if err != nil || ours.Corruptions > 0 {
