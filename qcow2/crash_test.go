@@ -95,15 +95,7 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 	}
 
 	syncs := st.SyncPoints()
-	durableAt := func(i int) int {
-		d := 0
-		for _, p := range syncs {
-			if p <= i {
-				d = p
-			}
-		}
-		return d
-	}
+	durableAt := func(i int) int { return durablePrefix(syncs, i) }
 	// Random subsets (whole, then torn) of every window, and every subset of small windows.
 	variants, budget, maxK := 1, 24, 0
 	if *crashFull {

@@ -304,6 +304,18 @@ func (env *cwEnv) keepState(t testing.TB, st *memstore.Store, name string) strin
 	return p
 }
 
+// durablePrefix is the length of the log prefix that is durable when a crash happens at
+// barrier i: up to and including the last Sync before i (syncs are SyncPoints).
+func durablePrefix(syncs []int, i int) int {
+	d := 0
+	for _, p := range syncs {
+		if p <= i {
+			d = p
+		}
+	}
+	return d
+}
+
 // subsetStates yields, for every barrier whose window (the writes since the previous sync) holds
 // at most maxK mutations, every non-empty subset of the window applied over the durable prefix
 // (whole writes, in log order): exhaustive where CrashStates samples. The point's Variant is the

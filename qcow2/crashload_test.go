@@ -210,6 +210,23 @@ var crashWorkloads = []*cwWorkload{
 			r.write(1*mib, 4*kib)
 			r.flush()
 		}},
+	{name: "snapshot-frees", opts: "cluster_size=512", size: 3 * mib, snapshot: true,
+		// More pending frees than maxPendingFrees, so that a batch is applied between
+		// flushes, right after an L2 table shared with the snapshot was copied.
+		setup: func(r *cwRunner) { r.write(0, 1536*kib) },
+		run: func(r *cwRunner) {
+			r.write(1536*kib, 1536*kib) // new, unshared tables
+			r.flush()
+			r.write(0, 512) // copies the first L2 table (shared with s1)
+			for off := uint64(1024); off < 32*kib; off += 1024 {
+				r.discard(off, 512) // frees of clusters s1 shares, through the copy
+			}
+			for off := uint64(1536*kib + 1024); off < 3*mib; off += 1024 {
+				r.discard(off, 512) // every other cluster: frees that do not merge
+			}
+			r.write(100*kib, 4*kib)
+			r.flush()
+		}},
 	{name: "concurrent", opts: "cluster_size=4k", size: 2 * mib, l2Cache: 1, concurrent: true, run: func(r *cwRunner) {
 		// Four writers; writer w owns the 2 KiB chunks c with c%4 == w, so two writers share
 		// every cluster, and the model stays exact per sector.

@@ -227,15 +227,7 @@ func (rr *raceRun) finish(order []int, cnt *cwCounters) {
 	}
 	m = rr.env.model(ops)
 	syncs := rr.st.SyncPoints()
-	durable := func(b int) int {
-		d := 0
-		for _, p := range syncs {
-			if p <= b {
-				d = p
-			}
-		}
-		return d
-	}
+	durable := func(b int) int { return durablePrefix(syncs, b) }
 	check := func(what string, pt memstore.CrashPoint, cs *memstore.Store, n int) {
 		o := cwStateOpts{label: fmt.Sprintf("%s barrier %d variant %d", what, pt.Barrier, pt.Variant), qemu: *crashFull || n%4 == 1, leaksOK: true}
 		if err := rr.env.checkState(cs, m.crashExpect(durable(pt.Barrier), pt.Barrier), o, cnt); err != nil {

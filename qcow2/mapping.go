@@ -58,7 +58,8 @@ type deferredFree struct {
 	n     ClusterCount
 	punch bool
 	// afterL1: an L2 table the active L1 pointed at, whose count may drop only once the L1
-	// entry pointing away from it is on disk (no L1 entry dirty).
+	// entry pointing away from it is on disk (no L1 entry dirty); while one waits, every
+	// free waits (applyFrees).
 	afterL1 bool
 }
 
@@ -106,11 +107,20 @@ func (img *Image) applyFrees() error {
 	if err := img.flushL2(); err != nil {
 		return err
 	}
+	// After a failed switch to a copied L2 table (l2ForWrite), the L1 entry on disk may still
+	// point at the old, shared table, which references what the copy has released since: no
+	// free applies before the L1 entries are written.
+	hold := false
+	if len(img.l1.dirty) > 0 {
+		for _, d := range img.deferred {
+			hold = hold || d.afterL1
+		}
+	}
 	// A free that fails is put back (allocator.retryFree): build the new list as we go.
 	pending := img.deferred
 	img.deferred = nil
 	for _, d := range pending {
-		if img.pins.overlaps(d.c.Offset(img.geo), img.geo.Bytes(d.n)) || (d.afterL1 && len(img.l1.dirty) > 0) {
+		if hold || img.pins.overlaps(d.c.Offset(img.geo), img.geo.Bytes(d.n)) {
 			img.deferred = append(img.deferred, d)
 			continue
 		}
