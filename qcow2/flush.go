@@ -14,8 +14,9 @@ import (
 //   - Allocating: refcount block (count +1) -> fsync -> guest data and its copy-on-write ->
 //     fsync -> L2 entry -> fsync -> L1 entry (for a new L2 table) -> fsync.
 //     Declared by l2.dependOn(refcounts) when clusters are allocated (unless the dirty bit is
-//     set: lazy refcounts), and l2.requireSync(data.Sync) when a write is linked. A crash at
-//     any point leaks at most: no entry on disk ever points at a cluster whose count is 0 or
+//     set: lazy refcounts), and by publishData before a write sets its first L2 entry (the
+//     one place that sets entries mapping newly written data: linkWrite). A crash at any
+//     point leaks at most: no entry on disk ever points at a cluster whose count is 0 or
 //     whose data was not written.
 //   - Freeing: L2 entry cleared -> fsync -> refcount block (count -1). Frees are batched
 //     (mapping.go freeClusters): the decrements wait until applyFrees flushes the L2 cache,
@@ -83,6 +84,17 @@ func (img *Image) flush() error {
 		img.l2.needSync = nil
 	}
 	return img.flushMetadata()
+}
+
+// publishData declares that L2 entries about to be set map guest data written since the last
+// data sync: the data file is synced before any L2 table is written next, and a Flush whose
+// unlocked data sync ran meanwhile does not drop that requirement (linkGen). Called with mu
+// held, before the first entry is set: whatever runs between setting an entry and the end of
+// the link (a batch of frees applied by freeClusters, which writes the L2 tables) then finds
+// the requirement declared.
+func (img *Image) publishData() {
+	img.l2.requireSync(img.data.Sync)
+	img.linkGen++
 }
 
 // flushL2 writes every dirty L2 table (after what it depends on) and syncs.

@@ -1,5 +1,3 @@
-//go:build review
-
 // Review reproduction: a batch of frees applied inside linkWrite writes the L2 table before the
 // data sync the new entry needs.
 package qcow2

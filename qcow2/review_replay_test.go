@@ -1,5 +1,3 @@
-//go:build review
-
 // Review helper: deterministic crash states built from a memstore log (every logged mutation up
 // to a point reaches the disk except the ones a test names).
 package qcow2

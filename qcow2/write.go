@@ -400,7 +400,7 @@ func (img *Image) execWrite(p []byte, off uint64, plan *writePlan) error {
 func (img *Image) linkWrite(plan *writePlan) error {
 	g := img.geo
 	var firstErr error
-	linked := false
+	published := false
 	for k := range plan.cl {
 		w := &plan.cl[k]
 		if w.inPlace {
@@ -419,18 +419,17 @@ func (img *Image) linkWrite(plan *writePlan) error {
 		if w.newAlloc || img.data == img.file {
 			img.checkMappedRefcounts([]hostRange{{w.host, img.geo.ClusterSize()}})
 		}
+		if !published {
+			// Before the first entry changes: the free below may apply a batch of frees,
+			// which writes the L2 tables.
+			img.publishData()
+			published = true
+		}
 		t.set(idx, w.next)
 		img.l2.markDirty(w.l2)
-		linked = true
 		if w.freeOld {
 			img.freeEntry(w.old, false)
 		}
-	}
-	if linked {
-		// The data (and copy-on-write) of new clusters reaches the disk before the L2 entries
-		// that publish it.
-		img.l2.requireSync(img.data.Sync)
-		img.linkGen++
 	}
 	img.release(plan.busy)
 	img.unpin(plan.pin)
