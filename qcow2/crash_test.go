@@ -98,6 +98,9 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 	durableAt := func(i int) int { return durablePrefix(syncs, i) }
 	// Random subsets (whole, then torn) of every window, and every subset of small windows.
 	variants, budget, maxK := 1, 24, 0
+	if crashRaceBuild {
+		budget = 10
+	}
 	if *crashFull {
 		variants, budget, maxK = 8, 0, 5
 	}
