@@ -18,20 +18,23 @@ import (
 //     one place that sets entries mapping newly written data: linkWrite). A crash at any
 //     point leaks at most: no entry on disk ever points at a cluster whose count is 0 or
 //     whose data was not written.
-//   - Freeing: L2 entry cleared -> fsync -> refcount block (count -1). Frees are batched
-//     (mapping.go freeClusters): the decrements wait until applyFrees flushes the L2 cache,
-//     at Flush or when many are pending. A crash in between leaks; it never leaves a
-//     reference to a free cluster, which the allocator could hand out twice. QEMU declares
-//     the same order as a cache dependency (refcounts on L2), and flushes both caches each
-//     time allocating and freeing alternate; batching keeps the dependency graph one-way
-//     (L2 on refcounts) and the syncs few. Dependency cycles, should one ever be declared,
-//     are still broken when declared, by flushing (as qcow2_cache_set_dependency).
+//   - Freeing: L2 entry cleared -> fsync -> L1 entries -> fsync -> refcount block (count
+//     -1). Frees are batched (mapping.go freeClusters): the decrements wait until applyFrees
+//     flushes the L2 cache and writes the dirty L1 entries, at Flush or when many are
+//     pending. The L1 matters when an entry was switched in memory only (a shared table's
+//     copy whose L1 write failed, a shrink): until it is on disk, the old table is what the
+//     file maps, with the references being dropped. A crash in between leaks; it never
+//     leaves a reference to a free cluster, which the allocator could hand out twice.
+//     QEMU declares the same order as a cache dependency (refcounts on L2), and flushes both
+//     caches each time allocating and freeing alternate; batching keeps the dependency graph
+//     one-way (L2 on refcounts) and the syncs few. Dependency cycles, should one ever be
+//     declared, are still broken when declared, by flushing (as qcow2_cache_set_dependency).
 //   - New refcount block: block -> fsync -> reftable entry -> fsync (the refcount cache's
 //     flushAll writes reftable entries after its blocks and syncs again).
 //   - Growing a table (reftable, L1): new structures -> fsync -> new table -> fsync -> header
 //     pointer -> fsync -> free the old table. The header write is the commit point.
 //   - Shared L2 table copied (snapshots): copy -> fsync -> L1 entry -> fsync -> old table's
-//     count -1.
+//     count -1 (if the L1 write fails, the next applyFrees or Flush writes it first).
 //   - Dirty bit (lazy refcounts): header -> fsync before the first write; cleared after a full
 //     flush on close. Corrupt bit: header -> fsync as soon as corruption is found.
 //
@@ -48,7 +51,7 @@ import (
 //     cache, if the refcounts depend on it);
 //  3. L2 cache: dirty tables -> fsync;
 //  4. L1: dirty entries (512-byte sectors) -> fsync;
-//  5. batched frees: their L2 entries are on disk now; refcounts -1 -> refcount flush;
+//  5. batched frees: their L2 and L1 entries are on disk now; refcounts -1 -> refcount flush;
 //  6. the image file is extended to cover every allocated cluster (a cluster whose data was
 //     only partly written, with extended L2, may lie past the end), then fsync.
 //

@@ -57,10 +57,6 @@ type deferredFree struct {
 	c     HostCluster
 	n     ClusterCount
 	punch bool
-	// afterL1: an L2 table the active L1 pointed at, whose count may drop only once the L1
-	// entry pointing away from it is on disk (no L1 entry dirty); while one waits, every
-	// free waits (applyFrees).
-	afterL1 bool
 }
 
 // maxPendingFrees is how many frees may wait before applyFrees runs without a Flush.
@@ -86,7 +82,7 @@ func (img *Image) freeClusters(c HostCluster, n ClusterCount, punch bool) {
 	if img.alloc == nil || n == 0 {
 		return
 	}
-	if k := len(img.deferred) - 1; k >= 0 && img.deferred[k].punch == punch && !img.deferred[k].afterL1 && img.deferred[k].c.Add(img.deferred[k].n) == c {
+	if k := len(img.deferred) - 1; k >= 0 && img.deferred[k].punch == punch && img.deferred[k].c.Add(img.deferred[k].n) == c {
 		img.deferred[k].n += n // extend the previous run
 	} else {
 		img.deferred = append(img.deferred, deferredFree{c: c, n: n, punch: punch})
@@ -98,8 +94,11 @@ func (img *Image) freeClusters(c HostCluster, n ClusterCount, punch bool) {
 	}
 }
 
-// applyFrees makes the L2 tables durable, then drops the refcounts of every pending free
-// whose clusters no request in flight is using (pins); the others wait for a later batch.
+// applyFrees makes the L2 tables and then the L1 entries durable (Flush's steps 3 and 4),
+// then drops the refcounts of every pending free whose clusters no request in flight is using
+// (pins); the others wait for a later batch. The L1 too: an entry switched in memory but not
+// on disk (a table copied from a snapshot's whose L1 write failed, entries cleared by a
+// shrink) leaves the old table reachable on disk, with the references the frees drop.
 func (img *Image) applyFrees() error {
 	if len(img.deferred) == 0 {
 		return nil
@@ -107,20 +106,19 @@ func (img *Image) applyFrees() error {
 	if err := img.flushL2(); err != nil {
 		return err
 	}
-	// After a failed switch to a copied L2 table (l2ForWrite), the L1 entry on disk may still
-	// point at the old, shared table, which references what the copy has released since: no
-	// free applies before the L1 entries are written.
-	hold := false
 	if len(img.l1.dirty) > 0 {
-		for _, d := range img.deferred {
-			hold = hold || d.afterL1
+		if err := img.writeL1Dirty(); err != nil {
+			return err
+		}
+		if err := img.file.Sync(); err != nil {
+			return err
 		}
 	}
 	// A free that fails is put back (allocator.retryFree): build the new list as we go.
 	pending := img.deferred
 	img.deferred = nil
 	for _, d := range pending {
-		if hold || img.pins.overlaps(d.c.Offset(img.geo), img.geo.Bytes(d.n)) {
+		if img.pins.overlaps(d.c.Offset(img.geo), img.geo.Bytes(d.n)) {
 			img.deferred = append(img.deferred, d)
 			continue
 		}

@@ -321,10 +321,11 @@ func (img *Image) l2ForWrite(i L1Index) (HostCluster, *l2Table, error) {
 			err = img.writeL1Entry(i)
 		}
 		if err != nil {
-			// The switch stays made in memory; the next flush writes the copy, then the L1
-			// entry, and only then drops the shared table's count (a transient error leaks
-			// nothing; the L1 entry on disk may already point at the copy, so no undo).
-			img.deferred = append(img.deferred, deferredFree{c: c, n: 1, afterL1: true})
+			// The switch stays made in memory; the next flush (or batch of frees) writes the
+			// copy, then the L1 entry, and only then drops the shared table's count (a
+			// transient error leaks nothing; the L1 entry on disk may already point at the
+			// copy, so no undo).
+			img.deferred = append(img.deferred, deferredFree{c: c, n: 1})
 			return 0, nil, err
 		}
 		img.freeClusters(c, 1, false)
