@@ -99,7 +99,7 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 	// Random subsets (whole, then torn) of every window, and every subset of small windows.
 	variants, budget, maxK := 1, 24, 0
 	if crashRaceBuild {
-		budget = 10
+		budget = 8
 	}
 	if *crashFull {
 		variants, budget, maxK = 8, 0, 5

@@ -236,16 +236,22 @@ func (rr *raceRun) finish(order []int, cnt *cwCounters) {
 		}
 	}
 	// Every subset of every small window, whole writes; then torn random subsets.
+	maxK, variants := 4, 1
+	switch {
+	case *crashFull:
+		variants = 4
+	case crashRaceBuild:
+		maxK, variants = 2, 0
+	}
 	n := 0
-	for pt, cs := range subsetStates(rr.st, 4) {
+	for pt, cs := range subsetStates(rr.st, maxK) {
 		n++
 		check("subset", pt, cs, n)
 	}
-	variants := 1
-	if *crashFull {
-		variants = 4
-	}
 	for pt, cs := range rr.st.CrashStates(variants, 7, memstore.CrashConfig{Torn: true}) {
+		if variants == 0 {
+			break
+		}
 		n++
 		check("torn", pt, cs, n)
 	}

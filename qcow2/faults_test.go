@@ -174,8 +174,8 @@ func faultSample(n, salt int) []int {
 		}
 		return ks
 	}
-	if crashRaceBuild && (salt/4+salt/2+salt)%2 == 1 {
-		return nil // under the race detector: half the combinations (kind x errno x mode)
+	if crashRaceBuild && (salt/4+salt/2+salt)%3 != 0 {
+		return nil // under the race detector: a third of the combinations (kind x errno x mode)
 	}
 	return []int{1 + (salt*7919+n/3)%n}
 }
