@@ -51,19 +51,41 @@ func (g Geometry) wholeSubclusters(mask uint32) []span {
 	return out
 }
 
-// viewIsZero reports whether every byte of the spans reads as zeros under slot s (zero
-// subclusters, or unallocated ones without a backing file), so a fresh cluster needs no fill.
-func (img *Image) viewIsZero(s slot, fills []span) bool {
+// fillsUnallocated reports whether every subcluster the spans touch is unallocated under slot
+// s (neither data nor zero): the first half of QEMU's is_zero_cow, which then asks the backing
+// chain (zeroCOWBelow).
+func (img *Image) fillsUnallocated(s slot, fills []span) bool {
 	scs := img.geo.SubclusterSize()
 	for _, f := range fills {
 		for sc := f.a / scs; sc*scs < f.b; sc++ {
-			switch img.subKind(s, uint32(sc)) {
-			case KindZero:
-			case KindUnallocated:
-				if img.backing != nil {
-					return false
-				}
-			default:
+			if img.subKind(s, uint32(sc)) != KindUnallocated {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// zeroCOWBelow reports whether the fills of guest cluster gc are unallocated in every layer
+// below this image (bdrv_is_allocated_above; past the end of a shorter backing file counts
+// as allocated). Called without locks.
+func (img *Image) zeroCOWBelow(gc GuestCluster, fills []span) bool {
+	if img.backing == nil {
+		return true
+	}
+	bsize := img.backing.layerSize()
+	base := uint64(gc.Offset(img.geo))
+	for _, f := range fills {
+		off, end := base+f.a, base+f.b
+		if end > bsize {
+			return false
+		}
+		st, err := img.backing.chainStatus(off, end-off, true)
+		if err != nil {
+			return false
+		}
+		for _, s := range st {
+			if s.Allocated {
 				return false
 			}
 		}

@@ -1,20 +1,44 @@
-// Discard: deallocate whole clusters, punching holes in the host file where it can.
+// Discard as QEMU's qcow2 driver does it (qcow2_co_pdiscard, qcow2_cluster_discard): whole
+// clusters only, zero flags in version 3 images, nothing in version 2 images with a backing file.
 package qcow2
 
-// Discard deallocates the whole clusters in [off, off+n); partial clusters are left alone
-// (discard is advisory). Afterwards a discarded cluster reads as zeros, except in a version 2
-// image with a backing file, where it reads the backing file's data (there is no zero flag to
-// say otherwise): QEMU's semantics. The host clusters are freed and, where the host file
-// supports it, their bytes deallocated (PUNCH_HOLE). With a raw external data file the
-// clusters stay mapped (the data file must remain a consistent raw image) and the data file's
-// bytes are deallocated (or, where it cannot punch holes, overwritten with zeros).
+import "errors"
+
+// Discard releases the whole clusters in [off, off+n) (and the partial last cluster of an
+// image whose size is not cluster aligned); other parts are left alone, as discard is
+// advisory. As QEMU's qcow2 driver:
+//
+//   - version 3: an allocated cluster (data, compressed, allocated zero) becomes a zero
+//     cluster, whose host cluster is freed; without a backing file an unallocated cluster
+//     stays unallocated, with one it gets the zero flag, so discarded clusters read as zeros;
+//   - version 2 without a backing file: clusters are deallocated (they read as zeros);
+//   - version 2 with a backing file: nothing is done (QEMU refuses with ENOTSUP, which its
+//     block layer and NBD server turn into success): deallocating would expose the backing
+//     file's data, and there is no zero flag.
+//
+// Freed host clusters are deallocated in the host file where it can (PUNCH_HOLE); an external
+// data file gets the hole instead.
 func (img *Image) Discard(off, n uint64) error {
 	img.gate.RLock()
 	defer img.gate.RUnlock()
 	if err := img.checkRequest(off, n, true); err != nil {
 		return err
 	}
-	if err := img.discard(off, n); err != nil {
+	if img.hdr.Version < 3 && img.backing != nil {
+		return nil
+	}
+	cs := img.geo.ClusterSize()
+	size := img.size.Load()
+	end := off + n
+	a := alignUp(off, cs)
+	b := alignDown(end, cs)
+	if end == size {
+		b = alignUp(end, cs)
+	}
+	if a >= b {
+		return nil
+	}
+	if err := img.discardClusters(a, b, false); err != nil {
 		return err
 	}
 	if img.opts.WriteThrough {
@@ -23,47 +47,27 @@ func (img *Image) Discard(off, n uint64) error {
 	return nil
 }
 
-func (img *Image) discard(off, n uint64) error {
-	g := img.geo
-	cs := g.ClusterSize()
-	end := off + n
-	a := alignUp(off, cs)
-	b := end / cs * cs
-	if end == img.size.Load() {
-		b = alignUp(end, cs)
-	}
-	if a >= b {
-		return nil
-	}
-	if img.dataRaw {
-		// The clusters stay mapped (the data file must remain a consistent raw image); their
-		// bytes go.
-		return img.zeroRawData(a, min(b, img.size.Load())-a)
-	}
-	return img.forEachTable(a, b, func(l1i L1Index, from, to uint64) error {
-		return img.discardInTable(l1i, from, to)
+// discardClusters is qcow2_cluster_discard over the whole clusters of [from, to) (to may be
+// past the end of the image, for its partial last cluster). With full (a shrink), entries
+// are cleared whatever the version, and the backing file shows through.
+func (img *Image) discardClusters(from, to uint64, full bool) error {
+	return img.forEachTable(from, to, func(l1i L1Index, a, b uint64) error {
+		return img.discardInTable(l1i, a, b, full)
 	})
 }
 
-func (img *Image) discardInTable(l1i L1Index, from, to uint64) error {
+// discardInTable is discard_in_l2_slice. The table is neither created nor copied when no
+// entry changes.
+func (img *Image) discardInTable(l1i L1Index, from, to uint64, full bool) error {
 	g := img.geo
 	cs := g.ClusterSize()
 	key, ok, err := img.l2For(l1i)
 	if err != nil {
 		return err
 	}
-	// With a backing file, v3 images hide it behind the zero flag, as QEMU does.
-	zeroFlag := img.backing != nil && img.hdr.Version >= 3
-	if !ok && !zeroFlag {
-		return nil
-	}
-	nw := slot{}
-	if zeroFlag {
-		if g.ExtendedL2 {
-			nw.b = MakeSubclusterBitmap(0, allSubclusters)
-		} else {
-			nw.e = L2Entry(l2Zero)
-		}
+	hasBacking := img.backing != nil
+	if !ok && (full || !hasBacking) {
+		return nil // every entry is 0 and stays 0
 	}
 	var t *l2Table
 	if ok {
@@ -81,7 +85,21 @@ func (img *Image) discardInTable(l1i L1Index, from, to uint64) error {
 			}
 			old = t.get(gc.L2Index(g))
 		}
-		if old == nw {
+		nw := old
+		switch {
+		case full:
+			nw = slot{}
+		case hasBacking || img.clusterType(old.e).allocated():
+			switch {
+			case g.ExtendedL2:
+				nw = slot{b: MakeSubclusterBitmap(0, allSubclusters)}
+			case img.hdr.Version >= 3:
+				nw = slot{e: L2Entry(l2Zero)}
+			default:
+				nw = slot{}
+			}
+		}
+		if nw == old {
 			continue
 		}
 		if !writable {
@@ -97,11 +115,10 @@ func (img *Image) discardInTable(l1i L1Index, from, to uint64) error {
 	return nil
 }
 
-// zeroRawData makes [off, off+n) of a raw external data file read as zeros, punching a hole
-// where the file system can and writing zeros where it cannot. Guest clusters of such an
-// image live at their guest offset, so the guest range reads as zeros afterwards whatever
-// the L2 entries say (unallocated, zero, or data in the data file).
-func (img *Image) zeroRawData(off, n uint64) error {
+// zeroRawData makes [off, off+n) of a raw external data file read as zeros before its L2
+// entries are zeroed (qcow2_subcluster_zeroize zeroes the data file first): a hole where the
+// file system can punch one, else written zeros, which ZeroNoFallback refuses.
+func (img *Image) zeroRawData(off, n uint64, f ZeroFlags) error {
 	img.mu.Lock()
 	err := img.prepareWrite()
 	img.mu.Unlock()
@@ -109,9 +126,23 @@ func (img *Image) zeroRawData(off, n uint64) error {
 		return err
 	}
 	if hp, ok := img.data.(HolePuncher); ok {
-		if err := hp.PunchHole(int64(off), int64(n)); err == nil {
+		err := hp.PunchHole(int64(off), int64(n))
+		if err == nil {
 			return nil
 		}
+		if !errors.Is(err, ErrNotSupported) {
+			return err
+		}
 	}
-	return img.writeZeroBytes(off, n, true)
+	if f&ZeroNoFallback != 0 {
+		return ErrSlowZero
+	}
+	for n > 0 {
+		k := min(n, uint64(len(zeroBuf)))
+		if _, err := img.data.WriteAt(zeroBuf[:k], int64(off)); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
 }

@@ -28,6 +28,9 @@ var (
 	ErrClosed = errors.New("qcow2: image is closed")
 	// ErrOutOfRange: a guest request beyond the virtual size. It matches syscall.EINVAL.
 	ErrOutOfRange = &classError{msg: "qcow2: request beyond the end of the image", errno: syscall.EINVAL}
+	// ErrSlowZero: Zero with ZeroNoFallback would have to write zero bytes (QEMU's ENOTSUP
+	// for BDRV_REQ_NO_FALLBACK). It matches syscall.ENOTSUP.
+	ErrSlowZero = &classError{msg: "qcow2: zeroing this range would write data", errno: syscall.ENOTSUP}
 )
 
 // classError is a sentinel that also matches an errno, so that layers that speak errnos (the

@@ -165,11 +165,6 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 		img.log = slog.New(slog.DiscardHandler)
 	}
 	img.readOnly = o.ReadOnly || o.Snapshot != ""
-	if o.File.Direct {
-		// Guest requests and metadata updates are not aligned to the logical block size,
-		// which O_DIRECT requires; until the engine aligns them, refuse clearly.
-		return nil, fmt.Errorf("%w: O_DIRECT (cache=none/directsync) is not supported yet", ErrUnsupported)
-	}
 	hdr, err := ReadHeader(s)
 	if err != nil {
 		return nil, err

@@ -16,6 +16,9 @@ type l1Table struct {
 	off     HostOffset
 	entries []L1Entry
 	dirty   map[L1Index]struct{}
+	// tables counts the clusters of the L2 tables the entries name, for overlap checks
+	// (overlap.go activeL2); nil until first needed, then kept in step by set.
+	tables *clusterRefs
 }
 
 // loadL1 reads n entries at off. The caller has bounded n (Validate for the active table,
@@ -36,6 +39,10 @@ func loadL1(s Storage, off HostOffset, n uint32) (*l1Table, error) {
 func (t *l1Table) bytes() uint64 { return uint64(len(t.entries)) * l1EntrySize }
 
 func (t *l1Table) set(i L1Index, e L1Entry) {
+	if t.tables != nil {
+		t.tables.remove(t.entries[i].L2Offset())
+		t.tables.add(e.L2Offset())
+	}
 	t.entries[i] = e
 	t.dirty[i] = struct{}{}
 }
@@ -124,10 +131,11 @@ func (t *l1Table) encode(g Geometry, entries uint64) []byte {
 	return b
 }
 
-// growL1 moves the active L1 table to a larger copy of at least n entries: copy, then one
-// header update as the switch, then free the old table (QEMU's alloc_table / write_table /
-// activate_table sequence). Every L2 table the L1 points at is made durable first, so the new
-// table never points at an unwritten one.
+// growL1 moves the active L1 table to a copy of exactly n entries, as QEMU's resize does
+// (qcow2_grow_l1_table with exact_size): copy, then one header update as the switch, then
+// free the old table (QEMU's alloc_table / write_table / activate_table sequence). Every L2
+// table the L1 points at is made durable first, so the new table never points at an unwritten
+// one.
 func (img *Image) growL1(n uint64) error {
 	old := img.l1
 	if n <= uint64(len(old.entries)) {
@@ -136,12 +144,9 @@ func (img *Image) growL1(n uint64) error {
 	if n*l1EntrySize > MaxL1Bytes {
 		return fmt.Errorf("%w: an L1 table of %d entries exceeds the %d-byte limit", ErrNoSpace, n, MaxL1Bytes)
 	}
-	// Grow with headroom, as QEMU does (by half), but never past the limit.
-	want := max(n, min(uint64(len(old.entries))*3/2, MaxL1Bytes/l1EntrySize))
+	want := n
 	g := img.geo
 	clusters := g.ClustersFor(want * l1EntrySize)
-	// Use the whole last cluster.
-	want = g.Bytes(clusters) / l1EntrySize
 	if err := img.flushL2(); err != nil {
 		return err
 	}

@@ -82,6 +82,9 @@ func (img *Image) freeClusters(c HostCluster, n ClusterCount, punch bool) {
 	if img.alloc == nil || n == 0 {
 		return
 	}
+	if punch {
+		img.punchEarly(c, n)
+	}
 	if k := len(img.deferred) - 1; k >= 0 && img.deferred[k].punch == punch && img.deferred[k].c.Add(img.deferred[k].n) == c {
 		img.deferred[k].n += n // extend the previous run
 	} else {
@@ -125,6 +128,38 @@ func (img *Image) applyFrees() error {
 		img.freeNow(d.c, d.n, d.punch)
 	}
 	return nil
+}
+
+// punchEarly deallocates at once the host bytes of the clusters of [c, c+n) that this free
+// will release (refcount 1, no other free of them pending) and that no request in flight is
+// reading, as QEMU discards them at the end of the request that freed them: the guest asked
+// for their contents to go, so an L2 entry still pointing at them after a crash reads zeros,
+// which is what the request asked for. The refcount still drops only in applyFrees. (The
+// host file's allocation is what QEMU's metadata-preallocation heuristic measures, so it
+// should shrink when QEMU's does.)
+func (img *Image) punchEarly(c HostCluster, n ClusterCount) {
+	g := img.geo
+	for k := ClusterCount(0); k < n; k++ {
+		cl := c.Add(k)
+		off := cl.Offset(g)
+		if img.pins.overlaps(off, g.ClusterSize()) {
+			continue
+		}
+		rc, err := img.alloc.refcount(cl)
+		if err != nil || rc != 1 {
+			continue
+		}
+		pending := false
+		for _, d := range img.deferred {
+			if cl >= d.c && cl < d.c.Add(d.n) {
+				pending = true
+				break
+			}
+		}
+		if !pending {
+			img.punchHost(img.file, off, g.ClusterSize())
+		}
+	}
 }
 
 // freeNow drops the refcounts of [c, c+n) at once (the caller has ordered it).

@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -43,11 +44,15 @@ type propModel struct {
 	cfg     propConfig
 	shadow  []byte
 	backing []byte // the backing file's contents (nil without one); it reads as zeros past them
+	bsize   uint64 // the backing file's size
 	cs      uint64
 	v2      bool
 }
 
 func (m *propModel) discard(off, n uint64) {
+	if m.v2 && m.backing != nil {
+		return // QEMU refuses it (no zero flag to hide the backing file): nothing happens
+	}
 	end := off + n
 	a := alignUp(off, m.cs)
 	b := end / m.cs * m.cs
@@ -57,9 +62,6 @@ func (m *propModel) discard(off, n uint64) {
 	for c := a; c < b && c < uint64(len(m.shadow)); c += m.cs {
 		e := min(c+m.cs, uint64(len(m.shadow)))
 		clear(m.shadow[c:e])
-		if m.v2 && m.backing != nil && c < uint64(len(m.backing)) {
-			copy(m.shadow[c:e], m.backing[c:min(e, uint64(len(m.backing)))])
-		}
 	}
 }
 
@@ -106,6 +108,7 @@ func propSetup(t *testing.T, cfg propConfig, rng *rand.Rand) (string, *propModel
 		}
 		opts += ",backing_file=" + base + ",backing_fmt=" + cfg.backing
 		m.backing = make([]byte, cfg.size)
+		m.bsize = bsize
 		copy(m.backing, content)
 		copy(m.shadow, content)
 	}
@@ -214,6 +217,12 @@ func runProperty(t *testing.T, cfg propConfig, ops int, seed uint64) {
 			ns := (cfg.size/2 + rng.Uint64N(cfg.size*3/2)) / 512 * 512
 			log = append(log, fmt.Sprintf("resize %d -> %d", size, ns))
 			if err := img.Resize(ns); err != nil {
+				// QEMU cannot zero the new area of a version 2 image over a longer backing
+				// file either: refused, nothing changed.
+				if m.v2 && ns > size && m.bsize > size && errors.Is(err, ErrUnsupported) {
+					log = append(log, "refused")
+					continue
+				}
 				fail("resize %d: %v", ns, err)
 			}
 			if ns < size {

@@ -80,6 +80,11 @@ func (img *Image) chainStatus(off, n uint64, above bool) ([]Status, error) {
 	if err := img.checkRequest(off, n, false); err != nil {
 		return nil, err
 	}
+	return img.chainStatusHeld(off, n, above)
+}
+
+// chainStatusHeld is chainStatus for a caller that holds the gate and has checked the range.
+func (img *Image) chainStatusHeld(off, n uint64, above bool) ([]Status, error) {
 	own, err := img.layerStatus(off, n)
 	if err != nil {
 		return nil, err
@@ -332,4 +337,27 @@ func hostStatus(s Storage, off, n uint64) (uint64, bool) {
 		}
 		return run, true
 	}
+}
+
+// isZero is QEMU's is_zero (qcow2.c): whether [off, off+n), cut at the end of the image,
+// reads as zeros by block status through the whole chain. Called with the gate held.
+func (img *Image) isZero(off, n uint64) (bool, error) {
+	size := img.size.Load()
+	if off >= size {
+		return true, nil
+	}
+	n = min(n, size-off)
+	if n == 0 {
+		return true, nil
+	}
+	st, err := img.chainStatusHeld(off, n, true)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range st {
+		if !s.Zero {
+			return false, nil
+		}
+	}
+	return true, nil
 }

@@ -35,6 +35,13 @@ type HolePuncher interface {
 	PunchHole(off, n int64) error
 }
 
+// ZeroRanger is implemented by stores that can make a byte range read as zeros without writing
+// it, keeping it allocated (fallocate ZERO_RANGE). Like QEMU (handle_alloc_space), the engine
+// uses it for the copy-on-write parts of a newly allocated cluster that read as zeros.
+type ZeroRanger interface {
+	ZeroRange(off, n int64) error
+}
+
 // Preallocator is implemented by stores that can reserve space without writing it
 // (fallocate), used for preallocation=falloc.
 type Preallocator interface {
@@ -62,18 +69,21 @@ type AllocatedSizer interface {
 // ErrNotSupported is returned by optional Storage methods the underlying file system lacks.
 var ErrNotSupported = errors.New("qcow2: operation not supported by the storage")
 
-// FileStorage is a Storage over an *os.File.
+// FileStorage is a Storage over an *os.File. Opened with FileOptions.Direct, its reads and
+// writes are aligned for O_DIRECT (storage_direct.go).
 type FileStorage struct {
 	f *os.File
-	// sync is the function Sync calls: fdatasync, or nothing for cache=unsafe.
+	// noSync turns Sync into a no-op (cache=unsafe).
 	noSync bool
+	dio    *directIO // nil without O_DIRECT
 }
 
 // FileOptions select how OpenFile opens a host file.
 type FileOptions struct {
 	// ReadOnly opens the file O_RDONLY.
 	ReadOnly bool
-	// Direct opens the file with O_DIRECT (cache=none, cache=directsync).
+	// Direct opens the file with O_DIRECT (cache=none, cache=directsync); reads and writes
+	// are then aligned to the file's logical block size, which OpenFile detects.
 	Direct bool
 	// NoSync turns Sync into a no-op (cache=unsafe).
 	NoSync bool
@@ -112,7 +122,20 @@ func OpenFile(path string, o FileOptions) (*FileStorage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &FileStorage{f: f, noSync: o.NoSync}, nil
+	s := &FileStorage{f: f, noSync: o.NoSync}
+	if o.Direct {
+		s.dio = newDirectIO(f)
+	}
+	return s, nil
+}
+
+// DirectAlign is the alignment O_DIRECT transfers on the file use (offset, length and buffer
+// address), 0 when it was not opened with FileOptions.Direct.
+func (s *FileStorage) DirectAlign() int {
+	if s.dio == nil {
+		return 0
+	}
+	return int(s.dio.align)
 }
 
 // NewFileStorage wraps an already open file.
@@ -122,10 +145,20 @@ func NewFileStorage(f *os.File) *FileStorage { return &FileStorage{f: f} }
 func (s *FileStorage) File() *os.File { return s.f }
 
 // ReadAt reads len(p) bytes at off; reading past the end of the file returns io.EOF.
-func (s *FileStorage) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
+func (s *FileStorage) ReadAt(p []byte, off int64) (int, error) {
+	if s.dio != nil {
+		return s.dio.readAt(s.f, p, off)
+	}
+	return s.f.ReadAt(p, off)
+}
 
 // WriteAt writes p at off.
-func (s *FileStorage) WriteAt(p []byte, off int64) (int, error) { return s.f.WriteAt(p, off) }
+func (s *FileStorage) WriteAt(p []byte, off int64) (int, error) {
+	if s.dio != nil {
+		return s.dio.writeAt(s.f, p, off)
+	}
+	return s.f.WriteAt(p, off)
+}
 
 // Sync flushes written data to stable storage with fdatasync.
 func (s *FileStorage) Sync() error {
@@ -218,4 +251,16 @@ func allocatedBytes(f *os.File) (int64, error) {
 		return 0, err
 	}
 	return st.Blocks * 512, nil
+}
+
+// ZeroRange makes [off, off+n) read as zeros with fallocate ZERO_RANGE, growing the file if
+// needed (ZeroRanger); ErrNotSupported where the file system cannot.
+func (s *FileStorage) ZeroRange(off, n int64) error { return zeroRange(s.f, off, n) }
+
+func zeroRange(f *os.File, off, n int64) error {
+	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_ZERO_RANGE, off, n)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) {
+		return ErrNotSupported
+	}
+	return err
 }

@@ -65,3 +65,11 @@ func (s *syncLatch) AllocatedBytes() (int64, error) {
 	}
 	return 0, ErrNotSupported
 }
+
+// ZeroRange forwards to the wrapped file (ErrNotSupported if it cannot).
+func (s *syncLatch) ZeroRange(off, n int64) error {
+	if zr, ok := s.Storage.(ZeroRanger); ok {
+		return zr.ZeroRange(off, n)
+	}
+	return ErrNotSupported
+}

@@ -2,6 +2,7 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -18,11 +19,16 @@ type cwrite struct {
 	// needAlloc: host is still to be allocated (set while planning); newAlloc: host was
 	// allocated by this plan (freed again if the write fails).
 	needAlloc, newAlloc bool
-	fresh               bool   // host was never written: it reads as zeros
-	skipFill            bool   // fresh, and the fills would write zeros: skip them
-	fills               []span // parts to copy from the old contents (copy-on-write)
-	old, next           slot   // the entry before and after the write
-	freeOld             bool   // release what old points at once next is linked
+	fresh               bool // host was never written: it reads as zeros
+	skipFill            bool // the fills need not be written (see zeroCOW)
+	// zeroCOW: host is newly allocated (in the image or the data file) and the fills are
+	// unallocated here (and, checked when executing, in the backing chain): as QEMU's
+	// handle_alloc_space, the host window is zeroed with ZeroRange and only the guest bytes
+	// are written; where ZeroRange is unsupported, a fresh cluster needs no fill either.
+	zeroCOW   bool
+	fills     []span // parts to copy from the old contents (copy-on-write)
+	old, next slot   // the entry before and after the write
+	freeOld   bool   // release what old points at once next is linked
 }
 
 // writePlan is the metadata layer's answer to a write: where every byte goes, which clusters
@@ -163,6 +169,7 @@ outer:
 			if w.needAlloc && img.data != img.file {
 				// External data file: the cluster's place is its guest offset.
 				w.host, w.needAlloc = img.dataHostFor(gc), false
+				w.zeroCOW = len(w.fills) > 0
 			}
 			if w.needAlloc {
 				nalloc++
@@ -196,7 +203,7 @@ outer:
 				pins = append(pins, hostRange{w.host, cs})
 			} else {
 				w.next = slot{e: MakeL2Entry(w.host, true, false), b: w.next.b}
-				w.skipFill = w.fresh && img.viewIsZero(w.old, w.fills)
+				w.zeroCOW = (w.newAlloc || w.zeroCOW) && len(w.fills) > 0 && img.fillsUnallocated(w.old, w.fills)
 				img.busy[w.gc] = make(chan struct{})
 				plan.busy = append(plan.busy, w.gc)
 				if w.freeOld && img.data == img.file {
@@ -350,6 +357,28 @@ func (w *cwrite) filled() bool { return !w.skipFill && len(w.fills) > 0 }
 // clusters that are contiguous on the host.
 func (img *Image) execWrite(p []byte, off uint64, plan *writePlan) error {
 	cs := img.geo.ClusterSize()
+	zr, canZero := img.data.(ZeroRanger)
+	for k := range plan.cl {
+		w := &plan.cl[k]
+		if !w.zeroCOW || !img.zeroCOWBelow(w.gc, w.fills) {
+			continue
+		}
+		if canZero {
+			a, b := w.from, w.to
+			for _, f := range w.fills {
+				a, b = min(a, f.a), max(b, f.b)
+			}
+			err := zr.ZeroRange(int64(w.host.Add(a)), int64(b-a))
+			if err == nil {
+				w.skipFill = true
+				continue
+			}
+			if !errors.Is(err, ErrNotSupported) {
+				return fmt.Errorf("qcow2: zero the new cluster at %#x: %w", uint64(w.host), err)
+			}
+		}
+		w.skipFill = w.fresh
+	}
 	for i := 0; i < len(plan.cl); {
 		j := i
 		a0, b := plan.cl[i].window()

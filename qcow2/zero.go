@@ -1,24 +1,62 @@
-// Write zeroes: zero flags (v3), subcluster zero bits, deallocation, or written zeros (v2).
+// Write zeroes as QEMU does it: bdrv_co_do_pwrite_zeroes' split and bounce-buffer fallback
+// around qcow2_co_pwrite_zeroes and qcow2_subcluster_zeroize.
 package qcow2
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
-// WriteZeroes makes [off, off+n) read as zeros.
-//
-// With unmap the engine may deallocate: clusters become "reads as zero" without a host
-// cluster, or unallocated when there is no backing file. Without unmap (NBD_CMD_FLAG_NO_HOLE)
-// allocated clusters keep their host cluster and get the zero flag (QEMU's ZERO_ALLOC).
-// Version 2 images have no zero flag: clusters are deallocated when unmap is allowed and no
-// backing file could show through, and zeros are written otherwise. Zeros promised here never
-// expose backing data. Parts of a cluster (of a subcluster with extended L2) are written as
-// zero bytes, unless they already read as zeros.
+// ZeroFlags say how Zero may make a range read as zeros (QEMU's BdrvRequestFlags).
+type ZeroFlags uint8
+
+const (
+	// ZeroMayUnmap (BDRV_REQ_MAY_UNMAP) lets allocated clusters be released; without it they
+	// keep their host cluster (NBD_CMD_FLAG_NO_HOLE, or an export without discard=unmap).
+	// Version 2 images ignore it, as QEMU does (their driver offers no flags).
+	ZeroMayUnmap ZeroFlags = 1 << iota
+	// ZeroNoFallback (BDRV_REQ_NO_FALLBACK, NBD_CMD_FLAG_FAST_ZERO) fails with ErrSlowZero
+	// instead of writing zero bytes. As in QEMU, the pieces of the request before the one that
+	// needs writing are zeroed already when it fails; a version 2 image fails at once.
+	ZeroNoFallback
+)
+
+// errNeedFallback is the driver's ENOTSUP: this piece must be written as zero bytes.
+var errNeedFallback = errors.New("qcow2: zeroing needs written zeros")
+
+// WriteZeroes makes [off, off+n) read as zeros; unmap is ZeroMayUnmap. See Zero.
 func (img *Image) WriteZeroes(off, n uint64, unmap bool) error {
+	var f ZeroFlags
+	if unmap {
+		f = ZeroMayUnmap
+	}
+	return img.Zero(off, n, f)
+}
+
+// Zero makes [off, off+n) read as zeros the way QEMU's block layer and qcow2 driver do it, so
+// that the image ends up mapped as QEMU would leave it:
+//
+//   - The range is cut at subcluster boundaries: an unaligned head, the aligned middle, an
+//     unaligned tail (the last piece may end at the end of the image).
+//   - Aligned pieces of a version 3 image get the zero flag (zero bits with extended L2) on
+//     every cluster, allocated or not, the L2 tables they need included; allocated clusters
+//     keep their host cluster unless ZeroMayUnmap (compressed ones never do).
+//   - A version 2 image has no zero flag: without a backing file the clusters are
+//     deallocated (whatever the flags); with one, the piece is written as zeros.
+//   - An unaligned piece zeroes its whole subcluster the same way when the rest of the
+//     subcluster reads as zeros (through the backing chain) and the subcluster is unallocated
+//     or zero; otherwise it is written as zeros.
+//   - Pieces written as zeros are ordinary writes (they allocate, copy-on-write around them).
+//
+// With a raw external data file its bytes are zeroed too, first. Zeros promised here never
+// expose backing data.
+func (img *Image) Zero(off, n uint64, f ZeroFlags) error {
 	img.gate.RLock()
 	defer img.gate.RUnlock()
 	if err := img.checkRequest(off, n, true); err != nil {
 		return err
 	}
-	if err := img.writeZeroes(off, n, unmap); err != nil {
+	if err := img.zero(off, n, f); err != nil {
 		return err
 	}
 	if img.opts.WriteThrough {
@@ -27,50 +65,274 @@ func (img *Image) WriteZeroes(off, n uint64, unmap bool) error {
 	return nil
 }
 
-func (img *Image) writeZeroes(off, n uint64, unmap bool) error {
+// zero is bdrv_co_do_pwrite_zeroes for callers that hold the gate.
+func (img *Image) zero(off, n uint64, f ZeroFlags) error {
 	if n == 0 {
 		return nil
 	}
-	if img.dataRaw {
-		// The data file must stay a consistent raw image: zeros go into it.
-		return img.zeroRawData(off, n)
+	if img.hdr.Version < 3 {
+		// QEMU's qcow2 driver offers no zero flags for version 2 (supported_zero_flags 0).
+		if f&ZeroNoFallback != 0 {
+			return ErrSlowZero
+		}
+		f &^= ZeroMayUnmap
 	}
-	gran := img.geo.SubclusterSize()
-	end := off + n
-	a := alignUp(off, gran)
-	b := end / gran * gran
-	if end == img.size.Load() {
-		b = alignUp(end, gran)
-	}
-	if a >= b {
-		return img.writeZeroBytes(off, n, false)
-	}
-	if off < a {
-		if err := img.writeZeroBytes(off, a-off, false); err != nil {
+	align := img.geo.SubclusterSize()
+	head, tail := off%align, (off+n)%align
+	for n > 0 {
+		num := n
+		if head != 0 {
+			num = min(n, align-head)
+			head = (head + num) % align
+		} else if tail != 0 && num > align {
+			num -= tail
+		}
+		err := img.zeroPiece(off, num, f)
+		if errors.Is(err, errNeedFallback) {
+			if f&ZeroNoFallback != 0 {
+				return ErrSlowZero
+			}
+			err = img.writeZeroRange(off, num)
+		}
+		if err != nil {
 			return err
 		}
-	}
-	var fallback [][2]uint64
-	err := img.forEachTable(a, b, func(l1i L1Index, from, to uint64) error {
-		var err error
-		fallback, err = img.zeroInTable(l1i, from, to, unmap, fallback)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	for _, r := range fallback {
-		if err := img.writeZeroBytes(r[0], min(r[1], end)-r[0], false); err != nil {
-			return err
-		}
-	}
-	if b < end {
-		return img.writeZeroBytes(b, end-b, false)
+		off, n = off+num, n-num
 	}
 	return nil
 }
 
-func alignUp(v, a uint64) uint64 { return (v + a - 1) / a * a }
+// zeroPiece is qcow2_co_pwrite_zeroes for one piece: errNeedFallback asks for written zeros.
+func (img *Image) zeroPiece(off, n uint64, f ZeroFlags) error {
+	sc := img.geo.SubclusterSize()
+	size := img.size.Load()
+	head := off % sc
+	tail := alignUp(off+n, sc) - (off + n)
+	if off+n == size {
+		tail = 0
+	}
+	if head == 0 && tail == 0 {
+		return img.zeroize(off, n, f, false)
+	}
+	// One piece inside one subcluster: zero the whole subcluster if the rest of it reads as
+	// zeros already and it is unallocated or zero (checked again under the lock).
+	for _, r := range [][2]uint64{{off - head, head}, {off + n, tail}} {
+		z, err := img.isZero(r[0], r[1])
+		if err != nil {
+			return err
+		}
+		if !z {
+			return errNeedFallback
+		}
+	}
+	return img.zeroize(off-head, sc, f, true)
+}
+
+// zeroize is qcow2_subcluster_zeroize: off is subcluster aligned, and so is off+n unless it
+// reaches the end of the image. onlyIfZero: the range is one subcluster that must still be
+// unallocated or zero (else errNeedFallback, nothing changed).
+func (img *Image) zeroize(off, n uint64, f ZeroFlags, onlyIfZero bool) error {
+	g := img.geo
+	cs := g.ClusterSize()
+	size := img.size.Load()
+	end := off + n
+	if img.dataRaw {
+		// The raw data file must read as zeros there too (QEMU zeroes it first).
+		if err := img.zeroRawData(off, min(end, size)-off, f); err != nil {
+			return err
+		}
+	}
+	if img.hdr.Version < 3 {
+		if img.backing != nil {
+			return errNeedFallback
+		}
+		if onlyIfZero && !img.subclusterIsZero(off) {
+			return errNeedFallback
+		}
+		// Without a zero flag, but with nothing behind: deallocate (QEMU's discard).
+		return img.discardClusters(alignDown(off, cs), alignUp(min(end, size), cs), false)
+	}
+	head := min(end, alignUp(off, cs)) - off
+	whole := off + head
+	tail := uint64(0)
+	if end < size {
+		tail = end - max(whole, alignDown(end, cs))
+	}
+	stop := end - tail
+	if head > 0 {
+		if err := img.zeroSubclusters(off, head, onlyIfZero); err != nil {
+			return err
+		}
+	}
+	if whole < stop {
+		err := img.forEachTable(whole, stop, func(l1i L1Index, from, to uint64) error {
+			return img.zeroClusters(l1i, from, to, f, onlyIfZero)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if tail > 0 {
+		return img.zeroSubclusters(stop, tail, false)
+	}
+	return nil
+}
+
+func alignUp(v, a uint64) uint64   { return (v + a - 1) / a * a }
+func alignDown(v, a uint64) uint64 { return v / a * a }
+
+// qemuClusterType is QEMU's qcow2_get_cluster_type of an L2 entry.
+type qemuClusterType uint8
+
+const (
+	ctUnallocated qemuClusterType = iota
+	ctZeroPlain
+	ctZeroAlloc
+	ctNormal
+	ctCompressed
+)
+
+func (img *Image) clusterType(e L2Entry) qemuClusterType {
+	switch {
+	case e.Compressed():
+		return ctCompressed
+	case e.Zero() && !img.geo.ExtendedL2:
+		if e.Offset() != 0 {
+			return ctZeroAlloc
+		}
+		return ctZeroPlain
+	case e.Offset() == 0:
+		// Offset 0 is a cluster of an external data file when COPIED is set.
+		if img.data != img.file && e.Copied() {
+			return ctNormal
+		}
+		return ctUnallocated
+	}
+	return ctNormal
+}
+
+// allocated is qcow2_cluster_is_allocated.
+func (t qemuClusterType) allocated() bool {
+	return t == ctNormal || t == ctZeroAlloc || t == ctCompressed
+}
+
+// subclusterIsZero reports, with mu not held, whether the subcluster at off is unallocated or
+// zero (the type check of qcow2_co_pwrite_zeroes), for version 2 images.
+func (img *Image) subclusterIsZero(off uint64) bool {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	ext, _, err := img.mapRead(off, 1, nil)
+	return err == nil && len(ext) == 1 && (ext[0].kind == KindUnallocated || ext[0].kind == KindZero)
+}
+
+// zeroSubclusters is zero_l2_subclusters: the n bytes (whole subclusters) at off lie inside
+// one cluster, which gets their zero bits and loses their allocation bits (it stays
+// allocated); a compressed cluster cannot be zeroed in part.
+func (img *Image) zeroSubclusters(off, n uint64, onlyIfZero bool) error {
+	g := img.geo
+	return img.forEachTable(off, off+n, func(l1i L1Index, from, to uint64) error {
+		gc := GuestOffset(from).Cluster(g)
+		old, err := img.entryAt(l1i, gc)
+		if err != nil {
+			return err
+		}
+		if old.e.Compressed() {
+			return errNeedFallback
+		}
+		in := GuestOffset(from).InCluster(g)
+		mask := g.scMask(in, in+(to-from))
+		if onlyIfZero && img.subKind(old, uint32(in/g.SubclusterSize())) != KindUnallocated &&
+			img.subKind(old, uint32(in/g.SubclusterSize())) != KindZero {
+			return errNeedFallback
+		}
+		nw := slot{e: old.e, b: MakeSubclusterBitmap(old.b.Allocated()&^mask, old.b.ZeroBits()|mask)}
+		if nw == old {
+			return nil
+		}
+		key, t, err := img.l2ForWrite(l1i)
+		if err != nil {
+			return err
+		}
+		t.set(gc.L2Index(g), nw)
+		img.l2.markDirty(key)
+		return nil
+	})
+}
+
+// entryAt returns the L2 entry of gc (zero when its table is not allocated), with mu held.
+func (img *Image) entryAt(l1i L1Index, gc GuestCluster) (slot, error) {
+	key, ok, err := img.l2For(l1i)
+	if err != nil || !ok {
+		return slot{}, err
+	}
+	t, err := img.l2.get(key)
+	if err != nil {
+		return slot{}, err
+	}
+	if err := t.check(gc.L2Index(img.geo)); err != nil {
+		return slot{}, err
+	}
+	return t.get(gc.L2Index(img.geo)), nil
+}
+
+// zeroClusters is zero_in_l2_slice for the whole clusters of [from, to) in the table of l1i
+// (the last one may end at the end of the image): every cluster gets the zero flag (all zero
+// bits with extended L2); an allocated one is released when unmap is allowed, a compressed
+// one always. The L2 table is created (or copied from a snapshot's) when needed, as QEMU's
+// get_cluster_table does.
+func (img *Image) zeroClusters(l1i L1Index, from, to uint64, f ZeroFlags, onlyIfZero bool) error {
+	g := img.geo
+	cs := g.ClusterSize()
+	unmapOK := f&ZeroMayUnmap != 0
+	var key HostCluster
+	var t *l2Table
+	for pos := from; pos < to; pos += cs {
+		gc := GuestOffset(pos).Cluster(g)
+		var old slot
+		if t == nil {
+			var err error
+			if old, err = img.entryAt(l1i, gc); err != nil {
+				return err
+			}
+		} else {
+			if err := t.check(gc.L2Index(g)); err != nil {
+				return err
+			}
+			old = t.get(gc.L2Index(g))
+		}
+		if onlyIfZero {
+			if k := img.subKind(old, 0); k != KindUnallocated && k != KindZero {
+				return errNeedFallback
+			}
+		}
+		typ := img.clusterType(old.e)
+		unmap := typ == ctCompressed || (unmapOK && typ.allocated())
+		nw := old
+		if unmap {
+			nw.e = 0
+		}
+		if g.ExtendedL2 {
+			nw.b = MakeSubclusterBitmap(0, allSubclusters)
+		} else {
+			nw.e |= L2Entry(l2Zero)
+		}
+		if nw == old {
+			continue
+		}
+		if t == nil {
+			var err error
+			if key, t, err = img.l2ForWrite(l1i); err != nil {
+				return err
+			}
+		}
+		t.set(gc.L2Index(g), nw)
+		img.l2.markDirty(key)
+		if unmap {
+			img.freeEntry(old, true)
+		}
+	}
+	return nil
+}
 
 // forEachTable calls fn with mu held for each L2 table's part of [from, to), after waiting
 // (without the lock) until no cluster of that part is in flight.
@@ -90,7 +352,7 @@ func (img *Image) forEachTable(from, to uint64, fn func(l1i L1Index, from, to ui
 			continue
 		}
 		err := fn(l1i, pos, stop)
-		if err != nil {
+		if err != nil && !errors.Is(err, errNeedFallback) {
 			err = img.fail(err)
 		}
 		img.trimCaches()
@@ -103,158 +365,8 @@ func (img *Image) forEachTable(from, to uint64, fn func(l1i L1Index, from, to ui
 	return nil
 }
 
-// zeroInTable sets zero flags (or deallocates) for the whole (sub)clusters of [from, to),
-// which lie in the L2 table of l1i. Ranges it cannot handle in the metadata (v2 images,
-// compressed clusters with extended L2) are appended to fallback, to be written as zeros.
-func (img *Image) zeroInTable(l1i L1Index, from, to uint64, unmap bool, fallback [][2]uint64) ([][2]uint64, error) {
-	g := img.geo
-	cs := g.ClusterSize()
-	v2 := img.hdr.Version < 3
-	hasBacking := img.backing != nil
-	key, ok, err := img.l2For(l1i)
-	if err != nil {
-		return fallback, err
-	}
-	if !ok && !hasBacking {
-		// Nothing allocated here and nothing behind: already zeros.
-		return fallback, nil
-	}
-	if v2 && !(unmap && !hasBacking) {
-		// No zero flag: written zeros are the only way, except where nothing is allocated
-		// and no backing file shows through.
-		for pos := from; pos < to; {
-			gc := GuestOffset(pos).Cluster(g)
-			next := min(to, uint64(gc.Offset(g))+cs)
-			fallback = appendRange(fallback, pos, next)
-			pos = next
-		}
-		return fallback, nil
-	}
-	var t *l2Table
-	if ok {
-		if t, err = img.l2.get(key); err != nil {
-			return fallback, err
-		}
-	}
-	var wt *l2Table // the table made writable, on first change
-	for pos := from; pos < to; {
-		gc := GuestOffset(pos).Cluster(g)
-		in := GuestOffset(pos).InCluster(g)
-		next := min(to, uint64(gc.Offset(g))+cs)
-		var old slot
-		if t != nil {
-			if err := t.check(gc.L2Index(g)); err != nil {
-				return fallback, err
-			}
-			old = t.get(gc.L2Index(g))
-		}
-		nw, free, fb := img.zeroSlot(old, in, in+(next-pos), unmap, v2)
-		if fb {
-			fallback = appendRange(fallback, pos, next)
-		}
-		if nw != old {
-			if wt == nil {
-				if key, wt, err = img.l2ForWrite(l1i); err != nil {
-					return fallback, err
-				}
-				t = wt
-			}
-			wt.set(gc.L2Index(g), nw)
-			img.l2.markDirty(key)
-			if free {
-				img.freeEntry(old, unmap)
-			}
-		}
-		pos = next
-	}
-	return fallback, nil
-}
-
-func appendRange(rs [][2]uint64, a, b uint64) [][2]uint64 {
-	if len(rs) > 0 && rs[len(rs)-1][1] == a {
-		rs[len(rs)-1][1] = b
-		return rs
-	}
-	return append(rs, [2]uint64{a, b})
-}
-
-// zeroSlot computes the entry that makes bytes [from, to) of a cluster (whole subclusters)
-// read as zeros, whether what the old entry points at is to be released, and whether the
-// range must be written as zeros instead (fallback).
-func (img *Image) zeroSlot(old slot, from, to uint64, unmap, v2 bool) (nw slot, free, fallback bool) {
-	g := img.geo
-	hasBacking := img.backing != nil
-	host, has := img.hostOf(old.e)
-	// plain is an entry that reads as zeros without a host cluster.
-	plain := slot{}
-	if hasBacking && !v2 {
-		plain.e = L2Entry(l2Zero)
-		if g.ExtendedL2 {
-			plain = slot{b: MakeSubclusterBitmap(0, allSubclusters)}
-		}
-	}
-	whole := from == 0 && to == g.ClusterSize()
-	if !g.ExtendedL2 {
-		k := img.subKind(old, 0)
-		switch {
-		case v2:
-			// Only reached with unmap and no backing file: deallocate.
-			return slot{}, k == KindData || k == KindCompressed, false
-		case k == KindUnallocated && !hasBacking:
-			return old, false, false
-		case k == KindZero && (!has || !unmap):
-			return old, false, false
-		case k == KindData && old.e.Copied() && !unmap:
-			return slot{e: MakeL2Entry(host, true, true)}, false, false
-		}
-		return plain, k != KindUnallocated, false
-	}
-	Z := g.scMask(from, to)
-	oldA, oldZ := old.b.Allocated(), old.b.ZeroBits()
-	if old.e.Compressed() {
-		if !whole {
-			return old, false, true
-		}
-		return plain, true, false
-	}
-	if !hasBacking && oldA&Z == 0 {
-		return old, false, false
-	}
-	a, z := oldA&^Z, oldZ|Z
-	if has && a == 0 && (unmap || !old.e.Copied()) {
-		// No subcluster left that uses the host cluster: release it.
-		return slot{b: MakeSubclusterBitmap(0, z)}, true, false
-	}
-	return slot{e: old.e, b: MakeSubclusterBitmap(a, z)}, false, false
-}
-
-// writeZeroBytes writes zeros over [off, off+n), skipping the parts that already read as
-// zeros unless always is set.
-func (img *Image) writeZeroBytes(off, n uint64, always bool) error {
-	if !always {
-		img.mu.Lock()
-		ext, _, err := img.mapRead(off, n, nil)
-		img.trimCaches()
-		if err != nil {
-			err = img.fail(err)
-		}
-		img.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		for _, e := range ext {
-			if e.kind == KindZero || (e.kind == KindUnallocated && img.backing == nil) {
-				continue
-			}
-			if err := img.writeZeroRange(e.off, e.n); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return img.writeZeroRange(off, n)
-}
-
+// writeZeroRange writes zero bytes over [off, off+n): QEMU's bounce-buffer fallback, an
+// ordinary write.
 func (img *Image) writeZeroRange(off, n uint64) error {
 	for n > 0 {
 		k := min(n, uint64(len(zeroBuf)))
