@@ -10,8 +10,8 @@ import (
 
 // Options select qemu-nbd's per-export behaviour.
 type Options struct {
-	// Discard is --discard=unmap: TRIM deallocates, and WRITE_ZEROES without NO_HOLE may
-	// deallocate. Without it TRIM does nothing and zeroing keeps clusters allocated.
+	// Discard is --discard=unmap: TRIM deallocates; without it TRIM does nothing. (WRITE_ZEROES
+	// without NO_HOLE deallocates either way, as in qemu-nbd 7.2.)
 	Discard bool
 }
 

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -161,91 +160,6 @@ func TestReadOnlyWriteIsEPERM(t *testing.T) {
 	}
 	if err := b.ReadAt(ctx, make([]byte, 512), 1<<20); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("read past the end: %v, want EINVAL", err)
-	}
-}
-
-// TestZeroIsFast checks the prediction against what the engine then does: a request predicted
-// fast must not grow the host file or leave data clusters in its range; a slow one is refused
-// with ENOTSUP and changes nothing.
-func TestZeroIsFast(t *testing.T) {
-	ctx := context.Background()
-	const k = 1 << 10
-	for _, tc := range []struct {
-		name   string
-		opts   string
-		prep   []string // qemu-io commands
-		off, n uint64
-		want   bool
-	}{
-		{"aligned-data", "", []string{"write -P 1 0 256k"}, 64 * k, 128 * k, true},
-		{"unaligned-head-data", "", []string{"write -P 1 0 256k"}, 64*k + 512, 128 * k, false},
-		{"unaligned-tail-data", "", []string{"write -P 1 0 256k"}, 64 * k, 128*k + 512, false},
-		{"unaligned-in-zero", "", []string{"write -P 1 0 256k", "write -z 64k 64k"}, 64*k + 512, 1024, true},
-		{"unaligned-unallocated", "", nil, 100, 200, true},
-		{"head-zero-tail-data", "", []string{"write -P 1 0 256k", "write -z 0 64k"}, 512, 128*k - 1024, false},
-		{"v2", "compat=0.10", nil, 0, 64 * k, false},
-		{"extl2-subcluster", "extended_l2=on", []string{"write -P 1 0 64k"}, 2 * k, 4 * k, true},
-		{"extl2-partial-subcluster", "extended_l2=on", []string{"write -P 1 0 64k"}, 2*k + 512, 4 * k, false},
-		{"extl2-compressed-partial", "extended_l2=on", []string{"write -c -P 1 0 64k"}, 0, 32 * k, false},
-		{"extl2-compressed-whole", "extended_l2=on", []string{"write -c -P 1 0 64k"}, 0, 64 * k, true},
-		{"compressed", "", []string{"write -c -P 1 0 64k"}, 0, 64 * k, true},
-		{"end-of-image-unaligned", "", []string{"write -P 1 960k 64k"}, 1024*k - 1000, 1000, false},
-		// The image's last cluster is partial: a zeroing from its start to the end is whole.
-		{"end-of-odd-image", "size=1049088", []string{"write -P 1 1M 512"}, 1024 * k, 512, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			size := "1M"
-			if strings.HasPrefix(tc.opts, "size=") {
-				size, tc.opts = strings.TrimPrefix(tc.opts, "size="), ""
-			}
-			p := newImage(t, tc.opts, size)
-			if len(tc.prep) > 0 {
-				qemuIO(t, "qcow2", p, tc.prep...)
-			}
-			b := openBackend(t, p, Options{}, qcow2.OpenOptions{})
-			got, err := b.zeroIsFast(tc.off, tc.n)
-			if err != nil || got != tc.want {
-				t.Fatalf("zeroIsFast(%d, %d) = %v, %v; want %v", tc.off, tc.n, got, err, tc.want)
-			}
-			before := make([]byte, tc.n)
-			if err := b.ReadAt(ctx, before, tc.off); err != nil {
-				t.Fatal(err)
-			}
-			fi, _ := os.Stat(p)
-			err = b.WriteZeroes(ctx, tc.off, tc.n, server.ZeroFlags{FastZero: true})
-			after := make([]byte, tc.n)
-			if err := b.ReadAt(ctx, after, tc.off); err != nil {
-				t.Fatal(err)
-			}
-			if !tc.want {
-				if !errors.Is(err, syscall.ENOTSUP) || !bytes.Equal(before, after) {
-					t.Fatalf("slow zero: err %v, data changed %v", err, !bytes.Equal(before, after))
-				}
-				return
-			}
-			if err != nil || !bytes.Equal(after, make([]byte, tc.n)) {
-				t.Fatalf("fast zero: err %v, zeros %v", err, bytes.Equal(after, make([]byte, tc.n)))
-			}
-			if err := b.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
-			fi2, _ := os.Stat(p)
-			if fi2.Size() > fi.Size() {
-				t.Errorf("fast zero grew the file from %d to %d", fi.Size(), fi2.Size())
-			}
-			ext, err := b.img.Map(tc.off, tc.n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range ext {
-				if e.Kind == qcow2.KindData || e.Kind == qcow2.KindCompressed {
-					if e.Start >= tc.off && e.Start+e.Length <= tc.off+tc.n && (tc.off%(2*k) == 0 || tc.opts == "") {
-						// Whole data runs inside a fast-zeroed range must be gone.
-						t.Errorf("fast zero left %v", e)
-					}
-				}
-			}
-		})
 	}
 }
 

@@ -11,9 +11,9 @@
 //	FLUSH         Image.Flush
 //	TRIM          Image.Discard when Options.Discard (--discard=unmap), else nothing; the
 //	              server advertises TRIM only in that mode, as qemu-nbd does
-//	WRITE_ZEROES  Image.WriteZeroes, deallocating (unmap) only without NO_HOLE and with
-//	              Options.Discard; FAST_ZERO succeeds only when the engine will change
-//	              metadata alone, else ENOTSUP before anything is written
+//	WRITE_ZEROES  Image.Zero (QEMU's write-zeroes), deallocating (unmap) without NO_HOLE
+//	              (whatever Options.Discard, as qemu-nbd 7.2); FAST_ZERO is ZeroNoFallback:
+//	              ENOTSUP where zero bytes would have to be written, as QEMU's NO_FALLBACK
 //	CACHE         reads the allocated parts of the range (data and compressed clusters,
 //	              in any layer) and drops the bytes: a prefetch into the host page cache
 //	BLOCK_STATUS  base:allocation and qemu:allocation-depth from Image.BlockStatus, the
@@ -32,7 +32,7 @@
 //
 // # Direct I/O
 //
-// DirectOpener is a qcow2.OpenOptions.Opener for cache=none and cache=directsync: host files
-// opened with O_DIRECT behind a Storage that aligns every request to 4 KiB, reading and
-// rewriting the edge blocks of unaligned writes under per-block locks (direct.go).
+// DirectOpener is a qcow2.OpenOptions.Opener for cache=none and cache=directsync: the
+// engine's own O_DIRECT storage (qcow2.FileOptions.Direct), aligned to the file's logical
+// block size (direct.go).
 package qcow2export

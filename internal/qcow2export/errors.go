@@ -27,6 +27,7 @@ func (e *Error) Unwrap() error { return e.Errno }
 //	qcow2.ErrReadOnly                                                EPERM
 //	qcow2.ErrNoSpace                                                 ENOSPC
 //	qcow2.ErrOutOfRange                                              EINVAL
+//	qcow2.ErrSlowZero                                                ENOTSUP
 //	qcow2.ErrClosed                                                  ESHUTDOWN
 //	a host errno (EIO, ENOSPC, EDQUOT, EFBIG, EROFS ...)             that errno
 //	anything else                                                    EIO
@@ -44,6 +45,8 @@ func classify(err error) error {
 	case errors.Is(err, qcow2.ErrCorrupt), errors.Is(err, qcow2.ErrFormat),
 		errors.Is(err, qcow2.ErrCompressedData), errors.Is(err, qcow2.ErrUnsupported):
 		errno = syscall.EIO
+	case errors.Is(err, qcow2.ErrSlowZero):
+		errno = syscall.ENOTSUP
 	case errors.Is(err, qcow2.ErrReadOnly):
 		errno = syscall.EPERM
 	case errors.Is(err, qcow2.ErrNoSpace):
