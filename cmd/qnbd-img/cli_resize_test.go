@@ -3,7 +3,6 @@ package main
 
 import (
 	"bytes"
-	"strings"
 	"testing"
 )
 
@@ -34,6 +33,9 @@ func TestResizeMatchesQemu(t *testing.T) {
 		{"top.qcow2", []string{"32M"}},
 		{"v2.qcow2", []string{"16M"}},
 		{"ext.qcow2", []string{"--shrink", "1040k"}},
+		// Internal snapshots: qemu-img 7.2 grows and shrinks such images.
+		{"snap.qcow2", []string{"16M"}},
+		{"snap.qcow2", []string{"--shrink", "1M"}},
 	} {
 		sh(t, dir, "cp", "--sparse=always", tc.img, "q."+tc.img)
 		sh(t, dir, "cp", "--sparse=always", tc.img, "o."+tc.img)
@@ -64,20 +66,5 @@ func TestResizeMatchesQemu(t *testing.T) {
 				t.Errorf("resize %s %q: check: %v", tc.img, tc.args, r)
 			}
 		}
-	}
-}
-
-// The engine cannot resize an image with internal snapshots (qemu-img can grow one): the
-// refusal must be one clear line, and the image untouched.
-func TestResizeWithSnapshotsRefused(t *testing.T) {
-	dir := t.TempDir()
-	qcow2Images(t, dir)
-	before := readFile(t, dir, "snap.qcow2")
-	r := ours(t, dir, "resize", "snap.qcow2", "16M")
-	if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, "snapshots") || strings.Count(r.stderr, "\n") != 1 {
-		t.Errorf("%v", r)
-	}
-	if !bytes.Equal(before, readFile(t, dir, "snap.qcow2")) {
-		t.Error("the refused resize changed the image")
 	}
 }
