@@ -29,6 +29,17 @@
 // finally takes the lock again to link its new L2 entries. Metadata tables live in two LRU
 // caches (cache.go) written back at Flush or eviction, in the order flush.go states.
 //
+// # QEMU's semantics
+//
+// What a client can observe follows QEMU 7.2's qcow2 driver and block layer, tested against
+// qemu-img, qemu-io and qemu-nbd (*_qemu_test.go): Zero and Discard change the L2 entries as
+// qcow2_co_pwrite_zeroes / qcow2_co_pdiscard do (zero.go, discard.go), Resize as
+// qcow2_co_truncate (resize.go), BlockStatus and MapStatus answer as bdrv_block_status_above
+// and qemu-img map (status.go, metaprealloc.go), and the host file gets the same holes
+// (ZERO_RANGE for zero copy-on-write, punching when a request frees clusters). Open reads the
+// snapshot table as QEMU does at open (snapshot.go LoadSnapshots); persistent bitmaps are
+// marked in-use before the first write (bitmaps.go).
+//
 // # Concurrency
 //
 // Every exported method of Image is safe for concurrent use. Four things coordinate:
