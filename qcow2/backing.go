@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // layer is a backing file as the overlay sees it: a read-only byte range that reads as zeros
@@ -244,57 +242,31 @@ func (l *rawLayer) chainStatus(off, n uint64, _ bool) ([]Status, error) {
 	return out, nil
 }
 
-// mapLayer reports the raw file's data and holes (SEEK_DATA/SEEK_HOLE where the store is a
-// file), as qemu-img map does.
+// mapLayer reports the raw file's data and holes as QEMU's file driver sees them
+// (chainStatus): data at its own offset of the file, holes and everything past the end as
+// zeros.
 func (l *rawLayer) mapLayer(off, n uint64) ([]Extent, error) {
 	var out []Extent
-	add := func(start, length uint64, k Kind) {
-		if length == 0 {
-			return
-		}
-		if len(out) > 0 && out[len(out)-1].Kind == k && out[len(out)-1].Start+out[len(out)-1].Length == start {
-			out[len(out)-1].Length += length
-			return
-		}
-		e := Extent{Start: start, Length: length, Kind: k}
-		if k == KindData {
-			e.Host, e.HostFile = HostOffset(start), l.path
-		}
-		out = append(out, e)
-	}
 	end := off + n
-	dataEnd := min(end, l.size)
-	fs, isFile := l.s.(*FileStorage)
-	for pos := off; pos < dataEnd; {
-		if !isFile {
-			add(pos, dataEnd-pos, KindData)
-			break
-		}
-		fd := int(fs.File().Fd())
-		d, err := unix.Seek(fd, int64(pos), unix.SEEK_DATA)
+	if stop := min(end, l.layerSize()); off < stop {
+		st, err := l.chainStatus(off, stop-off, true)
 		if err != nil {
-			if errors.Is(err, unix.ENXIO) {
-				add(pos, dataEnd-pos, KindZero)
-				break
+			return nil, err
+		}
+		for _, s := range st {
+			e := Extent{Start: s.Start, Length: s.Length, Kind: KindZero}
+			if s.Data {
+				e.Kind, e.Host, e.HostFile = KindData, s.Offset, l.path
 			}
-			add(pos, dataEnd-pos, KindData)
-			break
+			out = append(out, e)
 		}
-		if uint64(d) > pos {
-			add(pos, min(uint64(d), dataEnd)-pos, KindZero)
-			pos = min(uint64(d), dataEnd)
-			continue
-		}
-		h, err := unix.Seek(fd, int64(pos), unix.SEEK_HOLE)
-		if err != nil {
-			h = int64(dataEnd)
-		}
-		stop := min(max(uint64(h), pos+1), dataEnd)
-		add(pos, stop-pos, KindData)
-		pos = stop
 	}
-	if end > l.size {
-		add(max(off, l.size), end-max(off, l.size), KindZero)
+	if start := max(off, l.layerSize()); start < end {
+		if k := len(out) - 1; k >= 0 && out[k].Kind == KindZero {
+			out[k].Length += end - start
+		} else {
+			out = append(out, Extent{Start: start, Length: end - start, Kind: KindZero})
+		}
 	}
 	return out, nil
 }
