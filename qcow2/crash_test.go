@@ -120,6 +120,18 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 		}
 		pending = 0
 	}
+	// Every subset of small windows, and each write alone ahead of or behind the others in
+	// larger ones: everywhere with -qcow2.crash.full, after the workload's mark by default.
+	subsetK, oneFrom := maxK, -1
+	if *crashFull {
+		oneFrom = 0
+	}
+	if r.mark > 0 {
+		subsetK = max(maxK, 4)
+		if oneFrom < 0 {
+			oneFrom = r.mark
+		}
+	}
 	stride := 1
 	if budget > 0 && total > budget {
 		stride = total / budget
@@ -134,7 +146,7 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 	sources := []iter.Seq2[memstore.CrashPoint, *memstore.Store]{
 		st.CrashStates(variants, uint64(len(w.name))*1000, memstore.CrashConfig{}),
 		st.CrashStates(variants, uint64(len(w.name))*1000+1, memstore.CrashConfig{Torn: true}),
-		subsetStates(st, maxK),
+		subsetStates(st, subsetK, oneFrom),
 	}
 	for pass, states := range sources {
 		for pt, cs := range states {
@@ -149,7 +161,8 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 			first := !seen[k]
 			seen[k] = true
 			idx++
-			if !*crashFull && !first && idx%stride != 0 {
+			marked := pass == 2 && r.mark > 0 && pt.Barrier >= r.mark
+			if !*crashFull && !first && !marked && idx%stride != 0 {
 				continue
 			}
 			taken++

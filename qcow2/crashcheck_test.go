@@ -318,9 +318,11 @@ func durablePrefix(syncs []int, i int) int {
 
 // subsetStates yields, for every barrier whose window (the writes since the previous sync) holds
 // at most maxK mutations, every non-empty subset of the window applied over the durable prefix
-// (whole writes, in log order): exhaustive where CrashStates samples. The point's Variant is the
-// subset's bit mask.
-func subsetStates(st *memstore.Store, maxK int) iter.Seq2[memstore.CrashPoint, *memstore.Store] {
+// (whole writes, in log order): exhaustive where CrashStates samples. For larger windows at or
+// after log index oneFrom it yields each window with one write left out, and with one write
+// only (CrashMonkey's single reordering): 2k states that put every write ahead of, or behind,
+// all the others. The point's Variant numbers the state within its barrier.
+func subsetStates(st *memstore.Store, maxK, oneFrom int) iter.Seq2[memstore.CrashPoint, *memstore.Store] {
 	return func(yield func(memstore.CrashPoint, *memstore.Store) bool) {
 		log := st.Log()
 		start := 0
@@ -329,15 +331,27 @@ func subsetStates(st *memstore.Store, maxK int) iter.Seq2[memstore.CrashPoint, *
 				continue
 			}
 			window := log[start:i]
-			if k := len(window); k > 0 && k <= maxK {
+			var masks []func(j int) bool
+			switch k := len(window); {
+			case k == 0:
+			case k <= maxK:
+				for mask := 1; mask < 1<<k; mask++ {
+					masks = append(masks, func(j int) bool { return mask&(1<<j) != 0 })
+				}
+			case oneFrom >= 0 && i >= oneFrom:
+				for x := range k {
+					masks = append(masks, func(j int) bool { return j != x }, func(j int) bool { return j == x })
+				}
+			}
+			if len(masks) > 0 {
 				base, err := st.CrashAt(start, nil, memstore.CrashConfig{Policy: memstore.DropUnsynced})
 				if err != nil {
 					return
 				}
-				for mask := 1; mask < 1<<k; mask++ {
+				for v, keep := range masks {
 					s := base.Clone()
 					for j, op := range window {
-						if mask&(1<<j) == 0 {
+						if !keep(j) {
 							continue
 						}
 						switch op.Kind {
@@ -349,7 +363,7 @@ func subsetStates(st *memstore.Store, maxK int) iter.Seq2[memstore.CrashPoint, *
 							s.PunchHole(op.Off, op.Len)
 						}
 					}
-					if !yield(memstore.CrashPoint{Barrier: i, Variant: mask}, s.Clone()) {
+					if !yield(memstore.CrashPoint{Barrier: i, Variant: v + 1}, s.Clone()) {
 						return
 					}
 				}

@@ -86,7 +86,7 @@ var crashWorkloads = []*cwWorkload{
 		r.write(8*kib+1024, 1024)
 		r.write(100*kib, 12*kib)
 		r.flush()
-		r.discard(96*kib, 24*kib) // v2: the backing file shows again
+		r.discard(96*kib, 24*kib) // v2 with a backing file: nothing is done
 		r.zero(200*kib+512, 4*kib, true)
 		r.write(98*kib, 4*kib)
 		r.flush()
@@ -225,6 +225,24 @@ var crashWorkloads = []*cwWorkload{
 				r.discard(off, 512) // every other cluster: frees that do not merge
 			}
 			r.write(100*kib, 4*kib)
+			r.flush()
+		}},
+	{name: "lazy-frees", opts: "cluster_size=512,lazy_refcounts=on", size: 2 * mib, snapshot: true,
+		// A copy-on-write whose free of the old cluster is the maxPendingFrees-th: the batch
+		// runs inside the link (found by review, TestReview_LinkAppliesFreesBeforeDataSync).
+		// With lazy refcounts no refcount flush syncs the new cluster's data first.
+		setup: func(r *cwRunner) { r.write(0, 1536*kib) },
+		run: func(r *cwRunner) {
+			for off := uint64(0); off < 1536*kib; off += 32 * kib {
+				r.write(off, 512) // copies every L2 table (32 KiB each) now
+			}
+			r.flush() // and applies their frees
+			for off := uint64(1536); r.pendingFrees() < maxPendingFrees-1 && off < 1536*kib; off += 1024 {
+				r.discard(off, 512) // one free each (every other cluster: no runs)
+			}
+			r.markLog()
+			r.write(512, 512) // replaces a cluster shared with s1: its free is the last one
+			r.write(600*kib, 512)
 			r.flush()
 		}},
 	{name: "concurrent", opts: "cluster_size=4k", size: 2 * mib, l2Cache: 1, concurrent: true, run: func(r *cwRunner) {

@@ -59,10 +59,6 @@ func (m *cwModel) value(o *cwOp, sec uint64) uint32 {
 	switch o.kind {
 	case cwWrite:
 		return o.gen
-	case cwDiscard:
-		if o.valueBacking && m.backing != nil && sec < uint64(len(m.backing)) {
-			return m.backing[sec]
-		}
 	}
 	return 0
 }

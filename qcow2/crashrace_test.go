@@ -244,7 +244,7 @@ func (rr *raceRun) finish(order []int, cnt *cwCounters) {
 		maxK, variants = 2, 0
 	}
 	n := 0
-	for pt, cs := range subsetStates(rr.st, maxK) {
+	for pt, cs := range subsetStates(rr.st, maxK, -1) {
 		n++
 		check("subset", pt, cs, n)
 	}

@@ -222,7 +222,6 @@ type cwOp struct {
 	startSeq, doneSeq  uint64 // runner sequence numbers at the call and at the return
 	err                error
 	worker             int
-	valueBacking       bool // a discard that shows the backing file (v2 with backing)
 	sizeAfter, sizePre uint64
 }
 
@@ -232,13 +231,31 @@ type cwRunner struct {
 	img *Image
 	tap *cwTap
 	cs  uint64
-	v2B bool // version 2 image with a backing file: discarded clusters show the backing file
+	v2B bool // version 2 image with a backing file: discard does nothing
 
 	mu   sync.Mutex
 	seq  uint64
 	ops  []cwOp
 	gen  uint32
 	size uint64
+	// mark is the log length a workload marked (markLog): the crash test enumerates every
+	// subset of the small windows from there on, whatever its sample.
+	mark int
+}
+
+// markLog marks the current point of the log (see mark).
+func (r *cwRunner) markLog() {
+	n := r.logLen()
+	r.mu.Lock()
+	r.mark = n
+	r.mu.Unlock()
+}
+
+// pendingFrees is the number of batched frees the image holds.
+func (r *cwRunner) pendingFrees() int {
+	r.img.mu.Lock()
+	defer r.img.mu.Unlock()
+	return len(r.img.deferred)
 }
 
 func newRunner(img *Image, tap *cwTap, firstGen uint32) *cwRunner {
@@ -330,7 +347,12 @@ func (r *cwRunner) discard(off, n uint64) error {
 	if a > b {
 		a = b
 	}
-	i := r.begin(cwOp{kind: cwDiscard, off: off, n: n, a: a, b: b, valueBacking: r.v2B})
+	if r.v2B {
+		// Version 2 with a backing file: nothing is done (deallocating would expose the
+		// backing file, and there is no zero flag), as in QEMU.
+		a, b = 0, 0
+	}
+	i := r.begin(cwOp{kind: cwDiscard, off: off, n: n, a: a, b: b})
 	return r.end(i, r.img.Discard(off, n))
 }
 
