@@ -66,7 +66,8 @@ type ExportHooks interface {
 	// ConnOpened and ConnClosed bracket a connection in transmission on the export.
 	ConnOpened()
 	ConnClosed()
-	// RequestStarted reports a request taken off the wire, before it runs.
+	// RequestStarted reports a request taken off the wire (header and payload), before it
+	// runs; one cut off by its client's disconnect is reported neither started nor done.
 	RequestStarted(op Op)
 	// RequestDone reports a finished request: its payload bytes (read or written, or the
 	// effect length for TRIM/WRITE_ZEROES/CACHE), its duration, and its NBD errno (0 = ok).

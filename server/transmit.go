@@ -97,9 +97,8 @@ func (c *conn) handle(req *Request) error {
 	}
 	j := job{req: *req}
 	if c.hooks != nil {
-		if op, ok := opOf(req.Type); ok {
-			j.start = time.Now()
-			c.hooks.RequestStarted(op)
+		if _, ok := opOf(req.Type); ok {
+			j.start = time.Now() // reported to the hooks by started, once the payload is in
 		}
 	}
 
@@ -124,6 +123,7 @@ func (c *conn) handle(req *Request) error {
 				return unexpectedEOF(err)
 			}
 		}
+		c.started(&j)
 		c.rejectRequest(&j, errno, msg)
 		return nil
 	}
@@ -145,6 +145,7 @@ func (c *conn) handle(req *Request) error {
 			return unexpectedEOF(err)
 		}
 	}
+	c.started(&j)
 
 	c.mu.Lock()
 	if c.shutting {
@@ -164,6 +165,17 @@ func (c *conn) handle(req *Request) error {
 }
 
 var errClosed = errors.New("nbd: connection closed")
+
+// started reports j to the hooks once it is wholly taken off the wire, header and payload,
+// so that every RequestStarted is matched by a RequestDone: a request whose client vanished
+// mid-payload, or whose connection closed while it waited for budget, never ran and is
+// reported neither started nor done.
+func (c *conn) started(j *job) {
+	if !j.start.IsZero() {
+		op, _ := opOf(j.req.Type)
+		c.hooks.RequestStarted(op)
+	}
+}
 
 // rejectRequest answers a request that never reaches a worker.
 func (c *conn) rejectRequest(j *job, errno Errno, msg string) {
