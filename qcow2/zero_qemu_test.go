@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // zop is one operation, written as qemu-io takes it.
@@ -259,14 +261,32 @@ func qemuNBDFastZeroes(t *testing.T, img string, ops []zop) []string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "nbd.sock")
 	cmd := exec.Command("qemu-nbd", "-t", "--discard=unmap", "-k", sock, "-f", "qcow2", img)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
 	defer func() {
 		// SIGTERM: qemu-nbd flushes its metadata caches before it exits.
 		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
+		<-exited
 	}()
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("qemu-nbd exited: %s", stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu-nbd did not create its socket: %s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	var py strings.Builder
 	py.WriteString("import nbd, time\nh = nbd.NBD()\n")
 	fmt.Fprintf(&py, "for i in range(1000):\n  try:\n    h.connect_unix(%q); break\n  except nbd.Error:\n    time.sleep(0.02)\n", sock)
