@@ -5,10 +5,10 @@ package qcow2
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
