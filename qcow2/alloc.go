@@ -32,7 +32,7 @@ var _ clusterAllocator = (*allocator)(nil)
 //
 // The allocator never hands out a cluster whose refcount is not 0, and it checks every
 // cluster it is about to return against the metadata it knows of (header, L1, reftable,
-// snapshot table, cached L2 tables and refcount blocks): a hit means the refcounts on disk
+// snapshot table, active L2 tables and refcount blocks): a hit means the refcounts on disk
 // are wrong, and the image is marked corrupt rather than overwriting live metadata.
 //
 // Errors: an allocation that fails part way may leak clusters (refcount 1, referenced by
@@ -45,7 +45,10 @@ type allocator struct {
 	tableOff      HostOffset
 	tableClusters uint32
 	tableDirty    map[RefTableIndex]struct{}
-	cache         *lru[HostCluster, *refBlock]
+	// blocks counts the clusters of the refcount blocks the table names, for overlap checks
+	// (overlap.go isRefBlock); nil until first needed, then kept in step by setTableEntry.
+	blocks *clusterRefs
+	cache  *lru[HostCluster, *refBlock]
 
 	// firstFree is a lower bound of the first cluster with refcount 0: every cluster below
 	// it is in use. Allocation searches from here; freeing lowers it.
@@ -235,8 +238,7 @@ func (a *allocator) createRefBlock(i RefTableIndex) error {
 		}
 	}
 	a.cache.insertNew(place, rb)
-	a.table[i] = RefTableEntry(place.Offset(a.g))
-	a.tableDirty[i] = struct{}{}
+	a.setTableEntry(i, RefTableEntry(place.Offset(a.g)))
 	a.img.hooks.ClustersAllocated(AllocRefBlock, 1)
 	return nil
 }

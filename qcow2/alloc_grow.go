@@ -122,6 +122,7 @@ func (a *allocator) growRefTable(need RefTableIndex) (err error) {
 	// 4. Forget and free the old table.
 	oldOff, oldClusters := a.tableOff, a.tableClusters
 	a.table, a.tableOff, a.tableClusters = newTable, off, uint32(tclusters)
+	a.blocks = nil // rebuilt from the new table when next needed
 	clear(a.tableDirty)
 	a.free(oldOff.Cluster(g), ClusterCount(oldClusters), false)
 	a.img.hooks.ClustersAllocated(AllocRefBlock, blocks)

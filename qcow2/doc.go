@@ -72,11 +72,12 @@
 // fails the request with an error matching ErrCorrupt and syscall.EIO; writes are refused from
 // then on. Before every metadata write, and for every guest data write into the image file,
 // the target is checked against the metadata the engine knows of (header, L1, reftable,
-// snapshot table and L1s, bitmap directory, cached L2 tables and refcount blocks): the
-// allocator must never hand out a cluster that is in use. See flush.go for the write order
-// that makes a crash at any point leak clusters at worst; refcount decrements are batched
-// behind an L2 flush (mapping.go), and a failed fsync fails every later one until the image
-// is reopened (synclatch.go), as in QEMU.
+// snapshot table and L1s, bitmap directory, every L2 table the active L1 names and every
+// refcount block the reftable names, cached or not: sets kept in step with both tables,
+// overlap.go): the allocator must never hand out a cluster that is in use. See flush.go for
+// the write order that makes a crash at any point leak clusters at worst; refcount
+// decrements are batched behind an L2 and L1 flush (mapping.go), and a failed fsync fails
+// every later one until the image is reopened (synclatch.go), as in QEMU.
 //
 // # Errors
 //

@@ -3,6 +3,7 @@ package qcow2
 
 import (
 	"fmt"
+	"iter"
 
 	"github.com/qnbd/qnbd/internal/invariants"
 )
@@ -29,5 +30,29 @@ func (img *Image) checkMappedRefcounts(ranges []hostRange) {
 				panic(fmt.Sprintf("qcow2: invariant: guest data mapped to host cluster %d, whose refcount is 0", c))
 			}
 		}
+	}
+}
+
+// checkOverlapIndex verifies, in invariant builds, that an overlap set (overlap.go clusterRefs)
+// agrees for host cluster c with the table it follows, whose offsets offs yields: an entry
+// changed behind its back (not through l1Table.set or allocator.setTableEntry) would make an
+// overlap check miss a live structure, or refuse a cluster that is free. A mismatch is an
+// engine bug: panic. Each check scans the table: hits (rare: corruption, or a stale set) are
+// always checked, misses one lookup in 16 (r counts them).
+func checkOverlapIndex(what string, c HostCluster, r *clusterRefs, hit bool, offs iter.Seq[HostOffset]) {
+	if !invariants.Enabled {
+		return
+	}
+	if r.checks++; !hit && r.checks%16 != 0 {
+		return
+	}
+	var want uint32
+	for off := range offs {
+		if first, last := r.span(off); off != 0 && c >= first && c <= last {
+			want++
+		}
+	}
+	if got := r.n[c]; got != want {
+		panic(fmt.Sprintf("qcow2: invariant: the %s overlap set counts cluster %d %d times, its table %d", what, c, got, want))
 	}
 }

@@ -69,9 +69,11 @@ func (img *Image) overlapsExcept(off HostOffset, n uint64, self metaKind, writin
 	return ""
 }
 
-// overlapsAny adds the cached L2 tables and refcount blocks to overlapsFixed (QEMU's default
-// "cached" overlap-check level). skipKind/skipKey name the structure being written, which may
-// overlap itself.
+// overlapsAny adds the L2 tables and refcount blocks to overlapsFixed: every one the active L1
+// table and the reftable name, cached or not, and the cached ones (new tables whose entry is
+// not set yet): QEMU's default "cached" overlap-check level, whose active-L2 and
+// refcount-block checks walk the whole L1 table and reftable. skipKind/skipKey name the
+// structure being written, which may overlap itself.
 func (img *Image) overlapsAny(off HostOffset, n uint64, skipKind metaKind, skipKey HostCluster) string {
 	if what := img.overlapsExcept(off, n, skipKind, true); what != "" {
 		return what
@@ -82,14 +84,105 @@ func (img *Image) overlapsAny(off HostOffset, n uint64, skipKind metaKind, skipK
 	g := img.geo
 	first, last := off.Cluster(g), off.Add(n-1).Cluster(g)
 	for c := first; c <= last; c++ {
-		if img.l2 != nil && img.l2.contains(c) && !(skipKind == metaL2 && skipKey == c) {
+		if img.l2 != nil && !(skipKind == metaL2 && skipKey == c) && (img.l2.contains(c) || img.activeL2(c)) {
 			return metaL2.String()
 		}
-		if img.alloc != nil && img.alloc.cache.contains(c) && !(skipKind == metaRefBlock && skipKey == c) {
+		if img.alloc != nil && !(skipKind == metaRefBlock && skipKey == c) && (img.alloc.cache.contains(c) || img.alloc.isRefBlock(c)) {
 			return metaRefBlock.String()
 		}
 	}
 	return ""
+}
+
+// clusterRefs is a set of host clusters with multiplicity: the clusters of the L2 tables the
+// active L1 table names, or of the refcount blocks the reftable names, kept in step with the
+// table (l1Table.set, allocator.setTableEntry) so that an overlap check costs one map lookup
+// per cluster and allocates nothing. A structure covers one cluster from its offset (two
+// when a corrupt offset is not aligned); a corrupt table naming one cluster twice keeps it
+// until both entries are gone.
+type clusterRefs struct {
+	bits   uint32
+	n      map[HostCluster]uint32
+	checks uint32 // lookups, for sampling the invariant check (checkOverlapIndex)
+}
+
+func newClusterRefs(bits uint32, size int) *clusterRefs {
+	return &clusterRefs{bits: bits, n: make(map[HostCluster]uint32, size)}
+}
+
+// span returns the clusters a one-cluster structure at off covers.
+func (r *clusterRefs) span(off HostOffset) (HostCluster, HostCluster) {
+	return HostCluster(uint64(off) >> r.bits), HostCluster((uint64(off) + 1<<r.bits - 1) >> r.bits)
+}
+
+func (r *clusterRefs) add(off HostOffset) {
+	if off == 0 {
+		return
+	}
+	first, last := r.span(off)
+	for c := first; c <= last; c++ {
+		r.n[c]++
+	}
+}
+
+func (r *clusterRefs) remove(off HostOffset) {
+	if off == 0 {
+		return
+	}
+	first, last := r.span(off)
+	for c := first; c <= last; c++ {
+		if k := r.n[c]; k > 1 {
+			r.n[c] = k - 1
+		} else {
+			delete(r.n, c)
+		}
+	}
+}
+
+func (r *clusterRefs) has(c HostCluster) bool { return r.n[c] > 0 }
+
+// activeL2 reports whether an entry of the active L1 table names an L2 table covering host
+// cluster c. The set is built on first use (once per L1 table: a grown one starts without).
+func (img *Image) activeL2(c HostCluster) bool {
+	t := img.l1
+	if t == nil || img.snapshotL1 {
+		return false
+	}
+	if t.tables == nil {
+		t.tables = newClusterRefs(img.geo.ClusterBits, len(t.entries))
+		for _, e := range t.entries {
+			t.tables.add(e.L2Offset())
+		}
+	}
+	hit := t.tables.has(c)
+	checkOverlapIndex("active-L2", c, t.tables, hit, func(yield func(HostOffset) bool) {
+		for _, e := range t.entries {
+			if !yield(e.L2Offset()) {
+				return
+			}
+		}
+	})
+	return hit
+}
+
+// isRefBlock reports whether a reftable entry names a refcount block covering host cluster c.
+// The set is built on first use (once per reftable: a grown one starts without).
+func (a *allocator) isRefBlock(c HostCluster) bool {
+	if a.blocks == nil {
+		a.blocks = newClusterRefs(a.g.ClusterBits, len(a.table))
+		for _, e := range a.table {
+			a.blocks.add(e.Offset())
+		}
+	}
+	hit := a.blocks.has(c)
+	checkOverlapIndex("refcount-block", c, a.blocks, hit, func(yield func(HostOffset) bool) {
+		for _, e := range a.table {
+			if !yield(e.Offset()) {
+				return
+			}
+		}
+	})
+	return hit
 }
 
 // checkMetadataWrite refuses a write of kind at [off, off+n) that would overwrite another

@@ -77,6 +77,11 @@ func (a *allocator) refblockFor(i RefTableIndex) (*refBlock, HostCluster, bool, 
 		if what := a.img.overlapsFixed(off, a.g.ClusterSize()); what != "" {
 			return nil, 0, false, corruptf("reftable index %d: refcount block at %#x overlaps the %s", i, uint64(off), what)
 		}
+		if a.img.activeL2(c) {
+			// Its "refcounts" would be L2 entries, and writing them back would destroy the
+			// table (QEMU refuses that write: overlaps with active L2 table).
+			return nil, 0, false, corruptf("reftable index %d: refcount block at %#x is an active L2 table", i, uint64(off))
+		}
 	}
 	rb, err := a.cache.get(c)
 	if err != nil {
@@ -109,6 +114,16 @@ func (a *allocator) setRefcount(c HostCluster, v Refcount) error {
 	a.view(rb).Set(c.RefBlockIndex(a.g), v)
 	a.cache.markDirty(key)
 	return nil
+}
+
+// setTableEntry changes reftable entry i in memory (written back by writeRefTableDirty).
+func (a *allocator) setTableEntry(i RefTableIndex, e RefTableEntry) {
+	if a.blocks != nil {
+		a.blocks.remove(a.table[i].Offset())
+		a.blocks.add(e.Offset())
+	}
+	a.table[i] = e
+	a.tableDirty[i] = struct{}{}
 }
 
 // writeRefTableDirty writes the reftable sectors holding entries changed in memory. It runs as
