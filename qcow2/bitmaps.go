@@ -72,14 +72,22 @@ func (img *Image) readBitmapDirectory() (*bitmapDirectory, error) {
 // (header, sync), the directory is rewritten in place (sync), and the bit comes back with the
 // header update that prepareWrite writes next. A crash in between leaves the bit off: the
 // bitmaps are then ignored and their clusters count as leaks, which QEMU repairs. h is the
-// header prepareWrite is about to write; it keeps the bit.
-func (img *Image) markBitmapsInUse(h *Header) error {
+// header prepareWrite is about to write; it keeps the bit. rewrite says that prepareWrite
+// must write h even if it equals img.hdr: the bit is off on disk.
+//
+// img.hdr keeps the bit throughout: if a later step fails (the directory write, or
+// prepareWrite's header write), the next attempt finds the bitmaps still to be marked, or
+// marked but the bit off on disk, and puts it back, instead of taking the bit as gone and
+// dropping the bitmaps (their clusters would leak). Writing the bit back meanwhile (another
+// header update) is harmless: no guest write happens before prepareWrite succeeds, so the
+// bitmaps still describe the data.
+func (img *Image) markBitmapsInUse(h *Header) (rewrite bool, err error) {
 	if !img.hdr.bitmapsConsistent() {
-		return nil
+		return false, nil
 	}
 	d, err := img.readBitmapDirectory()
 	if err != nil {
-		return fmt.Errorf("%w; qnbd does not write to an image whose bitmaps it cannot mark in-use (QEMU does not open it)", err)
+		return false, fmt.Errorf("%w; qnbd does not write to an image whose bitmaps it cannot mark in-use (QEMU does not open it)", err)
 	}
 	changed := false
 	for _, at := range d.entries {
@@ -90,28 +98,38 @@ func (img *Image) markBitmapsInUse(h *Header) error {
 		}
 	}
 	if !changed {
-		return nil
+		// Marked already; by an earlier attempt that failed after turning the bit off?
+		return img.bitmapsBitOffOnDisk(), nil
 	}
 	img.log.Warn("qcow2: qnbd does not maintain persistent dirty bitmaps; marking them in-use (inconsistent) before the first write",
 		"image", img.name(), "bitmaps", strings.Join(d.names, ","))
 	off := img.hdr
 	off.Autoclear &^= AutoclearBitmaps
 	if err := img.writeHeaderSync(&off); err != nil {
-		return err
+		return false, err
 	}
-	img.hdr.Autoclear = off.Autoclear
 	dir := img.hdr.Extensions.Bitmaps.DirectoryStart
 	if err := img.checkMetadataWrite(dir, uint64(len(d.raw)), metaBitmapDir, 0); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := img.file.WriteAt(d.raw, int64(dir)); err != nil {
-		return fmt.Errorf("qcow2: write the bitmap directory: %w", err)
+		return false, fmt.Errorf("qcow2: write the bitmap directory: %w", err)
 	}
 	if err := img.file.Sync(); err != nil {
-		return fmt.Errorf("qcow2: sync the bitmap directory: %w", err)
+		return false, fmt.Errorf("qcow2: sync the bitmap directory: %w", err)
 	}
 	h.Autoclear |= AutoclearBitmaps
-	return nil
+	return true, nil
+}
+
+// bitmapsBitOffOnDisk reports whether the header in the file has the bitmaps autoclear bit
+// off (or cannot be read: writing the header again is harmless).
+func (img *Image) bitmapsBitOffOnDisk() bool {
+	var b [8]byte
+	if err := readAtFull(img.file, b[:], offAutoclearFeatures); err != nil {
+		return true
+	}
+	return binary.BigEndian.Uint64(b[:])&AutoclearBitmaps == 0
 }
 
 // bitmapResizeError refuses a resize of an image with persistent bitmaps: QEMU resizes

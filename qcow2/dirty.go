@@ -58,13 +58,14 @@ func (img *Image) prepareWrite() error {
 	if !h.bitmapsConsistent() {
 		h.Autoclear &^= AutoclearBitmaps // a bit without bitmaps to go with it
 	}
-	if err := img.markBitmapsInUse(&h); err != nil {
+	rewrite, err := img.markBitmapsInUse(&h)
+	if err != nil {
 		return err
 	}
 	if img.hdr.LazyRefcounts() {
 		h.Incompatible |= IncompatDirty
 	}
-	if h.Autoclear != img.hdr.Autoclear || h.Incompatible != img.hdr.Incompatible {
+	if rewrite || h.Autoclear != img.hdr.Autoclear || h.Incompatible != img.hdr.Incompatible {
 		if err := img.writeHeaderSync(&h); err != nil {
 			return err
 		}
