@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/buildinfo"
 )
 
 // rawImages makes a set of raw images in dir with qemu-img and qemu-io.
@@ -186,7 +188,7 @@ func TestVersionAndHelp(t *testing.T) {
 func TestVersionUnderOwnName(t *testing.T) {
 	var out, errb strings.Builder
 	if code := run([]string{"/usr/bin/qnbd-img", "--version"}, &out, &errb); code != 0 ||
-		!strings.HasPrefix(out.String(), "qnbd-img version "+version+" ") {
+		!strings.HasPrefix(out.String(), "qnbd-img version "+buildinfo.Version(version)+" ") {
 		t.Errorf("exit %d: %q %q", code, out.String(), errb.String())
 	}
 }

@@ -1,7 +1,11 @@
 // --help and --version texts.
 package main
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/qnbd/qnbd/internal/buildinfo"
+)
 
 const helpText = `usage: %[1]s [standard options] command [command options]
 qnbd-img: the disk image tool of qnbd, a subset of qemu-img with the same
@@ -82,9 +86,9 @@ const qemuVersion = "7.2.0"
 // "qemu-img version X.Y" see the interface they get.
 func (a *app) versionLine() string {
 	if a.prog == "qnbd-img" {
-		return fmt.Sprintf("qnbd-img version %s (qemu-img %s compatible subset)", version, qemuVersion)
+		return fmt.Sprintf("qnbd-img version %s (qemu-img %s compatible subset)", buildinfo.Version(version), qemuVersion)
 	}
-	return fmt.Sprintf("%s version %s (qnbd-img %s, a qemu-img compatible subset)", a.prog, qemuVersion, version)
+	return fmt.Sprintf("%s version %s (qnbd-img %s, a qemu-img compatible subset)", a.prog, qemuVersion, buildinfo.Version(version))
 }
 
 // help prints the help text on stdout (qemu-img's help() exits 0).

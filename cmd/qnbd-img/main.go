@@ -8,8 +8,9 @@ import (
 	"path/filepath"
 )
 
-// version is qnbd-img's own version.
-const version = "0.1.0"
+// version is qnbd-img's own version, set with -ldflags "-X main.version=..." as qnbd's is;
+// empty means the build information's (see internal/buildinfo).
+var version string
 
 func main() {
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
