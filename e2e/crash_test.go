@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -39,8 +40,13 @@ func slotWrite(i int) crashWrite {
 	return crashWrite{off: off, data: stamp(byte(100+i%100), off, crashSlotLen)}
 }
 
-// TestKill9DuringWrites runs the crash workload a few times per image kind, killing qnbd
-// with SIGKILL at a random moment while slot writes are in flight.
+// kill9Iterations is how many kill -9 runs TestKill9DuringWrites makes per image kind: two in
+// make test; the test plan's soak (1,000 runs) is -e2e.kill9.iterations=250.
+var kill9Iterations = flag.Int("e2e.kill9.iterations", 2, "kill -9 runs per image kind in TestKill9DuringWrites")
+
+// TestKill9DuringWrites runs the crash workload a few times per image kind (one qcow2
+// kind lazy-refcounts), killing qnbd with SIGKILL at a random moment while slot writes
+// are in flight.
 func TestKill9DuringWrites(t *testing.T) {
 	type kind struct{ format, opts string }
 	kinds := []kind{{"raw", ""}}
@@ -49,7 +55,7 @@ func TestKill9DuringWrites(t *testing.T) {
 			kind{"qcow2", "cluster_size=512,refcount_bits=2"})
 	}
 	for ki, k := range kinds {
-		for iter := range 2 {
+		for iter := range *kill9Iterations {
 			t.Run(fmt.Sprintf("%s/%s/%d", k.format, k.opts, iter), func(t *testing.T) {
 				t.Parallel()
 				rng := rand.New(rand.NewPCG(uint64(iter), uint64(ki)))
