@@ -1,18 +1,18 @@
-// Regenerates the committed fuzz seed corpus: our encoder's sessions plus byte streams
-// recorded from real clients (nbdinfo, qemu-io, qemu-img) talking to this server. Run with
-// QNBD_WRITE_FUZZ_SEEDS=1 go test -run TestWriteFuzzSeeds ./server/
+// The committed fuzz seed corpus: our encoder's sessions plus byte streams recorded from real
+// clients (nbdinfo, qemu-io, qemu-img) talking to this server, checked against testdata/fuzz
+// (regenerate with QNBD_WRITE_FUZZ_SEEDS=1 go test -run TestFuzzSeeds ./server/).
 package server
 
 import (
 	"bytes"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/fuzzseed"
 )
 
 // recordingListener keeps a copy of every byte each client sends.
@@ -48,27 +48,25 @@ func (l *recordingListener) Accept() (net.Conn, error) {
 	return &recordingConn{Conn: nc, mu: &l.mu, buf: b}, nil
 }
 
-func writeSeed(t *testing.T, target, name string, data []byte) {
-	dir := filepath.Join("testdata", "fuzz", target)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	body := "go test fuzz v1\n[]byte(" + strconv.Quote(string(data)) + ")\n"
-	if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestWriteFuzzSeeds(t *testing.T) {
-	if os.Getenv("QNBD_WRITE_FUZZ_SEEDS") == "" {
-		t.Skip("set QNBD_WRITE_FUZZ_SEEDS=1 to regenerate testdata/fuzz")
-	}
+// TestFuzzSeeds regenerates the seeds of FuzzHandshake and FuzzTransmission and fails unless
+// testdata/fuzz holds each of them byte for byte (fuzzseed.Sync; QNBD_WRITE_FUZZ_SEEDS=1
+// writes them instead).
+func TestFuzzSeeds(t *testing.T) {
+	var seeds []fuzzseed.Seed
 	for i, s := range handshakeSeeds() {
-		writeSeed(t, "FuzzHandshake", fmt.Sprintf("encoder-%02d", i), s)
+		seeds = append(seeds, fuzzseed.Seed{Target: "FuzzHandshake", Name: fmt.Sprintf("encoder-%02d", i), Data: s})
 	}
 	for i, s := range transmissionSeeds() {
-		writeSeed(t, "FuzzTransmission", fmt.Sprintf("encoder-%02d", i), s)
+		seeds = append(seeds, fuzzseed.Seed{Target: "FuzzTransmission", Name: fmt.Sprintf("encoder-%02d", i), Data: s})
 	}
+	seeds = append(seeds, recordedSeeds(t)...)
+	fuzzseed.Sync(t, filepath.Join("testdata", "fuzz"), seeds)
+}
+
+// recordedSeeds are the client streams of real clients' sessions with this server, as
+// FuzzHandshake seeds, with their cookies normalised (normalizeCookies).
+func recordedSeeds(t *testing.T) []fuzzseed.Seed {
+	var seeds []fuzzseed.Seed
 
 	mem := newMem(256 << 10)
 	s := &Server{Config: Config{Exports: []*Export{
@@ -108,8 +106,57 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		waitFor(t, "sessions to end", func() bool { return s.numConns() == 0 })
 		rl.mu.Lock()
 		for i, b := range rl.sessions[before:] {
-			writeSeed(t, "FuzzHandshake", fmt.Sprintf("%s-%d", cl.name, i), b.Bytes())
+			seeds = append(seeds, fuzzseed.Seed{Target: "FuzzHandshake", Name: fmt.Sprintf("%s-%d", cl.name, i),
+				Data: normalizeCookies(b.Bytes())})
 		}
 		rl.mu.Unlock()
 	}
+	return seeds
+}
+
+// normalizeCookies returns session, a client's side of a connection, with the cookie of each
+// transmission request replaced by the order in which that cookie first appeared (1, 2, ...).
+// QEMU's cookies carry a pointer, so they change from run to run; the server only echoes
+// cookies, so the renumbered stream drives it the same way. The options are skipped
+// (IHAVEOPT, option, length, data) up to the first bytes that are not one; requests follow,
+// compact or extended by their magic, each WRITE (or extended request with PAYLOAD_LEN)
+// followed by its payload. Anything that does not parse is left as it is.
+func normalizeCookies(session []byte) []byte {
+	out := append([]byte(nil), session...)
+	pos := 4 // client flags
+	for len(out)-pos >= optHeaderLen {
+		b := readBuf(out[pos:])
+		if b.u64() != MagicIHaveOpt {
+			break
+		}
+		b.u32()
+		pos += optHeaderLen + int(b.u32())
+	}
+	ids := map[uint64]uint64{}
+	for len(out)-pos >= compactRequestLen {
+		extended := be.Uint32(out[pos:]) == MagicExtendedRequest
+		n := requestLen(extended)
+		if len(out)-pos < n {
+			break
+		}
+		r, ok := decodeRequest(out[pos:pos+n], extended)
+		if !ok {
+			break
+		}
+		id, seen := ids[r.Cookie]
+		if !seen {
+			id = uint64(len(ids) + 1)
+			ids[r.Cookie] = id
+		}
+		r.Cookie = id
+		copy(out[pos:], AppendRequest(nil, r, extended))
+		pos += n
+		if r.Type == CmdWrite || (extended && r.Flags&CmdFlagPayloadLen != 0) {
+			if r.Length > uint64(len(out)-pos) {
+				break
+			}
+			pos += int(r.Length)
+		}
+	}
+	return out
 }
