@@ -2,13 +2,13 @@ package qcow2
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/fuzzseed"
 )
 
 // ccMem is a minimal in-memory Storage for the check fuzzer: a byte slice that refuses to grow
@@ -65,7 +65,7 @@ func (m *ccMem) Close() error         { return nil }
 // without bound (ccMem caps the file at 64 MiB); a repair that reports success must leave an
 // image that a fresh check finds clean. The seed corpus in testdata/fuzz/FuzzCheck holds small
 // qemu-img-made images: clean ones, with snapshots, compressed clusters, bitmaps, extended L2,
-// odd refcount widths, and broken ones (see ccWriteFuzzSeeds).
+// odd refcount widths, and broken ones (see ccFuzzSeeds).
 func FuzzCheck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, img []byte) {
 		if len(img) > 4<<20 {
@@ -95,18 +95,20 @@ func FuzzCheck(f *testing.F) {
 	})
 }
 
-// TestWriteFuzzSeeds regenerates the seed corpus of FuzzCheck from qemu-img-made images when
-// run with QNBD_WRITE_FUZZ_SEEDS=1.
-func TestWriteFuzzSeeds(t *testing.T) {
-	if os.Getenv("QNBD_WRITE_FUZZ_SEEDS") == "" {
-		t.Skip("set QNBD_WRITE_FUZZ_SEEDS=1 to regenerate testdata/fuzz/FuzzCheck")
-	}
-	ccWriteFuzzSeeds(t, filepath.Join("testdata", "fuzz", "FuzzCheck"))
+// TestFuzzCheckSeeds regenerates the seed corpus of FuzzCheck from qemu-img-made images and
+// fails unless testdata/fuzz/FuzzCheck holds each seed byte for byte (fuzzseed.Sync;
+// QNBD_WRITE_FUZZ_SEEDS=1 writes them instead).
+func TestFuzzCheckSeeds(t *testing.T) {
+	fuzzseed.Sync(t, filepath.Join("testdata", "fuzz"), ccFuzzSeeds(t))
 }
 
-// ccWriteFuzzSeeds writes small images (512-byte and 4 KiB clusters, so that each seed is a
-// few KiB) in the go fuzz corpus format.
-func ccWriteFuzzSeeds(t *testing.T, dir string) {
+// ccSeedSnapshotDate is the creation time every seed's snapshot is given (2026-01-01 UTC), so
+// that the images come out the same on every run.
+const ccSeedSnapshotDate = 1767225600
+
+// ccFuzzSeeds makes small images (512-byte and 4 KiB clusters, so that each seed is a few KiB)
+// as FuzzCheck seeds.
+func ccFuzzSeeds(t *testing.T) []fuzzseed.Seed {
 	tmp := t.TempDir()
 	type seed struct {
 		name, opts, size string
@@ -129,6 +131,12 @@ func ccWriteFuzzSeeds(t *testing.T, dir string) {
 		{name: "c512-snapshot", opts: "cluster_size=512", size: "64k", io: w, after: func(p string) {
 			ccRun(t, "qemu-img", "snapshot", "-c", "snap", p)
 			ccIO(t, p, "write -P 0x33 0 1k")
+			// The one snapshot's date_sec (bytes 16-19) and date_nsec (20-23): QEMU writes the time.
+			m := ccOpenImg(t, p)
+			if m.h.SnapshotCount != 1 {
+				t.Fatalf("%d snapshots, want 1", m.h.SnapshotCount)
+			}
+			m.putU64(uint64(m.h.SnapshotsOffset)+16, ccSeedSnapshotDate<<32)
 		}},
 		{name: "c512-bitmap", opts: "cluster_size=512", size: "64k", io: w, after: func(p string) {
 			ccRun(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "b")
@@ -152,36 +160,25 @@ func ccWriteFuzzSeeds(t *testing.T, dir string) {
 			m.putU64(m.l2EntryOff(1024), m.u64(m.l2EntryOff(20<<10)))
 		}},
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+	var out []fuzzseed.Seed
+	add := func(name, path string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fuzzseed.Seed{Target: "FuzzCheck", Name: name, Data: b})
 	}
 	for _, sd := range seeds {
 		p := ccNewImage(t, tmp, sd.name+".qcow2", sd.opts, sd.size, sd.io...)
 		if sd.after != nil {
 			sd.after(p)
 		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var sb strings.Builder
-		sb.WriteString("go test fuzz v1\n[]byte(")
-		sb.WriteString(fmt.Sprintf("%q", b))
-		sb.WriteString(")\n")
-		if err := os.WriteFile(filepath.Join(dir, sd.name), []byte(sb.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("%s: %d bytes", sd.name, len(b))
+		add(sd.name, p)
 	}
 	// A compressed image (convert -c needs a source).
 	src := ccNewImage(t, tmp, "src.qcow2", "", "64k", "write -P 0x55 0 16k", "write -P 0x66 32k 3k")
 	p := filepath.Join(tmp, "compressed.qcow2")
 	ccRun(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "cluster_size=4k", src, p)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "c4k-compressed"), []byte(fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	add("c4k-compressed", p)
+	return out
 }
