@@ -6,8 +6,9 @@ package qcow2
 import "fmt"
 
 // Resize changes the virtual size. It waits for requests in flight and blocks new ones while
-// it runs. newSize must be a multiple of 512. Internal snapshots keep their own tables and
-// data either way (QEMU allows both since 5.0).
+// it runs. newSize must be a multiple of 512. Internal snapshots keep their own tables, data
+// and recorded disk size either way (QEMU allows both since 5.0), except that a version 2
+// image with snapshots is refused, as QEMU refuses it.
 //
 // Growing moves the L1 table to an exact-size copy when it needs more entries. When a backing
 // file is longer than the old size, the new area must not show it: its whole subclusters get
@@ -35,6 +36,11 @@ func (img *Image) Resize(newSize uint64) error {
 	img.mu.Lock()
 	old := img.size.Load()
 	err := img.bitmapResizeError()
+	if err == nil && img.hdr.Version < 3 && img.hdr.SnapshotCount > 0 {
+		// A version 2 snapshot need not record its disk size, so it could not be restored
+		// at the size it had (refused even at the same size, as QEMU does).
+		err = fmt.Errorf("%w: cannot resize a version 2 image that has internal snapshots (QEMU: Can't resize a v2 image which has snapshots)", ErrUnsupported)
+	}
 	if err == nil {
 		err = img.prepareWrite()
 	}

@@ -43,6 +43,9 @@ func resizeCases() []resizeCase {
 		{name: "shrink", size: "4M", io: data, to: 1 * m},
 		{name: "shrink-unaligned", size: "4M", io: data, to: 2*m + 3*512},
 		{name: "shrink-snapshot", size: "4M", io: data, snap: true, to: 1 * m},
+		{name: "grow-snapshot-v2", opts: "compat=0.10", size: "4M", io: data, snap: true, to: 8 * m, refused: true},
+		{name: "shrink-snapshot-v2", opts: "compat=0.10", size: "4M", io: data, snap: true, to: 1 * m, refused: true},
+		{name: "same-size-snapshot-v2", opts: "compat=0.10", size: "4M", io: data, snap: true, to: 4 * m, refused: true},
 		{name: "shrink-l2-refblocks", opts: "cluster_size=512", size: "4M", io: []string{"write -P 1 0 4M", "write -P 2 100k 8k"}, to: 100 * 1024},
 		{name: "shrink-extl2", opts: "extended_l2=on,cluster_size=32k", size: "4M", io: data, to: 1040 * 1024},
 		{name: "shrink-backing", size: "4M", io: []string{"write -P 1 1M 100k", "write -z 3M 64k"}, backing: "8M", to: 2 * m},
@@ -151,6 +154,19 @@ func TestResizeMatchesQemu(t *testing.T) {
 			}
 			if d := engFirstDiff(got, want); d != "" {
 				t.Errorf("contents: %s", d)
+			}
+			if c.snap {
+				// The snapshot keeps the disk size it was taken at: reverting to it gives the
+				// old virtual size and the old contents back, in both copies alike.
+				for _, p := range []string{ours, theirs} {
+					engQemu(t, "qemu-img", "snapshot", "-a", "s1", p)
+				}
+				if a, b := resizeState(t, ours), resizeState(t, theirs); a != b || !strings.Contains(a, "virtual size: 4 MiB") {
+					t.Errorf("after reverting to the snapshot:\n ours:\n%s\n qemu:\n%s", a, b)
+				}
+				if d := engFirstDiff(engConvertRaw(t, ours), engConvertRaw(t, orig, "-l", "snapshot.name=s1")); d != "" {
+					t.Errorf("snapshot contents after the resize: %s", d)
+				}
 			}
 		})
 	}
