@@ -6,19 +6,21 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/qnbd/qnbd/internal/buildinfo"
 )
 
 // Options configure New.
 type Options struct {
-	// Version is the qnbd version reported by qnbd_build_info. Empty means the main module's
-	// version from the build information, or "unknown".
+	// Version is the qnbd version reported by qnbd_build_info. Empty means what
+	// buildinfo.Version gives without a linked version (the main module's version, or
+	// "(devel)").
 	Version string
 	// Logger receives errors from the HTTP endpoint (failed gathers, shutdown problems).
 	// Nil means slog.Default().
@@ -90,7 +92,7 @@ func New(opts Options) *Metrics {
 	m.server = newServerHooks(m.counterVec(famHandshakes))
 
 	build := m.gaugeVec(famBuildInfo)
-	build.WithLabelValues(labelValue(buildVersion(opts.Version)), labelValue(runtime.Version())).Set(1)
+	build.WithLabelValues(labelValue(buildinfo.Version(opts.Version)), labelValue(runtime.Version())).Set(1)
 
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -172,17 +174,6 @@ func (m *Metrics) histogramVec(f Family) *prometheus.HistogramVec {
 	v := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: f.Name, Help: f.Help, Buckets: latencyBuckets}, f.Labels)
 	m.reg.MustRegister(v)
 	return v
-}
-
-// buildVersion picks the version label: the configured one, else the module version.
-func buildVersion(v string) string {
-	if v != "" {
-		return v
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "unknown"
 }
 
 // labelValue makes s usable as a label value (valid UTF-8) for values we do not choose.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/qnbd/qnbd/internal/buildinfo"
 	"github.com/qnbd/qnbd/qcow2"
 	"github.com/qnbd/qnbd/server"
 )
@@ -83,8 +84,14 @@ qnbd_build_info{goversion="` + runtime.Version() + `",version="v1.2.3"} 1
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "qnbd_build_info"); err != nil {
 		t.Error(err)
 	}
-	if v := buildVersion(""); v == "" {
+	// No configured version: the label is buildinfo.Version's fallback, never empty.
+	fallback := buildinfo.Version("")
+	if fallback == "" {
 		t.Error("empty version fallback")
+	}
+	want = strings.Replace(want, `version="v1.2.3"`, `version="`+fallback+`"`, 1)
+	if err := testutil.GatherAndCompare(New(Options{}).Registry(), strings.NewReader(want), "qnbd_build_info"); err != nil {
+		t.Errorf("empty version: %v", err)
 	}
 	if got := labelValue("a\xffb"); got != "a\uFFFDb" {
 		t.Errorf("labelValue = %q", got)
