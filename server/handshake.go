@@ -336,6 +336,30 @@ func (o *optReader) str(n uint32) (string, error) {
 	return string(p), nil
 }
 
+// exportName reads the "name length u32 | name" that opens NBD_OPT_INFO, NBD_OPT_GO and the
+// meta-context options, where tail more bytes (the count that follows the name) must remain.
+// A payload too short for that, a name length running into the tail ("MUST be no larger than
+// the option data length - 6" for INFO and GO), or a name longer than MaxStringLen gives bad,
+// the text of an NBD_REP_ERR_INVALID reply, with the rest of the payload unread; err is a
+// read error.
+func (o *optReader) exportName(opt Opt, tail uint32) (name, bad string, err error) {
+	if o.left < 4+tail {
+		return "", fmt.Sprintf("%v payload of %d bytes is too short", opt, o.left), nil
+	}
+	n, err := o.u32()
+	if err != nil {
+		return "", "", err
+	}
+	if n > o.left-tail {
+		return "", fmt.Sprintf("export name length %d exceeds the option", n), nil
+	}
+	if n > MaxStringLen {
+		return "", fmt.Sprintf("export name longer than %d bytes", MaxStringLen), nil
+	}
+	name, err = o.str(n)
+	return name, "", err
+}
+
 // discard drops n bytes (n <= o.left).
 func (o *optReader) discard(n uint32) error {
 	if _, err := io.CopyN(io.Discard, o.br, int64(n)); err != nil {

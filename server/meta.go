@@ -73,22 +73,12 @@ func (c *conn) optMetaContext(opt Opt, o *optReader, n *negotiation) error {
 		// NBD_REP_ERR_INVALID".
 		return invalid("%v needs structured replies or extended headers first", opt)
 	}
-	if o.left < 8 {
-		return invalid("%v payload of %d bytes is too short", opt, o.left)
-	}
-	nameLen, err := o.u32()
+	name, bad, err := o.exportName(opt, 4)
 	if err != nil {
 		return err
 	}
-	if nameLen > o.left-4 {
-		return invalid("export name length %d exceeds the option", nameLen)
-	}
-	if nameLen > MaxStringLen {
-		return invalid("export name longer than %d bytes", MaxStringLen)
-	}
-	name, err := o.str(nameLen)
-	if err != nil {
-		return err
+	if bad != "" {
+		return invalid("%s", bad)
 	}
 	count, err := o.u32()
 	if err != nil {

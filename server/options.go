@@ -69,23 +69,12 @@ func (c *conn) optInfoGo(opt Opt, o *optReader, n *negotiation) (*export, error)
 		}
 		return nil, c.optError(opt, RepErrInvalid, format, args...)
 	}
-	if o.left < 6 {
-		return invalid("%v payload of %d bytes is too short", opt, o.left)
-	}
-	nameLen, err := o.u32()
+	name, bad, err := o.exportName(opt, 2)
 	if err != nil {
 		return nil, err
 	}
-	// "MUST be no larger than the option data length - 6"
-	if nameLen > o.left-2 {
-		return invalid("export name length %d exceeds the option", nameLen)
-	}
-	if nameLen > MaxStringLen {
-		return invalid("export name longer than %d bytes", MaxStringLen)
-	}
-	name, err := o.str(nameLen)
-	if err != nil {
-		return nil, err
+	if bad != "" {
+		return invalid("%s", bad)
 	}
 	count, err := o.u16()
 	if err != nil {
