@@ -156,23 +156,23 @@ func (r *File) WriteZeroes(_ context.Context, off, length uint64, f server.ZeroF
 }
 
 func (r *File) punch(off, length uint64) error {
-	if r.noPunch.Load() {
-		return syscall.EOPNOTSUPP
-	}
-	err := r.fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
-	if unsupported(err) {
-		r.noPunch.Store(true)
-	}
-	return err
+	return r.fallocateUnlessRefused(&r.noPunch, unix.FALLOC_FL_PUNCH_HOLE, off, length)
 }
 
 func (r *File) zeroRange(off, length uint64) error {
-	if r.noZeroRange.Load() {
+	return r.fallocateUnlessRefused(&r.noZeroRange, unix.FALLOC_FL_ZERO_RANGE, off, length)
+}
+
+// fallocateUnlessRefused runs fallocate(mode|KEEP_SIZE) unless the file system refused mode
+// before (*refused), and remembers a refusal, so that later calls fail with EOPNOTSUPP at once
+// and the caller falls back without a system call.
+func (r *File) fallocateUnlessRefused(refused *atomic.Bool, mode uint32, off, length uint64) error {
+	if refused.Load() {
 		return syscall.EOPNOTSUPP
 	}
-	err := r.fallocate(unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+	err := r.fallocate(mode|unix.FALLOC_FL_KEEP_SIZE, off, length)
 	if unsupported(err) {
-		r.noZeroRange.Store(true)
+		refused.Store(true)
 	}
 	return err
 }
