@@ -151,75 +151,85 @@ func TestOpenDamagedSnapshotTableLikeQemu(t *testing.T) {
 			v := make([]byte, 8)
 			binary.BigEndian.PutUint64(v, p.val)
 			copy(b[p.off(st):], v[8-p.width:])
-			for _, name := range []string{"ours.qcow2", "theirs.qcow2"} {
-				if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			ours, theirs := filepath.Join(dir, "ours.qcow2"), filepath.Join(dir, "theirs.qcow2")
-
-			// Read-only open and read.
-			qok, qout := runOK("qemu-io", "-r", "-f", "qcow2", "-c", "read -P 1 0 64k", theirs)
-			qok = qok && !strings.Contains(qout, "fail")
-			im, err := Open(ours, OpenOptions{ReadOnly: true})
-			if (err == nil) != qok {
-				t.Fatalf("read-only open: ours %v, qemu-io: %s", err, qout)
-			}
-			if err != nil {
-				if !errors.Is(err, ErrFormat) && !errors.Is(err, ErrUnsupported) {
-					t.Errorf("refusal is not a format error: %v", err)
-				}
-				return
-			}
-			buf := make([]byte, 64<<10)
-			if _, err := im.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, bytes.Repeat([]byte{1}, len(buf))) {
-				t.Errorf("read: %v", err)
-			}
-			im.Close()
-
-			// Loading the snapshot.
-			qok, qout = runOK("qemu-img", "convert", "-l", "s1", "-O", "raw", theirs, filepath.Join(dir, "s1.raw"))
-			im, err = Open(ours, OpenOptions{Snapshot: "s1"})
-			if (err == nil) != qok {
-				t.Errorf("snapshot open: ours %v, qemu-img convert -l: %s", err, qout)
-			}
-			if err == nil {
-				got := engReadAll(t, im)
-				im.Close()
-				want, rerr := os.ReadFile(filepath.Join(dir, "s1.raw"))
-				if rerr != nil {
-					t.Fatal(rerr)
-				}
-				if d := engFirstDiff(got, want); d != "" {
-					t.Errorf("snapshot contents differ from qemu-img convert -l: %s", d)
-				}
-			}
-
-			// A write, then what qemu-img info says about the image.
-			qok, qout = runOK("qemu-io", "-f", "qcow2", "-c", "write -P 2 64k 64k", theirs)
-			qok = qok && !strings.Contains(qout, "fail") && !strings.Contains(qout, "error")
-			im, err = Open(ours, OpenOptions{})
-			if err != nil {
-				t.Fatalf("read-write open: %v", err)
-			}
-			_, werr := im.WriteAt(bytes.Repeat([]byte{2}, 64<<10), 64<<10)
-			im.Close()
-			if (werr == nil) != qok {
-				t.Errorf("write: ours %v, qemu-io: %s", werr, qout)
-			}
-			corrupt := func(path string) string {
-				out := engQemu(t, "qemu-img", "info", "--output=json", "-U", path)
-				return fmt.Sprint(strings.Contains(out, `"corrupt": true`))
-			}
-			if a, b := corrupt(ours), corrupt(theirs); a != b {
-				t.Errorf("corrupt after the write: ours %s, QEMU %s", a, b)
-			}
-			if werr == nil {
-				if d := engFirstDiff(engConvertRaw(t, ours), engConvertRaw(t, theirs)); d != "" {
-					t.Errorf("contents after the write differ: %s", d)
-				}
-			}
+			compareDamagedSnapshotOpen(t, dir, b)
 		})
+	}
+}
+
+// compareDamagedSnapshotOpen writes b (an image with a damaged snapshot table whose snapshot
+// s1 holds 0x01 in its first 64 KiB, as does the active state) twice into dir and compares
+// the engine with QEMU on the copies: read-only open and read (qemu-io -r), loading s1
+// (qemu-img convert -l), a read-write open and write (qemu-io), then the corrupt flag and the
+// contents after the write.
+func compareDamagedSnapshotOpen(t *testing.T, dir string, b []byte) {
+	t.Helper()
+	for _, name := range []string{"ours.qcow2", "theirs.qcow2"} {
+		if err := writeSparse(filepath.Join(dir, name), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ours, theirs := filepath.Join(dir, "ours.qcow2"), filepath.Join(dir, "theirs.qcow2")
+
+	// Read-only open and read.
+	qok, qout := runOK("qemu-io", "-r", "-f", "qcow2", "-c", "read -P 1 0 64k", theirs)
+	qok = qok && !strings.Contains(qout, "fail")
+	im, err := Open(ours, OpenOptions{ReadOnly: true})
+	if (err == nil) != qok {
+		t.Fatalf("read-only open: ours %v, qemu-io: %s", err, qout)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrFormat) && !errors.Is(err, ErrUnsupported) {
+			t.Errorf("refusal is not a format error: %v", err)
+		}
+		return
+	}
+	buf := make([]byte, 64<<10)
+	if _, err := im.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, bytes.Repeat([]byte{1}, len(buf))) {
+		t.Errorf("read: %v", err)
+	}
+	im.Close()
+
+	// Loading the snapshot.
+	qok, qout = runOK("qemu-img", "convert", "-l", "s1", "-O", "raw", theirs, filepath.Join(dir, "s1.raw"))
+	im, err = Open(ours, OpenOptions{Snapshot: "s1"})
+	if (err == nil) != qok {
+		t.Errorf("snapshot open: ours %v, qemu-img convert -l: %s", err, qout)
+	}
+	if err == nil {
+		got := engReadAll(t, im)
+		im.Close()
+		want, rerr := os.ReadFile(filepath.Join(dir, "s1.raw"))
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		if d := engFirstDiff(got, want); d != "" {
+			t.Errorf("snapshot contents differ from qemu-img convert -l: %s", d)
+		}
+	}
+
+	// A write, then what qemu-img info says about the image.
+	qok, qout = runOK("qemu-io", "-f", "qcow2", "-c", "write -P 2 64k 64k", theirs)
+	qok = qok && !strings.Contains(qout, "fail") && !strings.Contains(qout, "error")
+	im, err = Open(ours, OpenOptions{})
+	if err != nil {
+		t.Fatalf("read-write open: %v", err)
+	}
+	_, werr := im.WriteAt(bytes.Repeat([]byte{2}, 64<<10), 64<<10)
+	im.Close()
+	if (werr == nil) != qok {
+		t.Errorf("write: ours %v, qemu-io: %s", werr, qout)
+	}
+	corrupt := func(path string) string {
+		out := engQemu(t, "qemu-img", "info", "--output=json", "-U", path)
+		return fmt.Sprint(strings.Contains(out, `"corrupt": true`))
+	}
+	if a, b := corrupt(ours), corrupt(theirs); a != b {
+		t.Errorf("corrupt after the write: ours %s, QEMU %s", a, b)
+	}
+	if werr == nil {
+		if d := engFirstDiff(engConvertRaw(t, ours), engConvertRaw(t, theirs)); d != "" {
+			t.Errorf("contents after the write differ: %s", d)
+		}
 	}
 }
 
