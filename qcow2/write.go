@@ -4,6 +4,7 @@ package qcow2
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 )
 
@@ -276,15 +277,25 @@ func (img *Image) decide(w *cwrite) {
 		w.fills = g.edgeFills(w.from, w.to, oldA)
 		w.next.b = MakeSubclusterBitmap(oldA|W, oldZ&^W)
 	case has:
-		// Shared with a snapshot: copy the allocated subclusters to a new cluster.
+		// Shared with a snapshot: a new cluster gets everything from the first allocated or
+		// written subcluster to the last one, zero and unallocated subclusters in between
+		// included, read as the guest sees them; that whole run becomes data (QEMU's
+		// calculate_l2_meta copies from the first allocated subcluster to the last).
+		run := subclusterRun(oldA | W)
 		w.needAlloc, w.freeOld = true, true
-		w.fills = append(g.wholeSubclusters(oldA&^W), g.edgeFills(w.from, w.to, 0)...)
-		w.next.b = MakeSubclusterBitmap(oldA|W, oldZ&^W)
+		w.fills = append(g.wholeSubclusters(run&^W), g.edgeFills(w.from, w.to, 0)...)
+		w.next.b = MakeSubclusterBitmap(run, oldZ&^run)
 	default:
 		w.needAlloc = true
 		w.fills = g.edgeFills(w.from, w.to, 0)
 		w.next.b = MakeSubclusterBitmap(W, oldZ&^W)
 	}
+}
+
+// subclusterRun returns the subclusters from the lowest set in m to the highest (m != 0).
+func subclusterRun(m uint32) uint32 {
+	lo, hi := bits.TrailingZeros32(m), 31-bits.LeadingZeros32(m)
+	return uint32((uint64(1)<<(hi+1) - 1) &^ (uint64(1)<<lo - 1))
 }
 
 // l2ForWrite returns the L2 table for L1 index i, ready to be changed: a new one if there is

@@ -98,6 +98,8 @@ func zeroCases() []zeroCase {
 		{name: "v3-4k-snapshot", opts: "cluster_size=4k", size: odd, snapshot: true},
 		{name: "extl2", opts: "extended_l2=on,cluster_size=32k", size: odd},
 		{name: "extl2-backing", opts: "extended_l2=on,cluster_size=64k", size: odd, backing: "qcow2"},
+		{name: "extl2-snapshot", opts: "extended_l2=on,cluster_size=32k", size: odd, snapshot: true},
+		{name: "extl2-backing-snapshot", opts: "extended_l2=on,cluster_size=64k", size: odd, backing: "qcow2", snapshot: true},
 		{name: "compressed", opts: "cluster_size=64k", size: odd, compress: true},
 		{name: "extl2-compressed", opts: "extended_l2=on,cluster_size=64k", size: odd, compress: true},
 		{name: "datafile", opts: "data_file=DATA", size: odd},
