@@ -4,8 +4,9 @@ package qcow2
 import "fmt"
 
 // openDataFile opens the external data file when the header says there is one. Its name comes
-// from OpenOptions.DataFile, else from the header extension; relative names are relative to
-// the image's directory. Guest clusters live in it at their guest offset (that is where QEMU
+// from OpenOptions.DataFile, else from the header extension (neither: a *FormatError, matching
+// ErrFormat); relative names are relative to the image's directory (QEMU 7.2 opens a relative
+// name from the header from its working directory instead). Guest clusters live in it at their guest offset (that is where QEMU
 // puts them, raw or not); their refcounts are not tracked by the image's refcount table.
 func (img *Image) openDataFile() error {
 	if !img.hdr.HasDataFile() {
@@ -16,7 +17,9 @@ func (img *Image) openDataFile() error {
 		name = img.hdr.Extensions.DataFile
 	}
 	if name == "" {
-		return fmt.Errorf("%w: the image uses an external data file but names none ('data-file' is required)", ErrFormat)
+		// QEMU refuses the open the same way ("'data-file' is required for this image").
+		return &FormatError{Off: offIncompatibleFeatures, Field: "incompatible_features", Val: fmt.Sprintf("%#x", img.hdr.Incompatible),
+			Msg: "the external data file bit is set but the image names no data file (no data file name extension) and none was given: 'data-file' is required for this image"}
 	}
 	path, err := resolveBackingName(img.dir, name)
 	if err != nil {

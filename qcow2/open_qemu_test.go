@@ -268,8 +268,10 @@ func TestOpenDataFileWithoutName(t *testing.T) {
 	}
 	for _, ro := range []bool{true, false} {
 		_, err := Open(img, OpenOptions{ReadOnly: ro})
-		if err == nil || !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "'data-file' is required") {
-			t.Errorf("read-only %v: open: %v, want a format error saying 'data-file' is required", ro, err)
+		var fe *FormatError
+		if err == nil || !errors.Is(err, ErrFormat) || !errors.As(err, &fe) || fe.Field != "incompatible_features" ||
+			!strings.Contains(err.Error(), "'data-file' is required") {
+			t.Errorf("read-only %v: open: %v, want a *FormatError on incompatible_features saying 'data-file' is required", ro, err)
 		}
 	}
 	// Naming it opens the image.
