@@ -2,6 +2,8 @@
 // a 512-byte-cluster image by tens of MiB: allocation rates, reftable growth (checked
 // against the image header on disk) and request counters (checked against the requests the
 // test sent) must come out of Prometheus's query API; promtool accepts the live exposition.
+// The test waits for scrapes it needs (one before, one amid and one after the writes, seen
+// in Prometheus's targets API) instead of assuming when they land.
 package e2e
 
 import (
@@ -35,7 +37,7 @@ func startPrometheus(t *testing.T, target string) *prometheus {
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s
-  scrape_timeout: 900ms
+  scrape_timeout: 1s
   evaluation_interval: 1s
 scrape_configs:
   - job_name: qnbd
@@ -90,10 +92,18 @@ type sample struct {
 	Value  float64
 }
 
-// query evaluates an instant PromQL query now.
-func (p *prometheus) query(q string) []sample {
+// promDeadline bounds each wait for Prometheus: a few dozen scrapes, so that a loaded
+// machine where some scrapes time out still gets there.
+const promDeadline = 60 * time.Second
+
+// query evaluates an instant PromQL query at time at, or now if at is zero.
+func (p *prometheus) query(q string, at time.Time) []sample {
 	p.t.Helper()
-	resp, err := http.Get("http://" + p.addr + "/api/v1/query?query=" + url.QueryEscape(q))
+	u := "http://" + p.addr + "/api/v1/query?query=" + url.QueryEscape(q)
+	if !at.IsZero() {
+		u += "&time=" + strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)
+	}
+	resp, err := http.Get(u)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -125,32 +135,81 @@ func (p *prometheus) query(q string) []sample {
 	return out
 }
 
-// waitPositive polls q until it gives one series with a value above 0 (a failed scrape
-// makes series stale for a moment) and fails the test if it never does.
-func (p *prometheus) waitPositive(q string) {
+// scrapeTarget is Prometheus's view of its one scrape target (/api/v1/targets).
+type scrapeTarget struct {
+	Health     string    `json:"health"`
+	LastScrape time.Time `json:"lastScrape"`
+	LastError  string    `json:"lastError"`
+}
+
+// target returns the state of the one active scrape target (the zero value before Prometheus
+// has loaded it).
+func (p *prometheus) target() scrapeTarget {
+	p.t.Helper()
+	resp, err := http.Get("http://" + p.addr + "/api/v1/targets?state=active")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var r struct {
+		Status string `json:"status"`
+		Data   struct {
+			ActiveTargets []scrapeTarget `json:"activeTargets"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil || r.Status != "success" || len(r.Data.ActiveTargets) > 1 {
+		p.t.Fatalf("targets: %v %s", err, body)
+	}
+	if len(r.Data.ActiveTargets) == 0 {
+		return scrapeTarget{}
+	}
+	return r.Data.ActiveTargets[0]
+}
+
+// waitScrape waits for a successful scrape that started after t and returns its start (the
+// timestamp of its samples). The API reports a scrape a moment before its samples are
+// queryable, so a query that needs them still polls.
+func (p *prometheus) waitScrape(t time.Time) time.Time {
+	p.t.Helper()
+	var last scrapeTarget
+	for deadline := time.Now().Add(promDeadline); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		last = p.target()
+		if last.Health == "up" && last.LastScrape.After(t) {
+			return last.LastScrape
+		}
+	}
+	p.t.Fatalf("no successful scrape after %v within %v; last: %+v", t.Format(time.RFC3339Nano), promDeadline, last)
+	return time.Time{}
+}
+
+// waitPositive polls q, evaluated at time at (now if zero), until it gives one series with
+// a value above 0 (a failed scrape makes series stale for a moment) and fails the test if it
+// never does.
+func (p *prometheus) waitPositive(q string, at time.Time) {
 	p.t.Helper()
 	var last []sample
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
-		last = p.query(q)
+	for deadline := time.Now().Add(promDeadline); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		last = p.query(q, at)
 		if len(last) == 1 && last[0].Value > 0 {
 			return
 		}
 	}
-	p.t.Errorf("query %q = %+v, want one series > 0", q, last)
+	p.t.Errorf("query %q at %v = %+v, want one series > 0 (target: %+v)", q, at, last, p.target())
 }
 
-// waitFor polls q until it gives one series equal to want (the scrape after the last
-// request may still be a second away) and fails the test if it never does.
+// waitFor polls q until it gives one series equal to want (a failed scrape makes series
+// stale for a moment) and fails the test if it never does.
 func (p *prometheus) waitFor(q string, want float64) {
 	p.t.Helper()
 	var last []sample
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
-		last = p.query(q)
+	for deadline := time.Now().Add(promDeadline); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		last = p.query(q, time.Time{})
 		if len(last) == 1 && last[0].Value == want {
 			return
 		}
 	}
-	p.t.Errorf("query %q = %+v, want one series = %v", q, last, want)
+	p.t.Errorf("query %q = %+v, want one series = %v (target: %+v)", q, last, want, p.target())
 }
 
 // reftableOnDisk reads the refcount table's offset and size in clusters from a qcow2
@@ -179,15 +238,17 @@ func TestPrometheusScrapesQnbd(t *testing.T) {
 	prom := startPrometheus(t, s.MetricsAddr)
 	h := connect(t, s, "disk", nil)
 
-	// 40 MiB of 128 KiB writes, each followed by a flush, spread over a few seconds so that
-	// several scrapes see the counters move. After every flush the header on disk shows the
-	// current refcount table; each change of (offset, size) is one growth. One 128 KiB write
-	// needs a few refblocks at most, too few for two growths.
+	// 40 MiB of 128 KiB writes, each followed by a flush. A scrape lands before the first
+	// write and another after half of them, so that Prometheus holds samples from amid the
+	// allocation (the rates below need the counters to move between two samples). After
+	// every flush the header on disk shows the current refcount table; each change of
+	// (offset, size) is one growth. One 128 KiB write needs a few refblocks at most, too few
+	// for two growths.
 	const writeLen = 128 << 10
 	const total = 40 << 20
 	var writes, flushes, reads, diskGrows int
 	off, clusters := off0, clusters0
-	start := time.Now()
+	start := prom.waitScrape(time.Time{})
 	for pos := int64(0); pos < total; pos += writeLen {
 		must(t, h.Pwrite(stamp(5, pos, writeLen), uint64(pos), 0))
 		writes++
@@ -197,8 +258,8 @@ func TestPrometheusScrapesQnbd(t *testing.T) {
 			diskGrows++
 			off, clusters = o, c
 		}
-		if pos%(4<<20) == 0 {
-			time.Sleep(300 * time.Millisecond)
+		if pos+writeLen == total/2 {
+			prom.waitScrape(time.Now())
 		}
 	}
 	t.Logf("%d writes and %d flushes in %v; reftable on disk went from %d cluster(s) at %#x to %d at %#x in %d steps",
@@ -213,7 +274,8 @@ func TestPrometheusScrapesQnbd(t *testing.T) {
 		t.Fatalf("the workload did not grow the refcount table on disk (still %d cluster(s) at %#x)", clusters, off)
 	}
 
-	// Request counters equal the requests sent, once Prometheus has scraped the last ones.
+	// A scrape after the last request; request counters equal the requests sent.
+	end := prom.waitScrape(time.Now())
 	sel := `{export="disk",result="ok"`
 	prom.waitFor(`qnbd_nbd_requests_total`+sel+`,op="write"}`, float64(writes))
 	prom.waitFor(`qnbd_nbd_requests_total`+sel+`,op="flush"}`, float64(flushes))
@@ -224,15 +286,18 @@ func TestPrometheusScrapesQnbd(t *testing.T) {
 	prom.waitFor(`qnbd_nbd_bytes_total{export="disk",op="read"}`, total)
 	prom.waitFor(`qnbd_nbd_connections{export="disk"}`, 1)
 
-	// Allocation was seen as a rate, and the reftable growth matches the disk.
-	prom.waitPositive(`sum(rate(qnbd_qcow2_clusters_allocated_total{export="disk"}[1m]))`)
-	prom.waitPositive(`rate(qnbd_qcow2_clusters_allocated_total{export="disk",kind="data"}[1m])`)
-	prom.waitPositive(`rate(qnbd_qcow2_clusters_allocated_total{export="disk",kind="refblock"}[1m])`)
+	// Allocation was seen as a rate, evaluated at the scrape after the writes over a window
+	// back to the scrape before them (however long the writes and the waits above took), and
+	// the reftable growth matches the disk.
+	window := fmt.Sprintf("[%ds]", int(end.Sub(start).Seconds())+5)
+	prom.waitPositive(`sum(rate(qnbd_qcow2_clusters_allocated_total{export="disk"}`+window+`))`, end)
+	prom.waitPositive(`rate(qnbd_qcow2_clusters_allocated_total{export="disk",kind="data"}`+window+`)`, end)
+	prom.waitPositive(`rate(qnbd_qcow2_clusters_allocated_total{export="disk",kind="refblock"}`+window+`)`, end)
 	prom.waitFor(`qnbd_qcow2_reftable_grows_total{export="disk"}`, float64(diskGrows))
 	prom.waitFor(`qnbd_qcow2_reftable_clusters{export="disk"}`, float64(clusters))
 	// Every guest byte written sits in its own 512-byte data cluster.
 	prom.waitFor(`qnbd_qcow2_clusters_allocated_total{export="disk",kind="data"}`, total/512)
-	prom.waitPositive(fmt.Sprintf(`qnbd_qcow2_flushes_total{export="disk"} >= %d`, flushes))
+	prom.waitPositive(fmt.Sprintf(`qnbd_qcow2_flushes_total{export="disk"} >= %d`, flushes), time.Time{})
 
 	// promtool accepts a scrape of the live server without a word.
 	resp, err := http.Get("http://" + s.MetricsAddr + "/metrics")
