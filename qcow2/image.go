@@ -219,6 +219,11 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 	if o.Snapshot != "" {
 		sn, err := FindSnapshot(img.snapshots, o.Snapshot)
 		if err != nil {
+			// QEMU only says it cannot find the snapshot; a table read past the end of the
+			// file (as zeros) or otherwise damaged is the likely reason: say so.
+			if _, serr := ReadSnapshots(s, hdr); serr != nil {
+				err = fmt.Errorf("%w (the snapshot table is damaged: %v)", err, serr)
+			}
 			return nil, err
 		}
 		img.snapshot = &sn

@@ -5,7 +5,9 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -147,7 +149,34 @@ func TestOpenSnapshotDamageRefusals(t *testing.T) {
 			if err == nil {
 				im.Close()
 			}
+			if refused || d.slow {
+				return
+			}
+			// Serving s1 (-l): where QEMU cannot find it in the damaged table, the error says
+			// the table is damaged.
+			qok, qout = runOK("qemu-img", "convert", "-l", "s1", "-O", "raw", img, filepath.Join(dir, "s1.raw"))
+			im, err = Open(img, OpenOptions{Snapshot: "s1"})
+			if err == nil {
+				im.Close()
+			}
+			if (err == nil) != qok {
+				t.Fatalf("Open s1: %v, qemu-img convert -l: %s", err, qout)
+			}
+			if err != nil && (!errors.Is(err, ErrSnapshotNotFound) || !strings.Contains(err.Error(), "the snapshot table is damaged")) {
+				t.Errorf("Open s1: %v, want not found in a damaged table", err)
+			}
 		})
+	}
+}
+
+// TestOpenSnapshotNotFoundIntactTable: a name that is not in an intact table is only not
+// found (no word of damage).
+func TestOpenSnapshotNotFoundIntactTable(t *testing.T) {
+	img := engCreate(t, t.TempDir(), "b.qcow2", "compat=1.1", "1M")
+	engQemu(t, "qemu-img", "snapshot", "-c", "s1", img)
+	_, err := Open(img, OpenOptions{Snapshot: "s2"})
+	if !errors.Is(err, ErrSnapshotNotFound) || strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("Open s2: %v", err)
 	}
 }
 
