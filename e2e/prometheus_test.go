@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qnbd/qnbd/internal/syncbuf"
 )
 
 // prometheus is a running Prometheus server.
@@ -47,7 +49,7 @@ scrape_configs:
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	must(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
 	p := &prometheus{t: t, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))}
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd := exec.Command("prometheus", "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+p.addr, "--log.level=warn")
 	cmd.Stdout, cmd.Stderr = out, out

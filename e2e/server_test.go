@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/url"
@@ -12,10 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qnbd/qnbd/internal/syncbuf"
 )
 
 // serverConfig says how to start a server.
@@ -40,28 +40,10 @@ type server struct {
 	MetricsAddr string
 
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *syncbuf.Buffer
 	exited  chan struct{}
 	waitErr error
 	stopped bool
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startQnbd starts the qnbd under test and stops it at the end of the test with the full
@@ -79,7 +61,7 @@ func startQemuNBD(t *testing.T, cfg serverConfig) *server {
 
 func startServer(t *testing.T, bin string, cfg serverConfig) *server {
 	t.Helper()
-	s := &server{t: t, bin: bin, out: &syncBuffer{}, exited: make(chan struct{})}
+	s := &server{t: t, bin: bin, out: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	var args []string
 	if !cfg.OneShot {
 		args = append(args, "-t")

@@ -3,7 +3,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/qnbd/qnbd/internal/syncbuf"
 )
 
 const testSize = 1 << 20
@@ -22,25 +23,8 @@ type testServer struct {
 	srv  *Server
 	addr string
 	mem  *memBackend
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startServer serves cfg on 127.0.0.1; with no exports it adds a writable 1 MiB memory export
@@ -48,7 +32,7 @@ func (s *syncBuffer) String() string {
 func startServer(t testing.TB, cfg Config) *testServer {
 	t.Helper()
 	checkLeaks(t)
-	ts := &testServer{t: t, logs: &syncBuffer{}, done: make(chan error, 1)}
+	ts := &testServer{t: t, logs: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	if len(cfg.Exports) == 0 {
 		ts.mem = newMem(testSize)
 		cfg.Exports = []*Export{{Name: "", Description: "test export", Backend: ts.mem,
