@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qnbd/qnbd/e2e/libnbd"
 	nbd "github.com/qnbd/qnbd/server"
 )
 
@@ -323,16 +322,7 @@ func hostileHandshakeItems(t *testing.T, a, b *hostileTarget) {
 		c.enter("")
 		a.wantModel(t, c, 5<<20, 64<<10)
 		c.disc()
-		// A client that requires TLS is refused by the client library, cleanly.
-		h, err := libnbd.Create()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		must(t, h.SetTLS(libnbd.TLSRequire))
-		if err := h.ConnectURI(a.srv.URI("")); err == nil {
-			t.Fatalf("libnbd with TLS required connected to a server without TLS")
-		}
+		a.wantTLSClientRefused(t)
 	}, a)
 
 	item(t, "14-abort", func(t *testing.T) {

@@ -157,6 +157,21 @@ func (h *hostileTarget) wantModel(t *testing.T, c *rawConn, off, n int64) {
 	requireBytes(t, h.name+" raw read", off, r.data, h.model[off:off+n])
 }
 
+// wantTLSClientRefused requires libnbd, told to require TLS, to fail to connect to the
+// target (qnbd serves no TLS) rather than fall back to plaintext.
+func (h *hostileTarget) wantTLSClientRefused(t *testing.T) {
+	t.Helper()
+	lh, err := libnbd.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lh.Close()
+	must(t, lh.SetTLS(libnbd.TLSRequire))
+	if err := lh.ConnectURI(h.srv.URI("")); err == nil {
+		t.Fatalf("libnbd with TLS required connected in plaintext to a server without TLS")
+	}
+}
+
 // stillServes is the check after every item: a libnbd client connects and reads every check
 // window and every range written since the last check exactly as the model has them,
 // nbdinfo reports the size, and (with metrics) the export is left with no connection and no
