@@ -4,7 +4,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -33,22 +32,9 @@ func startServer(t *testing.T, dir, prog string, args ...string) *nbdServer {
 		bin = "qemu-nbd"
 	}
 	sock := filepath.Join(t.TempDir(), "s")
-	p := &proc{t: t, cmd: exec.Command(bin, append([]string{"-t", "-k", sock}, args...)...),
-		stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	p.cmd.Stderr = p.stderr
-	p.cmd.Dir = dir
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.running() {
-			p.cmd.Process.Kill() // by pid: only the process this test started
-		}
-		<-p.done
-		p.done <- nil
-	})
-	return &nbdServer{p: p, sock: sock}
+	cmd := exec.Command(bin, append([]string{"-t", "-k", sock}, args...)...)
+	cmd.Dir = dir
+	return &nbdServer{p: startProc(t, cmd), sock: sock}
 }
 
 // serving waits until s answers an NBD client (its images are open: qnbd listens before it

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qnbd/qnbd/internal/syncbuf"
 )
 
 var qnbdBin string
@@ -35,31 +37,36 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is a running qnbd.
+// proc is a running qnbd (or qemu-nbd).
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
-	done   chan error
+	stderr *syncbuf.Buffer
+	done   chan error // holds the exit status once the process has exited
+}
+
+// startProc starts cmd with its stderr collected in p.stderr, and kills it (by pid: only the
+// process this test started) if it still runs when the test ends.
+func startProc(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{t: t, cmd: cmd, stderr: &syncbuf.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.running() {
+			cmd.Process.Kill()
+		}
+		p.done <- <-p.done // wait for the exit; keep its status for a later wait
+	})
+	return p
 }
 
 func startQnbd(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(qnbdBin, args...), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill() // by pid: only the process this test started
-			<-p.done
-		}
-	})
-	return p
+	return startProc(t, exec.Command(qnbdBin, args...))
 }
 
 // wait returns the exit status, failing the test after timeout.

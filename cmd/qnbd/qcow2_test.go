@@ -62,22 +62,9 @@ func TestQcow2Binary(t *testing.T) {
 // startBin starts bin with args (and extra environment) and kills it if the test ends first.
 func startBin(t *testing.T, bin string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(bin, args...), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	p.cmd.Stderr = p.stderr
-	p.cmd.Env = append(os.Environ(), env...)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill() // by pid: only the process this test started
-			<-p.done
-		}
-	})
-	return p
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	return startProc(t, cmd)
 }
 
 // stop sends SIGTERM and requires exit status 0 and a clean stderr (no race report).
