@@ -225,15 +225,12 @@ func kill9Once(t *testing.T, format, img string, lazy bool, rng *rand.Rand) {
 // and then shows them as corruptions (exit 2) until it is repaired on a read-write open.
 func checkAfterCrash(t *testing.T, img string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
-	defer cancel()
-	r, err := corpus.Check(ctx, img, corpus.CheckOptions{Format: "qcow2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := qemuCheck(t, img, "")
 	if r.ExitCode == 0 || r.ExitCode == 3 {
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	defer cancel()
 	info, err := corpus.GetInfo(ctx, img, "qcow2")
 	if err != nil {
 		t.Fatal(err)
@@ -259,12 +256,7 @@ func dirtyFlag(t *testing.T, img string) bool {
 // checkNoCorruption requires qemu-img check exit 0 or 3.
 func checkNoCorruption(t *testing.T, img string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
-	defer cancel()
-	r, err := corpus.Check(ctx, img, corpus.CheckOptions{Format: "qcow2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := qemuCheck(t, img, "")
 	if r.ExitCode != 0 && r.ExitCode != 3 {
 		t.Errorf("qemu-img check after restart and clean stop: exit %d, want 0 or 3\n%s", r.ExitCode, r.Stderr)
 	}
@@ -273,12 +265,7 @@ func checkNoCorruption(t *testing.T, img string) {
 // repairLeaks runs qemu-img check -r leaks and requires the image to end up clean.
 func repairLeaks(t *testing.T, img string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
-	defer cancel()
-	r, err := corpus.Check(ctx, img, corpus.CheckOptions{Format: "qcow2", Repair: "leaks"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := qemuCheck(t, img, "leaks")
 	if r.ExitCode != 0 {
 		t.Errorf("qemu-img check -r leaks: exit %d\n%s", r.ExitCode, r.Stderr)
 	}

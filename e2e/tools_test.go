@@ -62,16 +62,24 @@ func run(t *testing.T, argv ...string) string {
 // qcow2 image the test wrote.
 func requireClean(t *testing.T, path string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
-	defer cancel()
-	r, err := corpus.Check(ctx, path, corpus.CheckOptions{Format: "qcow2"})
-	if err != nil {
-		t.Fatalf("qemu-img check %s: %v", path, err)
-	}
+	r := qemuCheck(t, path, "")
 	if !r.Clean() {
 		t.Errorf("qemu-img check %s: exit %d, %d corruptions, %d leaks, %d check errors\n%s",
 			path, r.ExitCode, r.Corruptions, r.Leaks, r.CheckErrors, r.Stderr)
 	}
+}
+
+// qemuCheck runs qemu-img check on the qcow2 image at path within toolTimeout, with repair
+// "" (none) or "leaks", and fails the test if the check cannot run.
+func qemuCheck(t *testing.T, path, repair string) *corpus.CheckResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	defer cancel()
+	r, err := corpus.Check(ctx, path, corpus.CheckOptions{Format: "qcow2", Repair: repair})
+	if err != nil {
+		t.Fatalf("qemu-img check %s: %v", path, err)
+	}
+	return r
 }
 
 // requireSame requires qemu-img compare to find a and b identical (formats "" to probe).
