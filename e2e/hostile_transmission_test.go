@@ -181,7 +181,7 @@ func hostileTransmissionItems(t *testing.T, a, b, ro *hostileTarget) {
 			a.wantModel(t, c, w[0], w[1])
 		}
 		c.disc()
-		h := connectLibnbd(t, a)
+		h := connect(t, a.srv, a.export, nil)
 		if n, err := h.GetBlockSize(libnbd.SizeMinimum); err != nil || n != 1 {
 			t.Errorf("libnbd minimum block size %d, %v", n, err)
 		}
@@ -441,18 +441,4 @@ func pipelineReads(t *testing.T, a *hostileTarget, length uint64, count int) {
 	}
 	requireRSS(t, a.srv, "pipelined READs nobody reads")
 	c.reset()
-}
-
-// connectLibnbd opens a libnbd handle on the target's export, closed at the end of the test.
-func connectLibnbd(t *testing.T, tg *hostileTarget) *libnbd.Handle {
-	t.Helper()
-	h, err := libnbd.Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	if err := h.ConnectURI(tg.srv.URI(tg.export)); err != nil {
-		t.Fatalf("libnbd connect: %v", err)
-	}
-	return h
 }
