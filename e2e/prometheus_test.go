@@ -98,35 +98,45 @@ type sample struct {
 // machine where some scrapes time out still gets there.
 const promDeadline = 60 * time.Second
 
-// query evaluates an instant PromQL query at time at, or now if at is zero.
-func (p *prometheus) query(q string, at time.Time) []sample {
+// api GETs path (with its query string) from Prometheus's HTTP API and decodes the data field
+// of a successful answer into data, failing the test otherwise.
+func (p *prometheus) api(path string, data any) {
 	p.t.Helper()
-	u := "http://" + p.addr + "/api/v1/query?query=" + url.QueryEscape(q)
-	if !at.IsZero() {
-		u += "&time=" + strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)
-	}
-	resp, err := http.Get(u)
+	resp, err := http.Get("http://" + p.addr + path)
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	var r struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string `json:"resultType"`
-			Result     []struct {
-				Metric map[string]string `json:"metric"`
-				Value  [2]any            `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
+		Status string          `json:"status"`
+		Error  string          `json:"error"`
+		Data   json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(body, &r); err != nil || r.Status != "success" {
-		p.t.Fatalf("query %q: %v %s %s", q, err, r.Error, body)
+		p.t.Fatalf("%s: %v %s %s", path, err, r.Error, body)
 	}
+	if err := json.Unmarshal(r.Data, data); err != nil {
+		p.t.Fatalf("%s: %v %s", path, err, body)
+	}
+}
+
+// query evaluates an instant PromQL query at time at, or now if at is zero.
+func (p *prometheus) query(q string, at time.Time) []sample {
+	p.t.Helper()
+	path := "/api/v1/query?query=" + url.QueryEscape(q)
+	if !at.IsZero() {
+		path += "&time=" + strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)
+	}
+	var d struct {
+		Result []struct {
+			Metric map[string]string `json:"metric"`
+			Value  [2]any            `json:"value"`
+		} `json:"result"`
+	}
+	p.api(path, &d)
 	var out []sample
-	for _, s := range r.Data.Result {
+	for _, s := range d.Result {
 		str, _ := s.Value[1].(string)
 		v, err := strconv.ParseFloat(str, 64)
 		if err != nil {
@@ -148,25 +158,18 @@ type scrapeTarget struct {
 // has loaded it).
 func (p *prometheus) target() scrapeTarget {
 	p.t.Helper()
-	resp, err := http.Get("http://" + p.addr + "/api/v1/targets?state=active")
-	if err != nil {
-		p.t.Fatal(err)
+	var d struct {
+		ActiveTargets []scrapeTarget `json:"activeTargets"`
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var r struct {
-		Status string `json:"status"`
-		Data   struct {
-			ActiveTargets []scrapeTarget `json:"activeTargets"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(body, &r); err != nil || r.Status != "success" || len(r.Data.ActiveTargets) > 1 {
-		p.t.Fatalf("targets: %v %s", err, body)
-	}
-	if len(r.Data.ActiveTargets) == 0 {
+	p.api("/api/v1/targets?state=active", &d)
+	switch len(d.ActiveTargets) {
+	case 0:
 		return scrapeTarget{}
+	case 1:
+		return d.ActiveTargets[0]
 	}
-	return r.Data.ActiveTargets[0]
+	p.t.Fatalf("%d scrape targets, want 1: %+v", len(d.ActiveTargets), d.ActiveTargets)
+	return scrapeTarget{}
 }
 
 // waitScrape waits for a successful scrape that started after t and returns its start (the
