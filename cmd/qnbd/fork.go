@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"strconv"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // readyByte is what the child writes on the readiness pipe when it is serving.
@@ -111,4 +113,17 @@ func forkChild() (bool, []net.Listener, *os.File, error) {
 		return true, nil, nil, err
 	}
 	return true, lns, ready, nil
+}
+
+// detachStderr points the daemon's fd 2 at /dev/null once it has reported ready, as
+// qemu-nbd's daemon does: until then its errors reach the caller through the inherited
+// stderr; afterwards holding that stderr open would keep a caller that reads it (out=$(qnbd
+// --fork ... 2>&1)) waiting for the daemon to exit.
+func detachStderr() error {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer null.Close()
+	return unix.Dup3(int(null.Fd()), int(os.Stderr.Fd()), 0)
 }

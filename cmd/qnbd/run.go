@@ -189,6 +189,9 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 		os.Chdir("/")
 		ready.Write([]byte{readyByte})
 		ready.Close()
+		if err := detachStderr(); err != nil {
+			log.Warn("qnbd: cannot detach from the caller's stderr", "err", err)
+		}
 	}
 
 	status := 0
