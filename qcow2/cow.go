@@ -51,46 +51,96 @@ func (g Geometry) wholeSubclusters(mask uint32) []span {
 	return out
 }
 
-// fillsUnallocated reports whether every subcluster the spans touch is unallocated under slot
-// s (neither data nor zero): the first half of QEMU's is_zero_cow, which then asks the backing
-// chain (zeroCOWBelow).
-func (img *Image) fillsUnallocated(s slot, fills []span) bool {
+// cowRegions returns the copy-on-write parts of w as QEMU's L2Meta has them: the run of fills
+// before the guest bytes (cow_start) and the run after them (cow_end), each possibly empty.
+func (w *cwrite) cowRegions() [2]span {
+	r := [2]span{{w.from, w.from}, {w.to, w.to}}
+	for _, f := range w.fills {
+		if f.b <= w.from {
+			r[0].a = min(r[0].a, f.a)
+		} else {
+			r[1].b = max(r[1].b, f.b)
+		}
+	}
+	return r
+}
+
+// zeroCOWHere is this image's half of QEMU's is_zero_cow, which asks bdrv_co_is_zero_fast of
+// cow_start and of cow_end: the first block-status run of each region must cover it and read
+// as zeros. Here that means each region lies wholly in zero subclusters (or a zero cluster)
+// of the old entry, or wholly in unallocated ones; the latter are returned in below, to be
+// asked of the backing chain (zeroCOWBelow), unless there is none (they read as zeros).
+func (img *Image) zeroCOWHere(w *cwrite) (ok bool, below []span) {
 	scs := img.geo.SubclusterSize()
-	for _, f := range fills {
-		for sc := f.a / scs; sc*scs < f.b; sc++ {
-			if img.subKind(s, uint32(sc)) != KindUnallocated {
-				return false
+	for _, r := range w.cowRegions() {
+		if r.a == r.b {
+			continue
+		}
+		kind := img.subKind(w.old, uint32(r.a/scs))
+		for sc := r.a / scs; sc*scs < r.b; sc++ {
+			if img.subKind(w.old, uint32(sc)) != kind {
+				return false, nil // two runs: QEMU's answer stops at the first
 			}
+		}
+		switch {
+		case kind == KindZero:
+		case kind == KindUnallocated && img.backing == nil:
+		case kind == KindUnallocated:
+			below = append(below, r)
+		default:
+			return false, nil
+		}
+	}
+	return true, below
+}
+
+// zeroCOWBelow is the backing chain's half of is_zero_cow for the regions of guest cluster gc
+// that are unallocated in this image. Called without locks.
+func (img *Image) zeroCOWBelow(gc GuestCluster, regions []span) bool {
+	base := uint64(gc.Offset(img.geo))
+	for _, r := range regions {
+		if !layerZeroFast(img.backing, base+r.a, r.b-r.a) {
+			return false
 		}
 	}
 	return true
 }
 
-// zeroCOWBelow reports whether the fills of guest cluster gc are unallocated in every layer
-// below this image (bdrv_is_allocated_above; past the end of a shorter backing file counts
-// as allocated). Called without locks.
-func (img *Image) zeroCOWBelow(gc GuestCluster, fills []span) bool {
-	if img.backing == nil {
+// layerZeroFast is bdrv_co_is_zero_fast below the top image (block status without want_zero):
+// a range at or past a layer's end reads as zeros allocated there; one crossing it gets an
+// answer that stops at the end, so no; a raw layer answers data; a qcow2 layer answers from
+// its own entries, then asks its backing file about ranges it leaves unallocated.
+func layerZeroFast(l layer, off, n uint64) bool {
+	size := l.layerSize()
+	switch {
+	case off >= size:
 		return true
+	case off+n > size:
+		return false
 	}
-	bsize := img.backing.layerSize()
-	base := uint64(gc.Offset(img.geo))
-	for _, f := range fills {
-		off, end := base+f.a, base+f.b
-		if end > bsize {
+	q, ok := l.(qcow2Layer)
+	if !ok {
+		return false
+	}
+	img := q.img
+	img.mu.Lock()
+	ext, _, err := img.mapRead(off, n, nil)
+	img.mu.Unlock()
+	if err != nil || len(ext) == 0 {
+		return false
+	}
+	for _, e := range ext[1:] {
+		if e.kind != ext[0].kind {
 			return false
 		}
-		st, err := img.backing.chainStatus(off, end-off, true)
-		if err != nil {
-			return false
-		}
-		for _, s := range st {
-			if s.Allocated {
-				return false
-			}
-		}
 	}
-	return true
+	switch ext[0].kind {
+	case KindZero:
+		return true
+	case KindUnallocated:
+		return img.backing == nil || layerZeroFast(img.backing, off, n)
+	}
+	return false
 }
 
 // readOldView fills dst with bytes [a, a+len(dst)) of guest cluster gc as slot s describes

@@ -22,11 +22,12 @@ type cwrite struct {
 	needAlloc, newAlloc bool
 	fresh               bool // host was never written: it reads as zeros
 	skipFill            bool // the fills need not be written (see zeroCOW)
-	// zeroCOW: host is newly allocated (in the image or the data file) and the fills are
-	// unallocated here (and, checked when executing, in the backing chain): as QEMU's
-	// handle_alloc_space, the host window is zeroed with ZeroRange and only the guest bytes
-	// are written; where ZeroRange is unsupported, a fresh cluster needs no fill either.
+	// zeroCOW: the fills read as zeros here (zeroCOWHere) and, checked when executing, below
+	// (zeroCOWBelow for the regions in cowBelow): as QEMU's handle_alloc_space, the host
+	// window is zeroed with ZeroRange and only the guest bytes are written, in a new cluster
+	// or one reused in place; where ZeroRange is unsupported, a fresh cluster needs no fill.
 	zeroCOW   bool
+	cowBelow  []span // cluster-relative regions the backing chain must read as zeros
 	fills     []span // parts to copy from the old contents (copy-on-write)
 	old, next slot   // the entry before and after the write
 	freeOld   bool   // release what old points at once next is linked
@@ -170,7 +171,6 @@ outer:
 			if w.needAlloc && img.data != img.file {
 				// External data file: the cluster's place is its guest offset.
 				w.host, w.needAlloc = img.dataHostFor(gc), false
-				w.zeroCOW = len(w.fills) > 0
 			}
 			if w.needAlloc {
 				nalloc++
@@ -204,7 +204,9 @@ outer:
 				pins = append(pins, hostRange{w.host, cs})
 			} else {
 				w.next = slot{e: MakeL2Entry(w.host, true, false), b: w.next.b}
-				w.zeroCOW = (w.newAlloc || w.zeroCOW) && len(w.fills) > 0 && img.fillsUnallocated(w.old, w.fills)
+				if len(w.fills) > 0 {
+					w.zeroCOW, w.cowBelow = img.zeroCOWHere(w)
+				}
 				img.busy[w.gc] = make(chan struct{})
 				plan.busy = append(plan.busy, w.gc)
 				if w.freeOld && img.data == img.file {
@@ -371,7 +373,7 @@ func (img *Image) execWrite(p []byte, off uint64, plan *writePlan) error {
 	zr, canZero := img.data.(ZeroRanger)
 	for k := range plan.cl {
 		w := &plan.cl[k]
-		if !w.zeroCOW || !img.zeroCOWBelow(w.gc, w.fills) {
+		if !w.zeroCOW || !img.zeroCOWBelow(w.gc, w.cowBelow) {
 			continue
 		}
 		if canZero {
