@@ -18,6 +18,13 @@ import "errors"
 //
 // Freed host clusters are deallocated in the host file where it can (PUNCH_HOLE); an external
 // data file gets the hole instead.
+//
+// One deliberate difference: QEMU fetches every L2 table the range touches for writing
+// (get_cluster_table), so it allocates an empty table where there is none, or copies one
+// shared with a snapshot, even when no entry changes (a discard of a never-written range,
+// a zero request over clusters that are zero already). The engine creates or copies a table
+// only to change an entry: the guest and qemu-img map see the same, QEMU's file just holds
+// one more cluster per such table (and later allocations may land elsewhere).
 func (img *Image) Discard(off, n uint64) error {
 	img.gate.RLock()
 	defer img.gate.RUnlock()
