@@ -23,6 +23,11 @@ type negotiation struct {
 	metas      []metaContext
 
 	options int // options received so far
+
+	// refused is set once the server turned down what the client asked for (an export that
+	// is not there, TLS it cannot have): a client that then gives up (NBD_OPT_ABORT, as
+	// libnbd and qemu do, or a close) was rejected, not a client that changed its mind.
+	refused bool
 }
 
 // reset drops every stateful negotiation result; the STARTTLS seam.
@@ -72,7 +77,7 @@ func (c *conn) handshake() (x *export, n *negotiation, ok bool) {
 	} else {
 		x, err = c.negotiate(n)
 	}
-	res := c.classify(err)
+	res := c.classify(err, n)
 	name := ""
 	if x != nil {
 		name = x.Name
@@ -95,12 +100,17 @@ func (c *conn) handshake() (x *export, n *negotiation, ok bool) {
 }
 
 // classify turns the handshake's end into a HandshakeResult.
-func (c *conn) classify(err error) HandshakeResult {
+func (c *conn) classify(err error, n *negotiation) HandshakeResult {
 	var pe *protocolError
 	switch {
 	case err == nil:
 		return HandshakeOK
-	case errors.Is(err, errAbort), errors.Is(err, errShutdown):
+	case errors.Is(err, errShutdown):
+		return HandshakeAborted
+	case errors.Is(err, errAbort):
+		if n.refused {
+			return HandshakeRejected
+		}
 		return HandshakeAborted
 	case errors.As(err, &pe):
 		return HandshakeRejected
@@ -231,13 +241,14 @@ func (c *conn) option(opt Opt, o *optReader, n *negotiation) (*export, error) {
 // policy reasons)". A TLS-capable version replies NBD_REP_ACK here, wraps c.nc with
 // tls.Server, completes the TLS handshake, rebuilds c.br over the TLS conn, and calls
 // n.reset() so that nothing negotiated in plaintext survives.
-func (c *conn) optStartTLS(o *optReader, _ *negotiation) error {
+func (c *conn) optStartTLS(o *optReader, n *negotiation) error {
 	if o.left > 0 {
 		if err := o.skip(); err != nil {
 			return err
 		}
 		return c.optError(OptStartTLS, RepErrInvalid, "STARTTLS must not carry data")
 	}
+	n.refused = true
 	return c.optError(OptStartTLS, RepErrPolicy, "TLS not configured")
 }
 

@@ -4,6 +4,7 @@ package server
 import (
 	"bytes"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -323,4 +324,41 @@ func TestHandshakeHooks(t *testing.T) {
 	c = ts.dial() // times out
 	c.expectClosed()
 	waitFor(t, "hooks", func() bool { return hooks.handshakeLog() == ":ok,:rejected,:timeout" })
+}
+
+// A client that gives up after the server refused its export or TLS is counted rejected
+// (the misconfigured clients an operator looks for), whether it aborts, as libnbd and qemu
+// do, or just closes; one that aborts after a successful INFO was not refused.
+func TestHandshakeHooksRefusedThenAbort(t *testing.T) {
+	hooks := newHookRecorder()
+	ts := startServer(t, Config{Hooks: hooks})
+	step := func(want string, talk func(c *tclient)) {
+		t.Helper()
+		c := ts.dial()
+		c.sendFlags(FlagCFixedNewstyle)
+		talk(c)
+		waitFor(t, want, func() bool { return strings.HasSuffix(hooks.handshakeLog(), want) })
+	}
+	step(":rejected", func(c *tclient) {
+		c.wantRep(c.opt(OptGo, infoPayload("missing")), RepErrUnknown)
+		c.wantRep(c.opt(OptAbort, nil), RepAck)
+		c.expectClosed()
+	})
+	step(",:rejected", func(c *tclient) {
+		c.wantRep(c.opt(OptStartTLS, nil), RepErrPolicy)
+		c.nc.Close()
+	})
+	step(",:rejected", func(c *tclient) {
+		c.wantRep(c.opt(OptListMetaContext, metaPayload("missing", "base:allocation")), RepErrUnknown)
+		c.wantRep(c.opt(OptAbort, nil), RepAck)
+		c.expectClosed()
+	})
+	step(",:aborted", func(c *tclient) {
+		c.wantRep(c.opt(OptInfo, infoPayload("")), RepAck)
+		c.wantRep(c.opt(OptAbort, nil), RepAck)
+		c.expectClosed()
+	})
+	if got, want := hooks.handshakeLog(), ":rejected,:rejected,:rejected,:aborted"; got != want {
+		t.Errorf("handshake results %q, want %q", got, want)
+	}
 }

@@ -130,6 +130,7 @@ func (c *conn) optMetaContext(opt Opt, o *optReader, n *negotiation) error {
 		return c.optError(opt, RepErrInvalid, "export name %s: %v", quote(name), err)
 	}
 	if x == nil {
+		n.refused = true
 		return c.optError(opt, RepErrUnknown, "export %s not present", quote(name))
 	}
 	var sel []metaContext

@@ -102,6 +102,7 @@ func (c *conn) optInfoGo(opt Opt, o *optReader, n *negotiation) (*export, error)
 	}
 	x := c.srv.exports.find(name)
 	if x == nil {
+		n.refused = true
 		return nil, c.optError(opt, RepErrUnknown, "export %s not present", quote(name))
 	}
 	if opt == OptGo && n.metaExport != x {
