@@ -278,6 +278,10 @@ func parseArgs(args []string) (*config, error) {
 	if cfg.help || cfg.version {
 		return cfg, nil
 	}
+	if cfg.aio == "native" && cfg.cache != cacheNone && cfg.cache != cacheDirectsync {
+		// Not a usage error in qemu-nbd either: its block layer refuses the open.
+		return nil, errors.New("aio=native was specified, but it requires cache.direct=on, which was not specified")
+	}
 	if cfg.detectZeroes == server.DetectZeroesUnmap && !cfg.discard {
 		return nil, usagef("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap")
 	}

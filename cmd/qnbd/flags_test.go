@@ -77,8 +77,11 @@ func TestParseArgs(t *testing.T) {
 		}},
 		{[]string{"--shared=0x10", "img"}, func(c *config) string { return want(c.shared == 16, "hex -e") }},
 		{[]string{"-n", "img"}, func(c *config) string { return want(c.cache == cacheNone, "-n") }},
-		{[]string{"--cache=unsafe", "--aio=native", "img"}, func(c *config) string {
-			return want(c.cache == cacheUnsafe && c.aio == "native", "cache/aio")
+		{[]string{"--cache=none", "--aio=native", "img"}, func(c *config) string {
+			return want(c.cache == cacheNone && c.aio == "native", "cache/aio")
+		}},
+		{[]string{"--cache=unsafe", "--aio=io_uring", "img"}, func(c *config) string {
+			return want(c.cache == cacheUnsafe && c.aio == "io_uring", "cache/aio")
 		}},
 		{[]string{"--discard=unmap", "--detect-zeroes=unmap", "img"}, func(c *config) string {
 			return want(c.discard && c.detectZeroes == server.DetectZeroesUnmap, "discard/detect-zeroes")
@@ -153,6 +156,8 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-n", "--cache=none", "img"}, "-n and --cache can only be specified once"},
 		{[]string{"--aio=x", "img"}, "Invalid aio mode"},
 		{[]string{"--aio=native", "--aio=threads", "img"}, "--aio can only be specified once"},
+		{[]string{"--aio=native", "img"}, "requires cache.direct=on"},
+		{[]string{"--aio=native", "--cache=writethrough", "img"}, "requires cache.direct=on"},
 		{[]string{"--discard=x", "img"}, "Invalid discard mode"},
 		{[]string{"--discard=unmap", "--discard=unmap", "img"}, "--discard can only be specified once"},
 		{[]string{"--detect-zeroes=x", "img"}, "detect_zeroes"},
