@@ -192,6 +192,9 @@ func (s *FileStorage) Close() error { return s.f.Close() }
 
 // PunchHole deallocates [off, off+n) keeping the file size; the range reads back as zeros.
 func (s *FileStorage) PunchHole(off, n int64) error {
+	if s.dio != nil {
+		defer s.dio.lockRange(off, n)()
+	}
 	err := unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
 		return ErrNotSupported
@@ -255,7 +258,12 @@ func allocatedBytes(f *os.File) (int64, error) {
 
 // ZeroRange makes [off, off+n) read as zeros with fallocate ZERO_RANGE, growing the file if
 // needed (ZeroRanger); ErrNotSupported where the file system cannot.
-func (s *FileStorage) ZeroRange(off, n int64) error { return zeroRange(s.f, off, n) }
+func (s *FileStorage) ZeroRange(off, n int64) error {
+	if s.dio != nil {
+		defer s.dio.lockRange(off, n)()
+	}
+	return zeroRange(s.f, off, n)
+}
 
 func zeroRange(f *os.File, off, n int64) error {
 	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_ZERO_RANGE, off, n)

@@ -30,6 +30,9 @@ const maxDirectAlign = 4096
 //     so the read-modify-write of an edge block runs under that block's stripe lock, which
 //     every partial writer of the block takes; a write that covers a block entirely never
 //     shares it with a concurrent writer (the ranges would overlap), so it needs no lock.
+//   - PunchHole and ZeroRange change bytes without writeAt: they take the stripe locks of the
+//     blocks they cover in part, or a read-modify-write racing with them could write the old
+//     bytes back over the range they cleared.
 //
 // Writes past the end of the file grow it to a whole block; the tail beyond what the engine
 // wrote reads as zeros, like any file growth (QEMU pads the same way).
@@ -128,6 +131,58 @@ func (d *directIO) pwrite(f *os.File, p []byte, off int64) error {
 	return nil
 }
 
+// partialBlocks returns the blocks [off, off+n) covers only in part: its first and its last
+// (one block when the range lies inside one), none when it is aligned.
+func (d *directIO) partialBlocks(off, n int64) []int64 {
+	a := d.align
+	start := off / a * a
+	end := (off + n + a - 1) / a * a
+	first, last := start/a, end/a-1
+	var partial []int64
+	if off != start {
+		partial = append(partial, first)
+	}
+	if off+n != end && (len(partial) == 0 || last != first) {
+		partial = append(partial, last)
+	}
+	return partial
+}
+
+// lockBlocks takes the stripe locks of blocks (each stripe once, in index order) and returns
+// the function that releases them.
+func (d *directIO) lockBlocks(blocks []int64) func() {
+	var locks []int
+	for _, blk := range blocks {
+		s := int(blk % directStripes)
+		if len(locks) == 1 && locks[0] == s {
+			continue
+		}
+		locks = append(locks, s)
+	}
+	if len(locks) == 2 && locks[1] < locks[0] {
+		locks[0], locks[1] = locks[1], locks[0]
+	}
+	for _, s := range locks {
+		d.stripe[s].Lock()
+	}
+	return func() {
+		for _, s := range locks {
+			d.stripe[s].Unlock()
+		}
+	}
+}
+
+// lockRange serializes a change of [off, off+n) that does not go through writeAt (fallocate
+// PUNCH_HOLE, ZERO_RANGE) with the read-modify-writes of the blocks it covers in part: one
+// that read such a block before the change and wrote it back after would undo the change in
+// the bytes it did not own.
+func (d *directIO) lockRange(off, n int64) func() {
+	if n <= 0 {
+		return func() {}
+	}
+	return d.lockBlocks(d.partialBlocks(off, n))
+}
+
 // readAt reads len(p) bytes at off; past the end of the file it returns io.EOF, as
 // os.File.ReadAt does.
 func (d *directIO) readAt(f *os.File, p []byte, off int64) (int, error) {
@@ -174,36 +229,9 @@ func (d *directIO) writeAt(f *os.File, p []byte, off int64) (int, error) {
 	a := d.align
 	start := off / a * a
 	end := (off + int64(len(p)) + a - 1) / a * a
-	first, last := start/a, end/a-1
-	// The blocks the write covers only in part: its first and its last (one block when the
-	// write lies inside one).
-	var partial []int64
-	if off != start {
-		partial = append(partial, first)
-	}
-	if off+int64(len(p)) != end && (len(partial) == 0 || last != first) {
-		partial = append(partial, last)
-	}
-	// Their stripe locks, each once, in index order.
-	var locks []int
-	for _, blk := range partial {
-		s := int(blk % directStripes)
-		if len(locks) == 1 && locks[0] == s {
-			continue
-		}
-		locks = append(locks, s)
-	}
-	if len(locks) == 2 && locks[1] < locks[0] {
-		locks[0], locks[1] = locks[1], locks[0]
-	}
-	for _, s := range locks {
-		d.stripe[s].Lock()
-	}
-	defer func() {
-		for _, s := range locks {
-			d.stripe[s].Unlock()
-		}
-	}()
+	first := start / a
+	partial := d.partialBlocks(off, int64(len(p)))
+	defer d.lockBlocks(partial)()
 	buf := alignedBuf(int(end-start), d.memAlign)
 	for _, blk := range partial {
 		at := (blk - first) * a
