@@ -198,7 +198,9 @@ func checkPass(s Storage, h *Header, mode RepairMode) (*CheckResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.run(); err != nil {
+	err = c.run()
+	c.res.Corruptions += c.snapCorruptions
+	if err != nil {
 		return c.res, err
 	}
 	if mode != RepairNone && c.res.CheckErrors == 0 && c.res.Corruptions == 0 {

@@ -1,10 +1,13 @@
 // The tables Check walks besides L1/L2: the bitmap directory and bitmap tables, and the
-// snapshot table (read by ReadSnapshots).
+// snapshot table (read by LoadSnapshots, with qemu-img check's verdicts on it).
 package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"math"
+	"syscall"
 )
 
 // walkBitmaps counts the bitmap directory, each bitmap table and the clusters the tables point
@@ -84,20 +87,108 @@ func (c *checker) bitmapDirErr(format string, args ...any) error {
 	return corruptf("bitmap directory: %s", msg)
 }
 
-// readSnapshotTable reads the snapshot table (ReadSnapshots bounds it) and its size in bytes:
-// from its start to the end of the last entry's name, as QEMU counts it. A table that cannot be
-// read fails the check.
+// bdrvMaxLength is QEMU's BDRV_MAX_LENGTH (INT64_MAX aligned down to 1 GiB): a read that
+// reaches past it fails with EIO.
+const bdrvMaxLength = math.MaxInt64 &^ (1<<30 - 1)
+
+// readSnapshotTable reads the snapshot table as qemu-img check does
+// (qcow2_check_read_snapshot_table): the count and offset are checked as at open
+// (qcow2_validate_table), the entries are read as at open (LoadSnapshots: bytes past the end of
+// the file read as zeros), and then each version 3 entry with less than 16 bytes of extra data
+// is a corruption ("snapshot table entry N is incomplete"). A table that cannot be read fails
+// the check with QEMU's messages and errno. Its size in bytes, from its start to the end of the
+// last entry's name, is what the refcount check counts.
+//
+// RepairAll is refused (a check error, before anything is written) where qemu-img check -r all
+// would rewrite the table or drop snapshots: qnbd does not rewrite snapshot tables.
 func (c *checker) readSnapshotTable() error {
-	snaps, err := ReadSnapshots(c.s, c.h)
+	n, start := c.h.SnapshotCount, c.h.SnapshotsOffset
+	if n > MaxSnapshots {
+		c.checkError("ERROR snapshot table too large")
+		c.res.msg("You can force-remove all %d overhanging snapshots with qemu-img check -r all", n-MaxSnapshots)
+		return c.snapshotRepairRefused(fmt.Errorf("qcow2: check: %d snapshots (at most %d): %w", n, MaxSnapshots, syscall.EFBIG))
+	}
+	if uint64(start) > math.MaxInt64-uint64(n)*snapshotFixedSize || start.InCluster(c.g) != 0 {
+		c.checkError("ERROR snapshot table offset invalid")
+		return fmt.Errorf("qcow2: check: snapshot table offset %#x: %w", uint64(start), syscall.EINVAL)
+	}
+	if n == 0 {
+		return nil
+	}
+	eio := func() error {
+		c.checkError("ERROR failed to read the snapshot table: Failed to read snapshot table: Input/output error")
+		return fmt.Errorf("qcow2: check: snapshot table at %#x lies past the largest readable offset: %w", uint64(start), syscall.EIO)
+	}
+	if uint64(start)+snapshotFixedSize > bdrvMaxLength {
+		return eio()
+	}
+	snaps, err := LoadSnapshots(c.s, c.h)
 	if err != nil {
-		c.res.CheckErrors++
-		c.res.msg("ERROR: could not read the snapshot table: %v", err)
-		return err
+		return c.snapshotReadFailed(err, n)
+	}
+	size := SnapshotTableSize(c.h, snaps)
+	if uint64(start)+size > bdrvMaxLength {
+		return eio()
+	}
+	incomplete := 0
+	if c.h.Version >= 3 {
+		for i, sn := range snaps {
+			if len(sn.ExtraData) < MinSnapshotExtraDataV3 {
+				// Counted apart until the refcount check is done: QEMU keeps these in a result
+				// of their own, so they do not stop -r leaks from fixing COPIED flags.
+				c.snapCorruptions++
+				c.res.msg("ERROR snapshot table entry %d is incomplete", i)
+				incomplete++
+			}
+		}
+	}
+	if incomplete > 0 {
+		if err := c.snapshotRepairRefused(nil); err != nil {
+			return err
+		}
 	}
 	c.snaps = snaps
-	if n := len(snaps); n > 0 {
-		last := snaps[n-1]
-		c.snapTableSize = uint64(last.EntryOffset) + last.EntrySize - uint64(c.h.SnapshotsOffset)
-	}
+	c.snapTableSize = size
 	return nil
+}
+
+// snapshotReadFailed reports a snapshot table that LoadSnapshots refused, in qemu-img check's
+// words: too much extra data in an entry or a table over 64 MiB (EFBIG, which -r all would
+// repair), anything else a read error (EIO). The error does not match ErrFormat: the image was
+// opened, its check failed.
+func (c *checker) snapshotReadFailed(err error, n uint32) error {
+	var fe *FormatError
+	var i uint32
+	var part string
+	if errors.As(err, &fe) {
+		if _, serr := fmt.Sscanf(fe.Field, "snapshot[%d].%s", &i, &part); serr == nil {
+			if part == "extra_data_size" {
+				c.checkError("ERROR failed to read the snapshot table: Too much extra metadata in snapshot table entry %d", i)
+				c.res.msg("You can force-remove this extra metadata with qemu-img check -r all")
+			} else {
+				c.checkError("ERROR failed to read the snapshot table: Snapshot table is too big")
+				c.res.msg("You can force-remove all %d overhanging snapshots with qemu-img check -r all", n-i)
+			}
+			return c.snapshotRepairRefused(fmt.Errorf("qcow2: check: %v: %w", err, syscall.EFBIG))
+		}
+	}
+	c.checkError("ERROR failed to read the snapshot table: Failed to read snapshot table: Input/output error")
+	return fmt.Errorf("qcow2: check: %v: %w", err, syscall.EIO)
+}
+
+// snapshotRepairRefused is what a RepairAll check does with a snapshot table that qemu-img
+// check -r all would rewrite (or shorten): it refuses, with a check error, before writing
+// anything. In the other modes it returns err unchanged (qemu-img's verdict).
+func (c *checker) snapshotRepairRefused(err error) error {
+	if c.mode != RepairAll {
+		return err
+	}
+	c.checkError("ERROR repairing the snapshot table is not supported (qemu-img check -r all rewrites it); the image was not changed")
+	return fmt.Errorf("qcow2: check: repairing the snapshot table: %w", syscall.ENOTSUP)
+}
+
+// checkError counts one check error and records its message.
+func (c *checker) checkError(format string, args ...any) {
+	c.res.CheckErrors++
+	c.res.msg(format, args...)
 }

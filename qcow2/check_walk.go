@@ -4,7 +4,9 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 )
 
@@ -32,7 +34,10 @@ type checker struct {
 
 	snaps         []Snapshot
 	snapTableSize uint64
-	l2buf         []byte
+	// snapCorruptions are the snapshot table's own corruptions (incomplete entries), added to
+	// res once the refcount check and its repairs are done.
+	snapCorruptions int
+	l2buf           []byte
 }
 
 // newChecker reads the header (unless the caller has it), the reftable and the snapshot table.
@@ -42,7 +47,7 @@ func newChecker(s Storage, h *Header, mode RepairMode) (*checker, error) {
 		return nil, fmt.Errorf("qcow2: size of image file: %w", err)
 	}
 	if h == nil {
-		if h, err = ReadHeader(s); err != nil {
+		if h, err = checkReadHeader(s, uint64(size)); err != nil {
 			return nil, err
 		}
 	}
@@ -63,6 +68,32 @@ func newChecker(s Storage, h *Header, mode RepairMode) (*checker, error) {
 	}
 	c.l2buf = make([]byte, c.cs)
 	return c, nil
+}
+
+// checkReadHeader reads the header as qemu-img check's open does: QEMU opens in check mode
+// without looking at the snapshot table (nb_snapshots, snapshots_offset), which
+// readSnapshotTable then judges. A header that ReadHeader refuses for those two fields alone is
+// decoded with them cleared, and they are put back afterwards.
+func checkReadHeader(s Storage, fileSize uint64) (*Header, error) {
+	h, err := ReadHeader(s)
+	var fe *FormatError
+	if err == nil || !errors.As(err, &fe) || (fe.Field != "nb_snapshots" && fe.Field != "snapshots_offset") {
+		return h, err
+	}
+	// The header was read once, so its cluster size is valid: at most 2 MiB.
+	buf := make([]byte, min(fileSize, uint64(1)<<MaxClusterBits))
+	if _, rerr := s.ReadAt(buf, 0); rerr != nil && !errors.Is(rerr, io.EOF) {
+		return nil, fmt.Errorf("qcow2: read first cluster: %w", rerr)
+	}
+	count := binary.BigEndian.Uint32(buf[offNbSnapshots:])
+	start := binary.BigEndian.Uint64(buf[offSnapshotsOffset:])
+	clear(buf[offNbSnapshots : offSnapshotsOffset+8])
+	h, err2 := DecodeHeader(buf, fileSize)
+	if err2 != nil {
+		return nil, err // the first reason
+	}
+	h.SnapshotCount, h.SnapshotsOffset = count, HostOffset(start)
+	return h, nil
 }
 
 // corrupt counts one corruption and records its message.

@@ -4,6 +4,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
@@ -86,9 +87,7 @@ func (a *app) check(argv []string) int {
 	}
 	res, err := imgfmt.Check(name, f, mode, forceShare)
 	if err != nil && res != nil {
-		for _, m := range res.Messages {
-			fmt.Fprintln(a.stderr, m)
-		}
+		a.checkMessages(res.Messages)
 	}
 	switch {
 	case isNotSupported(err):
@@ -101,9 +100,7 @@ func (a *app) check(argv []string) int {
 		a.errorf("Check failed: %s", strerror(err))
 		return checkFailed
 	}
-	for _, m := range res.Messages {
-		fmt.Fprintln(a.stderr, m)
-	}
+	a.checkMessages(res.Messages)
 	if res.CorruptionsFixed != 0 || res.LeaksFixed != 0 {
 		if ofmt == outputHuman && !quiet {
 			fmt.Fprintf(a.stdout, "The following inconsistencies were found and repaired:\n\n"+
@@ -128,6 +125,36 @@ func (a *app) check(argv []string) int {
 		return checkLeaks
 	}
 	return checkClean
+}
+
+// checkMessages prints the check's findings on stderr. The few that qemu-img reports with
+// error_report (the snapshot table checks of qcow2_check_read_snapshot_table) carry the
+// program name in front, as there; the rest are printed as they are.
+func (a *app) checkMessages(msgs []string) {
+	for _, m := range msgs {
+		if isCheckErrorReport(m) {
+			a.errorf("%s", m)
+		} else {
+			fmt.Fprintln(a.stderr, m)
+		}
+	}
+}
+
+// checkErrorReports are the beginnings of the check messages qemu-img prints with
+// error_report.
+var checkErrorReports = []string{
+	"ERROR snapshot table too large",
+	"ERROR snapshot table offset invalid",
+	"ERROR failed to read the snapshot table: ",
+}
+
+func isCheckErrorReport(m string) bool {
+	for _, p := range checkErrorReports {
+		if strings.HasPrefix(m, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkJSON is the ImageCheck QAPI object: filename, format and check-errors always, the
