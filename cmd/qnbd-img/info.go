@@ -144,10 +144,12 @@ func qcow2SpecificJSON(q *imgfmt.Qcow2Info) *qdict {
 	d := newQdict()
 	d.put("compat", q.Compat)
 	if q.V3() {
+		// The name when the header has one; the raw flag whenever the image has an external
+		// data file (the incompatible bit), named or not (has_data_file, has_data_file_raw).
 		if q.DataFile != "" {
 			d.put("data-file", q.DataFile)
 		}
-		if q.DataFile != "" {
+		if q.ExternalData {
 			d.put("data-file-raw", q.DataFileRaw)
 		}
 		d.put("extended-l2", q.ExtendedL2)

@@ -36,8 +36,11 @@ type Qcow2Info struct {
 	LazyRefcounts, Corrupt, ExtendedL2 bool
 	RefcountBits                       uint64
 	DataFile                           string // "" when none
-	DataFileRaw                        bool
-	Bitmaps                            []Bitmap
+	// ExternalData is the external data file incompatible bit: QEMU shows DataFileRaw
+	// whenever it is set, with or without a DataFile name.
+	ExternalData bool
+	DataFileRaw  bool
+	Bitmaps      []Bitmap
 }
 
 // V3 reports whether the v3-only fields are meaningful.
@@ -115,6 +118,7 @@ func queryQcow2(path string, info *ImageInfo, forceShare bool) error {
 		q.Corrupt = h.Corrupt()
 		q.ExtendedL2 = h.Incompatible&qcow2.IncompatExtendedL2 != 0
 		q.DataFile = h.Extensions.DataFile
+		q.ExternalData = h.HasDataFile()
 		q.DataFileRaw = h.DataFileRaw()
 	}
 	q.RefcountBits = h.Geometry().RefcountBits()
