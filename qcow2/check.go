@@ -199,6 +199,16 @@ func checkPass(s Storage, h *Header, mode RepairMode) (*CheckResult, error) {
 		return nil, err
 	}
 	err = c.run()
+	if err == nil && mode == RepairAll && c.snapCorruptions > 0 {
+		// qcow2_check_fix_snapshot_table.
+		if err = c.rewriteSnapshotTable(); err != nil {
+			c.res.CheckErrors++
+			c.res.msg("ERROR failed to update snapshot table: %v", err)
+		} else {
+			c.res.CorruptionsFixed += c.snapCorruptions
+			c.snapCorruptions = 0
+		}
+	}
 	c.res.Corruptions += c.snapCorruptions
 	if err != nil {
 		return c.res, err

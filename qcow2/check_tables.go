@@ -99,8 +99,10 @@ const bdrvMaxLength = math.MaxInt64 &^ (1<<30 - 1)
 // the check with QEMU's messages and errno. Its size in bytes, from its start to the end of the
 // last entry's name, is what the refcount check counts.
 //
-// RepairAll is refused (a check error, before anything is written) where qemu-img check -r all
-// would rewrite the table or drop snapshots: qnbd does not rewrite snapshot tables.
+// With RepairAll, incomplete entries are repaired after the refcount check by rewriting the
+// table (rewriteSnapshotTable). What qemu-img check -r all repairs while reading (too many
+// snapshots, too much extra data, a table over 64 MiB: it drops snapshots or extra data) is
+// refused instead: a check error, before anything is written.
 func (c *checker) readSnapshotTable() error {
 	n, start := c.h.SnapshotCount, c.h.SnapshotsOffset
 	if n > MaxSnapshots {
@@ -130,21 +132,18 @@ func (c *checker) readSnapshotTable() error {
 	if uint64(start)+size > bdrvMaxLength {
 		return eio()
 	}
-	incomplete := 0
 	if c.h.Version >= 3 {
+		verb := "ERROR"
+		if c.mode == RepairAll {
+			verb = "Repairing" // rewriteSnapshotTable, once the refcounts are repaired
+		}
 		for i, sn := range snaps {
 			if len(sn.ExtraData) < MinSnapshotExtraDataV3 {
 				// Counted apart until the refcount check is done: QEMU keeps these in a result
 				// of their own, so they do not stop -r leaks from fixing COPIED flags.
 				c.snapCorruptions++
-				c.res.msg("ERROR snapshot table entry %d is incomplete", i)
-				incomplete++
+				c.res.msg("%s snapshot table entry %d is incomplete", verb, i)
 			}
-		}
-	}
-	if incomplete > 0 {
-		if err := c.snapshotRepairRefused(nil); err != nil {
-			return err
 		}
 	}
 	c.snaps = snaps
@@ -177,13 +176,13 @@ func (c *checker) snapshotReadFailed(err error, n uint32) error {
 }
 
 // snapshotRepairRefused is what a RepairAll check does with a snapshot table that qemu-img
-// check -r all would rewrite (or shorten): it refuses, with a check error, before writing
-// anything. In the other modes it returns err unchanged (qemu-img's verdict).
+// check -r all would shorten (drop snapshots or extra data): it refuses, with a check error,
+// before writing anything. In the other modes it returns err unchanged (qemu-img's verdict).
 func (c *checker) snapshotRepairRefused(err error) error {
 	if c.mode != RepairAll {
 		return err
 	}
-	c.checkError("ERROR repairing the snapshot table is not supported (qemu-img check -r all rewrites it); the image was not changed")
+	c.checkError("ERROR dropping snapshots or their extra data is not supported (qemu-img check -r all does); the image was not changed")
 	return fmt.Errorf("qcow2: check: repairing the snapshot table: %w", syscall.ENOTSUP)
 }
 
