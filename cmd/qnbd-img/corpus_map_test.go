@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -38,13 +39,16 @@ func corpusFiles(imgs []*corpus.Image) []*corpus.Image {
 }
 
 // corpusMapArgs are the map invocations compared on each image, by label: JSON and human
-// with the format given, and JSON with the format probed. The backing chain is opened as
-// the image header says (its backing format is recorded in every corpus overlay).
+// with the format given, JSON with the format probed, and JSON over the middle third of the
+// image (an unaligned window). The backing chain is opened as the image header says (its
+// backing format is recorded in every corpus overlay).
 func corpusMapArgs(img *corpus.Image) map[string][]string {
+	third := strconv.FormatInt(img.Size/3, 10)
 	return map[string][]string{
 		"json":        {"map", "-U", "--output=json", "-f", img.Format, img.Path},
 		"human":       {"map", "-U", "--output=human", "-f", img.Format, img.Path},
 		"json-probed": {"map", "-U", "--output=json", img.Path},
+		"json-window": {"map", "-U", "--output=json", "-f", img.Format, "-s", third, "-l", third, img.Path},
 	}
 }
 
