@@ -115,6 +115,12 @@ func ccCompareCheck(t *testing.T, res *CheckResult, err error, q ccQemuCheck) {
 	if err != nil {
 		t.Fatalf("Check: %v (%q)\nqemu-img: %s", err, res.Messages, q.Stderr)
 	}
+	if strings.Contains(q.Stderr, "Rebuilding refcount structure") && res.ImageEndOffset > q.ImageEndOffset {
+		// A deliberate difference (rebuild.go): the rebuilt refcount structures go past the
+		// end of the file, where QEMU reuses free clusters, so the image may end later.
+		t.Logf("after a rebuild: image end %d, qemu-img's %d", res.ImageEndOffset, q.ImageEndOffset)
+		q.ImageEndOffset = res.ImageEndOffset
+	}
 	ccCompareWithQemu(t, res, q)
 	ccCompareAllMessages(t, res, q)
 }
@@ -201,7 +207,7 @@ func TestCheckSnapshotDamageMatchesQemu(t *testing.T) {
 // snapshot list of an uninterrupted repair.
 func TestRepairSnapshotTableCrashSafety(t *testing.T) {
 	t.Parallel()
-	want := map[string]bool{"damage-truncated-at-table": true, "damage-truncated-in-header": true, "poke-count-past-table": true}
+	want := map[string]bool{"damage-truncated-at-table": true, "damage-truncated-in-header": true, "poke-count-past-table": true, "poke-extra-too-large": true}
 	for _, im := range damagedSnapshotImages(t) {
 		if !want[im.name] {
 			continue
@@ -288,7 +294,7 @@ func TestRepairSnapshotTableCrashSafety(t *testing.T) {
 func TestRepairSnapshotTableIOErrors(t *testing.T) {
 	t.Parallel()
 	for _, im := range damagedSnapshotImages(t) {
-		if im.name != "damage-truncated-at-table" && im.name != "poke-count-past-table" {
+		if im.name != "damage-truncated-at-table" && im.name != "poke-count-past-table" && im.name != "damage-extra-over-limit" {
 			continue
 		}
 		t.Run(im.name, func(t *testing.T) {

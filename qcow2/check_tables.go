@@ -99,10 +99,12 @@ const bdrvMaxLength = math.MaxInt64 &^ (1<<30 - 1)
 // the check with QEMU's messages and errno. Its size in bytes, from its start to the end of the
 // last entry's name, is what the refcount check counts.
 //
-// With RepairAll, incomplete entries are repaired after the refcount check by rewriting the
-// table (rewriteSnapshotTable). What qemu-img check -r all repairs while reading (too many
-// snapshots, too much extra data, a table over 64 MiB: it drops snapshots or extra data) is
-// refused instead: a check error, before anything is written.
+// With RepairAll the entries are read as qemu-img check -r all reads them
+// (readSnapshotsRepairing: extra data over 1 KiB cut, entries past the 64 MiB limit dropped),
+// and cut or incomplete entries are repaired after the refcount check by rewriting the table
+// (rewriteSnapshotTable). More than MaxSnapshots snapshots are refused instead (a check error,
+// before anything is written): QEMU 7.2 drops the excess, then fails to rewrite the table and
+// marks the image corrupt.
 func (c *checker) readSnapshotTable() error {
 	n, start := c.h.SnapshotCount, c.h.SnapshotsOffset
 	if n > MaxSnapshots {
@@ -124,13 +126,27 @@ func (c *checker) readSnapshotTable() error {
 	if uint64(start)+snapshotFixedSize > bdrvMaxLength {
 		return eio()
 	}
-	snaps, err := LoadSnapshots(c.s, c.h)
-	if err != nil {
-		return c.snapshotReadFailed(err, n)
-	}
-	size := SnapshotTableSize(c.h, snaps)
-	if uint64(start)+size > bdrvMaxLength {
-		return eio()
+	var snaps []Snapshot
+	var size uint64
+	if c.mode == RepairAll {
+		r, err := c.readSnapshotsRepairing(n, start)
+		if err != nil {
+			c.checkError("ERROR failed to read the snapshot table: Failed to read snapshot table: Input/output error")
+			return fmt.Errorf("qcow2: check: %v: %w", err, syscall.EIO)
+		}
+		if err := c.applySnapshotRepairs(r); err != nil {
+			return err
+		}
+		snaps, size = r.snaps, r.size
+	} else {
+		var err error
+		if snaps, err = LoadSnapshots(c.s, c.h); err != nil {
+			return c.snapshotReadFailed(err, n)
+		}
+		size = SnapshotTableSize(c.h, snaps)
+		if uint64(start)+size > bdrvMaxLength {
+			return eio()
+		}
 	}
 	if c.h.Version >= 3 {
 		verb := "ERROR"
@@ -175,14 +191,14 @@ func (c *checker) snapshotReadFailed(err error, n uint32) error {
 	return fmt.Errorf("qcow2: check: %v: %w", err, syscall.EIO)
 }
 
-// snapshotRepairRefused is what a RepairAll check does with a snapshot table that qemu-img
-// check -r all would shorten (drop snapshots or extra data): it refuses, with a check error,
-// before writing anything. In the other modes it returns err unchanged (qemu-img's verdict).
+// snapshotRepairRefused is what a RepairAll check does with more snapshots than MaxSnapshots:
+// it refuses, with a check error, before writing anything. In the other modes it returns err
+// unchanged (qemu-img's verdict).
 func (c *checker) snapshotRepairRefused(err error) error {
 	if c.mode != RepairAll {
 		return err
 	}
-	c.checkError("ERROR dropping snapshots or their extra data is not supported (qemu-img check -r all does); the image was not changed")
+	c.checkError("ERROR dropping the snapshots over the limit is not supported (qemu-img check -r all drops them, then fails to rewrite the table); the image was not changed")
 	return fmt.Errorf("qcow2: check: repairing the snapshot table: %w", syscall.ENOTSUP)
 }
 
