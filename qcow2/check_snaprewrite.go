@@ -118,7 +118,9 @@ func (c *checker) rewriteSnapshotTable() error {
 // without allocating one).
 func (c *checker) firstFreeRun(disk *diskRefs, n uint64) (HostCluster, error) {
 	g := c.g
-	limit := HostCluster(max(c.nb, c.refs.n) + n + 1)
+	// Past the end of the file (as it is now: a rebuild may have grown it) and of every
+	// counted reference, everything is free.
+	limit := HostCluster(max(uint64(g.ClustersFor(disk.fileSize)), c.refs.n) + n + 1)
 	run := uint64(0)
 	for k := HostCluster(1); k < limit; k++ {
 		rc, err := disk.get(k)
