@@ -120,14 +120,21 @@ func (c *checker) firstFreeRun(disk *diskRefs, n uint64) (HostCluster, error) {
 	g := c.g
 	// Past the end of the file (as it is now: a rebuild may have grown it) and of every
 	// counted reference, everything is free.
-	limit := HostCluster(max(uint64(g.ClustersFor(disk.fileSize)), c.refs.n) + n + 1)
+	limit := HostCluster(max(uint64(g.ClustersFor(disk.fileSize)), c.refs.n, uint64(c.pastEOFNear)+1) + n + 1)
 	run := uint64(0)
 	for k := HostCluster(1); k < limit; k++ {
+		if c.pastEOFFarFrom != 0 && k >= c.pastEOFFarFrom {
+			break
+		}
 		rc, err := disk.get(k)
 		if err != nil {
 			return 0, err
 		}
-		if rc != 0 || c.refs.get(k) != 0 {
+		// A broken reference past the end of the file is not counted in c.refs, but it
+		// still claims its clusters (up to pastEOFNear, and from pastEOFFarFrom on): the
+		// table placed there would be cross-linked with it. The rebuild keeps clear of them
+		// the same way (rebuild.go).
+		if rc != 0 || c.refs.get(k) != 0 || (uint64(k) >= c.nb && k <= c.pastEOFNear) {
 			run = 0
 			continue
 		}
