@@ -58,8 +58,10 @@
 //     is freed (and becomes allocatable) only when the last pin goes, so a cluster can never
 //     be handed to another guest cluster while a request still reads or writes it.
 //
-// Lock order: gate, then mu. Nothing else is ever locked inside mu (hooks must not call
-// back). The allocator has no mutex of its own: it is folded under mu, because every
+// Lock order: gate, then mu, then, on O_DIRECT storage only, the edge-block stripe locks of
+// storage_direct.go: leaves, held across one read-modify-write (or fallocate) of at most two
+// blocks taken in ascending order, with no other lock taken under them. Nothing else is
+// ever locked inside mu (hooks must not call back). The allocator has no mutex of its own: it is folded under mu, because every
 // allocation happens while a mapping is being built and every free while an L2 entry changes,
 // both under mu already; a nested allocator mutex would always be taken with mu held and so
 // never be contended, only add a lock order to get wrong.
