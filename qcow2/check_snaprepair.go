@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"syscall"
-	"time"
 )
 
 // repairedSnapshots is what readSnapshotsRepairing found.
@@ -49,16 +48,8 @@ func (c *checker) readSnapshotsRepairing(n uint32, start HostOffset) (*repairedS
 		if err := read(fixed[:]); err != nil {
 			return nil, err
 		}
-		rb := readBuf(fixed[:])
-		sn := Snapshot{EntryOffset: entry, ICount: -1}
-		sn.L1Offset = HostOffset(rb.u64())
-		sn.L1Size = rb.u32()
-		idLen, nameLen := rb.u16(), rb.u16()
-		sec, nsec := rb.u32(), rb.u32()
-		sn.Date = time.Unix(int64(sec), int64(nsec))
-		sn.VMClock = time.Duration(rb.u64())
-		sn.VMStateSize = uint64(rb.u32())
-		stored := uint64(rb.u32())
+		sn, idLen, nameLen, storedLen := decodeSnapshotFixed(fixed[:], entry)
+		stored := uint64(storedLen)
 		extraLen := stored
 		if stored > MaxSnapshotExtraData {
 			c.res.msg("Discarding too much extra metadata in snapshot table entry %d (%d > %d)", i, stored, MaxSnapshotExtraData)
@@ -76,17 +67,7 @@ func (c *checker) readSnapshotsRepairing(n uint32, start HostOffset) (*repairedS
 			}
 		}
 		off += stored - extraLen // the cut part is skipped
-		sn.ExtraData = extra
-		sn.DiskSize = c.h.Size
-		if len(extra) >= snapExtraVMState+8 {
-			sn.VMStateSize = binary.BigEndian.Uint64(extra[snapExtraVMState:])
-		}
-		if len(extra) >= snapExtraDisk+8 {
-			sn.DiskSize = binary.BigEndian.Uint64(extra[snapExtraDisk:])
-		}
-		if len(extra) >= snapExtraICount+8 {
-			sn.ICount = int64(binary.BigEndian.Uint64(extra[snapExtraICount:]))
-		}
+		sn.setExtraData(extra, c.h.Size)
 		id, name := make([]byte, idLen), make([]byte, nameLen)
 		if err := read(id); err != nil {
 			return nil, err

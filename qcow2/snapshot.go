@@ -196,16 +196,7 @@ func (t *tableReader) entry(i uint32, h *Header, g Geometry, fileSize uint64, st
 	if err != nil {
 		return Snapshot{}, err
 	}
-	rb := readBuf(fixed)
-	sn := Snapshot{EntryOffset: entryOff, ICount: -1}
-	sn.L1Offset = HostOffset(rb.u64())
-	sn.L1Size = rb.u32()
-	idLen, nameLen := rb.u16(), rb.u16()
-	sec, nsec := rb.u32(), rb.u32()
-	sn.Date = time.Unix(int64(sec), int64(nsec))
-	sn.VMClock = time.Duration(rb.u64())
-	sn.VMStateSize = uint64(rb.u32())
-	extraLen := rb.u32()
+	sn, idLen, nameLen, extraLen := decodeSnapshotFixed(fixed, entryOff)
 
 	field := func(name string) string { return fmt.Sprintf("snapshot[%d].%s", i, name) }
 	at := func(rel int64) int64 { return int64(entryOff) + rel }
@@ -219,17 +210,7 @@ func (t *tableReader) entry(i uint32, h *Header, g Geometry, fileSize uint64, st
 	if err != nil {
 		return Snapshot{}, err
 	}
-	sn.ExtraData = extra
-	sn.DiskSize = h.Size
-	if len(extra) >= snapExtraVMState+8 {
-		sn.VMStateSize = binary.BigEndian.Uint64(extra[snapExtraVMState:])
-	}
-	if len(extra) >= snapExtraDisk+8 {
-		sn.DiskSize = binary.BigEndian.Uint64(extra[snapExtraDisk:])
-	}
-	if len(extra) >= snapExtraICount+8 {
-		sn.ICount = int64(binary.BigEndian.Uint64(extra[snapExtraICount:]))
-	}
+	sn.setExtraData(extra, h.Size)
 	id, err := t.next(uint64(idLen), "id", i)
 	if err != nil {
 		return Snapshot{}, err
@@ -344,4 +325,36 @@ func parseSnapshotOpts(param string) (map[string]string, error) {
 		opts[k] = v
 	}
 	return opts, nil
+}
+
+// decodeSnapshotFixed decodes the 40 fixed bytes of a snapshot table entry at entry: the
+// Snapshot's fixed fields, and the lengths of the ID, the name and the extra data that follow.
+func decodeSnapshotFixed(fixed []byte, entry HostOffset) (sn Snapshot, idLen, nameLen uint16, extraLen uint32) {
+	rb := readBuf(fixed[:snapshotFixedSize])
+	sn = Snapshot{EntryOffset: entry, ICount: -1}
+	sn.L1Offset = HostOffset(rb.u64())
+	sn.L1Size = rb.u32()
+	idLen, nameLen = rb.u16(), rb.u16()
+	sec, nsec := rb.u32(), rb.u32()
+	sn.Date = time.Unix(int64(sec), int64(nsec))
+	sn.VMClock = time.Duration(rb.u64())
+	sn.VMStateSize = uint64(rb.u32())
+	return sn, idLen, nameLen, rb.u32()
+}
+
+// setExtraData keeps extra as the entry's extra data and takes from it the fields it is long
+// enough to hold (64-bit VM state size, disk size, icount); without a disk size field the
+// snapshot has the image's size, as QEMU assumes.
+func (sn *Snapshot) setExtraData(extra []byte, imageSize uint64) {
+	sn.ExtraData = extra
+	sn.DiskSize = imageSize
+	if len(extra) >= snapExtraVMState+8 {
+		sn.VMStateSize = binary.BigEndian.Uint64(extra[snapExtraVMState:])
+	}
+	if len(extra) >= snapExtraDisk+8 {
+		sn.DiskSize = binary.BigEndian.Uint64(extra[snapExtraDisk:])
+	}
+	if len(extra) >= snapExtraICount+8 {
+		sn.ICount = int64(binary.BigEndian.Uint64(extra[snapExtraICount:]))
+	}
 }
