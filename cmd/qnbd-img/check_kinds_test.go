@@ -161,11 +161,7 @@ func TestOracleCheckKinds(t *testing.T) {
 		for _, mode := range []string{"leaks", "all"} {
 			for _, output := range []string{"human", "json"} {
 				args := []string{"check", "-r", mode, "--output=" + output}
-				sh(t, dir, "cp", img, "q.qcow2")
-				sh(t, dir, "cp", img, "o.qcow2")
-				want := qemu(t, dir, append(args, "q.qcow2")...)
-				got := ours(t, dir, append(args, "o.qcow2")...)
-				got.stdout = strings.ReplaceAll(got.stdout, "o.qcow2", "q.qcow2")
+				want, got := onCopies(t, dir, img, args...)
 				if got != want {
 					if later, ok := rebuildEndsLater(want, got); ok {
 						t.Logf("check -r %s %s (%s): known difference, the rebuilt refcount structures end the image %d bytes later than qemu-img's", mode, img, output, later)

@@ -67,11 +67,7 @@ func TestOracleCheckSnapshotDamage(t *testing.T) {
 		for _, mode := range []string{"leaks", "all"} {
 			for _, output := range []string{"human", "json"} {
 				args := []string{"check", "-r", mode, "--output=" + output}
-				sh(t, dir, "cp", img, "q.qcow2")
-				sh(t, dir, "cp", img, "o.qcow2")
-				want := qemu(t, dir, append(args, "q.qcow2")...)
-				got := ours(t, dir, append(args, "o.qcow2")...)
-				got.stdout = strings.ReplaceAll(got.stdout, "o.qcow2", "q.qcow2")
+				want, got := onCopies(t, dir, img, args...)
 				if mode == "all" && strings.Contains(got.stderr, "dropping the snapshots over the limit is not supported") {
 					before, err := os.ReadFile(filepath.Join(dir, img))
 					if err != nil {

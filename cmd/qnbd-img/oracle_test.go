@@ -82,6 +82,19 @@ func same(t *testing.T, dir string, args ...string) result {
 	return got
 }
 
+// onCopies runs args with the image last, qemu-img on q.qcow2 and qnbd-img on o.qcow2, each a
+// fresh copy of img in dir (for commands that change the image, like check -r); ours' stdout
+// names q.qcow2 so that the two compare.
+func onCopies(t *testing.T, dir, img string, args ...string) (want, got result) {
+	t.Helper()
+	sh(t, dir, "cp", img, "q.qcow2")
+	sh(t, dir, "cp", img, "o.qcow2")
+	want = qemu(t, dir, append(args, "q.qcow2")...)
+	got = ours(t, dir, append(args, "o.qcow2")...)
+	got.stdout = strings.ReplaceAll(got.stdout, "o.qcow2", "q.qcow2")
+	return want, got
+}
+
 // write writes content into a new file in dir.
 func write(t *testing.T, dir, name string, content []byte) string {
 	t.Helper()
