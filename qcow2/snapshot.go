@@ -52,13 +52,12 @@ const (
 )
 
 // ReadSnapshots parses the snapshot table described by h strictly, to the letter of the spec
-// (Open uses it to say why a snapshot asked for with -l is missing; check reads the table
-// as QEMU's check does: check_snaprepair.go), bounding everything it reads by QEMU's
-// limits (reference/qcow2.md §5.1): at most
-// MaxSnapshots entries and MaxSnapshotTableBytes in all, inside the file, each entry's extra
-// data at most MaxSnapshotExtraData bytes and, in version 3 images, at least
-// MinSnapshotExtraDataV3, and each snapshot's L1 table cluster aligned, at most MaxL1Bytes and
-// inside the file. A violation is a *FormatError naming the entry and field. It reads the
+// (Open uses it to say why a snapshot asked for with -l is missing; check reads the table as
+// QEMU's check does: check_snaprepair.go), bounding everything it reads by QEMU's limits
+// (reference/qcow2.md §5.1): at most MaxSnapshots entries and MaxSnapshotTableBytes in all,
+// inside the file, each entry's extra data at most MaxSnapshotExtraData bytes and, in version
+// 3 images, at least MinSnapshotExtraDataV3, and each snapshot's L1 table cluster aligned, at
+// most MaxL1Bytes and inside the file. A violation is a *FormatError naming the entry and field. It reads the
 // table sequentially and allocates in proportion to what it has read, never to a length it
 // has not checked.
 func ReadSnapshots(s Storage, h *Header) ([]Snapshot, error) { return readSnapshots(s, h, true) }
