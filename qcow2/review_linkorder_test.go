@@ -52,28 +52,8 @@ func TestReview_LinkAppliesFreesBeforeDataSync(t *testing.T) {
 	if _, err := img.WriteAt(bytes.Repeat([]byte{0x33}, 512), int64(target)); err != nil {
 		t.Fatal(err)
 	}
-	ext, err := img.Map(target, cs)
-	if err != nil || ext[0].Kind != KindData {
-		t.Fatalf("after write: %v %+v", err, ext)
-	}
-	host := int64(ext[0].Host)
-	img.mu.Lock()
-	l2off := int64(img.l1.entries[GuestOffset(target).L1Index(img.geo)].L2Offset())
-	img.mu.Unlock()
-
 	log := s.Log()
-	dataAt, l2At := -1, -1
-	for i, op := range log {
-		if dataAt < 0 && rvWriteTouches(op, host, cs) {
-			dataAt = i
-		}
-		if dataAt >= 0 && l2At < 0 && rvWriteTouches(op, l2off, cs) {
-			l2At = i
-		}
-	}
-	if dataAt < 0 || l2At < 0 {
-		t.Fatalf("log has no data write at %#x (%d) or L2 write at %#x after it (%d)", host, dataAt, l2off, l2At)
-	}
+	host, l2off, dataAt, l2At := rvDataThenL2(t, img, log, target, cs)
 	if !rvNoSyncBetween(log, dataAt, l2At) {
 		t.Logf("data at log %d, L2 table at log %d, with a sync between: ordering holds", dataAt, l2At)
 		return
@@ -171,27 +151,8 @@ func TestReview_LinkAppliesFreesBeforeDataSyncAccurate(t *testing.T) {
 	if err := <-a; err != nil {
 		t.Fatal(err)
 	}
-	ext, err := img.Map(target, cs)
-	if err != nil || ext[0].Kind != KindData {
-		t.Fatalf("after write: %v %+v", err, ext)
-	}
-	host := int64(ext[0].Host)
-	img.mu.Lock()
-	l2off := int64(img.l1.entries[GuestOffset(target).L1Index(img.geo)].L2Offset())
-	img.mu.Unlock()
 	log := s.Log()
-	dataAt, l2At := -1, -1
-	for i, op := range log {
-		if dataAt < 0 && rvWriteTouches(op, host, cs) {
-			dataAt = i
-		}
-		if dataAt >= 0 && l2At < 0 && rvWriteTouches(op, l2off, cs) {
-			l2At = i
-		}
-	}
-	if dataAt < 0 || l2At < 0 {
-		t.Fatalf("log has no data write at %#x (%d) or L2 write at %#x after it (%d)", host, dataAt, l2off, l2At)
-	}
+	host, l2off, dataAt, l2At := rvDataThenL2(t, img, log, target, cs)
 	if rvNoSyncBetween(log, dataAt, l2At) {
 		st := rvReplay(t, base, log, l2At+1, func(i int, _ memstore.Op) bool { return i == dataAt })
 		ro, err := OpenStorage(st, dir, OpenOptions{ReadOnly: true})
