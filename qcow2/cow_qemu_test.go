@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestSharedSubclusterCOWMatchesQemu writes into extended-L2 clusters that an internal
@@ -72,17 +70,7 @@ func TestSharedSubclusterCOWMatchesQemu(t *testing.T) {
 				if err := img.Close(); err != nil {
 					t.Fatal(err)
 				}
-				a := engQemu(t, "qemu-img", "map", "--output=json", ours)
-				b := engQemu(t, "qemu-img", "map", "--output=json", theirs)
-				if a != b {
-					t.Errorf("%s: map\n ours:\n%s\n qemu:\n%s", cmd, a, b)
-				}
-				if a, b := checkSummary(t, ours), checkSummary(t, theirs); a != b || !strings.HasPrefix(a, "exit 0") {
-					t.Errorf("%s: qemu-img check\n ours: %s\n qemu: %s", cmd, a, b)
-				}
-				if out, err := exec.Command("qemu-img", "compare", "-q", ours, theirs).CombinedOutput(); err != nil {
-					t.Errorf("%s: contents differ: %v %s", cmd, err, out)
-				}
+				sameImageAsQemu(t, cmd, ours, theirs)
 			}
 		})
 	}
@@ -174,18 +162,26 @@ func TestZeroCOWLikeQemu(t *testing.T) {
 			if a, b := hostLayout(t, ours), hostLayout(t, theirs); a != b {
 				t.Errorf("%s: host file data/holes\n ours: %s\n qemu: %s", cmd, a, b)
 			}
-			a := engQemu(t, "qemu-img", "map", "--output=json", ours)
-			b := engQemu(t, "qemu-img", "map", "--output=json", theirs)
-			if a != b {
-				t.Errorf("%s: map\n ours:\n%s\n qemu:\n%s", cmd, a, b)
-			}
-			if a, b := checkSummary(t, ours), checkSummary(t, theirs); a != b || !strings.HasPrefix(a, "exit 0") {
-				t.Errorf("%s: qemu-img check\n ours: %s\n qemu: %s", cmd, a, b)
-			}
-			if out, err := exec.Command("qemu-img", "compare", "-q", ours, theirs).CombinedOutput(); err != nil {
-				t.Errorf("%s: contents differ: %v %s", cmd, err, out)
-			}
+			sameImageAsQemu(t, cmd, ours, theirs)
 		})
+	}
+}
+
+// sameImageAsQemu requires the image we wrote (ours) and the one qemu-io wrote (theirs) after
+// the same operations (what) to have the same qemu-img map, a clean and equal qemu-img check
+// and the same contents.
+func sameImageAsQemu(t *testing.T, what, ours, theirs string) {
+	t.Helper()
+	a := engQemu(t, "qemu-img", "map", "--output=json", ours)
+	b := engQemu(t, "qemu-img", "map", "--output=json", theirs)
+	if a != b {
+		t.Errorf("%s: map\n ours:\n%s\n qemu:\n%s", what, a, b)
+	}
+	if a, b := checkSummary(t, ours), checkSummary(t, theirs); a != b || !strings.HasPrefix(a, "exit 0") {
+		t.Errorf("%s: qemu-img check\n ours: %s\n qemu: %s", what, a, b)
+	}
+	if out, err := exec.Command("qemu-img", "compare", "-q", ours, theirs).CombinedOutput(); err != nil {
+		t.Errorf("%s: contents differ: %v %s", what, err, out)
 	}
 }
 
@@ -194,17 +190,12 @@ func TestZeroCOWLikeQemu(t *testing.T) {
 // (ZERO_RANGE) extent as data.
 func hostLayout(t *testing.T, p string) string {
 	t.Helper()
+	dropCache(t, p)
 	f, err := os.Open(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
 	fi, err := f.Stat()
 	if err != nil {
 		t.Fatal(err)
