@@ -101,6 +101,17 @@ func engCompare(t testing.TB, img, raw string) {
 	}
 }
 
+// engCompareShadow writes shadow (the guest contents a test expects) to a raw file and runs
+// engCompare of the qcow2 image against it.
+func engCompareShadow(t testing.TB, img string, shadow []byte) {
+	t.Helper()
+	raw := filepath.Join(t.TempDir(), "shadow.raw")
+	if err := os.WriteFile(raw, shadow, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	engCompare(t, img, raw)
+}
+
 // engReadAll reads the whole guest through our engine.
 func engReadAll(t testing.TB, img *Image) []byte {
 	t.Helper()

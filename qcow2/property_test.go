@@ -263,11 +263,7 @@ func runProperty(t *testing.T, cfg propConfig, ops int, seed uint64) {
 	}
 	engCompareMap(t, ro, p)
 	ro.Close()
-	shadow := filepath.Join(t.TempDir(), "shadow.raw")
-	if err := os.WriteFile(shadow, m.shadow, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	engCompare(t, p, shadow)
+	engCompareShadow(t, p, m.shadow)
 }
 
 func toBytes(s []string) [][]byte {

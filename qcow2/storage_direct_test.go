@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -214,11 +213,7 @@ func TestDirectImage(t *testing.T) {
 			if err := img.Close(); err != nil {
 				t.Fatal(err)
 			}
-			raw := filepath.Join(dir, "shadow.raw")
-			if err := os.WriteFile(raw, shadow, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			engCompare(t, p, raw)
+			engCompareShadow(t, p, shadow)
 			engRequireClean(t, p)
 		})
 	}
@@ -303,11 +298,7 @@ func TestDirectImageConcurrent(t *testing.T) {
 	if err := img.Close(); err != nil {
 		t.Fatal(err)
 	}
-	raw := filepath.Join(dir, "shadow.raw")
-	if err := os.WriteFile(raw, shadow, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	engCompare(t, p, raw)
+	engCompareShadow(t, p, shadow)
 	engRequireClean(t, p)
 }
 
