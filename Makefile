@@ -39,8 +39,9 @@ build: ## Build bin/qnbd and bin/qnbd-img (a cmd dir without Go files is skipped
 deps: ## Install the Debian packages and Go tools the tests need (only what is missing).
 	@tools/deps.sh
 
-lint: ## gofmt, go vet and staticcheck must all be clean.
+lint: ## gofmt, go vet, staticcheck and go mod tidy must all be clean.
 	@echo "gofmt -l ."; out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt: these files need formatting:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	staticcheck ./...
 
