@@ -14,15 +14,26 @@ import (
 // string GnuTLS's gnutls_x509_crt_get_dn returns (docs/authz.md, "How a DN is rendered").
 // That is RFC 4514's syntax in the certificate's own RDN order (not RFC 4514's reversed
 // order, and not Go's pkix.Name.String()), with GnuTLS's attribute names
-// (C=GB,O=Example,CN=client1,EMAIL=c1@example.com). An undecodable subject, which a
-// certificate crypto/x509 accepted cannot have, renders as "".
+// (C=GB,O=Example,CN=client1,EMAIL=c1@example.com). A subject GnuTLS cannot render (see
+// SubjectDN) gives "".
 func DN(cert *x509.Certificate) string {
-	s, err := RawDN(cert.RawSubject)
+	s, err := SubjectDN(cert)
 	if err != nil {
 		return ""
 	}
 	return s
 }
+
+// SubjectDN is DN with GnuTLS's refusal kept: for a subject gnutls_x509_crt_get_dn fails on
+// (an empty value where a DirectoryString is expected), the error is GnuTLS's text, and
+// QEMU refuses the client with "Cannot get client distinguished name: " and that text
+// before any authorizer is asked. A TLS server should do the same rather than authorise "".
+func SubjectDN(cert *x509.Certificate) (string, error) {
+	return RawDN(cert.RawSubject)
+}
+
+// ErrValueNotValid is GnuTLS's error for a subject it cannot render, in its words.
+var ErrValueNotValid = errors.New("ASN1 parser: Value is not valid.")
 
 // attributeTypeAndValue keeps the value's DER as it is: its tag decides the rendering.
 type attributeTypeAndValue struct {
@@ -62,36 +73,40 @@ func RawDN(der []byte) (string, error) {
 				b.WriteString(oid)
 			}
 			b.WriteByte('=')
-			b.WriteString(renderValue(a, known, atv.Value))
+			v, err := renderValue(a, known, atv.Value)
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(v)
 		}
 	}
 	return b.String(), nil
 }
 
 // renderValue is GnuTLS's _gnutls_x509_dn_to_string: decode the value as the attribute's
-// table entry says, escape it; when the OID is unknown or the value does not decode, give
-// '#' and the hex of the whole DER (tag and length included), unescaped.
-func renderValue(a attribute, known bool, v asn1.RawValue) string {
+// table entry says, escape it; when the OID is unknown or the value does not decode (wrong
+// string type, empty, a NUL inside), give '#' and the hex of the whole DER (tag and length
+// included), unescaped. An empty DirectoryString is the one value that fails the whole DN.
+func renderValue(a attribute, known bool, v asn1.RawValue) (string, error) {
 	whole := "#" + hex.EncodeToString(v.FullBytes)
 	if !known || v.Class != asn1.ClassUniversal || v.IsCompound {
-		return whole
+		return whole, nil
 	}
-	var s string
 	if a.directoryString {
-		if !directoryStringTags[v.Tag] || len(v.Bytes) == 0 {
-			return whole
+		if !directoryStringTags[v.Tag] {
+			return whole, nil
 		}
-		s = printable(v.Tag, v.Bytes)
-	} else {
-		if v.Tag != a.tag {
-			return whole
+		if len(v.Bytes) == 0 {
+			return "", ErrValueNotValid
 		}
-		s = printable(v.Tag, v.Bytes)
+	} else if v.Tag != a.tag || len(v.Bytes) == 0 {
+		return whole, nil
 	}
+	s := printable(v.Tag, v.Bytes)
 	if strings.IndexByte(s, 0) >= 0 {
-		return whole
+		return whole, nil
 	}
-	return escape(s)
+	return escape(s), nil
 }
 
 // printable is GnuTLS's make_printable_string: BMPString becomes UTF-8, a TeletexString
@@ -120,11 +135,15 @@ func printable(tag int, content []byte) string {
 	return string(content)
 }
 
-// ucs2ToUTF8 converts big-endian UTF-16, refusing an odd length or an unpaired surrogate
-// as GnuTLS's converter does.
+// ucs2ToUTF8 converts big-endian UTF-16 as GnuTLS's converter does: one trailing U+0000
+// is dropped when something precedes it, and an odd length or an unpaired surrogate is
+// refused (crypto/x509 refuses both before we see them).
 func ucs2ToUTF8(b []byte) (string, bool) {
 	if len(b)%2 != 0 {
 		return "", false
+	}
+	if n := len(b); n > 2 && b[n-1] == 0 && b[n-2] == 0 {
+		b = b[:n-2]
 	}
 	u := make([]uint16, len(b)/2)
 	for i := range u {

@@ -16,14 +16,14 @@ type attribute struct {
 	tag             int
 }
 
-// directoryStringTags are the alternatives of GnuTLS's PKIX1.DirectoryString.
+// directoryStringTags are the alternatives of GnuTLS's PKIX1.DirectoryString (IA5String is
+// not one of them: measured, an IA5String CN prints as hex).
 var directoryStringTags = map[int]bool{
 	asn1.TagT61String:       true,
 	asn1.TagPrintableString: true,
 	tagUniversalString:      true,
 	asn1.TagUTF8String:      true,
 	asn1.TagBMPString:       true,
-	asn1.TagIA5String:       true,
 }
 
 func dirString(name string) attribute { return attribute{name: name, directoryString: true} }
