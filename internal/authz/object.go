@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"fmt"
 	"log/slog"
 )
 
@@ -53,7 +52,7 @@ func Build(typ, id string, props map[string]any, opt Options) (Authorizer, error
 	case TypeListFile, TypeListFileQAPI:
 		return buildListFile(v, id, props, opt.Logger)
 	}
-	return nil, fmt.Errorf("invalid object type: %s", typ)
+	return nil, errorf("invalid object type: %s", typ)
 }
 
 func buildSimple(v visitor, props map[string]any) (*Simple, error) {
