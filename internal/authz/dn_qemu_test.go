@@ -21,6 +21,12 @@ type qemuNBD struct {
 
 func startQemuNBD(t *testing.T, p *testPKI) *qemuNBD {
 	t.Helper()
+	return startQemuNBDWith(t, p, "authz-simple,id=a,identity=NOTHIS")
+}
+
+// startQemuNBDWith serves with authzObject (whose id must be "a") as the TLS authorizer.
+func startQemuNBDWith(t *testing.T, p *testPKI, authzObject string) *qemuNBD {
+	t.Helper()
 	dir := t.TempDir()
 	srv := filepath.Join(dir, "server")
 	p.writeDir(t, srv, "server", p.issue(t, rawName(t, rdn1(oidCN, tUTF8, "localhost")), true))
@@ -36,7 +42,7 @@ func startQemuNBD(t *testing.T, p *testPKI) *qemuNBD {
 	defer errf.Close()
 	q.cmd = exec.Command("qemu-nbd",
 		"--object", "tls-creds-x509,id=t,endpoint=server,dir="+srv,
-		"--object", "authz-simple,id=a,identity=NOTHIS",
+		"--object", authzObject,
 		"--tls-creds", "t", "--tls-authz", "a",
 		"-t", "-k", q.socket, "-r", "-f", "raw", img)
 	q.cmd.Stderr = errf
@@ -66,16 +72,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// refusal connects with nbdinfo as the client holding cert and returns the line qemu-nbd
-// printed about it, without its "qemu-nbd: option negotiation failed: " prefix.
-func (q *qemuNBD) refusal(t *testing.T, p *testPKI, cert *x509.Certificate, n int) string {
+// connect runs nbdinfo as the client holding cert and reports whether it got in.
+func (q *qemuNBD) connect(t *testing.T, p *testPKI, cert *x509.Certificate) bool {
 	t.Helper()
 	dir := t.TempDir()
 	p.writeDir(t, dir, "client", cert)
 	uri := "nbds+unix:///?socket=" + q.socket + "&tls-certificates=" + dir
-	out, err := exec.Command("nbdinfo", uri).CombinedOutput()
-	if err == nil {
-		t.Fatalf("nbdinfo was let in:\n%s", out)
+	return exec.Command("nbdinfo", "--size", uri).Run() == nil
+}
+
+// refusal connects with nbdinfo as the client holding cert and returns the n-th line
+// (from 0) qemu-nbd printed about a refused client, without its "qemu-nbd: option
+// negotiation failed: " prefix.
+func (q *qemuNBD) refusal(t *testing.T, p *testPKI, cert *x509.Certificate, n int) string {
+	t.Helper()
+	if q.connect(t, p, cert) {
+		t.Fatalf("nbdinfo was let in")
 	}
 	const prefix = "qemu-nbd: option negotiation failed: "
 	var lines []string

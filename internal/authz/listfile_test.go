@@ -70,6 +70,36 @@ func TestListFileReloadsWhenANewFileIsRenamedOntoIt(t *testing.T) {
 	waitFor(t, "the renamed file to be in force", func() bool { return f.Allow("CN=c") && !f.Allow("CN=a") })
 }
 
+// TestListFileFollowsASymlinkSwap replaces the file the way Kubernetes updates a
+// ConfigMap or Secret volume: the name is a symlink through "..data", and "..data" is
+// renamed onto a link to a new directory.
+func TestListFileFollowsASymlinkSwap(t *testing.T) {
+	dir := t.TempDir()
+	for name, who := range map[string]string{"v1": "CN=a", "v2": "CN=e"} {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, name, "acl.json"), allowOnly(who))
+	}
+	link := func(target, name string) {
+		t.Helper()
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("v1", "..data")
+	link("..data/acl.json", "acl.json")
+	f, _ := openListFile(t, filepath.Join(dir, "acl.json"), true)
+	if !f.Allow("CN=a") {
+		t.Fatal("initial rules not in force")
+	}
+	link("v2", "..data_tmp")
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the swapped-in file to be in force", func() bool { return f.Allow("CN=e") && !f.Allow("CN=a") })
+}
+
 // TestListFileFailedReloadKeepsTheRules breaks the file, waits for the watcher to have
 // tried it (the one log line), checks the old rules still hold, then mends the file.
 func TestListFileFailedReloadKeepsTheRules(t *testing.T) {
