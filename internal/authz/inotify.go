@@ -1,10 +1,10 @@
 package authz
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,18 +59,20 @@ func (w *dirWatch) run(changed, gone func()) {
 	}
 }
 
-// scanEvents reads a batch of inotify events: relevant if any reports a finished file (or
-// the queue overflowed, which may have hidden one), ended if the watch was removed.
+// scanEvents reads a batch of inotify events (struct inotify_event: wd, mask, cookie, len,
+// then len bytes of name): relevant if any reports a finished file (or the queue
+// overflowed, which may have hidden one), ended if the watch was removed.
 func scanEvents(b []byte) (relevant, ended bool) {
 	for len(b) >= unix.SizeofInotifyEvent {
-		ev := (*unix.InotifyEvent)(unsafe.Pointer(&b[0]))
+		mask := binary.NativeEndian.Uint32(b[4:8])
+		nameLen := binary.NativeEndian.Uint32(b[12:16])
 		switch {
-		case ev.Mask&unix.IN_IGNORED != 0:
+		case mask&unix.IN_IGNORED != 0:
 			ended = true
-		case ev.Mask&(unix.IN_CLOSE_WRITE|unix.IN_MOVED_TO|unix.IN_Q_OVERFLOW) != 0:
+		case mask&(unix.IN_CLOSE_WRITE|unix.IN_MOVED_TO|unix.IN_Q_OVERFLOW) != 0:
 			relevant = true
 		}
-		size := unix.SizeofInotifyEvent + int(ev.Len)
+		size := unix.SizeofInotifyEvent + int(nameLen)
 		if size > len(b) {
 			break
 		}

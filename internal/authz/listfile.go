@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -113,8 +114,7 @@ func (f *ListFile) load(always bool) (changed bool, err error) {
 	data, err := os.ReadFile(f.filename)
 	if err != nil {
 		f.last = nil
-		return true, errorf("Unable to read '%s': Failed to open file “%s”: %s",
-			f.filename, f.filename, describe(err))
+		return true, errorf("Unable to read '%s': %s", f.filename, readError(f.filename, err))
 	}
 	if !always && f.last != nil && bytes.Equal(data, f.last) {
 		return false, nil
@@ -151,7 +151,17 @@ func (f *ListFile) parse(data []byte) (*List, error) {
 	return l, nil
 }
 
-// describe gives an I/O error as strerror(3) words it, the way GLib reports it.
+// readError words a failed os.ReadFile as GLib's g_file_get_contents does, which QEMU
+// quotes: the open failed, or the read did (reading a directory).
+func readError(name string, err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Op != "open" {
+		return fmt.Sprintf("Error reading file “%s”: %s", name, describe(err))
+	}
+	return fmt.Sprintf("Failed to open file “%s”: %s", name, describe(err))
+}
+
+// describe gives an I/O error as strerror(3) words it.
 func describe(err error) string {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {

@@ -202,6 +202,11 @@ func TestListFileLoadErrorsSayWhatIsWrong(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Errorf("missing file:\n got %v\nwant %s", err, want)
 	}
+	_, err = OpenListFile("acl", dir, false, nil)
+	want = "Unable to read '" + dir + "': Error reading file “" + dir + "”: Is a directory"
+	if err == nil || err.Error() != want {
+		t.Errorf("directory:\n got %v\nwant %s", err, want)
+	}
 }
 
 // TestAllowIsSafeDuringReloads checks, under -race, that checks running while the rules
