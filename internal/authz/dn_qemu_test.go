@@ -78,7 +78,7 @@ func (q *qemuNBD) connect(t *testing.T, p *testPKI, cert *x509.Certificate) bool
 	dir := t.TempDir()
 	p.writeDir(t, dir, "client", cert)
 	uri := "nbds+unix:///?socket=" + q.socket + "&tls-certificates=" + dir
-	return exec.Command("nbdinfo", "--size", uri).Run() == nil
+	return tool(t, "nbdinfo", "--size", uri).Run() == nil
 }
 
 // refusal connects with nbdinfo as the client holding cert and returns the n-th line

@@ -3,7 +3,6 @@ package authz
 import (
 	"encoding/json"
 	"math/rand/v2"
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -62,7 +61,7 @@ func glibMatches(t *testing.T, pairs [][2]string) []bool {
 	const script = `import json, sys
 from gi.repository import GLib
 print(json.dumps([GLib.pattern_match_simple(p, s) for p, s in json.load(sys.stdin)]))`
-	cmd := exec.Command("/usr/bin/python3", "-c", script)
+	cmd := tool(t, "/usr/bin/python3", "-c", script)
 	cmd.Stdin = strings.NewReader(string(in))
 	out, err := cmd.Output()
 	if err != nil {

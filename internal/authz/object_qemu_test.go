@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,7 +65,7 @@ var objectCases = []string{
 // fail opening the image. It returns the message, or "" when the object was accepted.
 func qemuNBDObject(t *testing.T, arg, missing string) string {
 	t.Helper()
-	out, _ := exec.Command("qemu-nbd", "--object", arg, missing).CombinedOutput()
+	out, _ := tool(t, "qemu-nbd", "--object", arg, missing).CombinedOutput()
 	line, _, _ := strings.Cut(string(out), "\n")
 	msg, ok := strings.CutPrefix(line, "qemu-nbd: ")
 	if !ok {
@@ -87,9 +86,12 @@ func TestObjectErrorsAreQemuNBDs(t *testing.T) {
 		typ, id, props, form := objectProps(t, arg)
 		a, err := Build(typ, id, props, Options{Form: form})
 		got := ""
-		if err != nil {
+		switch {
+		case err != nil && a != nil:
+			t.Errorf("%s: an authorizer (%#v) with the error", arg, a)
+		case err != nil:
 			got = err.Error()
-		} else if a == nil {
+		case a == nil:
 			t.Errorf("%s: no authorizer and no error", arg)
 		}
 		if got != want {
