@@ -30,7 +30,8 @@
 // (docs/authz.md, "How a DN is rendered"). SubjectDN also returns GnuTLS's error for the
 // subjects it cannot render (an empty CN, say), which qemu-nbd turns into "Cannot get
 // client distinguished name: ASN1 parser: Value is not valid." before asking the
-// authorizer; a TLS server should refuse such a client the same way.
+// authorizer; a TLS server should refuse such a client the same way. Check does the whole
+// step (name, ask, refuse in qemu-nbd's words) for a verified client certificate.
 //
 // # Errors
 //

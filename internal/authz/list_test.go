@@ -99,3 +99,22 @@ func TestUnknownObjectTypeIsRefused(t *testing.T) {
 		t.Fatal("IsType disagrees with Build")
 	}
 }
+
+func TestCheckRefusesInQemuNBDsWords(t *testing.T) {
+	p := newTestPKI(t)
+	good := p.issue(t, rawName(t, rdn1(oidC, tPrintable, "GB"), rdn1(oidCN, tUTF8, "c1")), false)
+	empty := p.issue(t, rawName(t, rdn1(oidCN, tUTF8, "")), false)
+	allowAll := mustBuild(t, "authz-list,id=a,policy=allow")
+	if err := Check(&Simple{Identity: "C=GB,CN=c1"}, good); err != nil {
+		t.Errorf("allowed client refused: %v", err)
+	}
+	if err := Check(&Simple{Identity: "CN=c1"}, good); err == nil ||
+		err.Error() != "TLS x509 authz check for C=GB,CN=c1 is denied" {
+		t.Errorf("denied client: %v", err)
+	}
+	// An unrenderable subject is refused even by an authorizer that allows everyone.
+	if err := Check(allowAll, empty); err == nil ||
+		err.Error() != "Cannot get client distinguished name: ASN1 parser: Value is not valid." {
+		t.Errorf("unrenderable subject: %v", err)
+	}
+}
