@@ -24,6 +24,7 @@ func TestEveryRowKindAgainstReferenceServers(t *testing.T) {
 	cfg := config{
 		params:     fioParams{runtime: 300 * time.Millisecond, size: 32 << 20, region: 8 << 20, iodepth: 4},
 		backupSize: backup,
+		copyPasses: 2,
 		rowTimeout: time.Minute,
 		servers:    []string{"qnbd", "qemu-nbd", "nbdkit"},
 		workloads:  []string{"randread-4k", "nbdcopy-1conn", "nbdcopy-4conn", "nbdcopy-tls-1conn"},
@@ -57,8 +58,9 @@ func TestEveryRowKindAgainstReferenceServers(t *testing.T) {
 			t.Errorf("%s/%s: %+v", r.Workload, r.Server, r)
 		}
 		isCopy := strings.HasPrefix(r.Workload, "nbdcopy")
-		if isCopy && (m.Bytes != backup || m.IOPS != 0 || m.ClientCPUPerGiB < 0) {
-			t.Errorf("%s/%s: an nbdcopy row must copy the whole %d-byte image and have no IOPS: %+v", r.Workload, r.Server, backup, m)
+		if isCopy && (m.Bytes != 2*backup || len(m.PassMiBps) != 2 || m.MiBps != median(m.PassMiBps) || m.IOPS != 0 || m.ClientCPUPerGiB < 0) {
+			t.Errorf("%s/%s: an nbdcopy row must copy the whole %d-byte image twice, report the median pass and have no IOPS: %+v",
+				r.Workload, r.Server, backup, m)
 		}
 		if !isCopy && (m.IOPS <= 0 || m.IOs <= 0 || m.MeanLatUs <= 0) {
 			t.Errorf("%s/%s: a fio row lacks IOPS or latency: %+v", r.Workload, r.Server, m)
@@ -154,12 +156,15 @@ func TestParseFlagsAndSizes(t *testing.T) {
 	if _, err := parseFlags([]string{"-size", "1G", "-region", "2G"}); err == nil {
 		t.Errorf("a read region larger than the image was accepted")
 	}
+	if _, err := parseFlags([]string{"-copy-passes", "0"}); err == nil {
+		t.Errorf("zero copy passes were accepted")
+	}
 	if _, err := parseFlags([]string{"-servers", "qnbd,nosuch"}); err == nil {
 		t.Errorf("an unknown server was accepted")
 	}
 	cfg, err := parseFlags(nil)
 	if err != nil || cfg.params.size != 10<<30 || cfg.params.runtime != 10*time.Second || len(cfg.workloads) != len(workloads) ||
-		cfg.backupSize != 2<<30 {
+		cfg.backupSize != 2<<30 || cfg.copyPasses != 3 {
 		t.Errorf("defaults: %+v, %v", cfg, err)
 	}
 	cfg, err = parseFlags([]string{"-quick", "-backup-size", "16M"})
@@ -179,5 +184,16 @@ func TestParseFioRejectsFailedJobs(t *testing.T) {
 	r, err := parseFio([]byte("fio: connected\n"+`{"jobs":[{"read":{"iops":10,"bw_bytes":2097152,"total_ios":20,"lat_ns":{"mean":3000},"clat_ns":{"percentile":{"99.000000":8000}}}}]}`), true)
 	if err != nil || r.IOPS != 10 || r.MiBps != 2 || r.MeanLatUs != 3 || r.P99LatUs != 8 || r.IOs != 20 {
 		t.Errorf("parseFio = %+v, %v", r, err)
+	}
+}
+
+func TestMedianOfPasses(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{[]float64{5}, 5}, {[]float64{9, 1, 5}, 5}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
 	}
 }

@@ -12,7 +12,8 @@
 //	randwrite-4k-4conn   random 4 KiB writes from 4 jobs, each its own NBD connection
 //
 // The backup rows copy a whole, fully written image (-backup-size, 2 GiB by default) to
-// null: with nbdcopy at its default settings but for --connections. The image is made once
+// null: with nbdcopy at its default settings but for --connections, -copy-passes times (3)
+// against one server, and report the median pass's throughput. The image is made once
 // per run from pseudo-random data (no holes to skip, nothing compressible); qnbd and qemu-nbd
 // serve its qcow2 conversion, nbdkit the raw file, and each row first reads the served file
 // once so that every server starts with it in the page cache:
@@ -40,6 +41,6 @@
 // Usage:
 //
 //	go run ./bench [-quick] [-runtime 10s] [-size 10G] [-region 1G] [-iodepth 16]
-//	               [-backup-size 2G] [-row-timeout 5m] [-out results.json] [-qnbd bin/qnbd]
+//	               [-backup-size 2G] [-copy-passes 3] [-row-timeout 5m] [-out results.json] [-qnbd bin/qnbd]
 //	               [-servers qnbd,qemu-nbd,nbdkit] [-workloads randwrite-4k,nbdcopy-1conn,...]
 package main

@@ -18,6 +18,7 @@ import (
 type config struct {
 	params     fioParams
 	backupSize int64         // size of the fully written image the nbdcopy rows copy
+	copyPasses int           // whole-image copies per nbdcopy row
 	rowTimeout time.Duration // limit on one row's client run
 	servers    []string
 	workloads  []string
@@ -75,6 +76,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&size, "size", "10G", "virtual size of the fio images")
 	fs.StringVar(&region, "region", "1G", "prefilled region the fio read workloads read")
 	fs.StringVar(&backupSize, "backup-size", "2G", "size of the fully written image the nbdcopy rows copy")
+	fs.IntVar(&cfg.copyPasses, "copy-passes", 3, "whole-image copies per nbdcopy row (the median pass is reported)")
 	fs.BoolVar(&quick, "quick", false, "small and short: "+quickSummary()+" unless given")
 	fs.IntVar(&cfg.params.iodepth, "iodepth", 16, "fio requests in flight per connection")
 	fs.DurationVar(&cfg.rowTimeout, "row-timeout", 5*time.Minute, "give up on a row whose client runs longer than this (on top of -runtime)")
@@ -113,6 +115,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.backupSize, err = parseSize(backupSize); err != nil {
 		return cfg, err
+	}
+	if cfg.copyPasses < 1 {
+		return cfg, fmt.Errorf("-copy-passes must be at least 1")
 	}
 	if cfg.rowTimeout <= 0 {
 		return cfg, fmt.Errorf("-row-timeout must be positive")

@@ -28,6 +28,8 @@ type measurement struct {
 	// ServerPeakRSSMiB is the server's VmHWM at the end of the row (each row starts its own
 	// server process).
 	ServerPeakRSSMiB float64 `json:"server_peak_rss_mib"`
+	// PassMiBps is each nbdcopy pass's throughput (nbdcopy rows only); MiBps is their median.
+	PassMiBps []float64 `json:"pass_mib_per_s,omitempty"`
 	// ClientCPUPerGiB is nbdcopy's own user+system time per GiB (nbdcopy rows only): on 2
 	// cores the client competes with the server for the same CPUs.
 	ClientCPUPerGiB float64 `json:"client_cpu_seconds_per_gib,omitempty"`

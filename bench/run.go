@@ -117,7 +117,7 @@ func runCopyRow(ctx context.Context, cfg config, k serverKind, wl workload, fx *
 	}
 	uri := copyURI(sock, creds.client)
 	return measureServer(ctx, k.argv(img, sock, creds.server), sock, cfg.rowTimeout, func(ctx context.Context) (measurement, error) {
-		return runCopy(ctx, uri, wl.copy.conns, fx.backupSize)
+		return runCopy(ctx, uri, wl.copy.conns, cfg.copyPasses, fx.backupSize)
 	})
 }
 
