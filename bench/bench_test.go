@@ -92,7 +92,11 @@ func TestEveryRowKindAgainstReferenceServers(t *testing.T) {
 	if want := tlsRow.Result.MiBps / plainRow.Result.MiBps; tlsRow.RatioToPlain != want {
 		t.Errorf("TLS ratio to plain %v, want %v", tlsRow.RatioToPlain, want)
 	}
-	for _, want := range []string{"srv CPU s/GiB", "srv RSS MiB", "vs qemu-nbd", "vs nbdkit", "vs plain",
+	if tlsRow.Result.ServerCPUPerGiB > 0 && plainRow.Result.ServerCPUPerGiB > 0 &&
+		tlsRow.CPURatioToPlain != tlsRow.Result.ServerCPUPerGiB/plainRow.Result.ServerCPUPerGiB {
+		t.Errorf("TLS CPU ratio to plain %v, want %v", tlsRow.CPURatioToPlain, tlsRow.Result.ServerCPUPerGiB/plainRow.Result.ServerCPUPerGiB)
+	}
+	for _, want := range []string{"srv CPU s/GiB", "srv RSS MiB", "vs qemu-nbd", "vs nbdkit", "vs plain", "CPU vs plain",
 		"nbdcopy-tls-1conn  qnbd", "error", "errors:", "1.00x"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q", want)

@@ -27,6 +27,9 @@ type result struct {
 	RatioToQemuNBD float64 `json:"ratio_to_qemu_nbd,omitempty"`
 	RatioToNbdkit  float64 `json:"ratio_to_nbdkit,omitempty"`
 	RatioToPlain   float64 `json:"ratio_to_plain,omitempty"`
+	// CPURatioToPlain (TLS rows) is the server's CPU seconds per GiB over its own figure on
+	// the same workload without TLS: what TLS costs the server, whoever limits throughput.
+	CPURatioToPlain float64 `json:"cpu_ratio_to_plain,omitempty"`
 }
 
 // report is the JSON file -out writes.
@@ -68,14 +71,14 @@ func (r *report) failed() int {
 
 // addRatios fills the ratio fields from the other rows of the same run.
 func addRatios(rs []result) {
-	mibps := map[[2]string]float64{} // (server, workload) -> MiB/s
+	rows := map[[2]string]measurement{} // (server, workload) -> its measurement
 	for _, r := range rs {
 		if r.Error == "" {
-			mibps[[2]string{r.Server, r.Workload}] = r.Result.MiBps
+			rows[[2]string{r.Server, r.Workload}] = r.Result
 		}
 	}
 	ratio := func(v float64, server, workload string) float64 {
-		if b := mibps[[2]string{server, workload}]; b > 0 {
+		if b := rows[[2]string{server, workload}].MiBps; b > 0 {
 			return v / b
 		}
 		return 0
@@ -89,17 +92,20 @@ func addRatios(rs []result) {
 		r.RatioToNbdkit = ratio(r.Result.MiBps, "nbdkit", r.Workload)
 		if plain := findWorkload(r.Workload).plainCounterpart(); plain != "" {
 			r.RatioToPlain = ratio(r.Result.MiBps, r.Server, plain)
+			if b := rows[[2]string{r.Server, plain}].ServerCPUPerGiB; b > 0 {
+				r.CPURatioToPlain = r.Result.ServerCPUPerGiB / b
+			}
 		}
 	}
 }
 
 func printTable(w io.Writer, rep *report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "workload\tserver\tMiB/s\tIOPS\tsrv CPU s/GiB\tsrv RSS MiB\tmean lat us\tp99 lat us\tvs qemu-nbd\tvs nbdkit\tvs plain\t\n")
+	fmt.Fprintf(tw, "workload\tserver\tMiB/s\tIOPS\tsrv CPU s/GiB\tsrv RSS MiB\tmean lat us\tp99 lat us\tvs qemu-nbd\tvs nbdkit\tvs plain\tCPU vs plain\t\n")
 	var errs []string
 	for _, r := range rep.Results {
 		if r.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\terror\t-\t-\t-\t-\t-\t-\t-\t-\t\n", r.Workload, r.Server)
+			fmt.Fprintf(tw, "%s\t%s\terror\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\n", r.Workload, r.Server)
 			errs = append(errs, fmt.Sprintf("  %s/%s: %s", r.Workload, r.Server, firstLine(r.Error, 240)))
 			continue
 		}
@@ -108,14 +114,15 @@ func printTable(w io.Writer, rep *report) {
 		if m.IOPS > 0 {
 			iops, mean, p99 = fmt.Sprintf("%.0f", m.IOPS), fmt.Sprintf("%.0f", m.MeanLatUs), fmt.Sprintf("%.0f", m.P99LatUs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t\n", r.Workload, r.Server,
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Workload, r.Server,
 			m.MiBps, iops, m.ServerCPUPerGiB, m.ServerPeakRSSMiB, mean, p99,
-			formatRatio(r.RatioToQemuNBD), formatRatio(r.RatioToNbdkit), formatRatio(r.RatioToPlain))
+			formatRatio(r.RatioToQemuNBD), formatRatio(r.RatioToNbdkit), formatRatio(r.RatioToPlain), formatRatio(r.CPURatioToPlain))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "(fio: %s per workload, %s images, iodepth %d per connection; nbdcopy: %s fully written image to null:;\n"+
 		" %d CPUs, load average at start %s; srv CPU = the server's user+system seconds per GiB moved,\n"+
-		" srv RSS = its peak RSS; ratios compare MiB/s; vs plain = the same server without TLS)\n",
+		" srv RSS = its peak RSS; ratios compare MiB/s; vs plain = the same server without TLS,\n"+
+		" CPU vs plain = its srv CPU s/GiB over its own without TLS)\n",
 		rep.Runtime, formatSize(rep.Size), rep.IODepth, formatSize(rep.BackupSize), rep.CPUs, rep.LoadAvg)
 	if len(errs) > 0 {
 		fmt.Fprintf(w, "errors:\n%s\n", strings.Join(errs, "\n"))
