@@ -47,6 +47,9 @@ func TestEveryRowKindAgainstReferenceServers(t *testing.T) {
 	byRow := map[string]result{}
 	for _, r := range rep.Results {
 		byRow[r.Workload+"/"+r.Server] = r
+		if r.RowSeconds <= 0 {
+			t.Errorf("%s/%s: no row wall time", r.Workload, r.Server)
+		}
 		if r.Server == "qnbd" {
 			if !strings.Contains(r.Error, "exited before listening") || r.Result.MiBps != 0 || r.RatioToQemuNBD != 0 {
 				t.Errorf("%s/qnbd: want an error cell, got %+v", r.Workload, r)

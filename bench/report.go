@@ -19,6 +19,10 @@ type result struct {
 	Workload string      `json:"workload"`
 	Result   measurement `json:"result"`
 	Error    string      `json:"error,omitempty"`
+	// RowSeconds is the wall time of the whole row: making its image (or the shared backup
+	// image, for the first nbdcopy row), starting and stopping the server, the client and the
+	// cleanup. On a busy disk the setup and cleanup can take far longer than the measurement.
+	RowSeconds float64 `json:"row_seconds"`
 	// The ratios compare throughput (MiB/s; for fio rows that is also the IOPS ratio, the
 	// block size being the same) with another row of the same run:
 	// RatioToQemuNBD to qemu-nbd on the same workload (over TLS: qemu-nbd over TLS),

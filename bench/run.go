@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // run measures every selected (server, workload) pair and prints the table to w. A row that
@@ -48,7 +49,9 @@ func run(ctx context.Context, cfg config, w io.Writer) (*report, error) {
 				continue
 			}
 			r := result{Server: k.name, Workload: wk.name}
+			t0 := time.Now()
 			m, err := runRow(ctx, cfg, k, *wk, fx, filepath.Join(dir, k.name))
+			r.RowSeconds = time.Since(t0).Seconds()
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -57,7 +60,8 @@ func run(ctx context.Context, cfg config, w io.Writer) (*report, error) {
 				fmt.Fprintf(w, "%-20s %-9s FAILED: %v\n", wk.name, k.name, err)
 			} else {
 				r.Result = m
-				fmt.Fprintf(w, "%-20s %-9s %9.1f MiB/s %7.2f server CPU s/GiB\n", wk.name, k.name, m.MiBps, m.ServerCPUPerGiB)
+				fmt.Fprintf(w, "%-20s %-9s %9.1f MiB/s %7.2f server CPU s/GiB  (row took %.0f s)\n",
+					wk.name, k.name, m.MiBps, m.ServerCPUPerGiB, r.RowSeconds)
 			}
 			rep.Results = append(rep.Results, r)
 		}
