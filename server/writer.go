@@ -149,7 +149,7 @@ func (c *conn) flush(batch []*reply, vec *net.Buffers, dead bool) bool {
 	}
 	if !dead && len(*vec) > 0 {
 		v := *vec // WriteTo consumes its receiver
-		if _, err := v.WriteTo(c.nc); err != nil {
+		if _, err := v.WriteTo(c.wire); err != nil {
 			dead = true
 			c.srv.log.Debug("nbd: write failed; closing", "remote", c.remote, "err", err)
 			c.abort()

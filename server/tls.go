@@ -1,0 +1,126 @@
+// TLS: the FORCEDTLS gate before STARTTLS, the STARTTLS upgrade with its full reset, and the
+// authorisation check after the TLS handshake. What each refusal sends and logs is what
+// qemu-nbd 7.2 does (docs/tls.md, docs/hostile-clients.md).
+package server
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+)
+
+// tlsRefusal ends a handshake for a TLS reason. Error is the text qemu-nbd prints after
+// "option negotiation failed: " for the same case; err is the underlying cause.
+type tlsRefusal struct {
+	result HandshakeResult
+	msg    string
+	err    error
+}
+
+func (e *tlsRefusal) Error() string { return e.msg }
+func (e *tlsRefusal) Unwrap() error { return e.err }
+
+// tlsRequired reports whether this connection must start TLS before anything else.
+func (c *conn) tlsRequired() bool { return c.srv.Config.TLSConfig != nil && !c.tlsOn }
+
+// optionBeforeTLS answers an option received while TLS is required but not yet started, as
+// qemu-nbd does: STARTTLS starts it; EXPORT_NAME (which has no error reply) and any option
+// from a client without NBD_FLAG_C_FIXED_NEWSTYLE close the connection; every other
+// option, ABORT included, gets NBD_REP_ERR_TLS_REQD, and the connection stays open except
+// after ABORT.
+func (c *conn) optionBeforeTLS(opt Opt, o *optReader, n *negotiation) error {
+	n.tlsRefused = true
+	refuse := func(format string, args ...any) error {
+		return &tlsRefusal{result: HandshakeTLSRequired, msg: fmt.Sprintf(format, args...)}
+	}
+	if !n.fixed {
+		return refuse("Unsupported option %#x", uint32(opt))
+	}
+	switch opt {
+	case OptStartTLS:
+		if o.left > 0 {
+			// A client that cannot start TLS correctly is dropped.
+			if err := o.skip(); err != nil {
+				return err
+			}
+			c.optError(opt, RepErrInvalid, "option 'starttls' has unexpected length")
+			return refuse("option 'starttls' has unexpected length")
+		}
+		return c.startTLS(n)
+	case OptExportName:
+		return refuse("Option %#x not permitted before TLS", uint32(opt))
+	}
+	if err := o.skip(); err != nil {
+		return err
+	}
+	if err := c.optError(opt, RepErrTLSReqd, "Option %#x not permitted before TLS", uint32(opt)); err != nil && opt != OptAbort {
+		return err
+	}
+	if opt == OptAbort {
+		return errAbort
+	}
+	return nil
+}
+
+// optStartTLS answers STARTTLS once TLS is running or when it is not configured.
+func (c *conn) optStartTLS(o *optReader, n *negotiation) error {
+	const opt = OptStartTLS
+	switch {
+	case o.left > 0:
+		if err := o.skip(); err != nil {
+			return err
+		}
+		return c.optError(opt, RepErrInvalid, "option 'starttls' has unexpected length")
+	case c.tlsOn:
+		return c.optError(opt, RepErrInvalid, "TLS already enabled")
+	}
+	// NOTLS mode: "If the server receives NBD_OPT_STARTTLS it MUST respond with
+	// NBD_REP_ERR_POLICY (if it does not support TLS for policy reasons)".
+	n.refused = true
+	return c.optError(opt, RepErrPolicy, "TLS not configured")
+}
+
+// startTLS acknowledges STARTTLS, runs the TLS handshake under the handshake deadline
+// already set on the socket, checks the client's authorisation, and switches the
+// connection to the TLS session with every negotiated result reset.
+//
+// Bytes the client pipelined after the STARTTLS request are not options any more: they are
+// the first bytes the TLS layer reads, so plaintext there fails the handshake ("An
+// unexpected TLS packet was received", as with qemu-nbd) and is never taken as
+// TLS-protected data (CVE-2021-3716).
+func (c *conn) startTLS(n *negotiation) error {
+	if err := c.optReply(OptStartTLS, RepAck, nil); err != nil {
+		return err
+	}
+	cfg := c.srv.Config.TLSConfig()
+	if cfg == nil {
+		return &tlsRefusal{result: HandshakeTLSFailed, msg: "TLS handshake failed: no credentials"}
+	}
+	tc := tls.Server(bufferedConn{Conn: c.nc, r: c.br}, cfg)
+	if err := tc.Handshake(); err != nil {
+		return &tlsRefusal{result: HandshakeTLSFailed, msg: gnutlsText(err), err: err}
+	}
+	if auth := c.srv.Config.Authorize; auth != nil {
+		if err := auth(tc.ConnectionState()); err != nil {
+			return &tlsRefusal{result: HandshakeAuthzDenied, msg: err.Error(), err: err}
+		}
+	}
+	c.wire = tc
+	c.tlsOn = true
+	c.br = bufio.NewReaderSize(tc, readBufferSize)
+	n.resetForTLS()
+	c.srv.log.Debug("nbd: TLS started", "remote", c.remote,
+		"version", tls.VersionName(tc.ConnectionState().Version))
+	return nil
+}
+
+// bufferedConn reads through the plaintext reader, so that nothing it buffered is skipped
+// or taken out of order: the TLS layer sees the byte stream exactly as the client sent it.
+type bufferedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
