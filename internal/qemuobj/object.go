@@ -17,9 +17,10 @@ type Object struct {
 	Keyval bool
 }
 
-// knownTypes are the user-creatable object types of qemu-nbd 7.2 ("--object help").
+// knownTypes are the user-creatable object types of qemu-nbd 7.2 ("--object help"; its
+// qom-type check knows authz-list-file as authz-listfile, and qnbd takes both).
 var knownTypes = map[string]bool{
-	"authz-list": true, "authz-list-file": true, "authz-simple": true, "iothread": true,
+	"authz-list": true, "authz-list-file": true, "authz-listfile": true, "authz-simple": true, "iothread": true,
 	"main-loop": true, "pr-manager-helper": true, "secret": true, "secret_keyring": true,
 	"thread-context": true, "throttle-group": true, "tls-cipher-suites": true,
 	"tls-creds-anon": true, "tls-creds-psk": true, "tls-creds-x509": true,
