@@ -88,7 +88,7 @@ func (ca *pkiCA) serverDir(dir string) string {
 	writePEM(ca.t, filepath.Join(dir, "ca-cert.pem"), "CERTIFICATE", ca.cert.Raw)
 	now := time.Now()
 	c, k := ca.sign(&x509.Certificate{Subject: pkix.Name{Organization: []string{"qnbd e2e"}, CommonName: "localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, DNSNames: []string{"localhost"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}}, now.Add(-time.Hour), now.Add(24*time.Hour))
 	ca.writeLeaf(dir, "server", c, k)
