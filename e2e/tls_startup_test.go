@@ -128,7 +128,7 @@ func TestTLSUnsupportedRefusedAtStart(t *testing.T) {
 	for obj, want := range map[string]string{
 		"tls-creds-x509,id=t,endpoint=server,dir=" + p.server + ",priority=NORMAL": "priority=",
 		"tls-creds-x509,id=t,endpoint=server,dir=" + p.server + ",passwordid=s0":   "passwordid=",
-		"tls-creds-anon,id=t,endpoint=server":                                       "tls-creds-anon",
+		"tls-creds-anon,id=t,endpoint=server":                                      "tls-creds-anon",
 		"tls-creds-psk,id=t,endpoint=server,dir=" + p.server:                       "TLS-PSK is not supported",
 	} {
 		code, out := startFailure(t, qnbdBin, "--object", obj, "--tls-creds", "t", "-f", "raw", img)
