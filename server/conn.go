@@ -33,8 +33,9 @@ type conn struct {
 
 	// Owned by the serving goroutine (handshake, then the request reader); wire changes only
 	// during the handshake, before the writer starts.
-	wire    net.Conn // what the protocol is spoken over: nc, or the TLS session on it
-	tlsOn   bool     // STARTTLS succeeded on this connection
+	wire    net.Conn   // what the protocol is spoken over: nc, or the TLS session on it
+	tlsOn   bool       // STARTTLS succeeded on this connection
+	tlsSock *tlsSocket // the socket under the TLS session; the writer owns it after the handshake
 	br      *bufio.Reader
 	scratch []byte // option replies and request headers
 

@@ -98,7 +98,8 @@ func (c *conn) startTLS(n *negotiation) error {
 	if cfg == nil {
 		return &tlsRefusal{result: HandshakeTLSFailed, msg: "TLS handshake failed: no credentials"}
 	}
-	tc := tls.Server(bufferedConn{Conn: c.nc, r: c.br}, cfg)
+	sock := &tlsSocket{Conn: c.nc, r: c.br}
+	tc := tls.Server(sock, cfg)
 	if err := tc.Handshake(); err != nil {
 		return &tlsRefusal{result: HandshakeTLSFailed, msg: gnutlsText(err), err: err}
 	}
@@ -108,6 +109,7 @@ func (c *conn) startTLS(n *negotiation) error {
 		}
 	}
 	c.wire = tc
+	c.tlsSock = sock
 	c.tlsOn = true
 	c.br = bufio.NewReaderSize(tc, readBufferSize)
 	n.resetForTLS()
@@ -116,11 +118,36 @@ func (c *conn) startTLS(n *negotiation) error {
 	return nil
 }
 
-// bufferedConn reads through the plaintext reader, so that nothing it buffered is skipped
-// or taken out of order: the TLS layer sees the byte stream exactly as the client sent it.
-type bufferedConn struct {
+// tlsSocket is the socket under a TLS session. It reads through the plaintext reader, so
+// that nothing it buffered is skipped or taken out of order: the TLS layer sees the byte
+// stream exactly as the client sent it. Once transmission starts, the writer goroutine turns
+// on write buffering: the TLS records of a batch of replies (crypto/tls writes each record
+// separately) then leave in a few large writes, flushed at the end of each batch.
+type tlsSocket struct {
 	net.Conn
 	r io.Reader
+	w *bufio.Writer // nil: records go straight to the socket (the handshake)
 }
 
-func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (s *tlsSocket) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+func (s *tlsSocket) Write(p []byte) (int, error) {
+	if s.w != nil {
+		return s.w.Write(p)
+	}
+	return s.Conn.Write(p)
+}
+
+// tlsWriteBuffer is the write buffer under TLS: a few maximum-size records.
+const tlsWriteBuffer = 64 << 10
+
+// bufferWrites turns on write buffering; the writer goroutine calls it before its first write.
+func (s *tlsSocket) bufferWrites() { s.w = bufio.NewWriterSize(s.Conn, tlsWriteBuffer) }
+
+// flush sends what is buffered.
+func (s *tlsSocket) flush() error {
+	if s.w == nil {
+		return nil
+	}
+	return s.w.Flush()
+}
