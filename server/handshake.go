@@ -109,7 +109,7 @@ func (c *conn) classify(err error, n *negotiation) HandshakeResult {
 	case err == nil:
 		return HandshakeOK
 	case errors.As(err, &tr):
-		if tr.result == HandshakeTLSFailed && errors.Is(err, os.ErrDeadlineExceeded) {
+		if tr.timedOut {
 			if c.srv.shuttingDown() {
 				return HandshakeAborted
 			}

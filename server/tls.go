@@ -6,21 +6,24 @@ package server
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 )
 
-// tlsRefusal ends a handshake for a TLS reason. Error is the text qemu-nbd prints after
-// "option negotiation failed: " for the same case; err is the underlying cause.
+// tlsRefusal ends a handshake for a TLS reason. Error is the whole text qemu-nbd prints after
+// "option negotiation failed: " for the same case. It deliberately does not unwrap to the
+// Go error behind it (logged at debug level instead), so that nothing rewords it as a socket
+// error; timedOut records a handshake cut off by the handshake limit.
 type tlsRefusal struct {
-	result HandshakeResult
-	msg    string
-	err    error
+	result   HandshakeResult
+	msg      string
+	timedOut bool
 }
 
 func (e *tlsRefusal) Error() string { return e.msg }
-func (e *tlsRefusal) Unwrap() error { return e.err }
 
 // tlsRequired reports whether this connection must start TLS before anything else.
 func (c *conn) tlsRequired() bool { return c.srv.Config.TLSConfig != nil && !c.tlsOn }
@@ -101,11 +104,13 @@ func (c *conn) startTLS(n *negotiation) error {
 	sock := &tlsSocket{Conn: c.nc, r: c.br}
 	tc := tls.Server(sock, cfg)
 	if err := tc.Handshake(); err != nil {
-		return &tlsRefusal{result: HandshakeTLSFailed, msg: gnutlsText(err), err: err}
+		c.srv.log.Debug("nbd: TLS handshake failed", "remote", c.remote, "err", err)
+		return &tlsRefusal{result: HandshakeTLSFailed, msg: gnutlsText(err),
+			timedOut: errors.Is(err, os.ErrDeadlineExceeded)}
 	}
 	if auth := c.srv.Config.Authorize; auth != nil {
 		if err := auth(tc.ConnectionState()); err != nil {
-			return &tlsRefusal{result: HandshakeAuthzDenied, msg: err.Error(), err: err}
+			return &tlsRefusal{result: HandshakeAuthzDenied, msg: err.Error()}
 		}
 	}
 	c.wire = tc
