@@ -4,7 +4,6 @@ go 1.26.0
 
 require (
 	github.com/cockroachdb/datadriven v1.0.2
-	github.com/fsnotify/fsnotify v1.10.1
 	github.com/klauspost/compress v1.20.1
 	github.com/pojntfx/go-nbd v0.3.2
 	github.com/prometheus/client_golang v1.25.0

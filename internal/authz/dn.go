@@ -33,7 +33,7 @@ func SubjectDN(cert *x509.Certificate) (string, error) {
 }
 
 // ErrValueNotValid is GnuTLS's error for a subject it cannot render, in its words.
-var ErrValueNotValid = errors.New("ASN1 parser: Value is not valid.")
+var ErrValueNotValid = Error("ASN1 parser: Value is not valid.")
 
 // attributeTypeAndValue keeps the value's DER as it is: its tag decides the rendering.
 type attributeTypeAndValue struct {

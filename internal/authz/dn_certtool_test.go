@@ -2,7 +2,6 @@ package authz
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,7 +14,7 @@ import (
 // two differ in nothing else (docs/authz.md, "How a DN is rendered").
 func certtoolSubject(t *testing.T, path string) string {
 	t.Helper()
-	out, err := exec.Command("certtool", "-i", "--infile", path).CombinedOutput()
+	out, err := tool(t, "certtool", "-i", "--infile", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("certtool -i %s: %v\n%s", path, err, out)
 	}
@@ -37,7 +36,7 @@ func certtoolSubject(t *testing.T, path string) string {
 // certificate in path, with the error GnuTLS gave.
 func certtoolRefuses(t *testing.T, path string) (string, bool) {
 	t.Helper()
-	out, err := exec.Command("certtool", "-i", "--infile", path).CombinedOutput()
+	out, err := tool(t, "certtool", "-i", "--infile", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("certtool -i %s: %v\n%s", path, err, out)
 	}

@@ -27,14 +27,25 @@
 // DN renders a client certificate's subject exactly as GnuTLS's gnutls_x509_crt_get_dn,
 // which QEMU passes to the authorizer and prints in "TLS x509 authz check for DN is
 // denied": certificate order, GnuTLS attribute names, RFC 4514 escaping as GnuTLS does it
-// (docs/authz.md, "How a DN is rendered").
+// (docs/authz.md, "How a DN is rendered"). SubjectDN also returns GnuTLS's error for the
+// subjects it cannot render (an empty CN, say), which qemu-nbd turns into "Cannot get
+// client distinguished name: ASN1 parser: Value is not valid." before asking the
+// authorizer; a TLS server should refuse such a client the same way. Check does the whole
+// step (name, ask, refuse in qemu-nbd's words) for a verified client certificate.
+//
+// # Errors
+//
+// Refusals are of type Error and carry QEMU's text without a program prefix; the caller
+// prints "qnbd: " (or whatever it prints) in front.
 //
 // # Differences from QEMU
 //
-// qemu-nbd 7.2 cannot create authz-list-file at all, so its behaviour here is ours: the
-// file name must be absolute whether or not refresh is on, and a reload that fails keeps
-// the previous rules and logs one line, where QEMU denies everyone until the file loads
-// again (docs/authz.md, "When a reload fails").
+// qemu-nbd 7.2 cannot create authz-list-file at all, so its behaviour here is ours
+// (docs/authz.md, "authz-list-file"): the file name must be absolute whether or not
+// refresh is on; the watch reloads when a new version of the file is complete (closed
+// after writing, or renamed into the directory) rather than on every write; and a reload
+// that fails keeps the previous rules and logs one line, where QEMU denies everyone until
+// the file loads again (docs/authz.md, "When a reload fails").
 //
 // # Concurrency
 //

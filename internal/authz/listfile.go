@@ -12,13 +12,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-
-	"github.com/fsnotify/fsnotify"
 )
 
 // ListFile is authz-list-file: an authz-list whose policy and rules live in a JSON file
 // ({"policy": "deny", "rules": [{"match": ..., "policy": ..., "format": ...}]}), re-read
-// when the file changes (refresh, through inotify) or when Reload is called (SIGHUP).
+// when a new version of the file is complete (refresh, through inotify) or when Reload is
+// called (SIGHUP).
 //
 // Unlike QEMU, a reload that fails (unreadable file, bad JSON, bad rule) keeps the rules
 // that were in force and logs one line, where QEMU denies every client until the file
@@ -29,42 +28,41 @@ type ListFile struct {
 	log      *slog.Logger
 
 	list atomic.Pointer[List]
-	mu   sync.Mutex // serialises reloads, so the last file read is the one in force
 
-	watcher *fsnotify.Watcher
-	done    chan struct{}
-	close   sync.Once
+	mu   sync.Mutex // serialises loads, so the last file read is the one in force
+	last []byte     // the content the last load read, good or bad
+
+	watch *dirWatch
+	close sync.Once
 }
 
 // OpenListFile loads filename, which must be absolute, and with refresh watches its
-// directory so that a write to the file, or a file created or renamed onto its name,
-// reloads it. log (nil: slog.Default()) receives one line per failed automatic reload.
+// directory so that the file is reloaded whenever a file there is closed after writing or
+// renamed into it and the file's content changed. log (nil: slog.Default()) receives one
+// line per failed automatic reload.
 func OpenListFile(id, filename string, refresh bool, log *slog.Logger) (*ListFile, error) {
 	if !filepath.IsAbs(filename) {
-		return nil, errors.New("Filename must be an absolute path")
+		return nil, Error("Filename must be an absolute path")
 	}
 	if log == nil {
 		log = slog.Default()
 	}
 	f := &ListFile{id: id, filename: filepath.Clean(filename), log: log}
-	l, err := f.load()
-	if err != nil {
+	if err := f.Reload(); err != nil {
 		return nil, err
 	}
-	f.list.Store(l)
 	if !refresh {
 		return f, nil
 	}
-	w, err := fsnotify.NewWatcher()
+	dir := filepath.Dir(f.filename)
+	w, err := watchDir(dir, f.refresh, func() {
+		f.log.Warn("qnbd: authz-list-file no longer watched (its directory went away); SIGHUP still reloads it",
+			"id", f.id, "dir", dir)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("Unable to watch '%s': %v", f.filename, err)
+		return nil, errorf("Unable to watch '%s': %v", dir, describe(err))
 	}
-	if err := w.Add(filepath.Dir(f.filename)); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("Unable to watch '%s': %v", filepath.Dir(f.filename), err)
-	}
-	f.watcher, f.done = w, make(chan struct{})
-	go f.watch()
+	f.watch = w
 	return f, nil
 }
 
@@ -81,81 +79,89 @@ func (f *ListFile) Filename() string { return f.filename }
 func (f *ListFile) Reload() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	l, err := f.load()
-	if err != nil {
-		return err
+	_, err := f.load(true)
+	return err
+}
+
+// refresh is the watch's reload: it does nothing when the content is what the last load
+// read (an event about another file in the directory, or a rewrite with the same bytes),
+// and logs one line when the new content does not load.
+func (f *ListFile) refresh() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	changed, err := f.load(false)
+	if changed && err != nil {
+		f.log.Warn("qnbd: authz-list-file reload failed; keeping the previous rules",
+			"id", f.id, "err", err.Error())
 	}
-	f.list.Store(l)
-	return nil
 }
 
 // Close stops watching the file. Allow keeps answering with the last rules.
 func (f *ListFile) Close() error {
 	var err error
 	f.close.Do(func() {
-		if f.watcher == nil {
-			return
+		if f.watch != nil {
+			err = f.watch.Close()
 		}
-		err = f.watcher.Close()
-		<-f.done
 	})
 	return err
 }
 
-// watch reloads on the events QEMU's file monitor reloads on: the file modified, or
-// created (which includes renamed onto its name). A removal leaves the rules alone.
-func (f *ListFile) watch() {
-	defer close(f.done)
-	for {
-		select {
-		case ev, ok := <-f.watcher.Events:
-			if !ok {
-				return
-			}
-			if filepath.Clean(ev.Name) != f.filename || !ev.Has(fsnotify.Write) && !ev.Has(fsnotify.Create) {
-				continue
-			}
-			if err := f.Reload(); err != nil {
-				f.log.Warn("qnbd: authz-list-file reload failed; keeping the previous rules",
-					"id", f.id, "err", err.Error())
-			}
-		case err, ok := <-f.watcher.Errors:
-			if !ok {
-				return
-			}
-			f.log.Warn("qnbd: authz-list-file watch error", "id", f.id, "err", err.Error())
-		}
-	}
-}
-
-// load reads and checks the file. The messages follow QEMU's authz/listfile.c where it has
-// one; a bad property is reported as for the JSON form of --object, after the file name.
-func (f *ListFile) load() (*List, error) {
+// load reads the file and, when it checks out, puts its rules in force; with always false
+// it stops early when the content is the same as last time. changed says the content
+// differed (or could not be read). Callers hold mu.
+func (f *ListFile) load(always bool) (changed bool, err error) {
 	data, err := os.ReadFile(f.filename)
 	if err != nil {
-		return nil, fmt.Errorf("Unable to read '%s': Failed to open file “%s”: %s",
-			f.filename, f.filename, describe(err))
+		f.last = nil
+		return true, errorf("Unable to read '%s': %s", f.filename, readError(f.filename, err))
 	}
+	if !always && f.last != nil && bytes.Equal(data, f.last) {
+		return false, nil
+	}
+	f.last = data
+	l, err := f.parse(data)
+	if err != nil {
+		return true, err
+	}
+	f.list.Store(l)
+	return true, nil
+}
+
+// parse checks the file's content. The messages follow QEMU's authz/listfile.c where it
+// has one; a bad property is reported as for the JSON form of --object, after the file
+// name.
+func (f *ListFile) parse(data []byte) (*List, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	var doc any
 	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("File '%s' is not valid JSON: %v", f.filename, err)
+		return nil, errorf("File '%s' is not valid JSON: %v", f.filename, err)
 	}
 	if dec.More() {
-		return nil, fmt.Errorf("File '%s' is not valid JSON: data after the object", f.filename)
+		return nil, errorf("File '%s' is not valid JSON: data after the object", f.filename)
 	}
 	obj, ok := doc.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("File '%s' must contain a JSON object", f.filename)
+		return nil, errorf("File '%s' must contain a JSON object", f.filename)
 	}
 	l, err := buildList(visitor{form: JSON}, obj)
 	if err != nil {
-		return nil, fmt.Errorf("File '%s': %v", f.filename, err)
+		return nil, errorf("File '%s': %v", f.filename, err)
 	}
 	return l, nil
 }
 
-// describe gives an I/O error as strerror(3) words it, the way GLib reports it.
+// readError words a failed os.ReadFile as GLib's g_file_get_contents does, which QEMU
+// quotes: the open failed, or the read did (reading a directory).
+func readError(name string, err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Op != "open" {
+		return fmt.Sprintf("Error reading file “%s”: %s", name, describe(err))
+	}
+	return fmt.Sprintf("Failed to open file “%s”: %s", name, describe(err))
+}
+
+// describe gives an I/O error as strerror(3) words it.
 func describe(err error) string {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {

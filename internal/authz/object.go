@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"fmt"
 	"log/slog"
 )
 
@@ -45,15 +44,22 @@ func FromObject(typ, id string, props map[string]any) (Authorizer, error) {
 // Build is FromObject with the form and logger given explicitly.
 func Build(typ, id string, props map[string]any, opt Options) (Authorizer, error) {
 	v := visitor{form: opt.Form}
+	var a Authorizer
+	var err error
 	switch typ {
 	case TypeSimple:
-		return buildSimple(v, props)
+		a, err = buildSimple(v, props)
 	case TypeList:
-		return buildList(v, props)
+		a, err = buildList(v, props)
 	case TypeListFile, TypeListFileQAPI:
-		return buildListFile(v, id, props, opt.Logger)
+		a, err = buildListFile(v, id, props, opt.Logger)
+	default:
+		err = errorf("invalid object type: %s", typ)
 	}
-	return nil, fmt.Errorf("invalid object type: %s", typ)
+	if err != nil {
+		return nil, err // never a typed nil inside the interface
+	}
+	return a, nil
 }
 
 func buildSimple(v visitor, props map[string]any) (*Simple, error) {

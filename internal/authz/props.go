@@ -78,15 +78,15 @@ func (v visitor) element(parent string, i int) string {
 }
 
 func errMissing(name string) error {
-	return fmt.Errorf("Parameter '%s' is missing", name)
+	return errorf("Parameter '%s' is missing", name)
 }
 
 func errUnexpected(name string) error {
-	return fmt.Errorf("Parameter '%s' is unexpected", name)
+	return errorf("Parameter '%s' is unexpected", name)
 }
 
 func errType(name, want string) error {
-	return fmt.Errorf("Invalid parameter type for '%s', expected: %s", name, want)
+	return errorf("Invalid parameter type for '%s', expected: %s", name, want)
 }
 
 // structOf checks that val (at path name) is an object.
@@ -106,9 +106,22 @@ func (v visitor) str(obj map[string]any, parent, m string) (s string, ok bool, e
 	}
 	s, isStr := val.(string)
 	if !isStr {
-		return "", false, errType(v.member(parent, m), "string")
+		return "", false, v.notScalar(v.member(parent, m), val, "string")
 	}
 	return s, true, nil
+}
+
+// notScalar is the error for a non-string where a scalar is expected. In key=value form
+// that can only be an object or a list (keys below the scalar's), which QEMU's keyval
+// visitor reports as stray keys; in JSON form it is a type error naming want.
+func (v visitor) notScalar(name string, val any, want string) error {
+	if v.form == Keyval {
+		switch val.(type) {
+		case map[string]any, []any:
+			return errorf("Parameters '%s.*' are unexpected", name)
+		}
+	}
+	return errType(name, want)
 }
 
 // mandatoryStr reads a string member that must be present.
@@ -132,7 +145,7 @@ func (v visitor) enum(obj map[string]any, parent, m string, names []string, def 
 	}
 	i := slices.Index(names, s)
 	if i < 0 {
-		return 0, fmt.Errorf("Parameter '%s' does not accept value '%s'", m, s)
+		return 0, errorf("Parameter '%s' does not accept value '%s'", m, s)
 	}
 	return i, nil
 }
@@ -154,7 +167,7 @@ func (v visitor) boolean(obj map[string]any, parent, m string, def bool) (bool, 
 	}
 	s, ok := val.(string)
 	if !ok {
-		return false, errType(name, "boolean")
+		return false, v.notScalar(name, val, "boolean")
 	}
 	switch s {
 	case "on", "yes", "true", "y":
@@ -162,7 +175,7 @@ func (v visitor) boolean(obj map[string]any, parent, m string, def bool) (bool, 
 	case "off", "no", "false", "n":
 		return false, nil
 	}
-	return false, fmt.Errorf("Parameter '%s' expects 'on' or 'off'", name)
+	return false, errorf("Parameter '%s' expects 'on' or 'off'", name)
 }
 
 // list reads a list member; ok is false when it is absent.
@@ -192,4 +205,14 @@ func (v visitor) onlyKnown(obj map[string]any, parent string, known ...string) e
 	}
 	slices.Sort(stray)
 	return errUnexpected(v.member(parent, stray[0]))
+}
+
+func (f Form) String() string {
+	switch f {
+	case Keyval:
+		return "key=value"
+	case JSON:
+		return "JSON"
+	}
+	return fmt.Sprintf("Form(%d)", uint8(f))
 }

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"strings"
 	"testing"
 	"unicode/utf16"
 )
@@ -109,6 +110,12 @@ func subjectCases() []subjectCase {
 		{"Russian numbers", [][]av{
 			rdn1("1.2.643.100.1", tNumeric, "1027700132195"), rdn1("1.2.643.3.131.1.1", tNumeric, "7707083893"),
 		}, "OGRN=1027700132195,INN=7707083893"},
+		{"multi-valued RDN with unknown OID and EMAIL", [][]av{
+			{{oidCN, tUTF8, "a"}, {"1.2.3.4", tUTF8, "b"}, {oidEmail, tIA5, "e@x"}},
+		}, "CN=a+1.2.3.4=#0c0162+EMAIL=e@x"},
+		{"long values", [][]av{
+			rdn1(oidCN, tUTF8, strings.Repeat("x,", 600)), rdn1("1.2.3.4", tUTF8, strings.Repeat("y", 300)),
+		}, "CN=" + strings.Repeat(`x\,`, 600) + ",1.2.3.4=#0c82012c" + strings.Repeat("79", 300)},
 		{"unsorted SET kept in stored order", [][]av{
 			{{oidOU, tUTF8, "b"}, {oidOU, tUTF8, "a"}},
 		}, "OU=b+OU=a"},
