@@ -143,11 +143,7 @@ func (ts *tlsSetup) authorize() func(tls.ConnectionState) error {
 			}
 			return qemuErrorf("Object '%s' is not a QAuthZ subclass", id)
 		}
-		dn := authz.DN(st.PeerCertificates[0])
-		if !a.Allow(dn) {
-			return fmt.Errorf("TLS x509 authz check for %s is denied", dn)
-		}
-		return nil
+		return authz.Check(a, st.PeerCertificates[0])
 	}
 }
 
