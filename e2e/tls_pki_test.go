@@ -118,6 +118,8 @@ type testPKI struct {
 	untrust  string // CN=client1 from another CA
 	expired  string // CN=client1, expired an hour ago
 	future   string // CN=client1, valid from an hour from now
+	revoked  string // CN=client1, valid, listed in the server's ca-crl.pem
+	distrust string // CN=client1, valid, but trusting another CA than the server's
 }
 
 // goodDN is the DN of the good client as GnuTLS (and so qemu-nbd) renders it.
@@ -137,5 +139,25 @@ func newTestPKI(t *testing.T) *testPKI {
 	p.untrust = valid("untrust", "client1", p.evil)
 	p.expired = p.ca.clientDir(filepath.Join(root, "expired"), p.ca, "client1", now.Add(-2*time.Hour), now.Add(-time.Hour))
 	p.future = p.ca.clientDir(filepath.Join(root, "future"), p.ca, "client1", now.Add(time.Hour), now.Add(2*time.Hour))
+	p.revoked = valid("revoked", "client1", p.ca)
+	p.ca.revoke(p.server, filepath.Join(p.revoked, "client-cert.pem"))
+	p.distrust = p.ca.clientDir(filepath.Join(root, "distrust"), p.evil, "client1", now.Add(-time.Hour), now.Add(24*time.Hour))
 	return p
+}
+
+// revoke writes dir/ca-crl.pem, signed by ca, listing the certificate in certFile.
+func (ca *pkiCA) revoke(dir, certFile string) {
+	ca.t.Helper()
+	b, err := os.ReadFile(certFile)
+	must(ca.t, err)
+	blk, _ := pem.Decode(b)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	must(ca.t, err)
+	now := time.Now()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
+		ThisUpdate: now.Add(-time.Hour), NextUpdate: now.Add(24 * time.Hour),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: c.SerialNumber, RevocationTime: now.Add(-time.Minute)}}},
+		ca.cert, ca.key)
+	must(ca.t, err)
+	writePEM(ca.t, filepath.Join(dir, "ca-crl.pem"), "X509 CRL", der)
 }

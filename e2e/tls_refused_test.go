@@ -50,6 +50,12 @@ func tlsRefusals() []tlsRefusal {
 		{name: "not yet valid certificate", result: "tls_failed", client: func(t *testing.T, s *server, p *testPKI) {
 			nbdinfoFails(p.future)(t, s, p)
 		}},
+		{name: "revoked certificate", result: "tls_failed", client: func(t *testing.T, s *server, p *testPKI) {
+			nbdinfoFails(p.revoked)(t, s, p)
+		}},
+		{name: "client distrusts the server", result: "tls_failed", client: func(t *testing.T, s *server, p *testPKI) {
+			nbdinfoFails(p.distrust)(t, s, p)
+		}},
 		{name: "authz denies the DN", result: "authz_denied", client: func(t *testing.T, s *server, p *testPKI) {
 			nbdinfoFails(p.other)(t, s, p)
 		}},

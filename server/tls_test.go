@@ -8,7 +8,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -260,5 +264,23 @@ func TestStartTLSWithoutTLSAsQemu(t *testing.T) {
 func TestGnutlsTextFallsBackToGoText(t *testing.T) {
 	if got := gnutlsText(errors.New("tls: something new")); got != "TLS handshake failed: tls: something new" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// The socket errors under a handshake, worded as GnuTLS words them in qemu-nbd's lines.
+func TestGnutlsTextSocketErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{io.EOF, msgTLSTerminated},
+		{&net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}, msgTLSTerminated},
+		{&net.OpError{Op: "read", Err: syscall.ECONNRESET}, msgTLSPull},
+		{&net.OpError{Op: "write", Err: syscall.EPIPE}, msgTLSPush},
+		{fmt.Errorf("serial 7: %w", ErrCertificateRevoked), msgRevoked},
+	} {
+		if got := gnutlsText(tc.err); got != tc.want {
+			t.Errorf("%v: %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }
