@@ -5,6 +5,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -158,5 +159,48 @@ func waitMetric(t *testing.T, s *server, series string, min float64) {
 			t.Fatalf("%s stayed below %v\n%s", series, min, s.Output())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The replies to every option before STARTTLS, and to STARTTLS on a server without TLS, are
+// qemu-nbd's byte for byte.
+func TestTLSRequiredRepliesMatchQemuNBD(t *testing.T) {
+	t.Parallel()
+	p := newTestPKI(t)
+	img := newRaw(t, shortTempDir(t), 1<<20)
+	var script []byte
+	for _, o := range []struct {
+		opt     nbd.Opt
+		payload []byte
+	}{
+		{nbd.OptList, nil}, {nbd.OptInfo, infoPayload("")}, {nbd.OptGo, infoPayload("")},
+		{nbd.OptStructuredReply, nil}, {nbd.OptListMetaContext, metaPayload("", nbd.MetaBaseAllocation)},
+		{nbd.OptSetMetaContext, metaPayload("", nbd.MetaBaseAllocation)}, {nbd.OptExtendedHeaders, nil},
+		{99, []byte("xyz")}, {nbd.OptStartTLS, []byte{0}}, // the last one closes
+	} {
+		script = append(append(script, optHeader(o.opt, uint32(len(o.payload)))...), o.payload...)
+	}
+	plain := append(append(optHeader(nbd.OptStartTLS, 0), optHeader(nbd.OptStartTLS, 1)...), 0)
+	plain = append(append(plain, optHeader(nbd.OptList, 0)...), optHeader(nbd.OptAbort, 0)...)
+
+	replies := func(s *server, b []byte) []byte {
+		c := dialRaw(t, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)))
+		c.sendFlags(nbd.FlagCFixedNewstyle | nbd.FlagCNoZeroes)
+		c.write(b)
+		return c.expectClosed()
+	}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		script []byte
+	}{
+		{"TLS required", append(tlsArgs(p.server, false), "-f", "raw", img), script},
+		{"no TLS", []string{"-f", "raw", img}, plain},
+	} {
+		want := replies(startQemuNBD(t, serverConfig{Args: tc.args, TCP: true}), tc.script)
+		got := replies(startQnbd(t, serverConfig{Args: tc.args, TCP: true}), tc.script)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: qnbd sent\n%q\nqemu-nbd sent\n%q", tc.name, got, want)
+		}
 	}
 }
