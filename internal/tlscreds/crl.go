@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 
 	"github.com/qnbd/qnbd/server"
@@ -70,7 +69,7 @@ func signedByOneOf(rl *x509.RevocationList, cas []*x509.Certificate) bool {
 
 // isRevoked reports whether c's serial is listed by its issuer's CRL.
 func (l *crl) isRevoked(c *x509.Certificate) bool {
-	return l.revoked[string(c.RawIssuer)][new(big.Int).Set(c.SerialNumber).String()]
+	return l.revoked[string(c.RawIssuer)][c.SerialNumber.String()]
 }
 
 // verify is the tls.Config.VerifyConnection of a server with a CRL: any certificate of the
