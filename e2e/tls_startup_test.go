@@ -90,6 +90,8 @@ func TestTLSStartupErrorsMatchQemuNBD(t *testing.T) {
 		{"--object", creds(damaged("mismatch", mismatch)), "--tls-creds", "t"},
 		{"--object", creds(damaged("wrong-ca", wrongCA)), "--tls-creds", "t"},
 		{"--object", "tls-creds-x509,id=t,endpoint=client,dir=" + p.good, "--tls-creds", "t"},
+		{"--object", "tls-creds-x509,id=t,endpoint=client,dir=/nonexistent", "--tls-creds", "t"},
+		{"--object", "tls-creds-x509,id=t,endpoint=client,dir=" + damaged("client-junk-ca", junk("ca-cert.pem"))},
 		{"--object", "tls-creds-x509,id=t,dir=" + p.good, "--tls-creds", "t"},
 		{"--object", "tls-creds-x509,id=t,endpoint=server", "--tls-creds", "t"},
 		{"--object", "tls-creds-x509,endpoint=server,dir=" + p.server, "--tls-creds", "t"},

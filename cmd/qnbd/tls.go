@@ -40,7 +40,7 @@ func (ts *tlsSetup) addObject(arg string) error {
 			return err
 		}
 		if !spec.Server {
-			return nil // refused if --tls-creds names it: qnbd is a server
+			return tlscreds.CheckClient(spec) // refused if --tls-creds names it
 		}
 		st, err := tlscreds.NewStore(spec)
 		if err != nil {

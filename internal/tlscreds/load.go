@@ -151,3 +151,23 @@ func privateKeyParses(der []byte) bool {
 	_, err := x509.ParseECPrivateKey(der)
 	return err == nil
 }
+
+// CheckClient makes the checks QEMU makes when it creates a client endpoint object, which
+// qnbd never uses (--tls-creds refuses it) but which qemu-nbd still loads: ca-cert.pem must
+// be readable and hold a certificate, and ca-crl.pem, if present, must be readable.
+func CheckClient(s *Spec) error {
+	for _, name := range []string{fileCA, fileCRL} {
+		p := filepath.Join(s.Dir, name)
+		if err := access(p); err != nil {
+			if name == fileCRL && errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return qemuError("Unable to access credentials %s: %s", p, strerror(err))
+		}
+	}
+	p := filepath.Join(s.Dir, fileCA)
+	if cas, err := readCerts(p); err != nil || len(cas) == 0 {
+		return qemuError("Unable to import CA certificate list %s", p)
+	}
+	return nil
+}
