@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+
+	"github.com/qnbd/qnbd/internal/probe"
 )
 
 // layer is a backing file as the overlay sees it: a read-only byte range that reads as zeros
@@ -54,7 +56,7 @@ func (cs *chainState) enter(abs string) error {
 }
 
 // openBacking opens img's backing file, honouring the backing format extension (probing the
-// magic when there is none, as QEMU does for old images).
+// file when there is none, as QEMU does for old images).
 func openBacking(img *Image, cs *chainState) (layer, error) {
 	path, err := resolveBackingName(img.dir, img.hdr.BackingFile)
 	if err != nil {
@@ -70,12 +72,12 @@ func openBacking(img *Image, cs *chainState) (layer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("qcow2: open backing file: %w", err)
 		}
-		var magic [4]byte
-		n, _ := s.ReadAt(magic[:], 0)
+		// Probed as QEMU probes (internal/probe): a backing file in a format the engine does
+		// not read is refused below rather than read as raw.
+		format, err = probe.Reader(s, path)
 		s.Close()
-		format = "raw"
-		if n == 4 && uint32(magic[0])<<24|uint32(magic[1])<<16|uint32(magic[2])<<8|uint32(magic[3]) == Magic {
-			format = "qcow2"
+		if err != nil {
+			return nil, fmt.Errorf("qcow2: probe backing file: %w", err)
 		}
 	}
 	switch format {

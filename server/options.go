@@ -61,7 +61,9 @@ func (c *conn) optList(o *optReader) error {
 //	C: name length u32 | name | request count u16 | requests u16 x count
 //	S: [REP_INFO NAME] [REP_INFO DESCRIPTION] REP_INFO BLOCK_SIZE  REP_INFO EXPORT  REP_ACK
 //
-// NAME and DESCRIPTION are sent when requested; BLOCK_SIZE and EXPORT always.
+// NAME and DESCRIPTION are sent when requested; BLOCK_SIZE and EXPORT always. As in
+// qemu-nbd, the minimum block size in BLOCK_SIZE is the export's only for INFO or for a GO
+// that requested BLOCK_SIZE (a client that will honour it), and 1 otherwise.
 func (c *conn) optInfoGo(opt Opt, o *optReader, n *negotiation) (*export, error) {
 	invalid := func(format string, args ...any) (*export, error) {
 		if err := o.skip(); err != nil {
@@ -83,7 +85,7 @@ func (c *conn) optInfoGo(opt Opt, o *optReader, n *negotiation) (*export, error)
 	if uint32(count)*2 != o.left {
 		return invalid("%d information requests do not fill the %d bytes left", count, o.left)
 	}
-	var wantName, wantDesc bool
+	var wantName, wantDesc, wantBlockSize bool
 	for range count {
 		r, err := o.u16()
 		if err != nil {
@@ -94,6 +96,8 @@ func (c *conn) optInfoGo(opt Opt, o *optReader, n *negotiation) (*export, error)
 			wantName = true
 		case InfoDescription:
 			wantDesc = true
+		case InfoBlockSize:
+			wantBlockSize = true
 		}
 		// "The server MUST ignore any information requests it does not understand."
 	}
@@ -120,8 +124,12 @@ func (c *conn) optInfoGo(opt Opt, o *optReader, n *negotiation) (*export, error)
 			return nil, err
 		}
 	}
-	bs := writeBuf(nil).u16(uint16(InfoBlockSize)).u32(x.minBlock).
-		u32(max(PreferredBlockSize, x.minBlock)).u32(MaxPayload)
+	minBlock := uint32(1)
+	if opt == OptInfo || wantBlockSize {
+		minBlock = x.minBlock
+	}
+	bs := writeBuf(nil).u16(uint16(InfoBlockSize)).u32(minBlock).
+		u32(max(PreferredBlockSize, minBlock)).u32(MaxPayload)
 	if err := c.info(opt, bs); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -153,6 +154,16 @@ func TestConvertIntoExisting(t *testing.T) {
 	}
 	if r := qemu(t, dir, "compare", "-f", "raw", "-F", "raw", "base.qcow2", "probed.raw"); r.code != 0 {
 		t.Errorf("raw copy of a qcow2 file: %v", r)
+	}
+	// The guard knows every format QEMU probes for, not only qcow2: a VMDK's bytes are refused
+	// too, and the target is left raw.
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "src.vmdk", "1M")
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "raw", "probed2.raw", "16M")
+	if r := ours(t, dir, "convert", "-f", "raw", "-n", "src.vmdk", "probed2.raw"); r.code != 1 || !strings.Contains(r.stderr, "probe as vmdk") {
+		t.Errorf("vmdk header into a probed raw image: %v", r)
+	}
+	if r := qemu(t, dir, "info", "probed2.raw"); !strings.Contains(r.stdout, "file format: raw") {
+		t.Errorf("the refused convert changed the target's format: %v", r)
 	}
 }
 

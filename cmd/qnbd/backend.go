@@ -3,49 +3,57 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"syscall"
 
+	"github.com/qnbd/qnbd/internal/probe"
 	"github.com/qnbd/qnbd/internal/rawfile"
 	"github.com/qnbd/qnbd/server"
 )
 
-// qcow2Magic starts every qcow2 image ("QFI\xfb").
-var qcow2Magic = []byte{'Q', 'F', 'I', 0xfb}
-
-// detectFormat returns "qcow2" for a file starting with the qcow2 magic, else "raw" (qemu's
-// probing, reduced to the formats qnbd knows).
+// detectFormat probes the image at path as qemu-nbd does without -f (internal/probe, the one
+// probing path of both binaries and the engine). A format qnbd does not implement is refused
+// with one line where qemu-nbd would serve it.
 func detectFormat(path string) (string, error) {
-	f, err := os.Open(path)
+	format, err := probe.File(path)
 	if err != nil {
-		return "", err
+		return "", openError(path, err)
 	}
-	defer f.Close()
-	head := make([]byte, len(qcow2Magic))
-	if _, err := io.ReadFull(f, head); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return "", err
+	if format != "raw" && format != "qcow2" {
+		return "", fmt.Errorf("'%s': the image probes as %s, a format qnbd does not serve (raw and qcow2 only); give -f raw to serve its bytes as they are", path, format)
 	}
-	if bytes.Equal(head, qcow2Magic) {
-		return "qcow2", nil
+	return format, nil
+}
+
+// probedRawWarning is what qemu-nbd prints when it opens a probed raw image read-write
+// (QEMU's raw driver, docs/probing.md).
+const probedRawWarning = `WARNING: Image format was not specified for '%s' and probing guessed raw.
+         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.
+         Specify the 'raw' format explicitly to remove the restrictions.
+`
+
+// minBlockSize is the minimum block size an export's backend asks to advertise (512 for a
+// probed raw image), or 0.
+func minBlockSize(b server.Backend) uint32 {
+	if m, ok := b.(interface{ MinBlockSize() uint32 }); ok {
+		return m.MinBlockSize()
 	}
-	return "raw", nil
+	return 0
 }
 
 // openBackend opens one export's image as its format says and returns the backend and what
 // closes it. With -s every format is served through a temporary qcow2 overlay.
 func openBackend(e exportConfig, cfg *config, env openEnv) (server.Backend, io.Closer, error) {
-	format := e.format
+	format, probed := e.format, false
 	if format == "" {
 		f, err := detectFormat(e.file)
 		if err != nil {
-			return nil, nil, openError(e.file, err)
+			return nil, nil, err
 		}
-		format = f
+		format, probed = f, true
 	}
 	if e.snapshot && (format == "raw" || format == "qcow2") {
 		return openSnapshotOverlay(e, format, cfg, env)
@@ -59,12 +67,16 @@ func openBackend(e exportConfig, cfg *config, env openEnv) (server.Backend, io.C
 			ReadOnly:     e.readOnly,
 			WriteThrough: cfg.cache == cacheWritethrough || cfg.cache == cacheDirectsync,
 			IgnoreFlush:  cfg.cache == cacheUnsafe,
+			Probed:       probed,
 		})
 		if err != nil {
 			return nil, nil, openError(e.file, err)
 		}
 		if err := lockRaw(e, f); err != nil {
 			return nil, nil, openError(e.file, err)
+		}
+		if probed && !e.readOnly && env.stderr != nil {
+			fmt.Fprintf(env.stderr, probedRawWarning, e.file)
 		}
 		return f, f, nil
 	case "qcow2":

@@ -21,6 +21,8 @@ type openEnv struct {
 	// hooks receives the engine's events (the export's metrics); nil means none.
 	hooks qcow2.Hooks
 	log   *slog.Logger
+	// stderr receives the lines qemu-nbd prints itself (the probed-raw warning); nil drops them.
+	stderr io.Writer
 }
 
 // qcow2OpenOptions maps the command line to the engine's options, as qemu-nbd maps them to

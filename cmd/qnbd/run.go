@@ -124,7 +124,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 			closeListeners()
 			return fail(stderr, err)
 		}
-		b, c, err := openBackend(e, cfg, openEnv{hooks: imageHooks, log: log})
+		b, c, err := openBackend(e, cfg, openEnv{hooks: imageHooks, log: log, stderr: stderr})
 		if err != nil {
 			closeBackends()
 			closeListeners()
@@ -145,6 +145,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 			Trim:            cfg.discard,
 			DetectZeroes:    cfg.detectZeroes,
 			AllocationDepth: cfg.allocDepth,
+			MinBlockSize:    minBlockSize(backends[i].backend),
 			Hooks:           nbdHooks[i],
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"syscall"
+
+	"github.com/qnbd/qnbd/internal/probe"
 )
 
 // Format names an image format as qemu-img spells it on the command line (-f, -O).
@@ -38,10 +40,10 @@ func (e *UnknownFormatError) Is(target error) bool { return target == ErrUnknown
 var (
 	// ErrUnknownFormat classes UnknownFormatError.
 	ErrUnknownFormat = errors.New("unknown file format")
-	// ErrProbedRawWrite is returned when a write would make a raw image that was only probed
-	// (no explicit format) look like a qcow2 image. It matches syscall.EPERM, the errno qemu's
-	// raw driver returns for the same write.
-	ErrProbedRawWrite error = &errnoError{msg: "write would make a probed raw image look like qcow2 (use -f raw)", errno: syscall.EPERM}
+	// ErrProbedRawWrite classes the error (a *probe.FormatChangeError) returned when a write
+	// would make a raw image that was only probed (no explicit format) probe as another
+	// format. Those errors also match syscall.EPERM, the errno QEMU's raw driver returns.
+	ErrProbedRawWrite = probe.ErrWouldChangeFormat
 	// ErrNotSupported is returned for an operation a format does not implement (check on raw).
 	// It matches syscall.ENOTSUP.
 	ErrNotSupported error = &errnoError{msg: "operation not supported by this image format", errno: syscall.ENOTSUP}

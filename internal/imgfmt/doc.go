@@ -4,11 +4,11 @@
 //
 // # Formats and probing
 //
-// Open with an empty Format probes the file the way qemu-img does for the two formats qnbd
-// knows: a file starting with the qcow2 magic "QFI\xfb" is qcow2, anything else is raw. A raw
-// image that was only probed (no explicit -f raw) refuses writes that would make its first
-// sector probe as qcow2, so a tool can never turn a raw disk into something that later opens
-// as qcow2 by accident (qemu's "write operations on block 0 will be restricted"). Unlike
+// Open with an empty Format probes the file as qemu-img does, through internal/probe (the one
+// probing path of qnbd, qnbd-img and the engine): qcow2 and raw are opened, every other format
+// QEMU probes for is refused with an *UnsupportedFormatError. A raw image that was only probed
+// (no explicit -f raw) refuses writes that would make its first sector probe as any other
+// format (qemu's "write operations on block 0 will be restricted", docs/probing.md). Unlike
 // qemu-img no warning is printed about the probe; an explicit Format lifts the restriction.
 //
 // # Block status

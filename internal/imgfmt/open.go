@@ -2,10 +2,12 @@
 package imgfmt
 
 import (
+	"encoding/binary"
 	"io"
 	"os"
 
 	"github.com/qnbd/qnbd/internal/imagelock"
+	"github.com/qnbd/qnbd/qcow2"
 )
 
 // OpenOptions select how Open opens an image.
@@ -71,12 +73,11 @@ func checkQcow2Magic(path string) error {
 		return err
 	}
 	defer f.Close()
-	var b [probeBytes]byte
-	n, err := f.ReadAt(b[:], 0)
-	if err != nil && err != io.EOF {
+	var b [4]byte
+	if _, err := f.ReadAt(b[:], 0); err != nil && err != io.EOF {
 		return err
 	}
-	if fm, _ := ProbeBytes(b[:n]); fm != Qcow2 {
+	if binary.BigEndian.Uint32(b[:]) != qcow2.Magic {
 		return ErrNotQcow2
 	}
 	return nil

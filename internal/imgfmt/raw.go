@@ -2,7 +2,6 @@
 package imgfmt
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/qnbd/qnbd/internal/imagelock"
-	"github.com/qnbd/qnbd/qcow2"
+	"github.com/qnbd/qnbd/internal/probe"
 )
 
 // SectorSize is the unit QEMU's block layer counts raw image sizes in: a raw file's virtual
@@ -25,9 +24,9 @@ type rawDisk struct {
 	name     string
 	readOnly bool
 	noFlush  bool
-	// probed is set when the format was guessed rather than given: writes that would make
-	// the first sector look like qcow2 are refused.
-	probed bool
+	// guard is set when the format was guessed rather than given: writes that would make
+	// the first sector probe as another format are refused (internal/probe).
+	guard *probe.Guard
 
 	mu       sync.RWMutex // guards fileSize against Resize; I/O takes it shared
 	fileSize int64        // length of the file in bytes
@@ -50,7 +49,11 @@ func openRaw(path string, o OpenOptions, probed bool) (*rawDisk, error) {
 		f.Close()
 		return nil, err
 	}
-	return &rawDisk{f: f, name: path, readOnly: o.ReadOnly, noFlush: o.NoFlush, probed: probed, fileSize: size}, nil
+	d := &rawDisk{f: f, name: path, readOnly: o.ReadOnly, noFlush: o.NoFlush, fileSize: size}
+	if probed {
+		d.guard = new(probe.Guard)
+	}
+	return d, nil
 }
 
 func roundUp(n, unit uint64) uint64 { return (n + unit - 1) / unit * unit }
@@ -101,12 +104,7 @@ func (d *rawDisk) WriteAt(p []byte, off int64) (int, error) {
 		return d.writeGrowing(p, off)
 	}
 	defer d.mu.RUnlock()
-	if d.probed && off < 8 {
-		if err := d.checkProbedWrite(p, off); err != nil {
-			return 0, err
-		}
-	}
-	return d.f.WriteAt(p, off)
+	return d.write(p, off)
 }
 
 // writeGrowing is WriteAt for a write that ends past the end of the file.
@@ -116,28 +114,20 @@ func (d *rawDisk) writeGrowing(p []byte, off int64) (int, error) {
 	if err := d.checkRange(off, len(p)); err != nil {
 		return 0, err
 	}
-	if d.probed && off < 8 {
-		if err := d.checkProbedWrite(p, off); err != nil {
-			return 0, err
-		}
-	}
-	n, err := d.f.WriteAt(p, off)
+	n, err := d.write(p, off)
 	d.fileSize = max(d.fileSize, off+int64(n))
 	return n, err
 }
 
-// checkProbedWrite refuses a write that would give the first sector of a probed raw image the
-// qcow2 magic and a version, as QEMU's raw driver refuses writes that change the probe result.
-func (d *rawDisk) checkProbedWrite(p []byte, off int64) error {
-	var head [8]byte
-	if _, err := d.f.ReadAt(head[:], 0); err != nil && err != io.EOF {
+// write writes p at off through the block-0 guard of a probed image.
+func (d *rawDisk) write(p []byte, off int64) (int, error) {
+	var n int
+	err := d.guard.Change(d.f, uint64(off), uint64(len(p)), probe.Overlay(p), func() error {
+		var err error
+		n, err = d.f.WriteAt(p, off)
 		return err
-	}
-	copy(head[off:], p)
-	if binary.BigEndian.Uint32(head[:]) == qcow2.Magic {
-		return ErrProbedRawWrite
-	}
-	return nil
+	})
+	return n, err
 }
 
 // WriteZeroes punches a hole where the file system can, and writes zeros elsewhere.
@@ -154,11 +144,13 @@ func (d *rawDisk) WriteZeroes(off, n uint64) error {
 	if off >= end {
 		return nil
 	}
-	err := unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off), int64(end-off))
-	if err == nil {
-		return nil
-	}
-	return writeZeros(d.f, off, end-off)
+	return d.guard.Change(d.f, off, end-off, probe.Zeroed(end-off), func() error {
+		err := unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off), int64(end-off))
+		if err == nil {
+			return nil
+		}
+		return writeZeros(d.f, off, end-off)
+	})
 }
 
 // writeZeros writes n zero bytes at off, a chunk at a time.

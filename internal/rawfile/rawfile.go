@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/qnbd/qnbd/internal/probe"
 	"github.com/qnbd/qnbd/server"
 )
 
@@ -24,14 +25,21 @@ type Options struct {
 	WriteThrough bool
 	// IgnoreFlush skips every sync (qemu cache=unsafe).
 	IgnoreFlush bool
+	// Probed marks a file whose format was probed rather than given: changes that would make
+	// its first block probe as another format fail with EPERM, and changes are accounted in
+	// whole 512-byte sectors at the end of the file (see docs/probing.md).
+	Probed bool
 }
 
 // File is an open raw image.
 type File struct {
 	f    *os.File
 	fd   int
-	size uint64
+	size uint64 // the export size: the length at Open rounded up to a sector
 	opts Options
+
+	guard *probe.Guard // non-nil when Options.Probed
+	eof   atomic.Int64 // the file's length as far as this File knows (it only grows here)
 
 	noPunch     atomic.Bool // fallocate(PUNCH_HOLE) reported unsupported
 	noZeroRange atomic.Bool // fallocate(ZERO_RANGE) reported unsupported
@@ -74,11 +82,26 @@ func Open(path string, o Options) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: not a regular file or block device", path)
 	}
-	return &File{f: f, fd: int(f.Fd()), size: uint64(size), opts: o}, nil
+	r := &File{f: f, fd: int(f.Fd()), size: roundUp(uint64(size)), opts: o}
+	r.eof.Store(size)
+	if o.Probed {
+		r.guard = new(probe.Guard)
+	}
+	return r, nil
 }
 
-// Size is the file size at Open.
+// Size is the file's length at Open rounded up to a whole sector (512 bytes), as QEMU's
+// block layer sizes every raw image; the tail past the end of the file reads as zeros.
 func (r *File) Size() uint64 { return r.size }
+
+// MinBlockSize is the minimum block size to advertise: 512 for a probed file (QEMU's raw
+// driver restricts a probed image to whole sectors), else 0 (no minimum).
+func (r *File) MinBlockSize() uint32 {
+	if r.opts.Probed {
+		return SectorSize
+	}
+	return 0
+}
 
 // File returns the open file (for image locks, which must sit on the descriptor that does the
 // I/O so that they last as long as it: see internal/imagelock).
@@ -94,12 +117,20 @@ func (r *File) ReadAt(_ context.Context, p []byte, off uint64) error {
 	return err
 }
 
-// WriteAt writes p at off, durably when fua (or WriteThrough) is set.
+// WriteAt writes p at off, durably when fua (or WriteThrough) is set. On a probed file a
+// write that would change block 0's probe fails with EPERM.
 func (r *File) WriteAt(_ context.Context, p []byte, off uint64, fua bool) error {
 	if r.opts.ReadOnly {
 		return syscall.EROFS
 	}
-	if _, err := r.f.WriteAt(p, int64(off)); err != nil {
+	n := uint64(len(p))
+	err := r.guard.Change(r.f, off, n, probe.Overlay(p), func() error {
+		if _, err := r.f.WriteAt(p, int64(off)); err != nil {
+			return err
+		}
+		return r.grown(off+n, r.sectorEnd(off, off+n, true))
+	})
+	if err != nil {
 		return err
 	}
 	return r.syncIf(fua)
@@ -121,7 +152,13 @@ func (r *File) Trim(_ context.Context, off, length uint64, fua bool) error {
 	if r.opts.ReadOnly {
 		return syscall.EROFS
 	}
-	if err := r.punch(off, length); err != nil && !unsupported(err) {
+	err := r.guard.Change(r.f, off, length, probe.Zeroed(length), func() error {
+		if err := r.punch(off, length); err != nil && !unsupported(err) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	return r.syncIf(fua)
@@ -134,6 +171,17 @@ func (r *File) WriteZeroes(_ context.Context, off, length uint64, f server.ZeroF
 	if r.opts.ReadOnly {
 		return syscall.EROFS
 	}
+	err := r.guard.Change(r.f, off, length, probe.Zeroed(length), func() error {
+		return r.zero(off, length, f)
+	})
+	if err != nil {
+		return err
+	}
+	return r.syncIf(f.FUA)
+}
+
+// zero is WriteZeroes without the guard and the sync.
+func (r *File) zero(off, length uint64, f server.ZeroFlags) error {
 	var err error
 	if f.NoHole {
 		err = r.zeroRange(off, length)
@@ -152,25 +200,32 @@ func (r *File) WriteZeroes(_ context.Context, off, length uint64, f server.ZeroF
 	if err != nil {
 		return err
 	}
-	return r.syncIf(f.FUA)
+	end := off + length
+	if f.NoHole {
+		// ZERO_RANGE (or the zeros written) extends the file to the end of the range.
+		r.noteEOF(int64(end))
+	}
+	return r.grown(0, r.sectorEnd(off, end, false))
 }
 
 func (r *File) punch(off, length uint64) error {
-	return r.fallocateUnlessRefused(&r.noPunch, unix.FALLOC_FL_PUNCH_HOLE, off, length)
+	return r.fallocateUnlessRefused(&r.noPunch, unix.FALLOC_FL_PUNCH_HOLE, off, length, unix.FALLOC_FL_KEEP_SIZE)
 }
 
+// zeroRange zeroes with FALLOC_FL_ZERO_RANGE without KEEP_SIZE, so that, as with QEMU's
+// file driver, zeroing the tail past the end of the file extends it.
 func (r *File) zeroRange(off, length uint64) error {
-	return r.fallocateUnlessRefused(&r.noZeroRange, unix.FALLOC_FL_ZERO_RANGE, off, length)
+	return r.fallocateUnlessRefused(&r.noZeroRange, unix.FALLOC_FL_ZERO_RANGE, off, length, 0)
 }
 
-// fallocateUnlessRefused runs fallocate(mode|KEEP_SIZE) unless the file system refused mode
+// fallocateUnlessRefused runs fallocate(mode|extra) unless the file system refused mode
 // before (*refused), and remembers a refusal, so that later calls fail with EOPNOTSUPP at once
 // and the caller falls back without a system call.
-func (r *File) fallocateUnlessRefused(refused *atomic.Bool, mode uint32, off, length uint64) error {
+func (r *File) fallocateUnlessRefused(refused *atomic.Bool, mode uint32, off, length uint64, extra uint32) error {
 	if refused.Load() {
 		return syscall.EOPNOTSUPP
 	}
-	err := r.fallocate(mode|unix.FALLOC_FL_KEEP_SIZE, off, length)
+	err := r.fallocate(mode|extra, off, length)
 	if unsupported(err) {
 		refused.Store(true)
 	}
