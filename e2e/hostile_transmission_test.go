@@ -136,11 +136,9 @@ func hostileTransmissionItems(t *testing.T, a, b, ro *hostileTarget) {
 		a.wantModel(t, c, a.scratch, 64<<10)
 		// WRITE over twice the maximum: a hard disconnect without reading the payload.
 		c.send(nbd.Request{Type: nbd.CmdWrite, Offset: uint64(a.scratch), Length: 2*nbd.MaxPayload + 1}, nil)
-		start := time.Now()
+		// Nothing but the length check closes a connection in transmission, and
+		// wantClosedSilently bounds the wait: no timing window here.
 		wantClosedSilently(t, c, "WRITE over twice the maximum")
-		if d := time.Since(start); d > 5*time.Second {
-			t.Errorf("oversize WRITE: disconnect after %v", d)
-		}
 		// WRITE over the maximum whose payload never comes: no reply before it (the server
 		// must skip the payload), and the client gives up.
 		c = a.session(t, wireSimple)
