@@ -103,9 +103,8 @@ type config struct {
 	verbose bool
 
 	metricsAddr    string
+	metricsWeb     string
 	handshakeLimit time.Duration // 0 = none
-
-	metricsWeb string // --metrics-web-config: exporter-toolkit web config file
 }
 
 // usageError is a command-line mistake.
