@@ -238,14 +238,22 @@ func TestConnStateAndListeners(t *testing.T) {
 		states = append(states, s)
 		mu.Unlock()
 	}})
+	// The server reports StateClosed after it stops tracking a connection, so the test
+	// waits for the states themselves: the first connection's close must be in before the
+	// second connects, or the two interleave (seen under load).
+	nstates := func(n int) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return len(states) >= n }
+	}
 	go ts.srv.Serve(ul)
 	c := connect(t, "unix", sock, clientOpts{structured: true})
 	c.wantErrno(c.read(0, 512, 0), 0)
 	c.disc()
+	waitFor(t, "the first connection's states", nstates(3))
 	c = ts.dial()
 	c.sendFlags(FlagCFixedNewstyle)
 	c.wantRep(c.opt(OptAbort, nil), RepAck)
 	c.expectClosed()
+	waitFor(t, "the second connection's states", nstates(5))
 	ts.waitConns(0)
 	mu.Lock()
 	defer mu.Unlock()

@@ -105,6 +105,8 @@ type config struct {
 	metricsAddr    string
 	metricsWeb     string
 	handshakeLimit time.Duration // 0 = none
+
+	tls *tlsSetup // --object, --tls-creds, --tls-authz, --tls-hostname
 }
 
 // usageError is a command-line mistake.
@@ -123,7 +125,7 @@ func parseArgs(args []string) (*config, error) {
 		return nil, usagef("%v", err)
 	}
 	cfg := &config{shared: 1, cache: cacheWriteback, aio: "threads",
-		handshakeLimit: server.DefaultHandshakeLimit}
+		handshakeLimit: server.DefaultHandshakeLimit, tls: &tlsSetup{}}
 	top := exportConfig{}
 	var exportName *string
 	var extra []extraExport
@@ -237,8 +239,17 @@ func parseArgs(args []string) (*config, error) {
 			cfg.persistent = true
 		case "verbose":
 			cfg.verbose = true
-		case "object", "tls-creds", "tls-hostname", "tls-authz":
-			return nil, usagef("--%s: TLS is not supported by qnbd yet", o.spec.long)
+		case "object":
+			if err := cfg.tls.addObject(v); err != nil {
+				cfg.tls.close()
+				return nil, err
+			}
+		case "tls-creds":
+			cfg.tls.credsID = v
+		case "tls-authz":
+			cfg.tls.authzID = v
+		case "tls-hostname":
+			cfg.tls.hostname = v
 		case "image-opts":
 			return nil, usagef("--image-opts is not supported by qnbd")
 		case "selinux-label":
@@ -327,6 +338,10 @@ func parseArgs(args []string) (*config, error) {
 			return nil, usagef("two exports named '%s'", e.name)
 		}
 		names[e.name] = true
+	}
+	if err := cfg.tls.check(); err != nil {
+		cfg.tls.close()
+		return nil, err
 	}
 	return cfg, nil
 }
