@@ -54,6 +54,16 @@ func (ca *CA) Client(t testing.TB, cn string) Cert {
 	return ca.ClientValid(t, cn, time.Time{}, time.Time{})
 }
 
+// ClientSubject issues a client certificate for the given subject (Go writes its attributes in
+// the order C, ST, L, O, OU, CN), for tests whose authorisation rules name a whole DN.
+func (ca *CA) ClientSubject(t testing.TB, subject pkix.Name) Cert {
+	t.Helper()
+	tmpl := template(t, subject.CommonName, time.Time{}, time.Time{})
+	tmpl.Subject = subject
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	return ca.issue(t, tmpl)
+}
+
 // ClientValid issues a client certificate for CN=cn valid from notBefore to notAfter (zero values
 // take the defaults), for expired and not-yet-valid cases.
 func (ca *CA) ClientValid(t testing.TB, cn string, notBefore, notAfter time.Time) Cert {
