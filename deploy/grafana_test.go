@@ -205,3 +205,41 @@ func TestDashboardPromQLValid(t *testing.T) {
 		t.Fatalf("promtool rejected dashboard queries: %v\n%s", err, out)
 	}
 }
+
+// TestDashboardShowsRefusedHandshakes requires a panel with the refused-handshake results
+// the QnbdHandshakesRefused alert watches.
+func TestDashboardShowsRefusedHandshakes(t *testing.T) {
+	found := false
+	for _, e := range dashboardExprs(t, loadDashboard(t)) {
+		found = found || strings.Contains(e.expr, "qnbd_nbd_handshakes_total") &&
+			strings.Contains(e.expr, `result=~"tls_required|tls_failed|authz_denied"`)
+	}
+	if !found {
+		t.Error("no panel shows handshakes refused with tls_required, tls_failed or authz_denied")
+	}
+}
+
+// TestDashboardPanelsDoNotOverlap checks the grid: no two panels share a cell and every
+// panel fits the 24-column width.
+func TestDashboardPanelsDoNotOverlap(t *testing.T) {
+	type cell struct{ x, y int }
+	owner := map[cell]string{}
+	for _, p := range allPanels(loadDashboard(t).Panels) {
+		g := p.GridPos
+		if g == nil {
+			continue
+		}
+		if g.X < 0 || g.X+g.W > 24 {
+			t.Errorf("panel %q is outside the 24 columns: %+v", p.Title, *g)
+		}
+		for x := g.X; x < g.X+g.W; x++ {
+			for y := g.Y; y < g.Y+g.H; y++ {
+				if prev, ok := owner[cell{x, y}]; ok {
+					t.Errorf("panels %q and %q overlap at (%d,%d)", prev, p.Title, x, y)
+					break
+				}
+				owner[cell{x, y}] = p.Title
+			}
+		}
+	}
+}

@@ -15,24 +15,8 @@ import (
 	"testing"
 )
 
-// manifests is every parsed document under k8s/, by file.
+// manifests is a set of parsed documents, by file or by the kustomization that rendered them.
 type manifests map[string][]any
-
-func loadManifests(t *testing.T) manifests {
-	t.Helper()
-	var paths []string
-	for _, pat := range []string{"k8s/*.yaml", "k8s/*/*.yaml"} {
-		m, err := filepath.Glob(pat)
-		if err != nil {
-			t.Fatal(err)
-		}
-		paths = append(paths, m...)
-	}
-	if len(paths) < 6 {
-		t.Fatalf("only %d manifest files: %v", len(paths), paths)
-	}
-	return manifests(loadYAML(t, paths...))
-}
 
 // find returns the one document of kind and name, or nil.
 func (ms manifests) find(kind, name string) map[string]any {
@@ -306,12 +290,15 @@ func checkManifests(ms manifests, rules any, exposed []int) []string {
 		}
 	}
 
-	// The PrometheusRule carries exactly the rules of deploy/prometheus.
+	// A PrometheusRule carries exactly the rules of deploy/prometheus.
 	prs := ms.all("PrometheusRule")
-	if len(prs) != 1 {
-		bad("want one PrometheusRule, have %d", len(prs))
-	} else if !reflect.DeepEqual(obj(prs[0], "spec"), rules) {
-		bad("PrometheusRule spec differs from prometheus/qnbd-rules.yml")
+	if len(prs) > 1 {
+		bad("want at most one PrometheusRule, have %d", len(prs))
+	}
+	for _, pr := range prs {
+		if !reflect.DeepEqual(obj(pr, "spec"), rules) {
+			bad("PrometheusRule spec differs from prometheus/qnbd-rules.yml")
+		}
 	}
 
 	// The container image exposes the same ports.
@@ -344,11 +331,18 @@ func containerExposed(t *testing.T) []int {
 	return out
 }
 
+// TestManifestsAgree renders every kustomization and checks what it renders.
 func TestManifestsAgree(t *testing.T) {
-	ms := loadManifests(t)
 	rules := loadYAML(t, rulesFile)[rulesFile][0]
-	for _, p := range checkManifests(ms, rules, containerExposed(t)) {
-		t.Error(p)
+	exposed := containerExposed(t)
+	for _, dir := range kustomizations {
+		ms := kustomize(t, dir)
+		for _, p := range checkManifests(ms, rules, exposed) {
+			t.Errorf("%s: %s", dir, p)
+		}
+		if dir == "k8s/monitoring" && (len(ms.all("PrometheusRule")) != 1 || len(ms.all("ServiceMonitor")) != 1) {
+			t.Errorf("%s: want one PrometheusRule and one ServiceMonitor", dir)
+		}
 	}
 }
 
@@ -386,7 +380,7 @@ func TestManifestChecksCanFail(t *testing.T) {
 		},
 	}
 	for name, mutate := range mutations {
-		ms := loadManifests(t)
+		ms := kustomize(t, "k8s/monitoring")
 		mutate(ms)
 		if probs := checkManifests(ms, rules, exposed); len(probs) == 0 {
 			t.Errorf("%s: not detected", name)
@@ -394,7 +388,8 @@ func TestManifestChecksCanFail(t *testing.T) {
 	}
 }
 
-// TestKustomizations checks every resource listed exists and every manifest is listed.
+// TestKustomizations checks every resource and patch listed exists and every manifest is
+// listed (kustomize itself does not mind an unlisted file).
 func TestKustomizations(t *testing.T) {
 	kfiles, err := filepath.Glob("k8s/*/kustomization.yaml")
 	if err != nil {
@@ -409,6 +404,13 @@ func TestKustomizations(t *testing.T) {
 			t.Errorf("%s is not a Kustomization", kf)
 		}
 		dir := filepath.Dir(kf)
+		for _, p := range list(k, "patches") {
+			path := filepath.Join(dir, str(p, "path"))
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("%s: patch %v: %v", kf, p, err)
+			}
+			listed[path] = true
+		}
 		for _, r := range list(k, "resources") {
 			path := filepath.Join(dir, r.(string))
 			st, err := os.Stat(path)
@@ -432,7 +434,7 @@ func TestKustomizations(t *testing.T) {
 			t.Errorf("%s is not listed in any kustomization", f)
 		}
 	}
-	if len(kfiles) < 2 {
-		t.Errorf("want the base and the monitoring overlay, found %v", kfiles)
+	if len(kfiles) != len(kustomizations) {
+		t.Errorf("kustomization files %v, but the tests render %v", kfiles, kustomizations)
 	}
 }

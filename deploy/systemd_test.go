@@ -86,7 +86,15 @@ func TestSystemdVerifyCanFail(t *testing.T) {
 }
 
 func TestSystemdSecurityExposure(t *testing.T) {
-	dir := stageUnits(t)
+	if score := exposure(t, stageUnits(t)); score > maxExposure {
+		t.Errorf("exposure %.1f > %.1f", score, maxExposure)
+	}
+}
+
+// exposure runs systemd-analyze security on the staged qnbd@disk.service and returns its
+// overall exposure level.
+func exposure(t *testing.T, dir string) float64 {
+	t.Helper()
 	out, err := run(dir, []string{"SYSTEMD_LOG_COLOR=0"}, "systemd-analyze", "security", "--offline=true",
 		"--no-pager", filepath.Join(dir, "qnbd@disk.service"))
 	if err != nil {
@@ -102,8 +110,9 @@ func TestSystemdSecurityExposure(t *testing.T) {
 	}
 	t.Logf("systemd-analyze security exposure: %.1f", score)
 	if score > maxExposure {
-		t.Errorf("exposure %.1f > %.1f:\n%s", score, maxExposure, out)
+		t.Logf("systemd-analyze security:\n%s", out)
 	}
+	return score
 }
 
 // unitSettings returns key=value lines of a unit file (later values of a key appended).

@@ -36,16 +36,23 @@ type prometheus struct {
 // storage in a temporary directory, and stops it at the end of the test.
 func startPrometheus(t *testing.T, target string) *prometheus {
 	t.Helper()
+	return startPrometheusJobs(t, fmt.Sprintf(`  - job_name: qnbd
+    static_configs:
+      - targets: [%q]
+`, target))
+}
+
+// startPrometheusJobs is startPrometheus with the scrape_configs list given as YAML (list
+// items indented by two spaces), each job scraped every second.
+func startPrometheusJobs(t *testing.T, scrapeConfigs string) *prometheus {
+	t.Helper()
 	dir := t.TempDir()
-	cfg := fmt.Sprintf(`global:
+	cfg := `global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
 scrape_configs:
-  - job_name: qnbd
-    static_configs:
-      - targets: [%q]
-`, target)
+` + scrapeConfigs
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	must(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
 	p := &prometheus{t: t, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))}

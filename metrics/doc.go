@@ -88,4 +88,11 @@
 // and a header size limit; /metrics allows a few concurrent scrapes and a gather timeout, and
 // keeps serving the other families if one collector fails. Shutdown on ctx end waits a few
 // seconds for open requests.
+//
+// Options.WebConfig names a Prometheus exporter-toolkit web configuration file (TLS, client
+// certificates, basic auth with bcrypt hashes); Serve and ServeListener then serve through
+// the exporter-toolkit, which re-reads the file on every TLS handshake and request and puts
+// every path, the probes included, behind it. WebConfigFile.Validate reads the file and what
+// it names as the server would and returns a one-line error; call it before serving
+// (docs/metrics-web-config.md).
 package metrics

@@ -98,7 +98,7 @@ func (m *Metrics) ServeListener(ctx context.Context, ln net.Listener, ready Read
 		ErrorLog:          slog.NewLogLogger(m.logger.Handler(), slog.LevelWarn),
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	go func() { done <- m.web.serve(srv, ln, m.logger) }()
 	select {
 	case err := <-done:
 		return fmt.Errorf("metrics: serve: %w", err)

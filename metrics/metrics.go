@@ -25,6 +25,10 @@ type Options struct {
 	// Logger receives errors from the HTTP endpoint (failed gathers, shutdown problems).
 	// Nil means slog.Default().
 	Logger *slog.Logger
+	// WebConfig secures Serve and ServeListener with TLS, client certificates and basic auth
+	// (webconfig.go). Empty serves plain HTTP. Check it with WebConfigFile.Validate first: a
+	// bad file otherwise surfaces only as ServeListener's error.
+	WebConfig WebConfigFile
 }
 
 // Metrics owns a Prometheus registry holding every qnbd metric plus the Go runtime and process
@@ -33,6 +37,7 @@ type Options struct {
 type Metrics struct {
 	reg    *prometheus.Registry
 	logger *slog.Logger
+	web    WebConfigFile
 	server *ServerHooks
 
 	// Vectors; per-export children are resolved from them once, in Export.
@@ -69,6 +74,7 @@ func New(opts Options) *Metrics {
 	m := &Metrics{
 		reg:     prometheus.NewRegistry(),
 		logger:  logger,
+		web:     opts.WebConfig,
 		exports: make(map[string]*Export),
 	}
 	m.allocated = m.counterVec(famClustersAllocated)

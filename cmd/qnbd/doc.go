@@ -4,8 +4,8 @@
 // the same defaults (port 10809 on 0.0.0.0, export name "", one shared connection, exit when
 // the last client leaves unless -t), the same checks and, where they matter, the same
 // messages. Options qnbd cannot honour (-c/-d, -L, -B, -o, TLS-PSK) are refused with one line.
-// qnbd adds --export NAME=FILE[,...] for more images, --metrics-addr, --handshake-limit and
-// -U/--force-share. Images are locked as qemu-nbd locks them (lock.go, internal/imagelock),
+// qnbd adds --export NAME=FILE[,...] for more images, --metrics-addr, --metrics-web-config,
+// --handshake-limit and -U/--force-share. Images are locked as qemu-nbd locks them (lock.go, internal/imagelock),
 // so qnbd, qemu-nbd, qemu-img and QEMU refuse to write an image another of them writes.
 //
 // Layout: flags.go and getopt.go turn arguments into a config; backend.go's openBackend picks

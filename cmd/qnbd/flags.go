@@ -52,6 +52,7 @@ var specs = []optSpec{
 	{0, "selinux-label", true},
 	// qnbd's own.
 	{0, "metrics-addr", true},
+	{0, "metrics-web-config", true},
 	{0, "handshake-limit", true},
 	{0, "export", true},
 	{'U', "force-share", false},
@@ -102,6 +103,7 @@ type config struct {
 	verbose bool
 
 	metricsAddr    string
+	metricsWeb     string
 	handshakeLimit time.Duration // 0 = none
 
 	tls *tlsSetup // --object, --tls-creds, --tls-authz, --tls-hostname
@@ -270,6 +272,8 @@ func parseArgs(args []string) (*config, error) {
 			cfg.pidFile = v
 		case "metrics-addr":
 			cfg.metricsAddr = v
+		case "metrics-web-config":
+			cfg.metricsWeb = v
 		case "handshake-limit":
 			n, err := strconv.ParseUint(v, 10, 32)
 			if err != nil {
@@ -288,6 +292,9 @@ func parseArgs(args []string) (*config, error) {
 	}
 	if cfg.help || cfg.version {
 		return cfg, nil
+	}
+	if cfg.metricsWeb != "" && cfg.metricsAddr == "" {
+		return nil, usagef("--metrics-web-config needs --metrics-addr")
 	}
 	if cfg.aio == "native" && cfg.cache != cacheNone && cfg.cache != cacheDirectsync {
 		// Not a usage error in qemu-nbd either: its block layer refuses the open.

@@ -101,6 +101,9 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"--metrics-addr", "127.0.0.1:9100", "--handshake-limit", "0", "img"}, func(c *config) string {
 			return want(c.metricsAddr == "127.0.0.1:9100" && c.handshakeLimit == 0, "qnbd's own")
 		}},
+		{[]string{"--metrics-addr=:9810", "--metrics-web-config", "/etc/qnbd/web.yml", "img"}, func(c *config) string {
+			return want(c.metricsWeb == "/etc/qnbd/web.yml", "--metrics-web-config")
+		}},
 		{[]string{"-T", "nbd_*", "-o", "0", "img"}, func(c *config) string { return want(true, "-T and -o 0 accepted") }},
 		{[]string{"-r", "-f", "raw", "a.img", "--export", "b=b.img", "--export", "c=c,,x.img,format=qcow2,readonly=off,description=C,, disk"},
 			func(c *config) string {
@@ -182,6 +185,8 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"--image-opts", "img"}, "not supported"},
 		{[]string{"--selinux-label=x", "img"}, "SELinux"},
 		{[]string{"--handshake-limit=-1", "img"}, "Invalid handshake limit"},
+		{[]string{"--metrics-web-config=w.yml", "img"}, "--metrics-web-config needs --metrics-addr"},
+		{[]string{"--metrics=:9810", "img"}, "ambiguous"},
 		{[]string{"--export", "noequals"}, "expected NAME=FILE"},
 		{[]string{"--export", "a=x,format=vmdk"}, "unknown format"},
 		{[]string{"--export", "a=x,readonly=maybe"}, "readonly"},

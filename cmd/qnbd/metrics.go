@@ -1,5 +1,6 @@
 // --metrics-addr: the Prometheus endpoint, started before any image is opened, and the hooks
-// it hands to the engine and the server. Without the flag none of this runs: every method
+// it hands to the engine and the server. --metrics-web-config secures it (TLS, client
+// certificates, basic auth; docs/metrics-web-config.md). Without the flag none of this runs: every method
 // works on a nil *metricsEndpoint and returns nil hooks.
 package main
 
@@ -24,15 +25,21 @@ type metricsEndpoint struct {
 	done   chan error
 }
 
-// startMetricsEndpoint listens on addr (HOST:PORT) and serves the metrics in the background.
-// It listens before returning, so that a busy or bad address fails the start with one line,
-// and so that /healthz answers while images are opened (a dirty image is repaired first).
-func startMetricsEndpoint(addr string, log *slog.Logger) (*metricsEndpoint, error) {
+// startMetricsEndpoint listens on addr (HOST:PORT) and serves the metrics in the background,
+// through the web config file webConfig when it is not "". It reads the web config and
+// listens before returning, so that a bad file, or a busy or bad address, fails the start
+// with one line, and so that /healthz answers while images are opened (a dirty image is
+// repaired first).
+func startMetricsEndpoint(addr, webConfig string, log *slog.Logger) (*metricsEndpoint, error) {
+	web := metrics.WebConfigFile(webConfig)
+	if err := web.Validate(); err != nil {
+		return nil, fmt.Errorf("--metrics-web-config %w", err)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
 	}
-	m := metrics.New(metrics.Options{Version: qnbdVersion(), Logger: log})
+	m := metrics.New(metrics.Options{Version: qnbdVersion(), Logger: log, WebConfig: web})
 	ctx, cancel := context.WithCancel(context.Background())
 	me := &metricsEndpoint{m: m, cancel: cancel, done: make(chan error, 1)}
 	go func() { me.done <- m.ServeListener(ctx, ln, me.readiness) }()

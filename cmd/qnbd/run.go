@@ -78,7 +78,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 	var me *metricsEndpoint
 	if cfg.metricsAddr != "" {
 		var err error
-		if me, err = startMetricsEndpoint(cfg.metricsAddr, log); err != nil {
+		if me, err = startMetricsEndpoint(cfg.metricsAddr, cfg.metricsWeb, log); err != nil {
 			return fail(stderr, err)
 		}
 		defer me.Close()

@@ -53,6 +53,8 @@ General purpose options:
                             once the server is running
       --pid-file=PATH       store the server's process ID in the given file
       --metrics-addr=HOST:PORT  serve Prometheus metrics there
+      --metrics-web-config=FILE secure --metrics-addr with TLS, client certificates
+                            and basic auth (Prometheus exporter-toolkit web config)
       --export NAME=FILE[,format=raw|qcow2][,readonly=on][,description=TEXT]
                             serve another image under NAME (repeatable; -r and -f
                             are its defaults; a literal comma is written ',,')
