@@ -60,8 +60,8 @@ type Export struct {
 	DetectZeroes DetectZeroes
 	// AllocationDepth offers the qemu:allocation-depth metadata context (qemu-nbd -A).
 	AllocationDepth bool
-	// MinBlockSize is the advertised minimum block size: 0 means 1. When larger, requests not
-	// aligned to it fail with NBD_EINVAL.
+	// MinBlockSize is the advertised minimum block size: 0 means 1. Requests not aligned to
+	// it are still served, as qemu-nbd serves them: the Backend must accept any alignment.
 	MinBlockSize uint32
 	// Hooks observes the export's connections and requests; nil means none.
 	Hooks ExportHooks

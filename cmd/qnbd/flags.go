@@ -214,6 +214,10 @@ func parseArgs(args []string) (*config, error) {
 			case "on":
 				cfg.detectZeroes = server.DetectZeroesOn
 			case "unmap":
+				// Checked here, as qemu-nbd checks it: --discard=unmap must come first.
+				if !cfg.discard {
+					return nil, usagef("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap")
+				}
 				cfg.detectZeroes = server.DetectZeroesUnmap
 			default:
 				return nil, usagef("Failed to parse detect_zeroes mode: Parameter 'detect-zeroes' does not accept value '%s'", v)
@@ -281,9 +285,6 @@ func parseArgs(args []string) (*config, error) {
 	if cfg.aio == "native" && cfg.cache != cacheNone && cfg.cache != cacheDirectsync {
 		// Not a usage error in qemu-nbd either: its block layer refuses the open.
 		return nil, errors.New("aio=native was specified, but it requires cache.direct=on, which was not specified")
-	}
-	if cfg.detectZeroes == server.DetectZeroesUnmap && !cfg.discard {
-		return nil, usagef("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap")
 	}
 	switch {
 	case len(operands) > 1, len(operands) == 0 && len(extra) == 0:

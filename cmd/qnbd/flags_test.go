@@ -162,6 +162,8 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"--discard=unmap", "--discard=unmap", "img"}, "--discard can only be specified once"},
 		{[]string{"--detect-zeroes=x", "img"}, "detect_zeroes"},
 		{[]string{"--detect-zeroes=unmap", "img"}, "not allowed without setting discard operation to unmap"},
+		// qemu-nbd checks it in command-line order.
+		{[]string{"--detect-zeroes=unmap", "--discard=unmap", "img"}, "not allowed without setting discard operation to unmap"},
 		{[]string{"-f", "vmdk", "img"}, "Unknown format 'vmdk'"},
 		{[]string{"-x", strings.Repeat("n", 4097), "img"}, "too long"},
 		{[]string{"-D", strings.Repeat("d", 4097), "img"}, "too long"},
