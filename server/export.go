@@ -78,6 +78,7 @@ type export struct {
 	zeroer   Zeroer
 	cacher   Cacher
 	statuser BlockStatuser
+	splitter ReadSplitter
 	depther  DepthStatuser
 }
 
@@ -106,6 +107,7 @@ func newExport(e *Export) (*export, error) {
 	x.cacher, _ = e.Backend.(Cacher)
 	x.statuser, _ = e.Backend.(BlockStatuser)
 	x.depther, _ = e.Backend.(DepthStatuser)
+	x.splitter, _ = e.Backend.(ReadSplitter)
 
 	// Flags follow qemu-nbd 7.2: FLUSH, FUA and CACHE always; TRIM, WRITE_ZEROES and FAST_ZERO
 	// whenever the export is writable. Like qemu-nbd with discard=ignore, TRIM is advertised

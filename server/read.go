@@ -4,6 +4,8 @@
 // OFFSET_DATA chunk with DF.
 package server
 
+import "context"
+
 // maxReadExtents bounds the chunks of one sparse read (a 32 MiB read of 512-byte extents
 // needs 65536); whatever is left after that many is read as one data chunk.
 const maxReadExtents = 1 << 16
@@ -81,14 +83,17 @@ func (c *conn) doRead(r *reply, req *Request) Errno {
 // "data" for the rest of the range.
 func (c *conn) readSpans(req *Request) []span {
 	all := []span{{off: req.Offset, n: req.Length}}
-	st := c.x.statuser
-	if st == nil || c.srv.Config.NoSparseReads || req.Flags&CmdFlagDF != 0 {
+	if c.srv.Config.NoSparseReads || req.Flags&CmdFlagDF != 0 {
+		return all
+	}
+	extents := c.x.readExtents()
+	if extents == nil {
 		return all
 	}
 	var spans []span
 	off, end := req.Offset, req.Offset+req.Length
 	for calls := 0; off < end && len(spans) < maxReadExtents && calls < maxReadExtents; calls++ {
-		ext, err := st.Allocation(c.srv.ctx, off, end-off)
+		ext, err := extents(c.srv.ctx, off, end-off)
 		if err != nil || len(ext) == 0 {
 			break
 		}
@@ -105,4 +110,16 @@ func (c *conn) readSpans(req *Request) []span {
 		spans = append(spans, span{off: off, n: end - off})
 	}
 	return spans
+}
+
+// readExtents is the map a sparse read is split along: the backend's ReadSplitter, else its
+// BlockStatuser, else nil.
+func (x *export) readExtents() func(ctx context.Context, off, length uint64) ([]Extent, error) {
+	switch {
+	case x.splitter != nil:
+		return x.splitter.ReadExtents
+	case x.statuser != nil:
+		return x.statuser.Allocation
+	}
+	return nil
 }
