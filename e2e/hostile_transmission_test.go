@@ -21,9 +21,16 @@ func hostileTransmissionItems(t *testing.T, a, b, ro *hostileTarget) {
 		for _, tg := range []*hostileTarget{a, b} {
 			for _, mode := range []wireMode{wireSimple, wireStructured, wireExtended} {
 				c := tg.session(t, mode)
-				h := nbd.AppendRequest(nil, nbd.Request{Type: nbd.CmdRead, Length: 512}, mode == wireExtended)
+				h := nbd.AppendRequest(nil, nbd.Request{Type: nbd.CmdRead, Cookie: 9, Length: 512}, mode == wireExtended)
 				h[0] ^= 0xff
 				c.write(h)
+				if mode == wireExtended {
+					wantClosedSilently(t, c, "bad request magic")
+					continue
+				}
+				// qemu-nbd 7.2 answers EINVAL to the header's cookie, then closes.
+				c.pending[9] = []nbd.Request{{Type: nbd.CmdRead, Cookie: 9, Length: 512}}
+				c.wantErrno(c.recv(), nbd.EINVAL)
 				wantClosedSilently(t, c, "bad request magic")
 			}
 		}
@@ -31,8 +38,12 @@ func hostileTransmissionItems(t *testing.T, a, b, ro *hostileTarget) {
 		c := a.session(t, wireExtended)
 		c.write(append(nbd.AppendRequest(nil, nbd.Request{Type: nbd.CmdRead, Length: 512}, false), 0, 0, 0, 0))
 		wantClosedSilently(t, c, "compact request after EXTENDED_HEADERS")
+		// Without them, an extended header's first 28 bytes are a compact header with a bad
+		// magic: EINVAL to its cookie, then a close, as qemu-nbd 7.2 does.
 		c = a.session(t, wireStructured)
-		c.write(nbd.AppendRequest(nil, nbd.Request{Type: nbd.CmdRead, Length: 512}, true))
+		c.write(nbd.AppendRequest(nil, nbd.Request{Type: nbd.CmdRead, Cookie: 5, Length: 512}, true))
+		c.pending[5] = []nbd.Request{{Type: nbd.CmdRead, Cookie: 5}}
+		c.wantErrno(c.recv(), nbd.EINVAL)
 		wantClosedSilently(t, c, "extended request without EXTENDED_HEADERS")
 	}, a, b)
 

@@ -50,14 +50,24 @@ func (c *conn) readRequests() {
 	for {
 		if _, err := io.ReadFull(c.br, hdr); err != nil {
 			if !errors.Is(err, io.EOF) {
+				// A clean close between requests is no failure; anything else is.
 				c.srv.log.Debug("nbd: read failed", "remote", c.remote, "err", err)
+				c.reportClient(false, prefixDisconnect, ioText(err, eofBytes))
 			}
 			return
 		}
 		req, ok := decodeRequest(hdr, ext)
 		if !ok {
 			c.srv.log.Info("nbd: bad request magic; disconnecting", "remote", c.remote)
-			c.abort()
+			if ext {
+				c.reportClient(false, prefixDisconnect, fmt.Sprintf("invalid magic (got %#x)", be.Uint32(hdr)))
+				c.abort()
+				return
+			}
+			// qemu-nbd 7.2 answers EINVAL to the header's cookie, then closes.
+			j := job{req: req}
+			c.rejectRequest(&j, EINVAL, fmt.Sprintf("invalid magic (got %#x)", be.Uint32(hdr)))
+			c.reportClient(false, prefixDisconnect, msgIntermediate)
 			return
 		}
 		if req.Type == CmdDisc {
@@ -70,15 +80,32 @@ func (c *conn) readRequests() {
 			return
 		}
 		if err := c.handle(&req); err != nil {
-			var pe *protocolError
-			if errors.As(err, &pe) {
-				c.srv.log.Info("nbd: disconnecting client", "remote", c.remote, "err", err)
-				c.abort()
-			} else if errors.Is(err, errUnreadPayload) {
-				c.srv.log.Info("nbd: disconnecting client", "remote", c.remote, "err", err)
-			}
+			c.handleFailed(err)
 			return
 		}
+	}
+}
+
+// handleFailed ends the connection after handle failed with err, reporting it as qemu-nbd
+// does.
+func (c *conn) handleFailed(err error) {
+	var pe *protocolError
+	var we *writeDataError
+	switch {
+	case errors.As(err, &pe):
+		c.srv.log.Info("nbd: disconnecting client", "remote", c.remote, "err", err)
+		c.reportClient(false, prefixDisconnect, pe.msg)
+		c.abort()
+	case errors.Is(err, errUnreadPayload):
+		c.srv.log.Info("nbd: disconnecting client", "remote", c.remote, "err", err)
+		c.reportClient(false, prefixDisconnect, msgIntermediate)
+	case errors.Is(err, errClosed):
+	case errors.As(err, &we):
+		if msg := ioText(we.err, eofData); msg != "" {
+			c.reportClient(false, prefixDisconnect+"Failed to read CMD_WRITE data: ", msg)
+		}
+	default:
+		c.reportClient(false, prefixDisconnect, ioText(err, eofData))
 	}
 }
 
@@ -150,7 +177,7 @@ func (c *conn) handle(req *Request) error {
 		if _, err := io.ReadFull(c.br, *j.buf); err != nil {
 			putBuf(j.buf)
 			c.budget.release(j.cost)
-			return unexpectedEOF(err)
+			return &writeDataError{unexpectedEOF(err)}
 		}
 	}
 	c.started(&j)

@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -53,6 +54,8 @@ var specs = []optSpec{
 	// qnbd's own.
 	{0, "metrics-addr", true},
 	{0, "handshake-limit", true},
+	{0, "log-level", true},
+	{0, "log-format", true},
 	{0, "export", true},
 	{'U', "force-share", false},
 }
@@ -100,6 +103,7 @@ type config struct {
 	fork    bool
 	pidFile string
 	verbose bool
+	log     logConfig
 
 	metricsAddr    string
 	handshakeLimit time.Duration // 0 = none
@@ -121,7 +125,7 @@ func parseArgs(args []string) (*config, error) {
 		return nil, usagef("%v", err)
 	}
 	cfg := &config{shared: 1, cache: cacheWriteback, aio: "threads",
-		handshakeLimit: server.DefaultHandshakeLimit}
+		handshakeLimit: server.DefaultHandshakeLimit, log: logConfig{level: slog.LevelError}}
 	top := exportConfig{}
 	var exportName *string
 	var extra []extraExport
@@ -269,6 +273,21 @@ func parseArgs(args []string) (*config, error) {
 				return nil, usagef("Invalid handshake limit '%s' (seconds, 0 for none)", v)
 			}
 			cfg.handshakeLimit = time.Duration(n) * time.Second
+		case "log-level":
+			l, err := parseLogLevel(v)
+			if err != nil {
+				return nil, err
+			}
+			cfg.log.level, cfg.log.chosen = l, true
+		case "log-format":
+			j, err := parseLogFormat(v)
+			if err != nil {
+				return nil, err
+			}
+			if !cfg.log.chosen {
+				cfg.log.level = slog.LevelInfo // asking for a format is asking for a log
+			}
+			cfg.log.json, cfg.log.chosen = j, true
 		case "force-share":
 			top.forceShare = true
 		case "export":

@@ -3,6 +3,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +99,15 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"--fork", "--pid-file=/tmp/p", "-v", "img"}, func(c *config) string {
 			return want(c.fork && c.pidFile == "/tmp/p" && c.verbose, "fork/pid/verbose")
 		}},
+		{[]string{"img"}, func(c *config) string {
+			return want(c.log == logConfig{level: slog.LevelError}, "default log: errors, text")
+		}},
+		{[]string{"--log-format=json", "img"}, func(c *config) string {
+			return want(c.log == logConfig{level: slog.LevelInfo, json: true, chosen: true}, "--log-format alone")
+		}},
+		{[]string{"--log-level=debug", "--log-format=text", "img"}, func(c *config) string {
+			return want(c.log == logConfig{level: slog.LevelDebug, chosen: true}, "--log-level with --log-format")
+		}},
 		{[]string{"--metrics-addr", "127.0.0.1:9100", "--handshake-limit", "0", "img"}, func(c *config) string {
 			return want(c.metricsAddr == "127.0.0.1:9100" && c.handshakeLimit == 0, "qnbd's own")
 		}},
@@ -165,6 +175,8 @@ func TestParseArgsErrors(t *testing.T) {
 		// qemu-nbd checks it in command-line order.
 		{[]string{"--detect-zeroes=unmap", "--discard=unmap", "img"}, "not allowed without setting discard operation to unmap"},
 		{[]string{"-f", "vmdk", "img"}, "Unknown format 'vmdk'"},
+		{[]string{"--log-level=loud", "img"}, "Invalid log level 'loud'"},
+		{[]string{"--log-format=xml", "img"}, "Invalid log format 'xml'"},
 		{[]string{"-x", strings.Repeat("n", 4097), "img"}, "too long"},
 		{[]string{"-D", strings.Repeat("d", 4097), "img"}, "too long"},
 		{[]string{"-c", "/dev/nbd0", "img"}, "not supported"},

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -51,9 +50,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 func fail(stderr io.Writer, err error) int {
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "qnbd: %v (try 'qnbd --help')\n", err)
+		fmt.Fprintf(stderr, "%s: %v (try '%s --help')\n", progName, err, progName)
 	} else {
-		fmt.Fprintf(stderr, "qnbd: %v\n", err)
+		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
 	}
 	return 1
 }
@@ -68,11 +67,7 @@ type opened struct {
 // serve runs the server until a signal or, without -t, until the last client has gone.
 // lns and ready are set in a --fork child.
 func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) int {
-	level := slog.LevelWarn
-	if cfg.verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := newLogger(cfg.log, stderr)
 
 	// --metrics-addr: up before the images are opened (see metrics.go); nil without it.
 	var me *metricsEndpoint
@@ -161,6 +156,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 		Hooks:          me.serverHooks(),
 		ConnState:      idle.connState,
 		Logger:         log,
+		ClientErrors:   clientErrorPrinter(stderr),
 	}}
 
 	var pidLock *os.File

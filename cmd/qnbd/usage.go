@@ -24,7 +24,8 @@ Connection properties:
   -k, --socket=PATH         path to the unix socket (absolute)
   -e, --shared=NUM          device can be shared by NUM clients (default '1', 0 = unlimited)
   -t, --persistent          don't exit on the last connection
-  -v, --verbose             display extra debugging information
+  -v, --verbose             accepted for qemu-nbd compatibility; prints nothing more
+                            (use --log-level)
   -x, --export-name=NAME    expose export by name (default is empty string)
   -D, --description=TEXT    export a human-readable description
       --handshake-limit=N   drop clients that have not finished the handshake after N
@@ -38,6 +39,9 @@ General purpose options:
                             once the server is running
       --pid-file=PATH       store the server's process ID in the given file
       --metrics-addr=HOST:PORT  serve Prometheus metrics there
+      --log-level=LEVEL     qnbd's own log on stderr: error (default), warn, info
+                            or debug; qemu-nbd's messages are printed regardless
+      --log-format=FORMAT   text (default) or json; alone it means --log-level=info
       --export NAME=FILE[,format=raw|qcow2][,readonly=on][,description=TEXT]
                             serve another image under NAME (repeatable; -r and -f
                             are its defaults; a literal comma is written ',,')
