@@ -81,6 +81,7 @@ type exportConfig struct {
 	snapshot     bool   // -s: writes go to a temporary overlay (qcow2 wiring pending)
 	loadSnapshot string // -l: internal snapshot to export read-only (qcow2 wiring pending)
 	forceShare   bool   // -U: take image locks that share everything (read-only exports)
+	offset       uint64 // -o: the export starts this far into the image (above the format)
 }
 
 // config is everything the command line asks for.
@@ -154,13 +155,14 @@ func parseArgs(args []string) (*config, error) {
 			}
 			cfg.socket = v
 		case "offset":
-			n, err := strconv.ParseUint(v, 0, 64)
+			n, ok, err := parseOffset(v)
+			if !ok {
+				return nil, invalidOffset(v)
+			}
 			if err != nil {
-				return nil, usagef("Invalid offset '%s'", v)
+				return nil, err
 			}
-			if n != 0 {
-				return nil, usagef("-o/--offset is not supported by qnbd")
-			}
+			top.offset = n
 		case "read-only":
 			top.readOnly = true
 		case "allocation-depth":

@@ -183,7 +183,6 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-d", "/dev/nbd0"}, "not supported"},
 		{[]string{"-L"}, "not supported"},
 		{[]string{"-B", "bm", "img"}, "not supported"},
-		{[]string{"-o", "512", "img"}, "not supported"},
 		{[]string{"-o", "x", "img"}, "Invalid offset"},
 		{[]string{"--object", "tls-creds-x509,id=t", "img"}, "TLS"},
 		{[]string{"--tls-creds=t", "img"}, "TLS"},

@@ -119,7 +119,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 			closeListeners()
 			return fail(stderr, err)
 		}
-		b, c, err := openBackend(e, cfg, openEnv{hooks: imageHooks, log: log})
+		b, c, err := openExport(e, cfg, openEnv{hooks: imageHooks, log: log})
 		if err != nil {
 			closeBackends()
 			closeListeners()
