@@ -105,6 +105,7 @@ type config struct {
 	pidFile string
 	verbose bool
 	log     logConfig
+	list    bool // -L: list a server's exports instead of serving
 
 	metricsAddr    string
 	handshakeLimit time.Duration // 0 = none
@@ -172,7 +173,7 @@ func parseArgs(args []string) (*config, error) {
 		case "connect", "disconnect":
 			return nil, usagef("-c/--connect and -d/--disconnect (the kernel /dev/nbd client) are not supported by qnbd; use nbd-client")
 		case "list":
-			return nil, usagef("-L/--list is not supported by qnbd; use 'nbdinfo --list'")
+			cfg.list = true
 		case "snapshot":
 			top.snapshot = true
 		case "load-snapshot":
@@ -301,6 +302,15 @@ func parseArgs(args []string) (*config, error) {
 		}
 	}
 	if cfg.help || cfg.version {
+		return cfg, nil
+	}
+	if cfg.list {
+		perDevice := exportName != nil || top.description != "" || top.offset != 0 || top.format != "" ||
+			top.loadSnapshot != "" || cfg.allocDepth || seen["aio"] || seen["discard"] || seen["cache"] ||
+			len(extra) > 0 || top.forceShare
+		if err := listChecks(cfg, len(operands), perDevice); err != nil {
+			return nil, err
+		}
 		return cfg, nil
 	}
 	if cfg.aio == "native" && cfg.cache != cacheNone && cfg.cache != cacheDirectsync {

@@ -35,6 +35,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case cfg.version:
 		printVersion(stdout)
 		return 0
+	case cfg.list:
+		return runList(cfg, stdout, stderr)
 	}
 	child, lns, ready, err := forkChild()
 	if err != nil {

@@ -17,6 +17,7 @@ Serve a disk image over NBD. The options are qemu-nbd's.
 
   -h, --help                display this help and exit
   -V, --version             output version information and exit
+  -L, --list                list the exports of the server at -k or -b/-p, then exit
 
 Connection properties:
   -p, --port=PORT           port to listen on (default '10809')
@@ -32,6 +33,7 @@ Connection properties:
                             seconds (default 10, 0 = no limit)
 
 Exposing part of the image:
+  -o, --offset=OFFSET       offset into the image (above its format)
   -A, --allocation-depth    expose the allocation depth (qemu:allocation-depth)
 
 General purpose options:
@@ -62,9 +64,9 @@ Block device options:
       --detect-zeroes=MODE  off (default), on, or unmap: turn zero writes into
                             write-zeroes
 
-Not supported (refused with a message): -c/--connect, -d/--disconnect, -L/--list,
--B/--bitmap, -o/--offset (other than 0), --object, --tls-creds, --tls-authz,
---tls-hostname, --image-opts, --selinux-label. -T/--trace is accepted and ignored.
+Not supported (refused with a message): -c/--connect, -d/--disconnect,
+-B/--bitmap, --object, --tls-creds, --tls-authz, --tls-hostname, --image-opts,
+--selinux-label. -T/--trace is accepted and ignored.
 
 Systemd socket activation (LISTEN_PID/LISTEN_FDS, fd 3) is used when present.
 `)
