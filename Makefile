@@ -11,7 +11,7 @@ export PATH := $(GOBIN):$(PATH)
 
 GO          ?= go
 CMDS        := qnbd qnbd-img
-TEST_TIMEOUT ?= 15m
+TEST_TIMEOUT ?= 30m
 GOTESTFLAGS ?=
 FUZZTIME    ?= 30s
 BENCH_FLAGS ?=

@@ -1,4 +1,4 @@
-// Workloads and running fio with its nbd engine.
+// Running a fio workload with fio's nbd engine.
 package main
 
 import (
@@ -14,24 +14,6 @@ import (
 	"time"
 )
 
-// workload is one fio job description.
-type workload struct {
-	name    string
-	rw      string // fio rw=
-	bs      string
-	jobs    int
-	fresh   bool // runs on a fresh, empty image; otherwise on a prefilled one
-	regionR bool // confined to the prefilled region
-}
-
-var workloads = []workload{
-	{name: "randwrite-4k", rw: "randwrite", bs: "4k", jobs: 1, fresh: true},
-	{name: "seqwrite-1m", rw: "write", bs: "1m", jobs: 1, fresh: true},
-	{name: "randread-4k", rw: "randread", bs: "4k", jobs: 1, regionR: true},
-	{name: "seqread-1m", rw: "read", bs: "1m", jobs: 1, regionR: true},
-	{name: "randwrite-4k-4conn", rw: "randwrite", bs: "4k", jobs: 4, fresh: true},
-}
-
 // fioParams are the knobs shared by every workload.
 type fioParams struct {
 	runtime time.Duration
@@ -40,24 +22,15 @@ type fioParams struct {
 	iodepth int
 }
 
-// fioResult is the part of fio's JSON report the bench keeps.
-type fioResult struct {
-	IOPS      float64 `json:"iops"`
-	MiBps     float64 `json:"mib_per_s"`
-	MeanLatUs float64 `json:"mean_latency_us"`
-	P99LatUs  float64 `json:"p99_latency_us"`
-	IOs       int64   `json:"ios"`
-}
-
 // runFio runs workload w against the NBD server listening on sock.
-func runFio(ctx context.Context, w workload, p fioParams, sock, workDir string) (fioResult, error) {
-	out := filepath.Join(workDir, "fio-"+w.name+".json")
+func runFio(ctx context.Context, name string, w fioJob, p fioParams, sock, workDir string) (measurement, error) {
+	out := filepath.Join(workDir, "fio-"+name+".json")
 	size := p.size
 	if w.regionR {
 		size = p.region
 	}
 	args := []string{
-		"--name=" + w.name,
+		"--name=" + name,
 		"--ioengine=nbd",
 		"--uri=nbd+unix:///?socket=" + sock,
 		"--rw=" + w.rw,
@@ -77,17 +50,17 @@ func runFio(ctx context.Context, w workload, p fioParams, sock, workDir string) 
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if err := cmd.Run(); err != nil {
-		return fioResult{}, fmt.Errorf("fio %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return measurement{}, fmt.Errorf("fio %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {
-		return fioResult{}, err
+		return measurement{}, err
 	}
 	return parseFio(b, strings.Contains(w.rw, "read"))
 }
 
 // parseFio extracts the aggregate of the first (group-reported) job.
-func parseFio(b []byte, read bool) (fioResult, error) {
+func parseFio(b []byte, read bool) (measurement, error) {
 	// fio may print notices before the JSON document.
 	if i := bytes.IndexByte(b, '{'); i > 0 {
 		b = b[i:]
@@ -96,6 +69,7 @@ func parseFio(b []byte, read bool) (fioResult, error) {
 		IOPS     float64 `json:"iops"`
 		BWBytes  float64 `json:"bw_bytes"`
 		TotalIOs int64   `json:"total_ios"`
+		IOBytes  int64   `json:"io_bytes"`
 		LatNs    struct {
 			Mean float64 `json:"mean"`
 		} `json:"lat_ns"`
@@ -111,27 +85,28 @@ func parseFio(b []byte, read bool) (fioResult, error) {
 		} `json:"jobs"`
 	}
 	if err := json.Unmarshal(b, &doc); err != nil {
-		return fioResult{}, fmt.Errorf("parsing fio output: %w", err)
+		return measurement{}, fmt.Errorf("parsing fio output: %w", err)
 	}
 	if len(doc.Jobs) == 0 {
-		return fioResult{}, fmt.Errorf("fio output has no jobs")
+		return measurement{}, fmt.Errorf("fio output has no jobs")
 	}
 	j := doc.Jobs[0]
 	if j.Error != 0 {
-		return fioResult{}, fmt.Errorf("fio job failed with error %d", j.Error)
+		return measurement{}, fmt.Errorf("fio job failed with error %d", j.Error)
 	}
 	s := j.Write
 	if read {
 		s = j.Read
 	}
 	if s.TotalIOs == 0 {
-		return fioResult{}, fmt.Errorf("fio completed no I/O")
+		return measurement{}, fmt.Errorf("fio completed no I/O")
 	}
-	return fioResult{
+	return measurement{
 		IOPS:      s.IOPS,
 		MiBps:     s.BWBytes / (1 << 20),
 		MeanLatUs: s.LatNs.Mean / 1000,
 		P99LatUs:  s.ClatNs.Percentile["99.000000"] / 1000,
 		IOs:       s.TotalIOs,
+		Bytes:     s.IOBytes,
 	}, nil
 }

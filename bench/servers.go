@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -19,30 +20,63 @@ type serverKind struct {
 	name string
 	// raw: the server is given a raw file rather than qcow2.
 	raw bool
-	// argv builds the command line serving image on sock.
-	argv func(image, sock string) []string
+	// tls: the server takes part in the TLS rows.
+	tls bool
+	// argv builds the command line serving image on sock; with tlsDir != "" it serves over
+	// TLS with the x509 credentials in tlsDir (QEMU's file names).
+	argv func(image, sock, tlsDir string) []string
 }
 
 func servers(qnbdBin string) []serverKind {
 	return []serverKind{
-		{name: "qnbd", argv: func(image, sock string) []string {
+		{name: "qnbd", tls: true, argv: func(image, sock, tlsDir string) []string {
 			// qnbd takes qemu-nbd's command line.
-			return []string{qnbdBin, "-t", "-e", "8", "-f", "qcow2", "-k", sock, image}
+			return append([]string{qnbdBin, "-t", "-e", "8", "-f", "qcow2", "-k", sock}, append(qemuTLSArgs(tlsDir), image)...)
 		}},
-		{name: "qemu-nbd", argv: func(image, sock string) []string {
-			return []string{"qemu-nbd", "-t", "-e", "8", "-f", "qcow2", "--cache=writeback", "-k", sock, image}
+		{name: "qemu-nbd", tls: true, argv: func(image, sock, tlsDir string) []string {
+			return append([]string{"qemu-nbd", "-t", "-e", "8", "-f", "qcow2", "--cache=writeback", "-k", sock}, append(qemuTLSArgs(tlsDir), image)...)
 		}},
-		{name: "nbdkit", raw: true, argv: func(image, sock string) []string {
+		{name: "nbdkit", raw: true, argv: func(image, sock, _ string) []string {
 			return []string{"nbdkit", "-f", "--exit-with-parent", "-U", sock, "file", image}
 		}},
 	}
 }
 
+// qemuTLSArgs is qemu-nbd's spelling of "serve over TLS with the credentials in dir".
+func qemuTLSArgs(dir string) []string {
+	if dir == "" {
+		return nil
+	}
+	return []string{"--object", "tls-creds-x509,id=tls0,endpoint=server,dir=" + dir, "--tls-creds", "tls0"}
+}
+
 // runningServer is a started server process.
 type runningServer struct {
 	cmd    *exec.Cmd
-	log    bytes.Buffer
+	log    lockedBuffer
 	exited chan error
+}
+
+// logText is what the server has written to stdout and stderr so far.
+func (s *runningServer) logText() string { return s.log.String() }
+
+// lockedBuffer collects a process's output, written by exec's copying goroutine while the
+// bench may read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // start runs argv and waits until sock accepts connections.
@@ -64,7 +98,7 @@ func start(ctx context.Context, argv []string, sock string) (*runningServer, err
 		}
 		select {
 		case err := <-s.exited:
-			return nil, fmt.Errorf("%s exited before listening: %v: %s", argv[0], err, strings.TrimSpace(s.log.String()))
+			return nil, fmt.Errorf("%s exited before listening: %v: %s", argv[0], err, strings.TrimSpace(s.logText()))
 		case <-ctx.Done():
 			s.stop()
 			return nil, ctx.Err()
@@ -72,7 +106,7 @@ func start(ctx context.Context, argv []string, sock string) (*runningServer, err
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return nil, fmt.Errorf("%s not listening on %s after 10s: %s", argv[0], sock, s.log.String())
+			return nil, fmt.Errorf("%s not listening on %s after 10s: %s", argv[0], sock, s.logText())
 		}
 	}
 }

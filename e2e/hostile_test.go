@@ -380,7 +380,8 @@ func copyFile(t *testing.T, src, dst string) {
 }
 
 // TestHostileCatalog runs every item of the hostile-client catalog against two qnbd
-// processes: A on loopback TCP (-e 0, the main image plus a read-only export "ro") and B on
+// processes: A on loopback TCP (-e 0, --handshake-limit 60 (longer than wireTimeout), the
+// main image plus a read-only export "ro") and B on
 // a Unix socket (-e 2 --handshake-limit 2) for the flood, slowloris and timeout items and
 // the Unix variants. After each item a libnbd client and nbdinfo must still read the model;
 // at the end both stop with SIGTERM (exit 0) while clients hang on, the descriptor counts are
@@ -398,7 +399,7 @@ func TestHostileCatalog(t *testing.T) {
 	copyFile(t, imgRO, pristineRO)
 
 	a := &hostileTarget{name: "A", img: imgA, model: modelA, network: "tcp", scratch: scratchOff}
-	a.srv = startQnbd(t, serverConfig{TCP: true, Metrics: true, Args: []string{"-e", "0", "-f", "qcow2", "--discard=unmap",
+	a.srv = startQnbd(t, serverConfig{TCP: true, Metrics: true, Args: []string{"-e", "0", "--handshake-limit", "60", "-f", "qcow2", "--discard=unmap",
 		imgA, "--export", "ro=" + imgRO + ",readonly=on"}})
 	a.addr = fmt.Sprintf("127.0.0.1:%d", a.srv.Port)
 	b := &hostileTarget{name: "B", img: imgB, model: modelB, network: "unix", scratch: 12 << 20}

@@ -95,7 +95,7 @@ var (
 	famConnections = Family{"qnbd_nbd_connections", Gauge, []string{labelExport},
 		"Open NBD connections in the transmission phase."}
 	famHandshakes = Family{"qnbd_nbd_handshakes_total", Counter, []string{labelResult},
-		"NBD handshakes finished, by result (ok, aborted, timeout, rejected, error)."}
+		"NBD handshakes finished, by result (ok, aborted, timeout, rejected, error, tls_required, tls_failed, authz_denied)."}
 )
 
 // famBuildInfo is the process's identity.

@@ -68,8 +68,15 @@
 //	qnbd_nbd_bytes_total                    counter    export, op           payload bytes (the range length for trim, write_zeroes, cache)
 //	qnbd_nbd_inflight_requests              gauge      export               requests started and not yet done
 //	qnbd_nbd_connections                    gauge      export               connections in the transmission phase
-//	qnbd_nbd_handshakes_total               counter    result               finished handshakes; result is ok, aborted, timeout, rejected or error
+//	qnbd_nbd_handshakes_total               counter    result               finished handshakes; result is ok, aborted, timeout, rejected, error, tls_required, tls_failed or authz_denied
 //	qnbd_build_info                         gauge      version, goversion   always 1
+//
+// The TLS refusals are results rather than a separate reason label, so that one bounded label
+// answers "why did handshakes fail": tls_required (a plaintext client refused because TLS is
+// required), tls_failed (the TLS handshake failed: no, untrusted, expired or revoked client
+// certificate, or not TLS at all) and authz_denied (TLS succeeded, the --tls-authz check
+// refused the client's DN). A TLS handshake that stalls until --handshake-limit counts as
+// timeout. docs/hostile-clients.md lists which client behaviour moves which result.
 //
 // op is one of read, write, flush, trim, cache, write_zeroes, block_status, disc (server.Op's
 // names). The registry also holds the Go runtime collector (go_*) and the process collector

@@ -382,7 +382,7 @@ func TestReadSnapshotsTableLimits(t *testing.T) {
 		if err != nil || len(got) != MaxSnapshots {
 			t.Fatalf("%d, %v", len(got), err)
 		}
-		if a := after.TotalAlloc - before.TotalAlloc; a > 256<<20 || el > 5*time.Second {
+		if a := after.TotalAlloc - before.TotalAlloc; a > 256<<20 || el > 30*time.Second { // time: a bound on a runaway, not a speed test
 			t.Fatalf("65536 snapshots: %d MiB allocated in %v", a>>20, el)
 		}
 		h.SnapshotCount = MaxSnapshots + 1

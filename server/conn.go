@@ -25,13 +25,17 @@ const readBufferSize = 16 << 10
 type conn struct {
 	// Immutable after newConn.
 	srv       *Server
-	nc        net.Conn
+	nc        net.Conn // the socket: deadlines and Close act on it
 	remote    string
 	closed    chan struct{} // closed by abort
 	finish    func()        // asks the writer to close once queued replies are out; idempotent
 	finishReq chan struct{}
 
-	// Owned by the serving goroutine (handshake, then the request reader).
+	// Owned by the serving goroutine (handshake, then the request reader); wire changes only
+	// during the handshake, before the writer starts.
+	wire    net.Conn   // what the protocol is spoken over: nc, or the TLS session on it
+	tlsOn   bool       // STARTTLS succeeded on this connection
+	tlsSock *tlsSocket // the socket under the TLS session; the writer owns it after the handshake
 	br      *bufio.Reader
 	scratch []byte // option replies and request headers
 
@@ -61,6 +65,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		srv:       s,
 		nc:        nc,
+		wire:      nc,
 		remote:    nc.RemoteAddr().String(),
 		closed:    make(chan struct{}),
 		finishReq: make(chan struct{}),

@@ -24,6 +24,17 @@
 //	chunk       S: 0x668e33ef | flags u16 | type u16 | cookie u64 | length u32 | payload
 //	ext chunk   S: 0x6e8a278c | flags u16 | type u16 | cookie u64 | offset u64 | length u64 | payload
 //
+// # TLS
+//
+// With Config.TLSConfig set the server is FORCEDTLS, as qemu-nbd with --tls-creds: before
+// NBD_OPT_STARTTLS every option gets NBD_REP_ERR_TLS_REQD (EXPORT_NAME closes); STARTTLS
+// runs the TLS handshake under the handshake deadline, then Config.Authorize, and resets
+// every negotiated result; plaintext pipelined after STARTTLS reaches the TLS layer, never
+// the option parser. Refusals end with HandshakeTLSRequired, HandshakeTLSFailed or
+// HandshakeAuthzDenied, and their errors read as qemu-nbd's reasons (tls.go, tlserrors.go,
+// docs/hostile-clients.md). TLSConfig is called per handshake, so the caller can swap
+// credentials while connections run.
+//
 // # Concurrency
 //
 // Each connection has one goroutine that runs the handshake and then reads requests. It

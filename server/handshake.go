@@ -1,5 +1,5 @@
 // Fixed-newstyle handshake: the greeting, client flags, the option loop with its limits, and
-// the negotiation state (with the reset point STARTTLS will need).
+// the negotiation state and its reset when TLS starts (tls.go).
 package server
 
 import (
@@ -34,13 +34,15 @@ type negotiation struct {
 	// is not there, TLS it cannot have): a client that then gives up (NBD_OPT_ABORT, as
 	// libnbd and qemu do, or a close) was rejected, not a client that changed its mind.
 	refused bool
+	// tlsRefused is set once an option was refused because TLS had not started.
+	tlsRefused bool
 }
 
-// reset drops every stateful negotiation result; the STARTTLS seam.
-func (n *negotiation) reset() {
-	n.mode = modeSimple
-	n.metaExport = nil
-	n.metas = nil
+// resetForTLS drops every negotiation result once TLS starts ("the server MUST NOT preserve
+// any negotiation state ... issued before this command"): only the client's handshake flags
+// and the count of options, which bounds the whole handshake, remain.
+func (n *negotiation) resetForTLS() {
+	*n = negotiation{fixed: n.fixed, noZeroes: n.noZeroes, options: n.options}
 }
 
 // transmissionFlags is what INFO, GO and EXPORT_NAME advertise for x in this negotiation.
@@ -111,14 +113,17 @@ func (c *conn) handshake() (x *export, n *negotiation, ok bool) {
 }
 
 // failureText is qemu-nbd's text for a failed handshake: none for NBD_OPT_ABORT or a
-// shutdown, the violation's own words, or the read error's.
+// shutdown, the TLS refusal's or the violation's own words, or the read error's.
 func failureText(err error, n *negotiation) string {
 	var pe *protocolError
+	var tr *tlsRefusal
 	switch {
 	case n.failure != "":
 		return n.failure
 	case errors.Is(err, errAbort), errors.Is(err, errShutdown):
 		return ""
+	case errors.As(err, &tr):
+		return tr.msg
 	case errors.As(err, &pe):
 		return pe.msg
 	}
@@ -128,11 +133,22 @@ func failureText(err error, n *negotiation) string {
 // classify turns the handshake's end into a HandshakeResult.
 func (c *conn) classify(err error, n *negotiation) HandshakeResult {
 	var pe *protocolError
+	var tr *tlsRefusal
 	switch {
 	case err == nil:
 		return HandshakeOK
+	case errors.As(err, &tr):
+		if tr.timedOut {
+			if c.srv.shuttingDown() {
+				return HandshakeAborted
+			}
+			return HandshakeTimeout // a TLS handshake that stalled until the limit
+		}
+		return tr.result
 	case errors.Is(err, errShutdown):
 		return HandshakeAborted
+	case errors.Is(err, errAbort) && n.tlsRefused:
+		return HandshakeTLSRequired
 	case errors.Is(err, errAbort):
 		if n.refused {
 			return HandshakeRejected
@@ -153,7 +169,7 @@ func (c *conn) negotiate(n *negotiation) (*export, error) {
 	s := c.srv
 	// S: NBDMAGIC | IHAVEOPT | handshake flags
 	g := writeBuf(c.scratch[:0]).u64(MagicNBD).u64(MagicIHaveOpt).u16(uint16(FlagFixedNewstyle | FlagNoZeroes))
-	if _, err := c.nc.Write(g); err != nil {
+	if _, err := c.wire.Write(g); err != nil {
 		n.greetingFailed = true
 		return nil, err
 	}
@@ -240,6 +256,9 @@ func (c *conn) optionLimit(opt Opt) uint32 {
 
 // option handles one option; a non-nil export means transmission starts.
 func (c *conn) option(opt Opt, o *optReader, n *negotiation) (*export, error) {
+	if c.tlsRequired() {
+		return nil, c.optionBeforeTLS(opt, o, n)
+	}
 	switch opt {
 	case OptExportName:
 		return c.optExportName(o, n)
@@ -270,22 +289,6 @@ func (c *conn) option(opt Opt, o *optReader, n *negotiation) (*export, error) {
 		return nil, err
 	}
 	return nil, c.optError(opt, RepErrUnsup, "option %v not supported", opt)
-}
-
-// optStartTLS is the TLS seam. This server runs in NOTLS mode: "If the server receives
-// NBD_OPT_STARTTLS it MUST respond with NBD_REP_ERR_POLICY (if it does not support TLS for
-// policy reasons)". A TLS-capable version replies NBD_REP_ACK here, wraps c.nc with
-// tls.Server, completes the TLS handshake, rebuilds c.br over the TLS conn, and calls
-// n.reset() so that nothing negotiated in plaintext survives.
-func (c *conn) optStartTLS(o *optReader, n *negotiation) error {
-	if o.left > 0 {
-		if err := o.skip(); err != nil {
-			return err
-		}
-		return c.optError(OptStartTLS, RepErrInvalid, "STARTTLS must not carry data")
-	}
-	n.refused = true
-	return c.optError(OptStartTLS, RepErrPolicy, "TLS not configured")
 }
 
 func (c *conn) optStructuredReply(o *optReader, n *negotiation) error {
@@ -326,7 +329,7 @@ func (c *conn) optExtendedHeaders(o *optReader, n *negotiation) error {
 func (c *conn) optReply(opt Opt, rep Rep, payload []byte) error {
 	b := appendOptReply(c.scratch[:0], opt, rep, uint32(len(payload)))
 	b = append(b, payload...)
-	_, err := c.nc.Write(b)
+	_, err := c.wire.Write(b)
 	c.scratch = b[:0]
 	return err
 }

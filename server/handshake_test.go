@@ -3,6 +3,7 @@ package server
 
 import (
 	"bytes"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -217,9 +218,10 @@ func TestStartTLSRefused(t *testing.T) {
 }
 
 func TestNegotiationReset(t *testing.T) {
-	n := &negotiation{mode: modeExtended, metaExport: &export{}, metas: []metaContext{{id: 1}}}
-	n.reset()
-	if n.mode != modeSimple || n.metaExport != nil || n.metas != nil {
+	n := &negotiation{fixed: true, mode: modeExtended, metaExport: &export{},
+		metas: []metaContext{{id: 1}}, options: 3, refused: true, tlsRefused: true}
+	n.resetForTLS()
+	if !reflect.DeepEqual(*n, negotiation{fixed: true, options: 3}) {
 		t.Fatalf("reset left %+v", n)
 	}
 }

@@ -34,15 +34,19 @@ type HandshakeResult uint8
 
 // Handshake results reported to Hooks.
 const (
-	HandshakeOK       HandshakeResult = iota // the client reached transmission
-	HandshakeAborted                         // NBD_OPT_ABORT, or a clean close during options
-	HandshakeTimeout                         // the handshake limit expired
-	HandshakeRejected                        // protocol violation, unknown export, policy
-	HandshakeError                           // I/O error on the socket
+	HandshakeOK          HandshakeResult = iota // the client reached transmission
+	HandshakeAborted                            // NBD_OPT_ABORT, or a clean close during options
+	HandshakeTimeout                            // the handshake limit expired
+	HandshakeRejected                           // protocol violation, unknown export, policy
+	HandshakeError                              // I/O error on the socket
+	HandshakeTLSRequired                        // TLS is required: a plaintext client was refused
+	HandshakeTLSFailed                          // the TLS handshake failed (untrusted or no certificate, not TLS)
+	HandshakeAuthzDenied                        // TLS succeeded but the client's identity is not authorised
 	NumHandshakeResults
 )
 
-var handshakeNames = [NumHandshakeResults]string{"ok", "aborted", "timeout", "rejected", "error"}
+var handshakeNames = [NumHandshakeResults]string{"ok", "aborted", "timeout", "rejected", "error",
+	"tls_required", "tls_failed", "authz_denied"}
 
 func (r HandshakeResult) String() string {
 	if r < NumHandshakeResults {

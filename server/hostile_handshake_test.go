@@ -48,7 +48,9 @@ func TestHostile02OptionMagic(t *testing.T) {
 
 // 3. Option length 0, 2^32-1, and above the limit (CVE-2017-15119).
 func TestHostile03OptionLength(t *testing.T) {
-	ts := hostileServer(t, Config{})
+	// A handshake limit longer than expectClosed's wait: a connection closed before that wait
+	// ends was closed by the length check, not by the limit. No timing window.
+	ts := hostileServer(t, Config{HandshakeLimit: time.Minute})
 	c := ts.dial()
 	c.sendFlags(FlagCFixedNewstyle)
 	c.wantRep(c.opt(OptGo, nil), RepErrInvalid) // zero length: too short for GO
@@ -58,11 +60,7 @@ func TestHostile03OptionLength(t *testing.T) {
 		c := ts.dial()
 		c.sendFlags(FlagCFixedNewstyle)
 		c.write(writeBuf(nil).u64(MagicIHaveOpt).u32(99).u32(n))
-		start := time.Now()
 		c.expectClosed()
-		if time.Since(start) > 5*time.Second {
-			t.Errorf("length %d: server read on instead of disconnecting", n)
-		}
 	}
 	// EXPORT_NAME longer than a string.
 	c = ts.dial()
@@ -284,24 +282,31 @@ func TestHostile15EOFEveryByteAndSlowloris(t *testing.T) {
 	}
 	ts.waitConns(0)
 
-	// Slowloris: one byte every 100 ms never finishes; the handshake limit ends it.
-	c := ts.dial()
+	// Slowloris: one byte every 100 ms would take seconds to finish; the handshake limit
+	// ends it. What proves it is the limit is that the client is cut off mid-script, not a
+	// timing window (a loaded machine can stretch any window); the clock is read before the
+	// dial, so the server's limit cannot have started earlier.
 	start := time.Now()
-	done := make(chan struct{})
+	c := ts.dial()
+	sent := make(chan int, 1)
 	go func() {
-		defer close(done)
+		n := 0
+		defer func() { sent <- n }()
 		for _, b := range script {
 			if _, err := c.nc.Write([]byte{b}); err != nil {
 				return
 			}
+			n++
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
 	c.expectClosed()
-	if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
-		t.Errorf("slowloris connection closed after %v, want about 300ms", d)
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("slowloris connection closed after %v, before the 300ms limit", d)
 	}
-	<-done
+	if n := <-sent; n == len(script) {
+		t.Errorf("the slow client sent its whole %d-byte handshake: the limit did not cut it off", n)
+	}
 }
 
 // 16. Connection flood beyond max-connections.
@@ -345,11 +350,9 @@ func TestHostileIdleCrowd(t *testing.T) {
 		defer nc.Close()
 		conns = append(conns, nc)
 	}
-	start := time.Now()
+	// Nothing but the handshake limit closes an idle connection, so all of them going is
+	// the proof; waitConns bounds the wait (no timing window: a loaded machine stretches it).
 	ts.waitConns(0)
-	if d := time.Since(start); d > 4*time.Second {
-		t.Errorf("idle handshakes lasted %v, limit 500ms", d)
-	}
 	for _, nc := range conns {
 		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := io.Copy(io.Discard, nc); err != nil {

@@ -21,6 +21,7 @@ type memBackend struct {
 	fuaWrites atomic.Int64
 	trims     atomic.Int64
 	caches    atomic.Int64
+	reads     atomic.Int64 // ReadAt calls that returned data
 	lastZero  atomic.Value // ZeroFlags of the last WriteZeroes
 
 	failRead   failure
@@ -78,6 +79,7 @@ func (m *memBackend) ReadAt(_ context.Context, p []byte, off uint64) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	copy(p, m.data[off:])
+	m.reads.Add(1)
 	return nil
 }
 

@@ -29,7 +29,7 @@ func (c *conn) optExportName(o *optReader, n *negotiation) (*export, error) {
 	if !n.noZeroes {
 		b = append(b, make([]byte, exportNamePadding)...)
 	}
-	if _, err := c.nc.Write(b); err != nil {
+	if _, err := c.wire.Write(b); err != nil {
 		return nil, err
 	}
 	return x, nil

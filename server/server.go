@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -56,6 +57,16 @@ type Config struct {
 	NoExtendedHeaders bool
 	// NoSparseReads disables OFFSET_HOLE chunks in structured READ replies.
 	NoSparseReads bool
+	// TLSConfig, when set, makes the server FORCEDTLS: before NBD_OPT_STARTTLS every other
+	// option is refused with NBD_REP_ERR_TLS_REQD (EXPORT_NAME closes), and after it the
+	// connection continues over TLS with nothing negotiated before carried over. It is called
+	// once per STARTTLS, so that new credentials apply to new handshakes; the config should
+	// set MinVersion (qnbd's is TLS 1.2) and its client verification.
+	TLSConfig func() *tls.Config
+	// Authorize, when set with TLSConfig, is called after each TLS handshake; an error
+	// closes the connection before any option is read over TLS, and its text is logged as
+	// the reason (qemu-nbd's is "TLS x509 authz check for DN is denied").
+	Authorize func(tls.ConnectionState) error
 	// Hooks observes handshakes; nil means none.
 	Hooks ServerHooks
 	// ConnState, when set, is called synchronously as a connection changes state.

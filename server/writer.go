@@ -83,6 +83,9 @@ func (r *reply) cutHdr() {
 // pools.
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
+	if c.tlsSock != nil {
+		c.tlsSock.bufferWrites()
+	}
 	var vec net.Buffers
 	var batch []*reply
 	dead := false
@@ -149,7 +152,11 @@ func (c *conn) flush(batch []*reply, vec *net.Buffers, dead bool) bool {
 	}
 	if !dead && len(*vec) > 0 {
 		v := *vec // WriteTo consumes its receiver
-		if _, err := v.WriteTo(c.nc); err != nil {
+		_, err := v.WriteTo(c.wire)
+		if err == nil && c.tlsSock != nil {
+			err = c.tlsSock.flush()
+		}
+		if err != nil {
 			dead = true
 			c.srv.log.Debug("nbd: write failed; closing", "remote", c.remote, "err", err)
 			c.abort()

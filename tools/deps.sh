@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(
   gcc libc6-dev pkg-config make git
   qemu-utils libnbd-dev libnbd-bin nbdkit fio prometheus python3-libnbd nbd-client openssl
-  systemd python3-yaml file
+  systemd python3-yaml file gnutls-bin python3-gi
 )
 staticcheck_version=v0.8.2
 

@@ -16,8 +16,10 @@ import (
 	"github.com/qnbd/qnbd/internal/imagelock"
 )
 
-// holdImage starts a server (qemu-nbd or the qnbd binary at bin) on image and returns once it
-// holds its locks; the server is killed when the test ends.
+// holdImage starts a server (qemu-nbd or the qnbd binary at prog) on the image named last in
+// args and returns once it listens and holds exactly the locks an NBD export of that image
+// takes (read-only with -r, the format from -f). qemu-nbd takes its locks in steps, so a state
+// in between is waited through, never compared; the server is killed when the test ends.
 func holdImage(t *testing.T, dir, prog string, args ...string) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "s")
@@ -39,15 +41,16 @@ func holdImage(t *testing.T, dir, prog string, args ...string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	deadline := time.Now().Add(15 * time.Second)
+	wantHeld, wantNotShared := exportLocks(args)
+	const limit = 30 * time.Second // bounds a hang on a loaded machine; not a timing assertion
+	deadline := time.Now().Add(limit)
 	for {
-		held, _, err := imagelock.Others(f)
+		held, notShared, err := imagelock.Others(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// qemu-nbd listens once its image is open; qnbd listens first and opens after, so
-		// also wait for its locks (every holder here takes consistent read at least).
-		if _, err := os.Stat(sock); err == nil && held != 0 {
+		_, serr := os.Stat(sock)
+		if serr == nil && held == wantHeld && notShared == wantNotShared {
 			return
 		}
 		select {
@@ -56,10 +59,28 @@ func holdImage(t *testing.T, dir, prog string, args ...string) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s %q: no locks after 15s", prog, args)
+			t.Fatalf("%s %q after %v: socket: %v; holds %q and does not share %q, want %q and %q",
+				prog, args, limit, serr, held, notShared, wantHeld, wantNotShared)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// exportLocks is what an NBD server holds on the image of a qemu-nbd command line: consistent
+// read, write unless -r, and every sharing but resize (the export size is fixed).
+func exportLocks(args []string) (held, notShared imagelock.Perm) {
+	req := imagelock.Request{Perm: imagelock.ConsistentRead | imagelock.Write, Shared: imagelock.All &^ imagelock.Resize}
+	kind := imagelock.RawImage
+	for i, a := range args {
+		switch {
+		case a == "-r":
+			req.Perm &^= imagelock.Write
+		case a == "-f" && i+1 < len(args) && args[i+1] == "qcow2":
+			kind = imagelock.Qcow2Image
+		}
+	}
+	perm, shared := req.For(kind)
+	return perm, imagelock.All &^ shared
 }
 
 func hashFile(t *testing.T, p string) [32]byte {

@@ -3,7 +3,7 @@
 // rules: grouped short flags, --opt=val and --opt val, unique prefixes, operands anywhere),
 // the same defaults (port 10809 on 0.0.0.0, export name "", one shared connection, exit when
 // the last client leaves unless -t), the same checks and, where they matter, the same
-// messages. Options qnbd cannot honour (-c/-d, -L, -B, -o, TLS) are refused with one line.
+// messages. Options qnbd cannot honour (-c/-d, -L, -B, -o, TLS-PSK) are refused with one line.
 // qnbd adds --export NAME=FILE[,...] for more images, --metrics-addr, --handshake-limit and
 // -U/--force-share. Images are locked as qemu-nbd locks them (lock.go, internal/imagelock),
 // so qnbd, qemu-nbd, qemu-img and QEMU refuse to write an image another of them writes.
@@ -12,7 +12,10 @@
 // the backend by format (raw through internal/rawfile; qcow2, and -s overlays of either, in
 // qcow2.go through internal/qcow2export); metrics.go runs --metrics-addr and hands out the
 // per-export hooks; version.go holds the -ldflags version; listen.go opens TCP, Unix or
-// systemd-activated sockets; fork.go implements --fork with a readiness pipe; run.go wires
-// config to server.Server and stops cleanly on SIGTERM/SIGINT/SIGHUP (stop accepting, finish
-// requests in flight, flush, close the images, which clears a qcow2 dirty bit, exit 0).
+// systemd-activated sockets; fork.go implements --fork with a readiness pipe; tls.go creates
+// the --object objects (internal/qemuobj, internal/tlscreds, internal/authz) and wires
+// --tls-creds and --tls-authz (docs/tls.md); run.go wires config to server.Server and stops
+// cleanly on SIGTERM/SIGINT, and on SIGHUP unless TLS is on, when SIGHUP reloads the
+// credentials instead (stop accepting, finish requests in flight, flush, close the images,
+// which clears a qcow2 dirty bit, exit 0).
 package main

@@ -109,6 +109,8 @@ type config struct {
 
 	metricsAddr    string
 	handshakeLimit time.Duration // 0 = none
+
+	tls *tlsSetup // --object, --tls-creds, --tls-authz, --tls-hostname
 }
 
 // usageError is a command-line mistake.
@@ -127,7 +129,8 @@ func parseArgs(args []string) (*config, error) {
 		return nil, usagef("%v", err)
 	}
 	cfg := &config{shared: 1, cache: cacheWriteback, aio: "threads",
-		handshakeLimit: server.DefaultHandshakeLimit, log: logConfig{level: slog.LevelError}}
+		handshakeLimit: server.DefaultHandshakeLimit, log: logConfig{level: slog.LevelError},
+		tls: &tlsSetup{}}
 	top := exportConfig{}
 	var exportName *string
 	var extra []extraExport
@@ -246,8 +249,17 @@ func parseArgs(args []string) (*config, error) {
 			cfg.persistent = true
 		case "verbose":
 			cfg.verbose = true
-		case "object", "tls-creds", "tls-hostname", "tls-authz":
-			return nil, usagef("--%s: TLS is not supported by qnbd yet", o.spec.long)
+		case "object":
+			if err := cfg.tls.addObject(v); err != nil {
+				cfg.tls.close()
+				return nil, err
+			}
+		case "tls-creds":
+			cfg.tls.credsID = v
+		case "tls-authz":
+			cfg.tls.authzID = v
+		case "tls-hostname":
+			cfg.tls.hostname = v
 		case "image-opts":
 			return nil, usagef("--image-opts is not supported by qnbd")
 		case "selinux-label":
@@ -352,6 +364,10 @@ func parseArgs(args []string) (*config, error) {
 			return nil, usagef("two exports named '%s'", e.name)
 		}
 		names[e.name] = true
+	}
+	if err := cfg.tls.check(); err != nil {
+		cfg.tls.close()
+		return nil, err
 	}
 	return cfg, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -159,7 +160,10 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 		ConnState:      idle.connState,
 		Logger:         log,
 		ClientErrors:   clientErrorPrinter(stderr),
+		TLSConfig:      cfg.tls.tlsConfig(),
+		Authorize:      cfg.tls.authorize(),
 	}}
+	defer cfg.tls.close()
 
 	var pidLock *os.File
 	if cfg.pidFile != "" {
@@ -192,18 +196,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 		}
 	}
 
-	status := 0
-	select {
-	case s := <-sigs:
-		log.Info("qnbd: stopping", "signal", s)
-	case <-idle.done:
-		log.Info("qnbd: last client disconnected; exiting (use -t to keep serving)")
-	case err := <-serveErr:
-		if !errors.Is(err, server.ErrServerClosed) {
-			fmt.Fprintf(stderr, "qnbd: %v\n", err)
-			status = 1
-		}
-	}
+	status := waitForStop(cfg, sigs, idle, serveErr, log, stderr)
 	me.setReady(false)
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	go func() {
@@ -229,6 +222,31 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 		status = 1
 	}
 	return status
+}
+
+// waitForStop waits for a stop signal, the last client's exit (without -t) or a Serve
+// error, and returns the exit status. With --tls-creds, SIGHUP reloads the credentials and
+// authz lists instead of stopping (docs/tls.md); without, it stops, as qemu-nbd does.
+func waitForStop(cfg *config, sigs <-chan os.Signal, idle *idleTracker, serveErr <-chan error,
+	log *slog.Logger, stderr io.Writer) int {
+	for {
+		select {
+		case s := <-sigs:
+			if s == syscall.SIGHUP && cfg.tls.store() != nil {
+				cfg.tls.reload(log)
+				continue
+			}
+			log.Info("qnbd: stopping", "signal", s)
+		case <-idle.done:
+			log.Info("qnbd: last client disconnected; exiting (use -t to keep serving)")
+		case err := <-serveErr:
+			if !errors.Is(err, server.ErrServerClosed) {
+				fmt.Fprintf(stderr, "qnbd: %v\n", err)
+				return 1
+			}
+		}
+		return 0
+	}
 }
 
 // idleTracker implements qemu-nbd's exit without -t: once a client that reached

@@ -36,6 +36,21 @@ Exposing part of the image:
   -o, --offset=OFFSET       offset into the image (above its format)
   -A, --allocation-depth    expose the allocation depth (qemu:allocation-depth)
 
+TLS (qemu-nbd's; see docs/tls.md):
+      --object tls-creds-x509,id=ID,endpoint=server,dir=DIR[,verify-peer=on|off]
+                            TLS credentials: DIR holds ca-cert.pem, server-cert.pem,
+                            server-key.pem and optionally ca-crl.pem; verify-peer
+                            (default on) requires a client certificate from the CA
+      --object authz-simple,id=ID,identity=DN
+      --object authz-list,id=ID,policy=deny|allow,rules.N.match=DN,
+                            rules.N.policy=allow|deny[,rules.N.format=exact|glob]
+      --object authz-list-file,id=ID,filename=ABS[,refresh=on|off]
+                            who may connect (also as JSON: --object '{"qom-type":...}')
+      --tls-creds=ID        require TLS with the credentials object ID
+      --tls-authz=ID        allow only clients whose certificate DN object ID allows
+  With TLS, SIGHUP reloads the credentials, the CRL and authz list files (a set that
+  fails to load keeps the previous one). TLS 1.3 is preferred, 1.2 the minimum.
+
 General purpose options:
       --fork                fork off the server process and exit the parent
                             once the server is running
@@ -65,8 +80,9 @@ Block device options:
                             write-zeroes
 
 Not supported (refused with a message): -c/--connect, -d/--disconnect,
--B/--bitmap, --object, --tls-creds, --tls-authz, --tls-hostname, --image-opts,
---selinux-label. -T/--trace is accepted and ignored.
+-B/--bitmap, --tls-hostname (list mode only), --image-opts, --selinux-label,
+tls-creds-psk, tls-creds-anon, priority=, passwordid=, and objects other than TLS
+credentials and authz. -T/--trace is accepted and ignored.
 
 Systemd socket activation (LISTEN_PID/LISTEN_FDS, fd 3) is used when present.
 `)

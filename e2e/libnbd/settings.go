@@ -159,3 +159,11 @@ func (h *Handle) SetTLSPSKFile(path string) error {
 		return C.nbd_set_tls_psk_file(p, s)
 	})
 }
+
+// SetURIAllowLocalFile lets ConnectURI read local files a URI names, such as
+// tls-certificates=DIR (libnbd refuses them by default).
+func (h *Handle) SetURIAllowLocalFile(on bool) error {
+	return h.set("nbd_set_uri_allow_local_file", func(p *C.struct_nbd_handle) C.int {
+		return C.nbd_set_uri_allow_local_file(p, C.bool(on))
+	})
+}

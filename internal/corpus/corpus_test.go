@@ -52,12 +52,9 @@ func TestMain(m *testing.M) {
 
 func TestBuildIsFastAndComplete(t *testing.T) {
 	imgs := built(t)
+	// About 1 s on an idle 2-core machine. Logged, not asserted: a test asserts no timing
+	// (a loaded machine stretches any bound); the build's cost shows in make test's time.
 	t.Logf("built %d images in %v", len(imgs), buildAll.dur)
-	// About 1 s on an idle 2-core machine; the budget is 20 s, and the limit here leaves
-	// room for a machine loaded by the rest of `make test`.
-	if buildAll.dur > 60*time.Second {
-		t.Errorf("building the corpus took %v, budget 20s (60s under load)", buildAll.dur)
-	}
 	if len(imgs) != len(Specs()) {
 		t.Fatalf("%d images for %d specs", len(imgs), len(Specs()))
 	}

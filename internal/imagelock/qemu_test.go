@@ -3,6 +3,7 @@
 package imagelock
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +19,10 @@ func qemuImg(t *testing.T, args ...string) {
 	}
 }
 
-// startQemuNbd serves an image with qemu-nbd and returns once qemu-nbd listens (it opens
-// the image, settles its permissions, then creates the socket) and holds locks on watch.
-func startQemuNbd(t *testing.T, watch string, args ...string) {
+// startQemuNbd serves an image with qemu-nbd and returns once it listens. The locks it holds
+// are not settled then: it takes them on each file in steps, so callers wait for the state
+// they expect with waitForLocks rather than reading it once.
+func startQemuNbd(t *testing.T, args ...string) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "s")
 	cmd := exec.Command("qemu-nbd", append([]string{"-t", "-k", sock}, args...)...)
@@ -35,26 +37,51 @@ func startQemuNbd(t *testing.T, watch string, args ...string) {
 		cmd.Process.Kill() // this test's own qemu-nbd, by pid
 		<-done
 	})
-	f := open(t, watch, os.O_RDONLY)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		held, notShared, err := Others(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := os.Stat(sock); err == nil && (held != 0 || notShared != 0) {
-			return
-		}
+	waitFor(t, 30*time.Second, func() (bool, string) {
 		select {
 		case <-done:
 			t.Fatalf("qemu-nbd %q exited: %s", args, stderr.String())
 		default:
 		}
+		_, err := os.Stat(sock)
+		return err == nil, fmt.Sprintf("qemu-nbd %q has not created its socket", args)
+	})
+}
+
+// waitFor polls cond until it reports true, and fails the test with cond's last description
+// once the deadline passes. The deadline is generous: it bounds a hang, it is not a timing
+// assertion, and a loaded CI machine can take seconds to schedule qemu-nbd.
+func waitFor(t *testing.T, limit time.Duration, cond func() (ok bool, last string)) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("qemu-nbd %q holds no locks on %s after 10s", args, watch)
+			t.Fatalf("after %v: %s", limit, last)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// waitForLocks waits until the locks other processes hold on file are exactly held and
+// notShared. An intermediate state (qemu-nbd has taken some of its locks but not all) is
+// never accepted as the final one, however long it lasts; on timeout the test fails with
+// the last state seen.
+func waitForLocks(t *testing.T, file string, held, notShared Perm) {
+	t.Helper()
+	f := open(t, file, os.O_RDONLY)
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		h, ns, err := Others(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h == held && ns == notShared, fmt.Sprintf(
+			"%s: qemu-nbd holds %q and does not share %q; want held %q and not shared %q",
+			filepath.Base(file), h, ns, held, notShared)
+	})
 }
 
 // TestForMatchesQemuNbd serves images with qemu-nbd and compares the locks it holds on each
@@ -86,23 +113,10 @@ func TestForMatchesQemuNbd(t *testing.T) {
 		{[]string{"-r", "-f", "qcow2", p("df.qcow2")}, ro, map[string]Kind{p("df.qcow2"): Qcow2Image, p("data.bin"): DataFile}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			startQemuNbd(t, tc.args[len(tc.args)-1], tc.args...)
+			startQemuNbd(t, tc.args...)
 			for file, kind := range tc.files {
-				f := open(t, file, os.O_RDONLY)
-				held, notShared, err := Others(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				// A backing or data file may be opened a moment after the image.
-				for i := 0; i < 100 && held == 0 && notShared == 0; i++ {
-					time.Sleep(20 * time.Millisecond)
-					held, notShared, _ = Others(f)
-				}
 				perm, shared := tc.req.For(kind)
-				if held != perm || notShared != All&^shared {
-					t.Errorf("%s (%s): qemu-nbd holds %q and does not share %q; For gives %q and does not share %q",
-						filepath.Base(file), kind, held, notShared, perm, All&^shared)
-				}
+				waitForLocks(t, file, perm, All&^shared)
 			}
 		})
 	}
