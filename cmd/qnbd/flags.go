@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qnbd/qnbd/internal/tlscreds"
 	"github.com/qnbd/qnbd/server"
 )
 
@@ -105,7 +106,8 @@ type config struct {
 	pidFile string
 	verbose bool
 	log     logConfig
-	list    bool // -L: list a server's exports instead of serving
+	list    bool           // -L: list a server's exports instead of serving
+	listTLS *tlscreds.Spec // -L with --tls-creds: the client credentials
 
 	metricsAddr    string
 	handshakeLimit time.Duration // 0 = none
@@ -323,6 +325,12 @@ func parseArgs(args []string) (*config, error) {
 		if err := listChecks(cfg, len(operands), perDevice); err != nil {
 			return nil, err
 		}
+		spec, err := cfg.tls.checkList()
+		if err != nil {
+			cfg.tls.close()
+			return nil, err
+		}
+		cfg.listTLS = spec
 		return cfg, nil
 	}
 	if cfg.aio == "native" && cfg.cache != cacheNone && cfg.cache != cacheDirectsync {

@@ -43,13 +43,34 @@ func listChecks(cfg *config, operands int, perDevice bool) error {
 
 // runList lists the exports of the server -k or -b/-p names and returns the exit status.
 func runList(cfg *config, stdout, stderr io.Writer) int {
+	var opts nbdclient.Options
+	if cfg.listTLS != nil {
+		// qemu-nbd checks the server's name against --tls-hostname, else -b (none with -k).
+		host := cfg.tls.hostname
+		if host == "" && cfg.socket == "" {
+			host = cfg.bind
+			if host == "" {
+				host = "0.0.0.0"
+			}
+		}
+		tc, err := clientTLS(cfg.listTLS, host)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		opts.TLS = tc
+	}
 	conn, err := dialList(cfg)
 	if err != nil {
 		return fail(stderr, err)
 	}
 	defer conn.Close()
+	if opts.TLS != nil && cfg.listTLS.VerifyPeer && opts.TLS.ServerName == "" {
+		// What QEMU's certificate check says once the TLS handshake is done (measured over a
+		// Unix socket without --tls-hostname).
+		return fail(stderr, messageError("No hostname for certificate validation"))
+	}
 	conn.SetDeadline(time.Now().Add(listTimeout))
-	exports, err := nbdclient.List(conn)
+	exports, err := nbdclient.List(conn, opts)
 	if err != nil {
 		return fail(stderr, err)
 	}

@@ -18,6 +18,8 @@ Serve a disk image over NBD. The options are qemu-nbd's.
   -h, --help                display this help and exit
   -V, --version             output version information and exit
   -L, --list                list the exports of the server at -k or -b/-p, then exit
+                            (over TLS with an endpoint=client tls-creds-x509 object,
+                            --tls-creds and --tls-hostname)
 
 Connection properties:
   -p, --port=PORT           port to listen on (default '10809')
@@ -80,7 +82,7 @@ Block device options:
                             write-zeroes
 
 Not supported (refused with a message): -c/--connect, -d/--disconnect,
--B/--bitmap, --tls-hostname (list mode only), --image-opts, --selinux-label,
+-B/--bitmap, --image-opts, --selinux-label,
 tls-creds-psk, tls-creds-anon, priority=, passwordid=, and objects other than TLS
 credentials and authz. -T/--trace is accepted and ignored.
 

@@ -6,8 +6,8 @@
 //
 // # Contract
 //
-// List(conn) runs one fixed-newstyle handshake on conn and never enters transmission: it
-// asks for structured replies, sends NBD_OPT_LIST, then for each export NBD_OPT_INFO (with
+// List(conn, opts) runs one fixed-newstyle handshake on conn and never enters transmission:
+// it starts TLS first when opts.TLS is set (NBD_OPT_STARTTLS), asks for structured replies, sends NBD_OPT_LIST, then for each export NBD_OPT_INFO (with
 // NBD_INFO_BLOCK_SIZE) and, with structured replies, NBD_OPT_LIST_META_CONTEXT (all
 // contexts, then "qemu:" when none of those was a qemu: one, as QEMU works around old
 // servers), and ends with NBD_OPT_ABORT. An export whose INFO fails stops the INFO queries

@@ -3,6 +3,7 @@ package nbdclient
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -47,10 +48,17 @@ type optReply struct {
 	data []byte
 }
 
+// Options modify List.
+type Options struct {
+	// TLS, when set, starts TLS with NBD_OPT_STARTTLS before anything else, as qemu-nbd -L
+	// does with --tls-creds.
+	TLS *tls.Config
+}
+
 // List lists the exports of the server at the other end of conn.
-func List(conn net.Conn) ([]Export, error) {
+func List(conn net.Conn, o Options) ([]Export, error) {
 	c := &client{nc: conn, br: bufio.NewReader(conn)}
-	structured, err := c.start()
+	structured, err := c.start(o.TLS)
 	if err != nil {
 		return nil, err
 	}
@@ -77,8 +85,9 @@ func List(conn net.Conn) ([]Export, error) {
 	return exports, nil
 }
 
-// start reads the greeting, answers it and asks for structured replies.
-func (c *client) start() (structured bool, err error) {
+// start reads the greeting, answers it, starts TLS when tc is set and asks for structured
+// replies.
+func (c *client) start(tc *tls.Config) (structured bool, err error) {
 	var g [18]byte
 	if _, err := io.ReadFull(c.br, g[:]); err != nil {
 		return false, errorf("Failed to read initial magic: %v", eofError(err))
@@ -99,6 +108,11 @@ func (c *client) start() (structured bool, err error) {
 	}
 	if err := c.write(be.AppendUint32(nil, uint32(cf))); err != nil {
 		return false, err
+	}
+	if tc != nil {
+		if err := c.startTLS(tc); err != nil {
+			return false, err
+		}
 	}
 	if err := c.send(nbd.OptStructuredReply, nil); err != nil {
 		return false, err
@@ -215,6 +229,30 @@ func (c *client) contexts(x *Export) error {
 			}
 		}
 	}
+	return nil
+}
+
+// startTLS sends NBD_OPT_STARTTLS and, once the server agrees, runs the TLS handshake; the
+// rest of the handshake goes over TLS.
+func (c *client) startTLS(tc *tls.Config) error {
+	if err := c.send(nbd.OptStartTLS, nil); err != nil {
+		return err
+	}
+	r, err := c.reply(nbd.OptStartTLS)
+	if err != nil {
+		return err
+	}
+	if r.rep != nbd.RepAck {
+		return errorf("Server rejected request to start TLS %x", uint32(r.rep))
+	}
+	if c.br.Buffered() > 0 {
+		return errorf("Server sent data before the TLS handshake")
+	}
+	tc2 := tls.Client(c.nc, tc)
+	if err := tc2.Handshake(); err != nil {
+		return errorf("TLS handshake failed: %v", err)
+	}
+	c.nc, c.br = tc2, bufio.NewReader(tc2)
 	return nil
 }
 

@@ -38,7 +38,7 @@ func TestListReadsEveryExport(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	xs, err := List(c)
+	xs, err := List(c, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestListRefusesOversizeReply(t *testing.T) {
 		sv.Write(r)
 	}()
 	cl.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := List(cl); err == nil || !strings.Contains(err.Error(), "too long") {
+	if _, err := List(cl, Options{}); err == nil || !strings.Contains(err.Error(), "too long") {
 		t.Errorf("oversize reply: %v", err)
 	}
 }
