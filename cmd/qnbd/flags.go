@@ -115,8 +115,21 @@ type config struct {
 	tls *tlsSetup // --object, --tls-creds, --tls-authz, --tls-hostname
 }
 
-// usageError is a command-line mistake.
-type usageError struct{ msg string }
+// usageError is a command-line mistake. qemu-nbd prints most as one line; hint says when it
+// adds its "Try `qemu-nbd --help'" line.
+type usageError struct {
+	msg  string
+	hint usageHint
+}
+
+// usageHint is how qemu-nbd points at --help after a usage error.
+type usageHint uint8
+
+const (
+	hintNone   usageHint = iota
+	hintArgs             // "Try `ARGV0 --help' for more information." (wrong operand count)
+	hintGetopt           // the same line with the program prefix, after a getopt error
+)
 
 func (e *usageError) Error() string { return e.msg }
 
@@ -128,7 +141,7 @@ func usagef(format string, args ...any) error {
 func parseArgs(args []string) (*config, error) {
 	opts, operands, err := getopt(specs, args)
 	if err != nil {
-		return nil, usagef("%v", err)
+		return nil, &usageError{msg: err.Error(), hint: hintGetopt}
 	}
 	cfg := &config{shared: 1, cache: cacheWriteback, aio: "threads",
 		handshakeLimit: server.DefaultHandshakeLimit, log: logConfig{level: slog.LevelError},
@@ -339,7 +352,7 @@ func parseArgs(args []string) (*config, error) {
 	}
 	switch {
 	case len(operands) > 1, len(operands) == 0 && len(extra) == 0:
-		return nil, usagef("Invalid number of arguments")
+		return nil, &usageError{msg: "Invalid number of arguments", hint: hintArgs}
 	case len(operands) == 1:
 		top.file = operands[0]
 		if exportName != nil {

@@ -23,6 +23,14 @@ var progName = func() string {
 	return "qnbd"
 }()
 
+// argv0 is the program as invoked, which qemu-nbd's pointer to --help names.
+func argv0() string {
+	if len(os.Args) > 0 && os.Args[0] != "" {
+		return os.Args[0]
+	}
+	return "qnbd"
+}
+
 // logConfig is --log-level and --log-format.
 type logConfig struct {
 	level  slog.Level

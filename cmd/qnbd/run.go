@@ -49,12 +49,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return serve(cfg, lns, ready, stderr)
 }
 
-// fail prints one line and returns the failure status.
+// fail prints err as qemu-nbd prints its errors and returns the failure status: the
+// program name, the message, and for some usage errors qemu-nbd's pointer to --help (getopt's
+// own messages start with argv[0] as glibc prints it).
 func fail(stderr io.Writer, err error) int {
 	var ue *usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "%s: %v (try '%s --help')\n", progName, err, progName)
-	} else {
+	errors.As(err, &ue)
+	switch {
+	case ue != nil && ue.hint == hintGetopt:
+		fmt.Fprintf(stderr, "%s: %v\n%s: Try `%s --help' for more information.\n", argv0(), err, progName, argv0())
+	case ue != nil && ue.hint == hintArgs:
+		fmt.Fprintf(stderr, "%s: %v\nTry `%s --help' for more information.\n", progName, err, argv0())
+	default:
 		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
 	}
 	return 1
