@@ -12,7 +12,7 @@
 //
 //	libnbd_test.go      many requests in flight, structured reads, block status, FUA,
 //	                    flush, zero/trim/cache, multi-conn (several handles, flush on
-//	                    one, read on another), read-only EPERM
+//	                    one, read on another), read-only EINVAL
 //	depth_test.go       base:allocation and qemu:allocation-depth on a backing chain
 //	readonly_test.go    every corpus image served with -r equals qemu's view of it
 //	                    (qemu-img compare, nbdinfo --map vs qemu-nbd), snapshots with -l
@@ -40,8 +40,7 @@
 // QNBD_E2E_RACE=0 builds the binaries without the race detector (see below).
 // QNBD_E2E_SERVER=qemu-nbd runs the suite against another server, to check the suite's own
 // expectations against the reference: the tests of qnbd-only flags (--export,
-// --metrics-addr), of the spec's EPERM for writes to a read-only export (qemu-nbd 7.2
-// answers EINVAL) and of go-nbd's listing (go-nbd does not set C_FIXED_NEWSTYLE, and
+// --metrics-addr) and of go-nbd's listing (go-nbd does not set C_FIXED_NEWSTYLE, and
 // qemu-nbd then refuses NBD_OPT_LIST) then fail, every other test passes.
 //
 // # Race detector

@@ -58,7 +58,7 @@ func TestTLSReloadOnSIGHUP(t *testing.T) {
 	}
 	writeACL("client1")
 	img := newRaw(t, root, 1<<20)
-	s := startQnbd(t, serverConfig{TCP: true, Args: []string{"-v",
+	s := startQnbd(t, serverConfig{TCP: true, Args: []string{"--log-level=info",
 		"--object", "tls-creds-x509,id=tls0,endpoint=server,dir=" + creds, "--tls-creds", "tls0",
 		"--object", "authz-list-file,id=acl,filename=" + acl + ",refresh=off", "--tls-authz", "acl",
 		"-f", "raw", "-e", "0", img}})

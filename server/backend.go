@@ -75,6 +75,17 @@ type BlockStatuser interface {
 	Allocation(ctx context.Context, off, length uint64) ([]Extent, error)
 }
 
+// ReadSplitter is implemented by backends whose block-status answers are finer than
+// base:allocation shows (which merges neighbours with equal flags). A structured READ sends
+// one chunk per extent (qemu-nbd sends one per bdrv_block_status_above answer): OFFSET_HOLE
+// for extents with StateZero, OFFSET_DATA for the others. Without it, the extents of
+// BlockStatuser.Allocation are used.
+type ReadSplitter interface {
+	// ReadExtents returns extents starting at off covering at least one byte and at most
+	// length bytes, in order, not merged, with base:allocation flags.
+	ReadExtents(ctx context.Context, off, length uint64) ([]Extent, error)
+}
+
 // DepthStatuser is implemented by backends with a backing chain (qemu:allocation-depth).
 type DepthStatuser interface {
 	// AllocationDepth returns extents starting at off whose Flags are the depth at which each

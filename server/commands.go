@@ -33,7 +33,7 @@ func (c *conn) run(j job) {
 	case CmdWrite:
 		errno = c.doWrite(r, &j.req, *j.buf)
 	case CmdFlush:
-		errno = c.simple(r, &j.req, "flush", c.x.Backend.Flush(c.srv.ctx))
+		errno = c.simple(r, &j.req, "flush failed", c.x.Backend.Flush(c.srv.ctx))
 	case CmdTrim:
 		errno = c.doTrim(r, &j.req)
 	case CmdCache:
@@ -48,11 +48,12 @@ func (c *conn) run(j job) {
 	c.requestFinished(&j, errno)
 }
 
-// simple builds the reply of a command without reply payload from its backend error.
-func (c *conn) simple(r *reply, req *Request, what string, err error) Errno {
+// simple builds the reply of a command without reply payload from its backend error; msg
+// is qemu-nbd's text for the failure.
+func (c *conn) simple(r *reply, req *Request, msg string, err error) Errno {
 	errno := errnoOf(err, false)
 	if errno != 0 {
-		c.errorReply(r, req, errno, what+" failed: "+errnoText(errno))
+		c.errorReply(r, req, errno, msg)
 		return errno
 	}
 	c.okReply(r, req)
@@ -77,7 +78,7 @@ func (c *conn) doWrite(r *reply, req *Request, p []byte) Errno {
 	// The payload is no longer needed; the reply is small.
 	putBuf(r.buf)
 	r.buf = nil
-	return c.simple(r, req, "write", err)
+	return c.simple(r, req, "writing to file failed", err)
 }
 
 func (c *conn) doTrim(r *reply, req *Request) Errno {
@@ -86,7 +87,7 @@ func (c *conn) doTrim(r *reply, req *Request) Errno {
 	if req.Length > 0 && c.x.Trim && c.x.trimmer != nil {
 		err = c.x.trimmer.Trim(c.srv.ctx, req.Offset, req.Length, req.Flags&CmdFlagFUA != 0)
 	}
-	return c.simple(r, req, "trim", err)
+	return c.simple(r, req, "discard failed", err)
 }
 
 func (c *conn) doCache(r *reply, req *Request) Errno {
@@ -94,7 +95,7 @@ func (c *conn) doCache(r *reply, req *Request) Errno {
 	if req.Length > 0 && c.x.cacher != nil {
 		err = c.x.cacher.Cache(c.srv.ctx, req.Offset, req.Length)
 	}
-	return c.simple(r, req, "cache", err)
+	return c.simple(r, req, "caching data failed", err)
 }
 
 func (c *conn) doWriteZeroes(r *reply, req *Request) Errno {
@@ -112,7 +113,7 @@ func (c *conn) doWriteZeroes(r *reply, req *Request) Errno {
 		err := x.zeroer.WriteZeroes(c.srv.ctx, req.Offset, req.Length, flags)
 		errno := errnoOf(err, fast)
 		if errno != 0 {
-			c.errorReply(r, req, errno, "write zeroes failed: "+errnoText(errno))
+			c.errorReply(r, req, errno, "writing to file failed")
 			return errno
 		}
 		c.okReply(r, req)
@@ -131,7 +132,7 @@ func (c *conn) doWriteZeroes(r *reply, req *Request) Errno {
 		err = x.Backend.WriteAt(c.srv.ctx, zeroBlock[:n], off, fua)
 		off += n
 	}
-	return c.simple(r, req, "write zeroes", err)
+	return c.simple(r, req, "writing to file failed", err)
 }
 
 // allZero reports whether p holds only zero bytes.

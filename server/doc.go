@@ -66,9 +66,14 @@
 // # Errors
 //
 // A request the spec says to fail gets an NBD errno (errno.go maps backend errors, by
-// errors.Is against syscall errnos). A protocol violation — a bad magic, an oversize option
-// or payload, unknown client flags — closes the connection at once. A panic while serving a
-// connection is logged with its stack and closes only that connection.
+// errors.Is against syscall errnos), chosen, ordered and worded as qemu-nbd 7.2 does
+// (transmit.go; docs/qemu-nbd-fidelity.md): EINVAL for every invalid request, read-only and
+// out-of-range writes included. A request with a bad magic (compact headers) or a payload
+// over the maximum gets EINVAL, then the connection closes without reading further, as in
+// qemu-nbd. Other protocol violations (a bad option magic, an oversize option, unknown
+// client flags, a bad extended header) close the connection at once. Each failed client is
+// reported to Config.ClientErrors in qemu-nbd's words (clienterror.go). A panic while
+// serving a connection is logged with its stack and closes only that connection.
 //
 // # Lifecycle
 //

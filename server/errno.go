@@ -60,26 +60,3 @@ func errnoOf(err error, fastZero bool) Errno {
 	}
 	return EIO
 }
-
-// errnoText is the human string sent with structured error chunks.
-func errnoText(e Errno) string {
-	switch e {
-	case EPERM:
-		return "operation not permitted"
-	case EIO:
-		return "input/output error"
-	case ENOMEM:
-		return "cannot allocate memory"
-	case EINVAL:
-		return "invalid argument"
-	case ENOSPC:
-		return "no space left on device"
-	case EOVERFLOW:
-		return "value too large"
-	case ENOTSUP:
-		return "operation not supported"
-	case ESHUTDOWN:
-		return "server is shutting down"
-	}
-	return "error"
-}

@@ -60,8 +60,8 @@ type Export struct {
 	DetectZeroes DetectZeroes
 	// AllocationDepth offers the qemu:allocation-depth metadata context (qemu-nbd -A).
 	AllocationDepth bool
-	// MinBlockSize is the advertised minimum block size: 0 means 1. It is advice: requests not
-	// aligned to it are served, as qemu-nbd serves them.
+	// MinBlockSize is the advertised minimum block size: 0 means 1. Requests not aligned to
+	// it are still served, as qemu-nbd serves them: the Backend must accept any alignment.
 	MinBlockSize uint32
 	// Hooks observes the export's connections and requests; nil means none.
 	Hooks ExportHooks
@@ -78,6 +78,7 @@ type export struct {
 	zeroer   Zeroer
 	cacher   Cacher
 	statuser BlockStatuser
+	splitter ReadSplitter
 	depther  DepthStatuser
 }
 
@@ -106,6 +107,7 @@ func newExport(e *Export) (*export, error) {
 	x.cacher, _ = e.Backend.(Cacher)
 	x.statuser, _ = e.Backend.(BlockStatuser)
 	x.depther, _ = e.Backend.(DepthStatuser)
+	x.splitter, _ = e.Backend.(ReadSplitter)
 
 	// Flags follow qemu-nbd 7.2: FLUSH, FUA and CACHE always; TRIM, WRITE_ZEROES and FAST_ZERO
 	// whenever the export is writable. Like qemu-nbd with discard=ignore, TRIM is advertised

@@ -24,6 +24,12 @@ type negotiation struct {
 
 	options int // options received so far
 
+	// failure is qemu-nbd's text for how the handshake failed, when the failing step set it;
+	// otherwise it follows from the error (see failureText). greetingFailed marks a failure
+	// to send the greeting, which qemu-nbd words apart.
+	failure        string
+	greetingFailed bool
+
 	// refused is set once the server turned down what the client asked for (an export that
 	// is not there, TLS it cannot have): a client that then gives up (NBD_OPT_ABORT, as
 	// libnbd and qemu do, or a close) was rejected, not a client that changed its mind.
@@ -93,12 +99,35 @@ func (c *conn) handshake() (x *export, n *negotiation, ok bool) {
 			level = s.log.Info
 		}
 		level("nbd: handshake ended", "remote", c.remote, "result", res, "err", err)
+		if n.greetingFailed {
+			c.reportClient(true, prefixGreeting, ioText(err, eofData))
+		} else {
+			c.reportClient(true, prefixNegotiation, failureText(err, n))
+		}
 		return nil, nil, false
 	}
 	c.nc.SetDeadline(time.Time{})
 	s.log.Debug("nbd: client entered transmission", "remote", c.remote, "export", name,
 		"mode", n.mode)
 	return x, n, true
+}
+
+// failureText is qemu-nbd's text for a failed handshake: none for NBD_OPT_ABORT or a
+// shutdown, the TLS refusal's or the violation's own words, or the read error's.
+func failureText(err error, n *negotiation) string {
+	var pe *protocolError
+	var tr *tlsRefusal
+	switch {
+	case n.failure != "":
+		return n.failure
+	case errors.Is(err, errAbort), errors.Is(err, errShutdown):
+		return ""
+	case errors.As(err, &tr):
+		return tr.msg
+	case errors.As(err, &pe):
+		return pe.msg
+	}
+	return ioText(err, eofData)
 }
 
 // classify turns the handshake's end into a HandshakeResult.
@@ -141,10 +170,12 @@ func (c *conn) negotiate(n *negotiation) (*export, error) {
 	// S: NBDMAGIC | IHAVEOPT | handshake flags
 	g := writeBuf(c.scratch[:0]).u64(MagicNBD).u64(MagicIHaveOpt).u16(uint16(FlagFixedNewstyle | FlagNoZeroes))
 	if _, err := c.wire.Write(g); err != nil {
+		n.greetingFailed = true
 		return nil, err
 	}
 	var b [optHeaderLen]byte
 	if _, err := io.ReadFull(c.br, b[:4]); err != nil {
+		n.failure = "Failed to read flags: " + ioText(err, eofData)
 		if err == io.EOF {
 			return nil, errAbort // a port probe
 		}
@@ -153,13 +184,21 @@ func (c *conn) negotiate(n *negotiation) (*export, error) {
 	cf := ClientFlags(be.Uint32(b[:4]))
 	if cf&^knownClientFlags != 0 {
 		// "the server MUST drop the TCP connection if the client sets an unknown flag"
-		return nil, violation("unknown client flags %#x", uint32(cf))
+		return nil, violation("Unknown client flags %#x received", uint32(cf))
 	}
 	n.fixed = cf&FlagCFixedNewstyle != 0
 	n.noZeroes = cf&FlagCNoZeroes != 0
 
 	for {
-		if _, err := io.ReadFull(c.br, b[:]); err != nil {
+		if k, err := io.ReadFull(c.br, b[:]); err != nil {
+			// qemu-nbd reads the magic, the option and its length one by one.
+			field := "opts magic"
+			if k >= 12 {
+				field = "option length"
+			} else if k >= 8 {
+				field = "option"
+			}
+			n.failure = "Failed to read " + field + ": " + ioText(err, eofData)
 			if err == io.EOF {
 				return nil, errAbort // a clean close between options
 			}
@@ -171,12 +210,12 @@ func (c *conn) negotiate(n *negotiation) (*export, error) {
 		n.options++
 		r := readBuf(b[:])
 		if magic := r.u64(); magic != MagicIHaveOpt {
-			return nil, violation("option magic %#x", magic)
+			return nil, violation("Bad magic received")
 		}
 		opt, length := Opt(r.u32()), r.u32()
 		if limit := c.optionLimit(opt); length > limit {
 			// CVE-2017-15119: never read and discard gigabytes of option payload.
-			return nil, violation("%v payload of %d bytes (limit %d)", opt, length, limit)
+			return nil, violation("len (%d ) is larger than max len (%d)", length, limit)
 		}
 		o := &optReader{br: c.br, left: length}
 		// A client without NBD_FLAG_C_FIXED_NEWSTYLE still gets fixed-newstyle replies

@@ -19,11 +19,11 @@ func (k metaKind) String() string {
 	return MetaQemuAllocationDepth
 }
 
-// Context ids handed out by SET_META_CONTEXT; fixed per kind, nonzero so that a client
-// confusing LIST's reserved 0 with an id is caught.
+// Context ids handed out by SET_META_CONTEXT; fixed per kind, qemu-nbd 7.2's (0 for
+// base:allocation, 1 for qemu:allocation-depth), since clients see them on the wire.
 const (
-	metaIDBase  uint32 = 1
-	metaIDDepth uint32 = 2
+	metaIDBase  uint32 = 0
+	metaIDDepth uint32 = 1
 )
 
 // metaContext is a selected context.

@@ -19,7 +19,7 @@ func (c *conn) optExportName(o *optReader, n *negotiation) (*export, error) {
 	}
 	x := c.srv.exports.find(name)
 	if x == nil {
-		return nil, violation("EXPORT_NAME of unknown export %s", quote(name))
+		return nil, violation("export not found") // qemu-nbd's words
 	}
 	if n.metaExport != x {
 		n.metas = nil

@@ -1,15 +1,14 @@
-// NBD_CMD_READ: simple replies, and structured/extended replies that are sparse (OFFSET_HOLE
-// for ranges the backend reports as reading zero) unless DF asks for a single chunk.
+// NBD_CMD_READ: simple replies, and structured/extended replies split as qemu-nbd 7.2 splits
+// them (docs/qemu-nbd-fidelity.md): one chunk per block-status extent, OFFSET_HOLE for the
+// extents that read as zeros and OFFSET_DATA for the others, whatever their size; a single
+// OFFSET_DATA chunk with DF.
 package server
 
-// minHole is the smallest zero run sent as OFFSET_HOLE; smaller ones travel as data, since a
-// chunk header costs about as much as a few hundred bytes of zeros and "the server SHOULD use
-// chunks with lengths and offsets as an integer multiple of 512 bytes".
-const minHole = 4096
+import "context"
 
-// maxReadExtents bounds the BlockStatuser calls and chunks of one sparse read; whatever is
-// left after that many extents is read as data.
-const maxReadExtents = 256
+// maxReadExtents bounds the chunks of one sparse read (a 32 MiB read of 512-byte extents
+// needs 65536); whatever is left after that many is read as one data chunk.
+const maxReadExtents = 1 << 16
 
 // span is a piece of a read: n bytes at off that are data or read as zeros.
 type span struct {
@@ -51,22 +50,11 @@ func (c *conn) doRead(r *reply, req *Request) Errno {
 			// whole reply; "the client MAY assume ... that portions of the read that do not
 			// have a corresponding content chunk are not valid."
 			errno := errnoOf(err, false)
-			c.errorChunk(r, req, ReplyTypeErrorOffset, errno, "read failed: "+errnoText(errno), s.off, ReplyFlagDone)
+			c.errorChunk(r, req, ReplyTypeErrorOffset, errno, "reading from file failed", s.off, ReplyFlagDone)
 			return errno
 		}
 	}
 
-	if req.Flags&CmdFlagDF != 0 && len(spans) > 1 {
-		// "If the area being read contains both data and a hole, the server MUST use
-		// NBD_REPLY_TYPE_OFFSET_DATA with the zeroes explicitly present."
-		for _, s := range spans {
-			if s.zero {
-				lo := s.off - req.Offset
-				clear(buf[lo : lo+s.n])
-			}
-		}
-		spans = []span{{off: req.Offset, n: req.Length}}
-	}
 	// Every read has succeeded, so the last chunk can carry DONE.
 	for i, s := range spans {
 		var flags ReplyFlags
@@ -88,56 +76,50 @@ func (c *conn) doRead(r *reply, req *Request) Errno {
 	return 0
 }
 
-// readSpans splits a read into data and zero spans using the backend's allocation map, when
-// it has one and sparse reads are on. Zero runs shorter than minHole are folded into data.
-// Any error or inconsistency in the map just means "data".
+// readSpans splits a read into one span per extent of the backend's allocation map, when it
+// has one and sparse reads are on: extents with NBD_STATE_ZERO are zero spans, the others
+// data. Neighbouring extents are not merged, even when both read as zeros, since qemu-nbd
+// sends a chunk per block-status answer. Any error or inconsistency in the map just means
+// "data" for the rest of the range.
 func (c *conn) readSpans(req *Request) []span {
 	all := []span{{off: req.Offset, n: req.Length}}
-	st := c.x.statuser
-	if st == nil || c.srv.Config.NoSparseReads || req.Length < 2*minHole {
-		// A small read gains little from a hole chunk; skip the allocation lookup.
+	if c.srv.Config.NoSparseReads || req.Flags&CmdFlagDF != 0 {
+		return all
+	}
+	extents := c.x.readExtents()
+	if extents == nil {
 		return all
 	}
 	var spans []span
-	add := func(off, n uint64, zero bool) {
-		if k := len(spans) - 1; k >= 0 && spans[k].zero == zero {
-			spans[k].n += n
-			return
-		}
-		spans = append(spans, span{off: off, n: n, zero: zero})
-	}
 	off, end := req.Offset, req.Offset+req.Length
 	for calls := 0; off < end && len(spans) < maxReadExtents && calls < maxReadExtents; calls++ {
-		ext, err := st.Allocation(c.srv.ctx, off, end-off)
+		ext, err := extents(c.srv.ctx, off, end-off)
 		if err != nil || len(ext) == 0 {
 			break
 		}
 		for _, e := range ext {
 			n := min(e.Length, end-off)
-			if n == 0 {
+			if n == 0 || len(spans) == maxReadExtents {
 				break
 			}
-			add(off, n, e.Flags&StateZero != 0)
+			spans = append(spans, span{off: off, n: n, zero: e.Flags&StateZero != 0})
 			off += n
 		}
 	}
 	if off < end {
-		add(off, end-off, false)
+		spans = append(spans, span{off: off, n: end - off})
 	}
-	// Fold short zero runs into their neighbours.
-	out := spans[:0]
-	for _, s := range spans {
-		if s.zero && s.n < minHole {
-			s.zero = false
-		}
-		if k := len(out) - 1; k >= 0 && out[k].zero == s.zero {
-			out[k].n += s.n
-			continue
-		}
-		out = append(out, s)
+	return spans
+}
+
+// readExtents is the map a sparse read is split along: the backend's ReadSplitter, else its
+// BlockStatuser, else nil.
+func (x *export) readExtents() func(ctx context.Context, off, length uint64) ([]Extent, error) {
+	switch {
+	case x.splitter != nil:
+		return x.splitter.ReadExtents
+	case x.statuser != nil:
+		return x.statuser.Allocation
 	}
-	if len(out) == 0 {
-		return all
-	}
-	return out
+	return nil
 }

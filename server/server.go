@@ -73,6 +73,10 @@ type Config struct {
 	ConnState func(net.Conn, ConnState)
 	// Logger receives errors and, at debug level, per-connection events; nil discards.
 	Logger *slog.Logger
+	// ClientErrors, when set, receives the client failures qemu-nbd prints on its standard
+	// error, in qemu-nbd's words: failed handshakes and connections dropped for an error. It
+	// is called synchronously from the connection's goroutine and must not block.
+	ClientErrors func(*ClientError)
 }
 
 // ConnState is a connection's lifecycle stage as reported to Config.ConnState.

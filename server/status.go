@@ -21,7 +21,7 @@ func (c *conn) doBlockStatus(r *reply, req *Request, metas []metaContext) Errno 
 		}
 		if err != nil {
 			errno := errnoOf(err, false)
-			c.errorReply(r, req, errno, "block status failed: "+errnoText(errno))
+			c.errorReply(r, req, errno, "can't get block status")
 			return errno
 		}
 		lists[i] = exts

@@ -4,6 +4,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -49,14 +50,24 @@ func (c *conn) readRequests() {
 	for {
 		if _, err := io.ReadFull(c.br, hdr); err != nil {
 			if !errors.Is(err, io.EOF) {
+				// A clean close between requests is no failure; anything else is.
 				c.srv.log.Debug("nbd: read failed", "remote", c.remote, "err", err)
+				c.reportClient(false, prefixDisconnect, ioText(err, eofBytes))
 			}
 			return
 		}
 		req, ok := decodeRequest(hdr, ext)
 		if !ok {
 			c.srv.log.Info("nbd: bad request magic; disconnecting", "remote", c.remote)
-			c.abort()
+			if ext {
+				c.reportClient(false, prefixDisconnect, fmt.Sprintf("invalid magic (got %#x)", be.Uint32(hdr)))
+				c.abort()
+				return
+			}
+			// qemu-nbd 7.2 answers EINVAL to the header's cookie, then closes.
+			j := job{req: req}
+			c.rejectRequest(&j, EINVAL, fmt.Sprintf("invalid magic (got %#x)", be.Uint32(hdr)))
+			c.reportClient(false, prefixDisconnect, msgIntermediate)
 			return
 		}
 		if req.Type == CmdDisc {
@@ -69,13 +80,32 @@ func (c *conn) readRequests() {
 			return
 		}
 		if err := c.handle(&req); err != nil {
-			var pe *protocolError
-			if errors.As(err, &pe) {
-				c.srv.log.Info("nbd: disconnecting client", "remote", c.remote, "err", err)
-				c.abort()
-			}
+			c.handleFailed(err)
 			return
 		}
+	}
+}
+
+// handleFailed ends the connection after handle failed with err, reporting it as qemu-nbd
+// does.
+func (c *conn) handleFailed(err error) {
+	var pe *protocolError
+	var we *writeDataError
+	switch {
+	case errors.As(err, &pe):
+		c.srv.log.Info("nbd: disconnecting client", "remote", c.remote, "err", err)
+		c.reportClient(false, prefixDisconnect, pe.msg)
+		c.abort()
+	case errors.Is(err, errUnreadPayload):
+		c.srv.log.Info("nbd: disconnecting client", "remote", c.remote, "err", err)
+		c.reportClient(false, prefixDisconnect, msgIntermediate)
+	case errors.Is(err, errClosed):
+	case errors.As(err, &we):
+		if msg := ioText(we.err, eofData); msg != "" {
+			c.reportClient(false, prefixDisconnect+"Failed to read CMD_WRITE data: ", msg)
+		}
+	default:
+		c.reportClient(false, prefixDisconnect, ioText(err, eofData))
 	}
 }
 
@@ -91,10 +121,6 @@ func (c *conn) handle(req *Request) error {
 	} else if req.Type == CmdWrite {
 		payload = req.Length
 	}
-	if payload > 2*MaxPayload {
-		// Skipping a payload this large would be a denial of service on ourselves.
-		return violation("%v payload of %d bytes", req.Type, payload)
-	}
 	j := job{req: *req}
 	if c.hooks != nil {
 		if _, ok := opOf(req.Type); ok {
@@ -103,6 +129,15 @@ func (c *conn) handle(req *Request) error {
 	}
 
 	errno, msg := c.check(&j, payload)
+	if payload > MaxPayload {
+		// qemu-nbd answers, then disconnects rather than read (or skip) the payload.
+		if errno == 0 {
+			errno, msg = EINVAL, "payload larger than the maximum block size"
+		}
+		c.started(&j)
+		c.rejectRequest(&j, errno, msg)
+		return errUnreadPayload
+	}
 	if errno == 0 && req.Type == CmdBlockStatus {
 		if payload > 0 {
 			var err error
@@ -110,11 +145,11 @@ func (c *conn) handle(req *Request) error {
 				return err
 			}
 			payload = 0
+			if errno == 0 {
+				errno, msg = c.checkRest(&j.req)
+			}
 		} else {
 			j.metas = c.metas
-		}
-		if errno == 0 {
-			errno, msg = c.checkRange(&j.req)
 		}
 	}
 	if errno != 0 {
@@ -142,7 +177,7 @@ func (c *conn) handle(req *Request) error {
 		if _, err := io.ReadFull(c.br, *j.buf); err != nil {
 			putBuf(j.buf)
 			c.budget.release(j.cost)
-			return unexpectedEOF(err)
+			return &writeDataError{unexpectedEOF(err)}
 		}
 	}
 	c.started(&j)
@@ -164,7 +199,12 @@ func (c *conn) handle(req *Request) error {
 	return nil
 }
 
-var errClosed = errors.New("nbd: connection closed")
+var (
+	errClosed = errors.New("nbd: connection closed")
+	// errUnreadPayload ends a connection whose last request's payload was left unread: the
+	// replies already queued still go out, then the connection closes.
+	errUnreadPayload = errors.New("nbd: request payload over the maximum left unread")
+)
 
 // started reports j to the hooks once it is wholly taken off the wire, header and payload,
 // so that every RequestStarted is matched by a RequestDone: a request whose client vanished
@@ -201,20 +241,15 @@ func (c *conn) requestFinished(j *job, errno Errno) {
 	c.hooks.RequestDone(op, n, time.Since(j.start), uint32(errno))
 }
 
-// check applies the spec's request rules, in qemu-nbd's order: command known, payload rules,
-// read-only, flags, per-command conditions, then (except for BLOCK_STATUS, whose effect
-// length may sit in its payload) range and alignment.
+// check applies the request rules in qemu-nbd 7.2's order and with its texts
+// (docs/qemu-nbd-fidelity.md): the extended-header payload rules (qemu-nbd 7.2 has no
+// extended headers), the READ/WRITE/CACHE length limit, read-only, then (except for a
+// BLOCK_STATUS whose effect length sits in its payload) checkRest.
 func (c *conn) check(j *job, payload uint64) (Errno, string) {
 	req := &j.req
 	ext := c.mode == modeExtended
-	switch req.Type {
-	case CmdRead, CmdWrite, CmdFlush, CmdTrim, CmdCache, CmdWriteZeroes, CmdBlockStatus:
-	default:
-		// "The server SHOULD return NBD_EINVAL if it receives an unknown command."
-		return EINVAL, "unknown command " + req.Type.String()
-	}
-	statusPayload := req.Type == CmdBlockStatus && c.tflags&FlagBlockStatusPayload != 0
 	if ext {
+		statusPayload := req.Type == CmdBlockStatus && c.tflags&FlagBlockStatusPayload != 0
 		if req.Type == CmdWrite && req.Flags&CmdFlagPayloadLen == 0 {
 			// "With extended headers, the flag MUST be set for NBD_CMD_WRITE"; without it the
 			// length is an effect length and no payload follows.
@@ -226,14 +261,65 @@ func (c *conn) check(j *job, payload uint64) (Errno, string) {
 			return EINVAL, req.Type.String() + " does not take a payload"
 		}
 	}
-	if payload > MaxPayload {
-		return EINVAL, "payload larger than the maximum block size"
+	switch req.Type {
+	case CmdRead, CmdWrite, CmdCache:
+		if req.Length > MaxPayload {
+			return EINVAL, fmt.Sprintf("len (%d ) is larger than max len (%d)", req.Length, MaxPayload)
+		}
 	}
 	if c.x.ReadOnly && (req.Type == CmdWrite || req.Type == CmdTrim || req.Type == CmdWriteZeroes) {
-		// "it SHOULD return NBD_EPERM if it receives a write or trim request on a read-only
-		// export."
-		return EPERM, "export is read-only"
+		// qemu-nbd 7.2 answers NBD_EINVAL here, where the spec says it "SHOULD return
+		// NBD_EPERM": clients (libnbd's tests among them) are written against qemu-nbd.
+		return EINVAL, "Export is read-only"
 	}
+	if req.Type == CmdBlockStatus && payload > 0 {
+		return 0, "" // checkRest runs once the payload gave the effect length
+	}
+	return c.checkRest(req)
+}
+
+// checkRest is the rest of qemu-nbd's checks: the range, the flags, then the conditions of
+// each command. Requests not aligned to the minimum block size are accepted, as qemu-nbd
+// accepts them (the backend copes with any alignment).
+func (c *conn) checkRest(req *Request) (Errno, string) {
+	size := c.x.size
+	if req.Offset > size || req.Length > size-req.Offset {
+		// qemu-nbd 7.2 answers NBD_EINVAL for every command, writes included (the spec's
+		// NBD_ENOSPC for writes is a SHOULD).
+		return EINVAL, fmt.Sprintf("operation past EOF; From: %d, Len: %d, Size: %d",
+			req.Offset, req.Length, size)
+	}
+	if bad := req.Flags &^ c.validFlags(req); bad != 0 {
+		// "It also SHOULD return NBD_EINVAL if it receives a request with a flag not
+		// explicitly documented as applicable to the given request."
+		return EINVAL, fmt.Sprintf("unsupported flags for command %s (got %#x)",
+			qemuCmdName(req.Type), uint16(req.Flags))
+	}
+	switch req.Type {
+	case CmdRead, CmdWrite, CmdFlush, CmdCache, CmdWriteZeroes:
+	case CmdTrim:
+		if c.tflags&FlagSendTrim == 0 {
+			return EINVAL, "TRIM not supported on this export"
+		}
+	case CmdBlockStatus:
+		if req.Length == 0 {
+			// At least one nonzero extent must answer a successful BLOCK_STATUS.
+			return EINVAL, "need non-zero length"
+		}
+		if len(c.metas) == 0 {
+			// "Servers SHOULD reply with NBD_EINVAL to clients sending NBD_CMD_BLOCK_STATUS
+			// without selecting at least one metadata context."
+			return EINVAL, "CMD_BLOCK_STATUS not negotiated"
+		}
+	default:
+		// "The server SHOULD return NBD_EINVAL if it receives an unknown command."
+		return EINVAL, fmt.Sprintf("invalid request type (%d) received", uint16(req.Type))
+	}
+	return 0, ""
+}
+
+// validFlags is the set of flags req may carry in this connection.
+func (c *conn) validFlags(req *Request) CmdFlags {
 	valid := CmdFlagFUA
 	switch req.Type {
 	case CmdRead:
@@ -241,7 +327,7 @@ func (c *conn) check(j *job, payload uint64) (Errno, string) {
 			valid |= CmdFlagDF
 		}
 	case CmdWrite:
-		if ext {
+		if c.mode == modeExtended {
 			valid |= CmdFlagPayloadLen
 		}
 	case CmdWriteZeroes:
@@ -251,68 +337,34 @@ func (c *conn) check(j *job, payload uint64) (Errno, string) {
 		}
 	case CmdBlockStatus:
 		valid |= CmdFlagReqOne
-		if statusPayload {
+		if c.tflags&FlagBlockStatusPayload != 0 {
 			valid |= CmdFlagPayloadLen
 		}
 	}
-	if bad := req.Flags &^ valid; bad != 0 {
-		// "It also SHOULD return NBD_EINVAL if it receives a request with a flag not
-		// explicitly documented as applicable to the given request."
-		return EINVAL, "flags " + bad.String() + " not valid for " + req.Type.String()
-	}
-	switch req.Type {
-	case CmdFlush:
-		// "For a flush request, *length* and *offset* are reserved, and MUST be set to
-		// all-zero."
-		if req.Offset != 0 || req.Length != 0 {
-			return EINVAL, "FLUSH with nonzero offset or length"
-		}
-		return 0, ""
-	case CmdTrim:
-		if c.tflags&FlagSendTrim == 0 {
-			return EINVAL, "TRIM not supported on this export"
-		}
-	case CmdRead, CmdCache:
-		if req.Length > MaxPayload {
-			if req.Type == CmdRead && req.Flags&CmdFlagDF != 0 {
-				// "A server MAY reject a client's request with the error NBD_EOVERFLOW if the
-				// length is too large to send without fragmentation".
-				return EOVERFLOW, "read too large to send unfragmented"
-			}
-			return EINVAL, "length larger than the maximum block size"
-		}
-	case CmdBlockStatus:
-		if len(c.metas) == 0 {
-			// "Servers SHOULD reply with NBD_EINVAL to clients sending NBD_CMD_BLOCK_STATUS
-			// without selecting at least one metadata context."
-			return EINVAL, "no metadata context selected"
-		}
-		return 0, "" // range checked once the effect length is known
-	}
-	return c.checkRange(req)
+	return valid
 }
 
-// checkRange checks offset and length against the export size.
-func (c *conn) checkRange(req *Request) (Errno, string) {
-	size := c.x.size
-	if req.Offset > size || req.Length > size-req.Offset {
-		// "The server SHOULD return NBD_ENOSPC if it receives a write request including one
-		// or more sectors beyond the size of the device. ... It SHOULD return NBD_EINVAL if it
-		// receives a read or trim request including one or more sectors beyond the size".
-		if req.Type == CmdWrite || req.Type == CmdWriteZeroes {
-			return ENOSPC, "request beyond the end of the export"
-		}
-		return EINVAL, "request beyond the end of the export"
+// qemuCmdName is the command's name in qemu-nbd's messages.
+func qemuCmdName(t Cmd) string {
+	switch t {
+	case CmdRead:
+		return "read"
+	case CmdWrite:
+		return "write"
+	case CmdDisc:
+		return "disconnect"
+	case CmdFlush:
+		return "flush"
+	case CmdTrim:
+		return "trim"
+	case CmdCache:
+		return "cache"
+	case CmdWriteZeroes:
+		return "write zeroes"
+	case CmdBlockStatus:
+		return "block status"
 	}
-	if req.Type == CmdBlockStatus && req.Length == 0 {
-		// At least one nonzero extent must answer a successful BLOCK_STATUS, so an empty
-		// range cannot succeed.
-		return EINVAL, "BLOCK_STATUS of zero length"
-	}
-	// A request not aligned to the advertised minimum block size is served, as qemu-nbd
-	// serves it (its block layer reads and rewrites the partial blocks): the minimum is
-	// advice to the client, which the spec lets a server accept.
-	return 0, ""
+	return "<unknown>"
 }
 
 // readStatusPayload consumes a BLOCK_STATUS payload (extended headers with

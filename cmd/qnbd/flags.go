@@ -5,11 +5,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/qnbd/qnbd/internal/tlscreds"
 	"github.com/qnbd/qnbd/server"
 )
 
@@ -54,6 +56,8 @@ var specs = []optSpec{
 	{0, "metrics-addr", true},
 	{0, "metrics-web-config", true},
 	{0, "handshake-limit", true},
+	{0, "log-level", true},
+	{0, "log-format", true},
 	{0, "export", true},
 	{'U', "force-share", false},
 }
@@ -79,6 +83,7 @@ type exportConfig struct {
 	snapshot     bool   // -s: writes go to a temporary overlay (qcow2 wiring pending)
 	loadSnapshot string // -l: internal snapshot to export read-only (qcow2 wiring pending)
 	forceShare   bool   // -U: take image locks that share everything (read-only exports)
+	offset       uint64 // -o: the export starts this far into the image (above the format)
 }
 
 // config is everything the command line asks for.
@@ -101,6 +106,9 @@ type config struct {
 	fork    bool
 	pidFile string
 	verbose bool
+	log     logConfig
+	list    bool           // -L: list a server's exports instead of serving
+	listTLS *tlscreds.Spec // -L with --tls-creds: the client credentials
 
 	metricsAddr    string
 	metricsWeb     string
@@ -109,8 +117,21 @@ type config struct {
 	tls *tlsSetup // --object, --tls-creds, --tls-authz, --tls-hostname
 }
 
-// usageError is a command-line mistake.
-type usageError struct{ msg string }
+// usageError is a command-line mistake. qemu-nbd prints most as one line; hint says when it
+// adds its "Try `qemu-nbd --help'" line.
+type usageError struct {
+	msg  string
+	hint usageHint
+}
+
+// usageHint is how qemu-nbd points at --help after a usage error.
+type usageHint uint8
+
+const (
+	hintNone   usageHint = iota
+	hintArgs             // "Try `ARGV0 --help' for more information." (wrong operand count)
+	hintGetopt           // the same line with the program prefix, after a getopt error
+)
 
 func (e *usageError) Error() string { return e.msg }
 
@@ -122,10 +143,11 @@ func usagef(format string, args ...any) error {
 func parseArgs(args []string) (*config, error) {
 	opts, operands, err := getopt(specs, args)
 	if err != nil {
-		return nil, usagef("%v", err)
+		return nil, &usageError{msg: err.Error(), hint: hintGetopt}
 	}
 	cfg := &config{shared: 1, cache: cacheWriteback, aio: "threads",
-		handshakeLimit: server.DefaultHandshakeLimit, tls: &tlsSetup{}}
+		handshakeLimit: server.DefaultHandshakeLimit, log: logConfig{level: slog.LevelError},
+		tls: &tlsSetup{}}
 	top := exportConfig{}
 	var exportName *string
 	var extra []extraExport
@@ -154,13 +176,14 @@ func parseArgs(args []string) (*config, error) {
 			}
 			cfg.socket = v
 		case "offset":
-			n, err := strconv.ParseUint(v, 0, 64)
+			n, ok, err := parseOffset(v)
+			if !ok {
+				return nil, invalidOffset(v)
+			}
 			if err != nil {
-				return nil, usagef("Invalid offset '%s'", v)
+				return nil, err
 			}
-			if n != 0 {
-				return nil, usagef("-o/--offset is not supported by qnbd")
-			}
+			top.offset = n
 		case "read-only":
 			top.readOnly = true
 		case "allocation-depth":
@@ -170,7 +193,7 @@ func parseArgs(args []string) (*config, error) {
 		case "connect", "disconnect":
 			return nil, usagef("-c/--connect and -d/--disconnect (the kernel /dev/nbd client) are not supported by qnbd; use nbd-client")
 		case "list":
-			return nil, usagef("-L/--list is not supported by qnbd; use 'nbdinfo --list'")
+			cfg.list = true
 		case "snapshot":
 			top.snapshot = true
 		case "load-snapshot":
@@ -218,6 +241,10 @@ func parseArgs(args []string) (*config, error) {
 			case "on":
 				cfg.detectZeroes = server.DetectZeroesOn
 			case "unmap":
+				// Checked here, as qemu-nbd checks it: --discard=unmap must come first.
+				if !cfg.discard {
+					return nil, usagef("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap")
+				}
 				cfg.detectZeroes = server.DetectZeroesUnmap
 			default:
 				return nil, usagef("Failed to parse detect_zeroes mode: Parameter 'detect-zeroes' does not accept value '%s'", v)
@@ -280,6 +307,21 @@ func parseArgs(args []string) (*config, error) {
 				return nil, usagef("Invalid handshake limit '%s' (seconds, 0 for none)", v)
 			}
 			cfg.handshakeLimit = time.Duration(n) * time.Second
+		case "log-level":
+			l, err := parseLogLevel(v)
+			if err != nil {
+				return nil, err
+			}
+			cfg.log.level, cfg.log.chosen = l, true
+		case "log-format":
+			j, err := parseLogFormat(v)
+			if err != nil {
+				return nil, err
+			}
+			if !cfg.log.chosen {
+				cfg.log.level = slog.LevelInfo // asking for a format is asking for a log
+			}
+			cfg.log.json, cfg.log.chosen = j, true
 		case "force-share":
 			top.forceShare = true
 		case "export":
@@ -296,16 +338,28 @@ func parseArgs(args []string) (*config, error) {
 	if cfg.metricsWeb != "" && cfg.metricsAddr == "" {
 		return nil, usagef("--metrics-web-config needs --metrics-addr")
 	}
+	if cfg.list {
+		perDevice := exportName != nil || top.description != "" || top.offset != 0 || top.format != "" ||
+			top.loadSnapshot != "" || cfg.allocDepth || seen["aio"] || seen["discard"] || seen["cache"] ||
+			len(extra) > 0 || top.forceShare
+		if err := listChecks(cfg, len(operands), perDevice); err != nil {
+			return nil, err
+		}
+		spec, err := cfg.tls.checkList()
+		if err != nil {
+			cfg.tls.close()
+			return nil, err
+		}
+		cfg.listTLS = spec
+		return cfg, nil
+	}
 	if cfg.aio == "native" && cfg.cache != cacheNone && cfg.cache != cacheDirectsync {
 		// Not a usage error in qemu-nbd either: its block layer refuses the open.
 		return nil, errors.New("aio=native was specified, but it requires cache.direct=on, which was not specified")
 	}
-	if cfg.detectZeroes == server.DetectZeroesUnmap && !cfg.discard {
-		return nil, usagef("setting detect-zeroes to unmap is not allowed without setting discard operation to unmap")
-	}
 	switch {
 	case len(operands) > 1, len(operands) == 0 && len(extra) == 0:
-		return nil, usagef("Invalid number of arguments")
+		return nil, &usageError{msg: "Invalid number of arguments", hint: hintArgs}
 	case len(operands) == 1:
 		top.file = operands[0]
 		if exportName != nil {

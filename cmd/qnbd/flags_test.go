@@ -3,6 +3,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +99,15 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"--fork", "--pid-file=/tmp/p", "-v", "img"}, func(c *config) string {
 			return want(c.fork && c.pidFile == "/tmp/p" && c.verbose, "fork/pid/verbose")
 		}},
+		{[]string{"img"}, func(c *config) string {
+			return want(c.log == logConfig{level: slog.LevelError}, "default log: errors, text")
+		}},
+		{[]string{"--log-format=json", "img"}, func(c *config) string {
+			return want(c.log == logConfig{level: slog.LevelInfo, json: true, chosen: true}, "--log-format alone")
+		}},
+		{[]string{"--log-level=debug", "--log-format=text", "img"}, func(c *config) string {
+			return want(c.log == logConfig{level: slog.LevelDebug, chosen: true}, "--log-level with --log-format")
+		}},
 		{[]string{"--metrics-addr", "127.0.0.1:9100", "--handshake-limit", "0", "img"}, func(c *config) string {
 			return want(c.metricsAddr == "127.0.0.1:9100" && c.handshakeLimit == 0, "qnbd's own")
 		}},
@@ -165,14 +175,20 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"--discard=unmap", "--discard=unmap", "img"}, "--discard can only be specified once"},
 		{[]string{"--detect-zeroes=x", "img"}, "detect_zeroes"},
 		{[]string{"--detect-zeroes=unmap", "img"}, "not allowed without setting discard operation to unmap"},
+		// qemu-nbd checks it in command-line order.
+		{[]string{"--detect-zeroes=unmap", "--discard=unmap", "img"}, "not allowed without setting discard operation to unmap"},
 		{[]string{"-f", "vmdk", "img"}, "Unknown format 'vmdk'"},
+		{[]string{"--log-level=loud", "img"}, "Invalid log level 'loud'"},
+		{[]string{"--log-format=xml", "img"}, "Invalid log format 'xml'"},
 		{[]string{"-x", strings.Repeat("n", 4097), "img"}, "too long"},
 		{[]string{"-D", strings.Repeat("d", 4097), "img"}, "too long"},
 		{[]string{"-c", "/dev/nbd0", "img"}, "not supported"},
 		{[]string{"-d", "/dev/nbd0"}, "not supported"},
-		{[]string{"-L"}, "not supported"},
+		{[]string{"-L", "img"}, "List mode is incompatible with a file name"},
+		{[]string{"-L", "-x", "a"}, "List mode is incompatible with per-device settings"},
+		{[]string{"-L", "--aio=threads"}, "List mode is incompatible with per-device settings"},
+		{[]string{"-L", "--fork"}, "List mode is incompatible with forking"},
 		{[]string{"-B", "bm", "img"}, "not supported"},
-		{[]string{"-o", "512", "img"}, "not supported"},
 		{[]string{"-o", "x", "img"}, "Invalid offset"},
 		{[]string{"--object", "tls-creds-x509,id=t", "img"}, "Missing 'dir' property value"},
 		{[]string{"--tls-creds=t", "img"}, "No TLS credentials with id 't'"},

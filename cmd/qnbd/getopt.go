@@ -4,7 +4,6 @@ package main
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 )
 
@@ -117,6 +116,6 @@ func findLong(specs []optSpec, name string) (*optSpec, error) {
 	for i, m := range matches {
 		names[i] = "'--" + m.long + "'"
 	}
-	sort.Strings(names)
+	// glibc lists them in the table's order, which is qemu-nbd's.
 	return nil, fmt.Errorf("option '--%s' is ambiguous; possibilities: %s", name, strings.Join(names, " "))
 }

@@ -36,6 +36,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case cfg.version:
 		printVersion(stdout)
 		return 0
+	case cfg.list:
+		return runList(cfg, stdout, stderr)
 	}
 	child, lns, ready, err := forkChild()
 	if err != nil {
@@ -47,13 +49,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return serve(cfg, lns, ready, stderr)
 }
 
-// fail prints one line and returns the failure status.
+// fail prints err as qemu-nbd prints its errors and returns the failure status: the
+// program name, the message, and for some usage errors qemu-nbd's pointer to --help (getopt's
+// own messages start with argv[0] as glibc prints it).
 func fail(stderr io.Writer, err error) int {
 	var ue *usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "qnbd: %v (try 'qnbd --help')\n", err)
-	} else {
-		fmt.Fprintf(stderr, "qnbd: %v\n", err)
+	errors.As(err, &ue)
+	switch {
+	case ue != nil && ue.hint == hintGetopt:
+		fmt.Fprintf(stderr, "%s: %v\n%s: Try `%s --help' for more information.\n", argv0(), err, progName, argv0())
+	case ue != nil && ue.hint == hintArgs:
+		fmt.Fprintf(stderr, "%s: %v\nTry `%s --help' for more information.\n", progName, err, argv0())
+	default:
+		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
 	}
 	return 1
 }
@@ -68,11 +76,7 @@ type opened struct {
 // serve runs the server until a signal or, without -t, until the last client has gone.
 // lns and ready are set in a --fork child.
 func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) int {
-	level := slog.LevelWarn
-	if cfg.verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := newLogger(cfg.log, stderr)
 
 	// --metrics-addr: up before the images are opened (see metrics.go); nil without it.
 	var me *metricsEndpoint
@@ -124,7 +128,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 			closeListeners()
 			return fail(stderr, err)
 		}
-		b, c, err := openBackend(e, cfg, openEnv{hooks: imageHooks, log: log, stderr: stderr})
+		b, c, err := openExport(e, cfg, openEnv{hooks: imageHooks, log: log, stderr: stderr})
 		if err != nil {
 			closeBackends()
 			closeListeners()
@@ -162,6 +166,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 		Hooks:          me.serverHooks(),
 		ConnState:      idle.connState,
 		Logger:         log,
+		ClientErrors:   clientErrorPrinter(stderr),
 		TLSConfig:      cfg.tls.tlsConfig(),
 		Authorize:      cfg.tls.authorize(),
 	}}

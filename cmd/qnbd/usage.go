@@ -17,6 +17,9 @@ Serve a disk image over NBD. The options are qemu-nbd's.
 
   -h, --help                display this help and exit
   -V, --version             output version information and exit
+  -L, --list                list the exports of the server at -k or -b/-p, then exit
+                            (over TLS with an endpoint=client tls-creds-x509 object,
+                            --tls-creds and --tls-hostname)
 
 Connection properties:
   -p, --port=PORT           port to listen on (default '10809')
@@ -24,13 +27,15 @@ Connection properties:
   -k, --socket=PATH         path to the unix socket (absolute)
   -e, --shared=NUM          device can be shared by NUM clients (default '1', 0 = unlimited)
   -t, --persistent          don't exit on the last connection
-  -v, --verbose             display extra debugging information
+  -v, --verbose             accepted for qemu-nbd compatibility; prints nothing more
+                            (use --log-level)
   -x, --export-name=NAME    expose export by name (default is empty string)
   -D, --description=TEXT    export a human-readable description
       --handshake-limit=N   drop clients that have not finished the handshake after N
                             seconds (default 10, 0 = no limit)
 
 Exposing part of the image:
+  -o, --offset=OFFSET       offset into the image (above its format)
   -A, --allocation-depth    expose the allocation depth (qemu:allocation-depth)
 
 TLS (qemu-nbd's; see docs/tls.md):
@@ -55,6 +60,9 @@ General purpose options:
       --metrics-addr=HOST:PORT  serve Prometheus metrics there
       --metrics-web-config=FILE secure --metrics-addr with TLS, client certificates
                             and basic auth (Prometheus exporter-toolkit web config)
+      --log-level=LEVEL     qnbd's own log on stderr: error (default), warn, info
+                            or debug; qemu-nbd's messages are printed regardless
+      --log-format=FORMAT   text (default) or json; alone it means --log-level=info
       --export NAME=FILE[,format=raw|qcow2][,readonly=on][,description=TEXT]
                             serve another image under NAME (repeatable; -r and -f
                             are its defaults; a literal comma is written ',,')
@@ -75,10 +83,10 @@ Block device options:
       --detect-zeroes=MODE  off (default), on, or unmap: turn zero writes into
                             write-zeroes
 
-Not supported (refused with a message): -c/--connect, -d/--disconnect, -L/--list,
--B/--bitmap, -o/--offset (other than 0), --tls-hostname (list mode only), --image-opts,
---selinux-label, tls-creds-psk, tls-creds-anon, priority=, passwordid=, and objects other
-than TLS credentials and authz. -T/--trace is accepted and ignored.
+Not supported (refused with a message): -c/--connect, -d/--disconnect,
+-B/--bitmap, --image-opts, --selinux-label,
+tls-creds-psk, tls-creds-anon, priority=, passwordid=, and objects other than TLS
+credentials and authz. -T/--trace is accepted and ignored.
 
 Systemd socket activation (LISTEN_PID/LISTEN_FDS, fd 3) is used when present.
 `)

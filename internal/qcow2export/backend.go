@@ -16,10 +16,12 @@ type Options struct {
 }
 
 // Backend serves one open qcow2 image. It implements server.Backend, server.Trimmer,
-// server.Zeroer, server.Cacher, server.BlockStatuser and server.DepthStatuser.
+// server.Zeroer, server.Cacher, server.BlockStatuser, server.ReadSplitter and
+// server.DepthStatuser.
 type Backend struct {
 	img  *qcow2.Image
 	opts Options
+	geo  []layerGeometry // the chain's layers, for ReadExtents
 }
 
 // Interfaces the server looks for.
@@ -35,7 +37,7 @@ var (
 // New returns a Backend over img. The caller keeps ownership of img: img.Close must follow
 // the Backend's Close.
 func New(img *qcow2.Image, o Options) *Backend {
-	return &Backend{img: img, opts: o}
+	return &Backend{img: img, opts: o, geo: chainGeometry(img)}
 }
 
 // Image returns the image being served.

@@ -16,6 +16,8 @@
 //	              ENOTSUP where zero bytes would have to be written, as QEMU's NO_FALLBACK
 //	CACHE         reads the allocated parts of the range (data and compressed clusters,
 //	              in any layer) and drops the bytes: a prefetch into the host page cache
+//	READ chunks   ReadExtents: BlockStatus runs cut where QEMU ends one block-status answer
+//	              (L2 slice boundaries, single compressed clusters; readsplit.go)
 //	BLOCK_STATUS  base:allocation and qemu:allocation-depth from Image.BlockStatus, the
 //	              engine's answer of QEMU's bdrv_block_status_above (see status.go)
 //
