@@ -3,7 +3,9 @@
 package e2e
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/qnbd/qnbd/internal/syncbuf"
+	nbd "github.com/qnbd/qnbd/server"
 )
 
 // serverConfig says how to start a server.
@@ -112,7 +115,7 @@ func (s *server) waitReady() {
 	for {
 		c, err := net.DialTimeout(network, addr, time.Second)
 		if err == nil {
-			c.Close()
+			abortHandshake(c)
 			break
 		}
 		select {
@@ -139,6 +142,28 @@ func (s *server) waitReady() {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+}
+
+// abortHandshake ends the readiness probe's connection the way a polite client does: it
+// reads the greeting, then sends NBD_OPT_ABORT and waits for the server to answer or close.
+// A probe that hung up at once would make both qnbd and qemu-nbd print "write failed: Unable
+// to write to socket: Broken pipe" (measured on qemu-nbd 7.2), which tests that compare
+// the server's stderr must not see.
+func abortHandshake(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // a bound on a hang
+	var greeting [18]byte
+	if _, err := io.ReadFull(c, greeting[:]); err != nil {
+		return
+	}
+	msg := binary.BigEndian.AppendUint32(nil, uint32(nbd.FlagCFixedNewstyle|nbd.FlagCNoZeroes))
+	msg = binary.BigEndian.AppendUint64(msg, nbd.MagicIHaveOpt)
+	msg = binary.BigEndian.AppendUint32(msg, uint32(nbd.OptAbort))
+	msg = binary.BigEndian.AppendUint32(msg, 0)
+	if _, err := c.Write(msg); err != nil {
+		return
+	}
+	io.Copy(io.Discard, c) // the ABORT reply, then the server's close
 }
 
 // URI is the NBD URI of export name on this server.
