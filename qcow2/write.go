@@ -322,6 +322,10 @@ func (img *Image) l2ForWrite(i L1Index) (HostCluster, *l2Table, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	// A new table is written whole the first time, zeros included, as QEMU writes every
+	// slice of a new table (a reused cluster holds stale bytes, and the host file gets the
+	// same allocated extents as qemu-img's); after that only changed blocks are written.
+	t.whole = true
 	img.l2.insertNew(nc, t)
 	img.l1.set(i, MakeL1Entry(nc.Offset(g), true))
 	if ok {
