@@ -55,7 +55,13 @@ type allocator struct {
 	firstFree HostCluster
 	// end is the end of everything ever allocated or present in the file: clusters at or
 	// past it have never been written and read back as zeros (no zero-filling needed).
+	// Reserved clusters do not move it until they are handed out.
 	end HostOffset
+	// resv holds the clusters counted on disk ahead of use (alloc_reserve.go).
+	resv reservation
+	// grownFrom is the file's length before a reservation first extended it (0: not
+	// extended since open or the last trimFile).
+	grownFrom uint64
 }
 
 func newAllocator(img *Image, fileSize uint64, cacheEntries int) (*allocator, error) {
@@ -71,6 +77,11 @@ func newAllocator(img *Image, fileSize uint64, cacheEntries int) (*allocator, er
 		tableClusters: img.hdr.RefTableClusters,
 		tableDirty:    map[RefTableIndex]struct{}{},
 		end:           HostOffset(fileSize),
+		resv: reservation{
+			set:      map[HostCluster]struct{}{},
+			perBlock: map[RefTableIndex]int{},
+			batch:    minReserveBatch,
+		},
 	}
 	a.cache = newLRU(CacheRefBlock, max(cacheEntries, minRefBlockCache), cacheBackend[HostCluster, *refBlock](refBlockBackend{img}), img.hooks, img.file.Sync)
 	a.cache.afterWrite = a.writeRefTableDirty
@@ -130,6 +141,13 @@ func (a *allocator) allocMeta(n ClusterCount, kind AllocKind) (HostCluster, erro
 			from = min(c, a.firstFree)
 			continue
 		}
+		if a.img.accurateRefcounts() {
+			// Counted on disk before anything can point at them: no L2 table has to wait
+			// for a refcount flush (flush.go).
+			if err := a.ensureDurable(c, n); err != nil {
+				return 0, err
+			}
+		}
 		if err := a.claim(c, n); err != nil {
 			return 0, err
 		}
@@ -138,7 +156,8 @@ func (a *allocator) allocMeta(n ClusterCount, kind AllocKind) (HostCluster, erro
 	}
 }
 
-// claim sets the refcounts of [c, c+n), all 0 and covered by refcount blocks, to 1.
+// claim sets the refcounts of [c, c+n), all 0 and covered by refcount blocks, to 1. A reserved
+// cluster leaves the reservation; its block stays as it is, the disk holding 1 already.
 func (a *allocator) claim(c HostCluster, n ClusterCount) error {
 	off := c.Offset(a.g)
 	size := a.g.Bytes(n)
@@ -151,6 +170,16 @@ func (a *allocator) claim(c HostCluster, n ClusterCount) error {
 			return err
 		} else if rc != 0 {
 			return a.img.markCorrupt(corruptf("allocator: about to hand out cluster %d with refcount %d", cl, rc))
+		}
+		if a.isReserved(cl) {
+			// Block first, then out of the set (see unreserve).
+			rb, _, _, err := a.refblockFor(cl.RefTableIndex(a.g))
+			if err != nil {
+				return err
+			}
+			a.takeReserved(cl)
+			a.view(rb).Set(cl.RefBlockIndex(a.g), 1)
+			continue
 		}
 		if err := a.setRefcount(cl, 1); err != nil {
 			return err
@@ -218,7 +247,7 @@ func (a *allocator) createRefBlock(i RefTableIndex) error {
 		return a.growRefTable(i)
 	}
 	regionStart := i.FirstCluster(a.g)
-	rb := &refBlock{data: make([]byte, a.g.ClusterSize())}
+	rb := &refBlock{data: make([]byte, a.g.ClusterSize()), idx: i, bound: true}
 	place, found, err := a.findFreeCovered(a.firstFree, regionStart)
 	if err != nil {
 		return err

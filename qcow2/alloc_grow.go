@@ -60,7 +60,7 @@ func (a *allocator) growRefTable(need RefTableIndex) (err error) {
 	copy(newTable, a.table)
 	newBlocks := make([]*refBlock, blocks)
 	for j := range newBlocks {
-		newBlocks[j] = &refBlock{data: make([]byte, g.ClusterSize())}
+		newBlocks[j] = &refBlock{data: make([]byte, g.ClusterSize()), idx: RefTableIndex(old + uint64(j)), bound: true}
 		newTable[old+uint64(j)] = RefTableEntry(base.Add(ClusterCount(j)).Offset(g))
 	}
 	for k := uint64(0); k < blocks+tclusters; k++ {

@@ -49,7 +49,7 @@ func (a *allocator) dropEmptyRefBlocks() error {
 	for _, e := range empty {
 		a.setTableEntry(e.i, 0)
 	}
-	if err := a.writeRefTableDirty(); err != nil {
+	if _, err := a.writeRefTableDirty(); err != nil {
 		return err
 	}
 	if err := a.img.file.Sync(); err != nil {

@@ -21,19 +21,23 @@ type flushTarget interface {
 }
 
 type cacheEntry[K cmp.Ordered, V any] struct {
-	key        K
-	val        V
-	dirty      bool
+	key   K
+	val   V
+	dirty bool
+	// used is set by every lookup and cleared by cleanUnused.
+	used       bool
 	prev, next *cacheEntry[K, V]
 }
 
 // lru is a least-recently-used cache of tables keyed by their host cluster, modelled on QEMU's
 // qcow2-cache.c and imago's async_lru_cache.rs.
 //
-// Flush ordering is declared, not implied: dependOn(other) says "other must be on disk before
-// any of my dirty entries is written" (QEMU's qcow2_cache_set_dependency), and requireSync says
-// "an fsync of the data file must precede writing any of my dirty entries"
-// (qcow2_cache_depends_on_flush). Writing one entry honours both first.
+// Flush ordering is declared, not implied: depends names a cache that must be on disk before
+// any of my dirty entries is written (QEMU's qcow2_cache_set_dependency; no cache declares one
+// since allocation reserves durable batches, flush.go), and beforeWrite
+// says what must happen before one particular entry is written (the L2 cache: an fsync of the
+// data file when the table maps data not yet durable, a per-table qcow2_cache_depends_on_flush).
+// Writing one entry honours both first.
 //
 // Entries are never evicted behind a caller's back: get and insert only add, and trim, called
 // by the image at points where no table pointer is held, evicts down to the capacity. That is
@@ -51,14 +55,19 @@ type lru[K cmp.Ordered, V any] struct {
 
 	// depends is the cache that must be flushed before any dirty entry here is written.
 	depends flushTarget
-	// needSync, when set, must run (an fsync of the file holding guest data) before any dirty
-	// entry here is written.
-	needSync func() error
+	// beforeWrite, when set, runs before a dirty entry is written: the L2 cache syncs the
+	// data file there when the table maps data that must be durable first (flush.go).
+	beforeWrite func(k K, v V) error
 	// sync makes this cache's own writes durable (an fsync of the image file).
 	sync func() error
 	// afterWrite runs after all dirty entries are written and synced, before the final sync of
-	// flushAll (the refcount cache writes the reftable entries that point at new refblocks).
-	afterWrite func() error
+	// flushAll (the refcount cache writes the reftable entries that point at new refblocks);
+	// it reports whether it wrote anything.
+	afterWrite func() (bool, error)
+	// evicted, when set, receives the value of an entry trim or cleanUnused let go: nothing
+	// refers to it any more (no table pointer is held across those points), so the L2 cache
+	// reuses its memory for the next table it loads.
+	evicted func(V)
 	// flushing guards against re-entering flushAll through a dependency cycle.
 	flushing bool
 	// unsynced is set when an entry was written since the last sync.
@@ -85,6 +94,7 @@ func (c *lru[K, V]) pushFront(e *cacheEntry[K, V]) {
 func (c *lru[K, V]) get(k K) (V, error) {
 	if e, ok := c.items[k]; ok {
 		c.hooks.CacheAccess(c.kind, true)
+		e.used = true
 		c.unlink(e)
 		c.pushFront(e)
 		return e.val, nil
@@ -95,7 +105,7 @@ func (c *lru[K, V]) get(k K) (V, error) {
 		var zero V
 		return zero, err
 	}
-	e := &cacheEntry[K, V]{key: k, val: v}
+	e := &cacheEntry[K, V]{key: k, val: v, used: true}
 	c.items[k] = e
 	c.pushFront(e)
 	return v, nil
@@ -115,7 +125,7 @@ func (c *lru[K, V]) insertNew(k K, v V) {
 		}
 		c.unlink(old)
 	}
-	e := &cacheEntry[K, V]{key: k, val: v, dirty: true}
+	e := &cacheEntry[K, V]{key: k, val: v, dirty: true, used: true}
 	c.ndirty++
 	c.items[k] = e
 	c.pushFront(e)
@@ -144,27 +154,6 @@ func (c *lru[K, V]) drop(k K) {
 	}
 }
 
-// dependOn declares that dep must be flushed before any dirty entry of c is written. A
-// dependency in the opposite direction is resolved first by flushing, as QEMU does, so the
-// graph never has a cycle.
-func (c *lru[K, V]) dependOn(dep flushTarget) error {
-	if d := dep.dependency(); d != nil {
-		if err := dep.clearDependency(); err != nil {
-			return err
-		}
-	}
-	if c.depends != nil && c.depends != dep {
-		if err := c.clearDependency(); err != nil {
-			return err
-		}
-	}
-	c.depends = dep
-	return nil
-}
-
-// requireSync declares that sync must run before any dirty entry of c is written.
-func (c *lru[K, V]) requireSync(sync func() error) { c.needSync = sync }
-
 func (c *lru[K, V]) dependency() flushTarget { return c.depends }
 
 // clearDependency flushes what c depends on and forgets the dependency.
@@ -185,11 +174,10 @@ func (c *lru[K, V]) writeEntry(e *cacheEntry[K, V]) error {
 	if err := c.clearDependency(); err != nil {
 		return err
 	}
-	if c.needSync != nil {
-		if err := c.needSync(); err != nil {
+	if c.beforeWrite != nil {
+		if err := c.beforeWrite(e.key, e.val); err != nil {
 			return err
 		}
-		c.needSync = nil
 	}
 	if err := c.backend.flush(e.key, e.val); err != nil {
 		return err
@@ -240,15 +228,20 @@ func (c *lru[K, V]) flushAll() error {
 			}
 			c.unsynced = false
 		}
-		if err := c.afterWrite(); err != nil {
+		wrote, err := c.afterWrite()
+		if err != nil {
 			return err
 		}
+		c.unsynced = c.unsynced || wrote
 	}
-	// Even with nothing dirty here, a dependent cache relies on this sync as its barrier.
-	if err := c.sync(); err != nil {
-		return err
+	// Only what this cache wrote needs the barrier: a dependent cache relies on these writes
+	// being durable, and they are once no write is left unsynced.
+	if c.unsynced {
+		if err := c.sync(); err != nil {
+			return err
+		}
+		c.unsynced = false
 	}
-	c.unsynced = false
 	return nil
 }
 
@@ -269,6 +262,27 @@ func (c *lru[K, V]) trim() error {
 		c.unlink(e)
 		delete(c.items, e.key)
 		c.hooks.CacheEviction(c.kind)
+		if c.evicted != nil {
+			c.evicted(e.val)
+		}
 	}
 	return nil
+}
+
+// cleanUnused drops the clean entries no lookup used since the previous call, and starts a new
+// period for the others (QEMU's qcow2_cache_clean_unused, run every cache-clean-interval).
+func (c *lru[K, V]) cleanUnused() {
+	for e := c.root.next; e != &c.root; {
+		next := e.next
+		if !e.used && !e.dirty {
+			c.unlink(e)
+			delete(c.items, e.key)
+			c.hooks.CacheEviction(c.kind)
+			if c.evicted != nil {
+				c.evicted(e.val)
+			}
+		}
+		e.used = false
+		e = next
+	}
 }

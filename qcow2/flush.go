@@ -11,13 +11,32 @@ import (
 // written *and* flushed (qcow2_cache_flush_dependency), and "depends on flush" means an fsync
 // must precede writing any entry (qcow2_cache_depends_on_flush).
 //
-//   - Allocating: refcount block (count +1) -> fsync -> guest data and its copy-on-write ->
-//     fsync -> L2 entry -> fsync -> L1 entry (for a new L2 table) -> fsync.
-//     Declared by l2.dependOn(refcounts) when clusters are allocated (unless the dirty bit is
-//     set: lazy refcounts), and by publishData before a write sets its first L2 entry (the
-//     one place that sets entries mapping newly written data: linkWrite). A crash at any
-//     point leaks at most: no entry on disk ever points at a cluster whose count is 0 or
-//     whose data was not written.
+//   - Allocating: refcount block (count +1) -> fsync, for a whole batch of clusters at once
+//     (alloc_reserve.go: a reservation raises the counts of the next free clusters first-fit
+//     would hand out, extends the file over them, and syncs once); clusters are then handed
+//     out of the batch with no sync. An L2 entry may only ever point at a cluster that is
+//     counted on disk, so no L2 table waits for the refcount cache: there is no L2 ->
+//     refcount dependency left, and an eviction writes the table and goes on. A crash leaks
+//     the unused rest of the batch (refcount 1, no reference), which check -r leaks
+//     reclaims; Close gives it back.
+//   - Data before the L2 entry that maps it, only where it matters. Without a FLUSH the guest
+//     has no durability promise: after a crash an unflushed write may read old or new. What
+//     must never happen is a sector that reads as neither, and the danger is an L2 entry on
+//     disk whose cluster's data is not: the guest then reads the cluster's previous host
+//     bytes. Those are zeros, and so harmless, exactly when the cluster is fresh (never
+//     written since the file grew over it; the reservation made the file that long on disk
+//     before handing it out, so the entry never points past the end) and the guest read
+//     zeros there before (no data, no compressed or shared cluster, no backing file showing
+//     through unless the entry was a zero one). For those links (every allocating write of a
+//     fresh image without a backing file) the table is written whenever it is evicted. Every
+//     other link (a reused cluster holding stale data, copy-on-write from a backing file, a
+//     snapshot's or a compressed cluster) marks its table (publishData, called by linkWrite,
+//     the one place that sets entries mapping newly written data), and the table is written
+//     only after a data fsync that covers the link (beforeL2Write; one sync covers every
+//     link made before it). That is QEMU's rule (qcow2_cache_depends_on_flush), kept per
+//     table instead of per cache. The L1 entry of a new L2 table is written only by Flush (or
+//     a batch of frees), after the L2 tables are synced, so it never needs a sync of its own
+//     on the write path.
 //   - Freeing: L2 entry cleared -> fsync -> L1 entries -> fsync -> refcount block (count
 //     -1). Frees are batched (mapping.go freeClusters): the decrements wait until applyFrees
 //     flushes the L2 cache and writes the dirty L1 entries, at Flush or when many are
@@ -26,8 +45,9 @@ import (
 //     file maps, with the references being dropped. A crash in between leaks; it never
 //     leaves a reference to a free cluster, which the allocator could hand out twice.
 //     QEMU declares the same order as a cache dependency (refcounts on L2), and flushes both
-//     caches each time allocating and freeing alternate; batching keeps the dependency graph
-//     one-way (L2 on refcounts) and the syncs few. Dependency cycles, should one ever be
+//     caches each time allocating and freeing alternate; batching (and allocating from
+//     reserved batches, which needs no dependency at all) keeps the graph free of cycles
+//     and the syncs few. Dependency cycles, should one ever be
 //     declared, are still broken when declared, by flushing (as qcow2_cache_set_dependency).
 //   - New refcount block: block -> fsync -> reftable entry -> fsync (the refcount cache's
 //     flushAll writes reftable entries after its blocks and syncs again).
@@ -42,8 +62,8 @@ import (
 //
 //  1. fsync the data file (the image file when there is none), without the metadata lock:
 //     every write linked before it has its data durable, which satisfies the data-before-L2
-//     rule for every dirty L2 table (if a write was linked meanwhile, the L2 cache keeps its
-//     requirement, and syncs the data again before writing a table);
+//     rule for every dirty L2 table (a table marked by a write linked meanwhile keeps its
+//     requirement, and the data is synced again before that table is written);
 //
 // then, with the metadata lock held (caches with nothing to write are skipped):
 //
@@ -82,22 +102,36 @@ func (img *Image) flush() error {
 	}
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if img.linkGen == gen {
-		// Nothing was linked since: the sync above covered the data of every dirty L2 entry.
-		img.l2.needSync = nil
-	}
+	// Every link up to gen had its data written before it: the sync above covered them. A
+	// link made meanwhile keeps its table's requirement.
+	img.dataSynced = max(img.dataSynced, gen)
 	return img.flushMetadata()
 }
 
-// publishData declares that L2 entries about to be set map guest data written since the last
-// data sync: the data file is synced before any L2 table is written next, and a Flush whose
-// unlocked data sync ran meanwhile does not drop that requirement (linkGen). Called with mu
-// held, before the first entry is set: whatever runs between setting an entry and the end of
-// the link (a batch of frees applied by freeClusters, which writes the L2 tables) then finds
-// the requirement declared.
-func (img *Image) publishData() {
-	img.l2.requireSync(img.data.Sync)
+// publishData declares that L2 table t is about to map guest data written since the last data
+// sync, whose cluster would not read as the guest's old contents should the table reach the
+// disk before the data (see linkWrite's mustSyncFirst): the data file is synced before t is
+// written next. Called with mu held, before the entry is set: whatever runs between setting
+// an entry and the end of the link (a batch of frees applied by freeClusters, which writes the
+// L2 tables) then finds the requirement declared.
+func (img *Image) publishData(t *l2Table) {
 	img.linkGen++
+	t.syncGen = img.linkGen
+}
+
+// beforeL2Write is the L2 cache's beforeWrite: a table that maps data linked since the last
+// data sync, and that needs it durable first, gets that sync now. One sync covers every link
+// made before it, so a run of evictions after it writes without another.
+func (img *Image) beforeL2Write(_ HostCluster, t *l2Table) error {
+	if t.syncGen <= img.dataSynced {
+		return nil
+	}
+	gen := img.linkGen
+	if err := img.data.Sync(); err != nil {
+		return fmt.Errorf("qcow2: sync data: %w", err)
+	}
+	img.dataSynced = gen
+	return nil
 }
 
 // flushL2 writes every dirty L2 table (after what it depends on) and syncs.
@@ -109,10 +143,11 @@ func (img *Image) flushLocked() error {
 		return nil
 	}
 	// 1.
+	gen := img.linkGen
 	if err := img.data.Sync(); err != nil {
 		return fmt.Errorf("qcow2: sync data: %w", err)
 	}
-	img.l2.needSync = nil
+	img.dataSynced = gen
 	return img.flushMetadata()
 }
 
@@ -180,5 +215,34 @@ func (img *Image) extendFile() error {
 	if err := img.file.Truncate(int64(end)); err != nil {
 		return fmt.Errorf("qcow2: extend image file to %d bytes: %w", end, err)
 	}
+	return img.file.Sync()
+}
+
+// trimFile cuts what reservations added past the image's end (alloc_reserve.go extends the
+// file to cover a batch), once releaseReservation and a flush have put every cluster past
+// fileEnd back to refcount 0 on disk. The file keeps the length it would have had without
+// them: its length before the first extension, fileEnd, and the end of every write through
+// the image file, whichever is largest. Called with mu held, by Close.
+func (img *Image) trimFile() error {
+	a := img.alloc
+	if a.grownFrom == 0 {
+		return nil
+	}
+	end := max(img.fileEnd(), a.grownFrom)
+	if l, ok := img.file.(*syncLatch); ok {
+		end = max(end, l.writeEnd.Load())
+	}
+	size, err := img.file.Size()
+	if err != nil {
+		return err
+	}
+	if uint64(size) <= end {
+		a.grownFrom = 0
+		return nil
+	}
+	if err := img.file.Truncate(int64(end)); err != nil {
+		return fmt.Errorf("qcow2: truncate image file to %d bytes: %w", end, err)
+	}
+	a.grownFrom = 0
 	return img.file.Sync()
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // OpenOptions select how an image is opened.
@@ -27,9 +28,24 @@ type OpenOptions struct {
 	File FileOptions
 	// WriteThrough flushes after every write (cache=writethrough, directsync).
 	WriteThrough bool
-	// L2CacheBytes bounds the L2 table cache; 0 means enough to map the whole image, at most
-	// 32 MiB (QEMU's default covers up to 256 GiB with 64 KiB clusters).
+	// The metadata cache options are QEMU's qcow2 options (--image-opts), with QEMU 7.2's
+	// defaults and limits (cachesize.go, docs/allocation.md). Sizes are in bytes; 0 means the
+	// option is not set (an explicit 0 on a command line can be passed as 1, which resolves
+	// to the same sizes).
+	//
+	// L2CacheBytes is l2-cache-size: the L2 cache is the smaller of it (default 32 MiB, which
+	// maps 256 GiB with 64 KiB clusters) and what maps the whole image.
 	L2CacheBytes int64
+	// RefcountCacheBytes is refcount-cache-size (default: 4 clusters).
+	RefcountCacheBytes int64
+	// CacheBytes is cache-size, the two caches together.
+	CacheBytes int64
+	// L2CacheEntrySize is l2-cache-entry-size (default: the cluster size when the L2 cache
+	// maps the whole image, else 4 KiB).
+	L2CacheEntrySize int64
+	// CacheCleanInterval is cache-clean-interval: metadata cache entries unused for this long
+	// are dropped. 0 means QEMU's default (DefaultCacheCleanInterval); NoCacheClean disables.
+	CacheCleanInterval time.Duration
 	// Hooks receives engine events; nil means NopHooks.
 	Hooks Hooks
 	// Logger receives warnings (leaked clusters, corruption); nil discards.
@@ -40,10 +56,6 @@ type OpenOptions struct {
 
 // maxChainDepth bounds the backing chain (the image itself is depth 0).
 const maxChainDepth = 16
-
-// defaultL2CacheMax is the L2 cache size used when OpenOptions.L2CacheBytes is 0 and the
-// image needs more to be covered whole.
-const defaultL2CacheMax = 32 << 20
 
 // minL2Cache: "at least 2 to cover COW" (QEMU's MIN_L2_CACHE_SIZE).
 const minL2Cache = 2
@@ -85,6 +97,7 @@ type Image struct {
 	l1           *l1Table
 	snapshotL1   bool // l1 is a snapshot's table
 	l2           *lru[HostCluster, *l2Table]
+	l2pool       l2Pool
 	alloc        *allocator // nil when read-only
 	busy         map[GuestCluster]chan struct{}
 	pins         pinSet
@@ -97,7 +110,11 @@ type Image struct {
 	snapL1Bad    []bool // per snapshot: its L1 table fails CheckSnapshotL1 (see overlapsFixed)
 	snapTableLen uint64
 	lastHost     uint64
-	linkGen      uint64 // counts links of new data into L2 entries (see Flush)
+	linkGen      uint64 // counts links of new data that must be durable first (publishData)
+	dataSynced   uint64 // every link up to this linkGen has its data durable (see Flush)
+
+	caches    cacheSizes    // resolved from the cache options at open
+	cleanStop chan struct{} // closed by Close: stops cleanCaches
 
 	// QEMU's metadata-preallocation heuristic, decided at the first block status query
 	// (metaprealloc.go).
@@ -250,27 +267,54 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 			img.data = latchSync(img.data)
 		}
 	}
+	img.caches, err = resolveCacheSizes(&o, img.geo, img.size.Load())
+	if err != nil {
+		return nil, err
+	}
 	img.l2 = newLRU(CacheL2, img.l2CacheEntries(), cacheBackend[HostCluster, *l2Table](l2Backend{img}), img.hooks, img.file.Sync)
+	img.l2.beforeWrite = img.beforeL2Write
+	img.l2.evicted = img.l2pool.put
 	if !img.readOnly {
-		img.alloc, err = newAllocator(img, img.fileSize, max(img.l2.capacity/4, minRefBlockCache))
+		img.alloc, err = newAllocator(img, img.fileSize, img.caches.refcountEntries(img.geo))
 		if err != nil {
 			return nil, err
 		}
 	}
 	img.lastHost = img.fileSize
 	img.stateChanged()
+	if img.caches.clean > 0 {
+		img.cleanStop = make(chan struct{})
+		go img.cleanCaches(img.caches.clean, img.cleanStop)
+	}
 	return img, nil
 }
 
-func (img *Image) l2CacheEntries() int {
-	cs := img.geo.ClusterSize()
-	want := img.geo.L1EntriesFor(img.size.Load())
-	limit := uint64(defaultL2CacheMax)
-	if img.opts.L2CacheBytes > 0 {
-		limit = uint64(img.opts.L2CacheBytes)
-		want = limit / cs
+// cleanCaches drops, every interval, the clean metadata cache entries nothing used during the
+// last interval (cache-clean-interval), until stop is closed.
+func (img *Image) cleanCaches(every time.Duration, stop chan struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		img.mu.Lock()
+		if !img.closed {
+			img.l2.cleanUnused()
+			if img.alloc != nil {
+				img.alloc.cache.cleanUnused()
+			}
+		}
+		img.mu.Unlock()
 	}
-	return int(max(min(want, limit/cs), minL2Cache))
+}
+
+// l2CacheEntries is the L2 cache's capacity in tables: the resolved size over the cluster size
+// (the engine caches whole tables), at least minL2Cache.
+func (img *Image) l2CacheEntries() int {
+	return int(max(img.caches.l2Bytes/img.geo.ClusterSize(), minL2Cache))
 }
 
 func (img *Image) name() string {
@@ -328,7 +372,12 @@ func (img *Image) Close() error {
 		var errs []error
 		img.mu.Lock()
 		if !img.readOnly && img.corrupt == nil {
+			// The unused rest of the reserved batch goes back first: a clean close leaks
+			// nothing, and the file ends where its last cluster does.
+			img.alloc.releaseReservation()
 			if err := img.flushLocked(); err != nil {
+				errs = append(errs, err)
+			} else if err := img.trimFile(); err != nil {
 				errs = append(errs, err)
 			} else if err := img.markClean(); err != nil {
 				errs = append(errs, err)
@@ -336,6 +385,9 @@ func (img *Image) Close() error {
 		}
 		img.closed = true
 		img.mu.Unlock()
+		if img.cleanStop != nil {
+			close(img.cleanStop)
+		}
 		errs = append(errs, img.closeFiles())
 		img.closeErr = errors.Join(errs...)
 	})

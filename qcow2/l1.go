@@ -165,8 +165,12 @@ func (img *Image) growL1(n uint64) error {
 		return fmt.Errorf("qcow2: write new L1 table: %w", err)
 	}
 	// Refcounts for the new table, then the table itself, must be durable before the header
-	// points at it.
+	// points at it (the refcount flush syncs only when it wrote something).
 	if err := img.alloc.flush(); err != nil {
+		img.alloc.free(c, clusters, false)
+		return err
+	}
+	if err := img.file.Sync(); err != nil {
 		img.alloc.free(c, clusters, false)
 		return err
 	}

@@ -7,8 +7,14 @@ import (
 	"slices"
 )
 
-// refBlock is one refcount block in memory (raw bytes; RefBlock gives typed access).
-type refBlock struct{ data []byte }
+// refBlock is one refcount block in memory (raw bytes; RefBlock gives typed access), bound to
+// the reftable index it serves once refblockFor (or the code creating it) has seen it: the
+// reservation translates its reserved clusters on the way in and out (alloc_reserve.go).
+type refBlock struct {
+	data  []byte
+	idx   RefTableIndex
+	bound bool
+}
 
 func (a *allocator) view(rb *refBlock) RefBlock {
 	return RefBlock{Data: rb.data, Order: a.g.RefcountOrder}
@@ -31,7 +37,11 @@ func (b refBlockBackend) flush(k HostCluster, rb *refBlock) error {
 	if err := b.img.checkMetadataWrite(off, b.img.geo.ClusterSize(), metaRefBlock, k); err != nil {
 		return err
 	}
-	if _, err := b.img.file.WriteAt(rb.data, int64(off)); err != nil {
+	data := rb.data
+	if b.img.alloc != nil {
+		data = b.img.alloc.encodeReserved(rb)
+	}
+	if _, err := b.img.file.WriteAt(data, int64(off)); err != nil {
 		return fmt.Errorf("qcow2: write refcount block at %#x: %w", uint64(off), err)
 	}
 	return nil
@@ -87,6 +97,9 @@ func (a *allocator) refblockFor(i RefTableIndex) (*refBlock, HostCluster, bool, 
 	if err != nil {
 		return nil, 0, false, err
 	}
+	if !rb.bound {
+		a.decodeReserved(rb, i)
+	}
 	return rb, c, true, nil
 }
 
@@ -129,9 +142,9 @@ func (a *allocator) setTableEntry(i RefTableIndex, e RefTableEntry) {
 // writeRefTableDirty writes the reftable sectors holding entries changed in memory. It runs as
 // the refcount cache's afterWrite step: the refcount blocks those entries point at are already
 // written and synced.
-func (a *allocator) writeRefTableDirty() error {
+func (a *allocator) writeRefTableDirty() (bool, error) {
 	if len(a.tableDirty) == 0 {
-		return nil
+		return false, nil
 	}
 	const perSector = 512 / reftableEntrySize
 	sectors := make([]uint64, 0, len(a.tableDirty))
@@ -147,14 +160,14 @@ func (a *allocator) writeRefTableDirty() error {
 		}
 		off := a.tableOff.Add(s * 512)
 		if err := a.img.checkMetadataWrite(off, 512, metaRefTable, 0); err != nil {
-			return err
+			return true, err
 		}
 		if _, err := a.img.file.WriteAt(buf, int64(off)); err != nil {
-			return fmt.Errorf("qcow2: write refcount table at %#x: %w", uint64(off), err)
+			return true, fmt.Errorf("qcow2: write refcount table at %#x: %w", uint64(off), err)
 		}
 	}
 	clear(a.tableDirty)
-	return nil
+	return true, nil
 }
 
 // flush makes every refcount change durable: dirty refcount blocks, sync, dirty reftable

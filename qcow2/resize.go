@@ -44,6 +44,10 @@ func (img *Image) Resize(newSize uint64) error {
 	if err == nil {
 		err = img.prepareWrite()
 	}
+	if err == nil {
+		// A shrink reads the real end of the image from the refcounts.
+		img.alloc.releaseReservation()
+	}
 	img.mu.Unlock()
 	if err != nil || newSize == old {
 		return err
@@ -160,9 +164,6 @@ func (img *Image) setSize(n uint64) error {
 	}
 	img.hdr = h
 	img.size.Store(n)
-	if n > uint64(len(zeroBuf)) && img.l2.capacity < img.l2CacheEntries() {
-		img.l2.capacity = img.l2CacheEntries()
-	}
 	img.stateChanged()
 	return nil
 }

@@ -15,7 +15,7 @@ import (
 // TestReview_LinkAppliesFreesBeforeDataSync: linkWrite sets the new L2 entry, then frees the
 // old one (freeEntry -> freeClusters); when that free is the maxPendingFrees-th pending one,
 // applyFrees runs at once and flushes the L2 cache, with the new entry in it, before linkWrite
-// has called l2.requireSync(data.Sync). With lazy refcounts (no refcount dependency whose sync
+// has marked the table as needing a data sync first (publishData). With lazy refcounts (no refcount dependency whose sync
 // would cover the data) the L2 table is written with no fsync after the cluster's data: a
 // crash then leaves an L2 entry pointing at a cluster whose data (including the copy-on-write
 // of the untouched part of the cluster) never reached the disk.
@@ -94,8 +94,9 @@ func TestReview_LinkAppliesFreesBeforeDataSync(t *testing.T) {
 // accurate refcounts: there, the refcount flush that the L2 cache's dependency forces before its
 // first write also syncs the data (same file), but only while that dependency is still
 // declared. A Flush that runs while the writer's data write is in flight writes the dirty L2
-// tables, which clears the dependency (and the Flush clears needSync: nothing was linked since
-// its data sync). When the writer then links and its free is the maxPendingFrees-th, applyFrees
+// tables, which clears the dependency (and the Flush covers every link made before its data
+// sync). (Since batch reservation there is no such dependency at all; publishData alone
+// orders the data before the table.) When the writer then links and its free is the maxPendingFrees-th, applyFrees
 // writes the L2 table with the new entry and no sync after the data.
 func TestReview_LinkAppliesFreesBeforeDataSyncAccurate(t *testing.T) {
 	const cs = 4096

@@ -4,6 +4,7 @@ package qcow2
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // syncLatch wraps a writable host file (the image file, an external data file). Linux may mark
@@ -18,6 +19,27 @@ type syncLatch struct {
 	Storage
 	mu  sync.Mutex
 	err error
+	// writeEnd is the end of the furthest WriteAt or ZeroRange through the latch: how far the
+	// file must reach whatever the allocator does with its length (flush.go trimFile).
+	writeEnd atomic.Uint64
+}
+
+// WriteAt writes through, noting how far the file was written.
+func (s *syncLatch) WriteAt(p []byte, off int64) (int, error) {
+	n, err := s.Storage.WriteAt(p, off)
+	if n > 0 {
+		s.noteEnd(uint64(off) + uint64(n))
+	}
+	return n, err
+}
+
+func (s *syncLatch) noteEnd(end uint64) {
+	for {
+		cur := s.writeEnd.Load()
+		if end <= cur || s.writeEnd.CompareAndSwap(cur, end) {
+			return
+		}
+	}
 }
 
 // latchSync wraps s, unless it is wrapped already.
@@ -69,7 +91,11 @@ func (s *syncLatch) AllocatedBytes() (int64, error) {
 // ZeroRange forwards to the wrapped file (ErrNotSupported if it cannot).
 func (s *syncLatch) ZeroRange(off, n int64) error {
 	if zr, ok := s.Storage.(ZeroRanger); ok {
-		return zr.ZeroRange(off, n)
+		err := zr.ZeroRange(off, n)
+		if err == nil {
+			s.noteEnd(uint64(off + n))
+		}
+		return err
 	}
 	return ErrNotSupported
 }

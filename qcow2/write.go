@@ -180,12 +180,8 @@ outer:
 		}
 		if nalloc > 0 {
 			before := img.alloc.end
-			if img.accurateRefcounts() {
-				// Refcounts reach the disk before the L2 entries that use them.
-				if err := img.l2.dependOn(img.alloc.cache); err != nil {
-					return plan, nil, err
-				}
-			}
+			// The allocator hands out clusters whose refcounts are on disk already (a
+			// reserved batch): the L2 entries need not wait for a refcount flush.
 			c, err := img.alloc.allocMeta(ClusterCount(nalloc), AllocData)
 			if err != nil {
 				return plan, nil, err
@@ -322,15 +318,14 @@ func (img *Image) l2ForWrite(i L1Index) (HostCluster, *l2Table, error) {
 	} else {
 		t = newL2Table(g)
 	}
-	if img.accurateRefcounts() {
-		if err := img.l2.dependOn(img.alloc.cache); err != nil {
-			return 0, nil, err
-		}
-	}
 	nc, err := img.alloc.allocMeta(1, AllocL2)
 	if err != nil {
 		return 0, nil, err
 	}
+	// A new table is written whole the first time, zeros included, as QEMU writes every
+	// slice of a new table (a reused cluster holds stale bytes, and the host file gets the
+	// same allocated extents as qemu-img's); after that only changed blocks are written.
+	t.whole = true
 	img.l2.insertNew(nc, t)
 	img.l1.set(i, MakeL1Entry(nc.Offset(g), true))
 	if ok {
@@ -443,7 +438,6 @@ func (img *Image) execWrite(p []byte, off uint64, plan *writePlan) error {
 func (img *Image) linkWrite(plan *writePlan) error {
 	g := img.geo
 	var firstErr error
-	published := false
 	for k := range plan.cl {
 		w := &plan.cl[k]
 		if w.inPlace {
@@ -462,11 +456,10 @@ func (img *Image) linkWrite(plan *writePlan) error {
 		if w.newAlloc || img.data == img.file {
 			img.checkMappedRefcounts([]hostRange{{w.host, img.geo.ClusterSize()}})
 		}
-		if !published {
-			// Before the first entry changes: the free below may apply a batch of frees,
-			// which writes the L2 tables.
-			img.publishData()
-			published = true
+		if img.mustSyncFirst(w) {
+			// Before the entry changes: the free below may apply a batch of frees, which
+			// writes the L2 tables.
+			img.publishData(t)
 		}
 		t.set(idx, w.next)
 		img.l2.markDirty(w.l2)
@@ -477,6 +470,36 @@ func (img *Image) linkWrite(plan *writePlan) error {
 	img.release(plan.busy)
 	img.unpin(plan.pin)
 	return firstErr
+}
+
+// mustSyncFirst reports whether the data of w must be durable before an L2 table mapping it
+// is written. Without a FLUSH the guest has no durability promise, so what matters is what a
+// crash can expose when the table reaches the disk and the data does not: the cluster's old
+// host bytes, read as the guest's cluster. That is harmless only when those bytes are zeros
+// (a fresh cluster: never written, inside the file's durable length, which the reservation
+// that counted it extended) and zeros are what the guest read there before (no data, no
+// backing file showing through). Everything else (a reused cluster with stale data, copy-on-
+// write from a backing file, a snapshot's cluster or a compressed one) syncs the data first.
+// See flush.go.
+func (img *Image) mustSyncFirst(w *cwrite) bool {
+	if !w.newAlloc || !w.fresh || img.data != img.file || !img.accurateRefcounts() {
+		return true
+	}
+	s := w.old
+	if s.e.Compressed() {
+		return true
+	}
+	if _, has := img.hostOf(s.e); has {
+		return true
+	}
+	if img.backing == nil {
+		return false
+	}
+	if !img.geo.ExtendedL2 {
+		return !s.e.Zero()
+	}
+	newly := w.next.b.Allocated()
+	return s.b.ZeroBits()&newly != newly
 }
 
 // abortWrite undoes a plan whose data could not be written: clusters it allocated are freed
