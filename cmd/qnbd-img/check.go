@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
@@ -22,29 +23,29 @@ func (a *app) check(argv []string) int {
 	var format, output, cache string
 	var haveOutput, quiet, forceShare bool
 	mode := imgfmt.RepairNone
-	g := newGetopt(argv, ":hf:r:T:qU", []longOpt{
+	g := getopt.New(argv, ":hf:r:T:qU", []getopt.Option{
 		longHelp, longFormat,
-		{"repair", requiredArgument, 'r'},
+		getopt.ReqArg("repair", 'r'),
 		longOutputOpt, longObject, longImageOpts, longForceShare,
 	})
 	cache = "writeback"
-	for c := g.next(); c != optEnd; c = g.next() {
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			format = g.optarg
+			format = g.Arg
 		case 'r':
-			switch g.optarg {
+			switch g.Arg {
 			case "leaks":
 				mode = imgfmt.RepairLeaks
 			case "all":
 				mode = imgfmt.RepairAll
 			default:
-				return a.usage("Unknown option value for -r (expecting 'leaks' or 'all'): %s", g.optarg)
+				return a.usage("Unknown option value for -r (expecting 'leaks' or 'all'): %s", g.Arg)
 			}
 		case optOutput:
-			output, haveOutput = g.optarg, true
+			output, haveOutput = g.Arg, true
 		case 'T':
-			cache = g.optarg
+			cache = g.Arg
 		case 'q':
 			quiet = true
 		case 'U':
@@ -55,7 +56,7 @@ func (a *app) check(argv []string) int {
 			}
 		}
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) != 1 {
 		return a.usage("Expecting one image file name")
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
@@ -38,27 +39,27 @@ func (a *app) convert(argv []string) int {
 	r := convertRequest{minSparse: 8 * imgfmt.SectorSize, workers: 8}
 	cache, srcCache := "unsafe", "writeback"
 	explicitSparse, copyRange := false, false
-	g := newGetopt(argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", []longOpt{
+	g := getopt.New(argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", []getopt.Option{
 		longHelp, longObject, longImageOpts, longForceShare,
-		{"target-image-opts", noArgument, optTargetImageOpts},
-		{"salvage", noArgument, optSalvage},
-		{"target-is-zero", noArgument, optTargetIsZero},
-		{"bitmaps", noArgument, optBitmaps},
-		{"skip-broken-bitmaps", noArgument, optForce},
+		getopt.NoArg("target-image-opts", optTargetImageOpts),
+		getopt.NoArg("salvage", optSalvage),
+		getopt.NoArg("target-is-zero", optTargetIsZero),
+		getopt.NoArg("bitmaps", optBitmaps),
+		getopt.NoArg("skip-broken-bitmaps", optForce),
 	})
-	for c := g.next(); c != optEnd; c = g.next() {
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			r.srcFmt = g.optarg
+			r.srcFmt = g.Arg
 		case 'O':
-			r.outFmt, r.outFmtGiven = g.optarg, true
+			r.outFmt, r.outFmtGiven = g.Arg, true
 		case 'o':
-			if !a.accumulateOptions(&r.options, g.optarg) {
+			if !a.accumulateOptions(&r.options, g.Arg) {
 				return 1
 			}
 			r.haveOptions = true
 		case 'S':
-			v, ok := a.cvtnum("buffer size for sparse output", g.optarg)
+			v, ok := a.cvtnum("buffer size for sparse output", g.Arg)
 			if !ok {
 				return 1
 			}
@@ -72,15 +73,15 @@ func (a *app) convert(argv []string) int {
 		case 'p':
 			r.progress = true
 		case 't':
-			cache = g.optarg
+			cache = g.Arg
 		case 'T':
-			srcCache = g.optarg
+			srcCache = g.Arg
 		case 'q':
 			r.quiet = true
 		case 'n':
 			r.skipCreate = true
 		case 'm':
-			v, ok := parseCLong(g.optarg)
+			v, ok := parseCLong(g.Arg)
 			if !ok || v < 1 || v > maxWorkers {
 				a.errorf("Invalid number of coroutines. Allowed number of coroutines is between 1 and %d", maxWorkers)
 				return 1
@@ -133,7 +134,7 @@ func (a *app) convert(argv []string) int {
 		a.errorf("--target-is-zero requires use of -n flag")
 		return 1
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) >= 2 {
 		r.srcs, r.out = ops[:len(ops)-1], ops[len(ops)-1]
 	}

@@ -16,8 +16,11 @@ import (
 )
 
 // specs are qemu-nbd's options (its getopt string "hVb:o:p:rsnc:dvk:e:f:tl:x:T:D:AB:L" and
-// long table) followed by qnbd's own.
-var specs = []optSpec{
+// long table, in its order) followed by qnbd's own.
+var specs = append(qemuSpecs, ownSpecs...)
+
+// qemuSpecs are qemu-nbd 7.2's options.
+var qemuSpecs = []optSpec{
 	{'h', "help", false},
 	{'V', "version", false},
 	{'b', "bind", true},
@@ -52,7 +55,11 @@ var specs = []optSpec{
 	{0, "fork", false},
 	{0, "pid-file", true},
 	{0, "selinux-label", true},
-	// qnbd's own.
+}
+
+// ownSpecs are qnbd's additions. An abbreviation matches them only when it matches none of
+// qemu-nbd's, so that "--h" is still --help and "--e" still --export-name.
+var ownSpecs = []optSpec{
 	{0, "metrics-addr", true},
 	{0, "metrics-web-config", true},
 	{0, "handshake-limit", true},
@@ -141,7 +148,7 @@ func usagef(format string, args ...any) error {
 
 // parseArgs turns the command line into a config, applying qemu-nbd's checks.
 func parseArgs(args []string) (*config, error) {
-	opts, operands, err := getopt(specs, args)
+	opts, operands, err := parseOptions(specs, args)
 	if err != nil {
 		return nil, &usageError{msg: err.Error(), hint: hintGetopt}
 	}

@@ -35,7 +35,7 @@ func TestGetopt(t *testing.T) {
 		{args: []string{"--port"}, err: "option '--port' requires an argument"},
 		{args: []string{"--read-only=yes"}, err: "doesn't allow an argument"},
 	} {
-		opts, operands, err := getopt(specs, tc.args)
+		opts, operands, err := parseOptions(specs, tc.args)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%q: error %v, want %q", tc.args, err, tc.err)
