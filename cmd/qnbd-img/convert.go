@@ -59,17 +59,11 @@ func (a *app) convert(argv []string) int {
 			}
 			r.haveOptions = true
 		case 'S':
-			v, ok := a.cvtnum("buffer size for sparse output", g.Arg)
+			v, ok := a.sparseSize(g.Arg)
 			if !ok {
 				return 1
 			}
-			if v%imgfmt.SectorSize != 0 || v/imgfmt.SectorSize > maxBufSectors {
-				a.errorf("Invalid buffer size for sparse output specified. Valid sizes are "+
-					"multiples of %d up to %d. Select 0 to disable sparse detection (fully "+
-					"allocates output).", imgfmt.SectorSize, maxBufSectors*imgfmt.SectorSize)
-				return 1
-			}
-			r.minSparse, explicitSparse = uint64(v), true
+			r.minSparse, explicitSparse = v, true
 		case 'p':
 			r.progress = true
 		case 't':
@@ -95,25 +89,10 @@ func (a *app) convert(argv []string) int {
 			copyRange = true
 		case optTargetIsZero:
 			r.targetIsZero = true
-		case 'c':
-			a.errorf("Compressed output (-c) is not supported by %s", a.prog)
-			return 1
-		case 'B', 'F':
-			a.errorf("A backing file for the convert target (-B, -F) is not supported by %s", a.prog)
-			return 1
-		case 'l':
-			a.errorf("Converting from an internal snapshot (-l) is not supported by %s", a.prog)
-			return 1
-		case 'r':
-			a.errorf("Rate limiting (-r) is not supported by %s", a.prog)
-			return 1
-		case optSalvage:
-			a.errorf("--salvage is not supported by %s", a.prog)
-			return 1
-		case optBitmaps, optForce:
-			a.errorf("Copying bitmaps (--bitmaps) is not supported by %s", a.prog)
-			return 1
 		default:
+			if a.convertRefuses(c) {
+				return 1
+			}
 			if code, done := a.commonOption(g, c); done {
 				return code
 			}
@@ -155,6 +134,44 @@ func (a *app) convert(argv []string) int {
 	}
 	r.cache = cache
 	return a.doConvert(r)
+}
+
+// sparseSize reads -S, the run of zeros that convert leaves unallocated; ok is false after
+// printing qemu-img's error.
+func (a *app) sparseSize(arg string) (uint64, bool) {
+	v, ok := a.cvtnum("buffer size for sparse output", arg)
+	if !ok {
+		return 0, false
+	}
+	if v%imgfmt.SectorSize != 0 || v/imgfmt.SectorSize > maxBufSectors {
+		a.errorf("Invalid buffer size for sparse output specified. Valid sizes are "+
+			"multiples of %d up to %d. Select 0 to disable sparse detection (fully "+
+			"allocates output).", imgfmt.SectorSize, maxBufSectors*imgfmt.SectorSize)
+		return 0, false
+	}
+	return uint64(v), true
+}
+
+// convertRefuses prints why convert refuses option c, one qnbd-img does not implement, and
+// reports whether it did.
+func (a *app) convertRefuses(c rune) bool {
+	switch c {
+	case 'c':
+		a.errorf("Compressed output (-c) is not supported by %s", a.prog)
+	case 'B', 'F':
+		a.errorf("A backing file for the convert target (-B, -F) is not supported by %s", a.prog)
+	case 'l':
+		a.errorf("Converting from an internal snapshot (-l) is not supported by %s", a.prog)
+	case 'r':
+		a.errorf("Rate limiting (-r) is not supported by %s", a.prog)
+	case optSalvage:
+		a.errorf("--salvage is not supported by %s", a.prog)
+	case optBitmaps, optForce:
+		a.errorf("Copying bitmaps (--bitmaps) is not supported by %s", a.prog)
+	default:
+		return false
+	}
+	return true
 }
 
 // parseCLong is qemu_strtol with base 0 on the whole string (values outside int64 refused).
