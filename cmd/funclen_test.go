@@ -1,4 +1,4 @@
-// A house rule of cmd/ (docs/ARCHITECTURE.md is the map; this keeps the edges readable):
+// A house rule of cmd/, which keeps the edges of the program readable:
 // no function in the command packages, tests included, runs past maxFuncLines lines.
 package cmd_test
 

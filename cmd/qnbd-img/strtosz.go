@@ -4,10 +4,8 @@ package main
 
 import "github.com/qnbd/qnbd/internal/qemunum"
 
-var (
-	errInvalid = qemunum.ErrInvalid // EINVAL from QEMU's parsers
-	errRange   = qemunum.ErrRange   // ERANGE
-)
+// errRange is ERANGE from QEMU's parsers (qemunum.ErrInvalid is their EINVAL).
+var errRange = qemunum.ErrRange
 
 // strtou64 is C's strtoull as qemu_strtou64 uses it (qemunum.Strtou64).
 func strtou64(s string, base int) (uint64, int, error) { return qemunum.Strtou64(s, base) }

@@ -2,7 +2,8 @@
 // count, the exports and their names, then TLS.
 package main
 
-import "errors"
+// msgAioNative is QEMU's refusal of aio=native without O_DIRECT.
+const msgAioNative = "aio=native was specified, but it requires cache.direct=on, which was not specified"
 
 // finish checks the whole command line once every option is applied and completes cfg.
 func (c *cmdline) finish(operands []string) (*config, error) {
@@ -16,12 +17,13 @@ func (c *cmdline) finish(operands []string) (*config, error) {
 	if cfg.list {
 		return cfg, c.finishList(len(operands))
 	}
-	if cfg.aio == "native" && cfg.cache != cacheNone && cfg.cache != cacheDirectsync {
-		// Not a usage error in qemu-nbd either: its block layer refuses the open.
-		return nil, errors.New("aio=native was specified, but it requires cache.direct=on, which was not specified")
-	}
 	if err := c.buildExports(operands); err != nil {
 		return nil, err
+	}
+	if cfg.aio == "native" && cfg.cache != cacheNone && cfg.cache != cacheDirectsync && !c.imageOpts {
+		// Not a usage error in qemu-nbd either: its block layer refuses the open. With
+		// --image-opts, cache.direct= may still turn O_DIRECT on (imageopen.go).
+		return nil, blkOpenError(cfg.exports[0].file, "%s.", msgAioNative)
 	}
 	if err := checkExports(cfg.exports); err != nil {
 		return nil, err
@@ -53,7 +55,7 @@ func (c *cmdline) buildExports(operands []string) error {
 	case len(operands) > 1, len(operands) == 0 && len(c.extra) == 0:
 		return &usageError{msg: "Invalid number of arguments", hint: hintArgs}
 	case len(operands) == 1:
-		top.file = operands[0]
+		top.file, top.imageOpts = operands[0], c.imageOpts
 		if c.exportName != nil {
 			top.name = *c.exportName
 		}

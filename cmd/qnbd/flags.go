@@ -82,10 +82,12 @@ type exportConfig struct {
 	format       string // "", "raw" or "qcow2"; "" probes
 	description  string
 	readOnly     bool
-	snapshot     bool   // -s: writes go to a temporary overlay (qcow2 wiring pending)
-	loadSnapshot string // -l: internal snapshot to export read-only (qcow2 wiring pending)
-	forceShare   bool   // -U: take image locks that share everything (read-only exports)
-	offset       uint64 // -o: the export starts this far into the image (above the format)
+	snapshot     bool             // -s: writes go to a temporary overlay (qcow2 wiring pending)
+	loadSnapshot string           // -l: internal snapshot to export read-only (qcow2 wiring pending)
+	forceShare   bool             // -U: take image locks that share everything (read-only exports)
+	offset       uint64           // -o: the export starts this far into the image (above the format)
+	imageOpts    bool             // --image-opts: file is a QEMU option string (imageopts.go)
+	opts         *imageOptsExport // what the option string set, once applied (imageopen.go)
 }
 
 // config is everything the command line asks for.

@@ -19,6 +19,7 @@ type cmdline struct {
 	exportName *string         // -x; nil when not given
 	extra      []extraExport   // --export
 	seen       map[string]bool // options qemu-nbd takes only once
+	imageOpts  bool            // --image-opts
 }
 
 func newCmdline() *cmdline {
@@ -135,7 +136,7 @@ func (c *cmdline) exportOption(name, v string) (bool, error) {
 	case "bitmap":
 		return true, usagef("-B/--bitmap is not supported by qnbd (no dirty bitmaps)")
 	case "image-opts":
-		return true, usagef("--image-opts is not supported by qnbd")
+		c.imageOpts = true
 	default:
 		return false, nil
 	}
