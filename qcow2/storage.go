@@ -2,7 +2,6 @@
 package qcow2
 
 import (
-	"errors"
 	"io"
 )
 
@@ -53,17 +52,11 @@ type AllocationFinder interface {
 	FindAllocation(off int64) (data, hole int64, err error)
 }
 
-// ErrNoMoreData is FindAllocation's answer for a hole that runs to the end of the store.
-var ErrNoMoreData = errors.New("qcow2: no data at or after this offset")
-
 // AllocatedSizer is implemented by stores that know how many bytes they occupy on disk
 // (st_blocks), which QEMU's metadata-preallocation heuristic compares with the refcounts.
 type AllocatedSizer interface {
 	AllocatedBytes() (int64, error)
 }
-
-// ErrNotSupported is returned by optional Storage methods the underlying file system lacks.
-var ErrNotSupported = errors.New("qcow2: operation not supported by the storage")
 
 // FileOptions select how OpenFile opens a host file.
 type FileOptions struct {

@@ -11,7 +11,7 @@ import (
 
 // FileStorage is a Storage over a host file. Every sync, fallocate and lseek goes through
 // internal/hostfile, whose error policy it inherits (docs/hostfile.md): what the file system
-// cannot do is ErrNotSupported here. Opened with FileOptions.Direct, its reads and writes are
+// cannot do is ErrUnsupported here. Opened with FileOptions.Direct, its reads and writes are
 // aligned for O_DIRECT (storage_direct.go).
 type FileStorage struct {
 	h *hostfile.File
@@ -107,7 +107,7 @@ func (s *FileStorage) FindAllocation(off int64) (data, hole int64, err error) {
 func (s *FileStorage) AllocatedBytes() (int64, error) { return s.h.AllocatedBytes() }
 
 // ZeroRange makes [off, off+n) read as zeros with fallocate ZERO_RANGE, growing the file if
-// needed (ZeroRanger); ErrNotSupported where the file system cannot.
+// needed (ZeroRanger); ErrUnsupported where the file system cannot.
 func (s *FileStorage) ZeroRange(off, n int64) error {
 	if s.dio != nil {
 		defer s.dio.lockRange(off, n)()
@@ -116,7 +116,7 @@ func (s *FileStorage) ZeroRange(off, n int64) error {
 }
 
 // storageErr gives the host-file layer's classes the engine's names: what the file system
-// cannot do is ErrNotSupported, no data ahead is ErrNoMoreData.
+// cannot do is ErrUnsupported, no data ahead is ErrNoMoreData.
 func storageErr(err error) error {
 	switch {
 	case err == nil:
@@ -124,7 +124,7 @@ func storageErr(err error) error {
 	case errors.Is(err, hostfile.ErrNoMoreData):
 		return ErrNoMoreData
 	case errors.Is(err, hostfile.ErrUnsupported):
-		return fmt.Errorf("%w: %w", ErrNotSupported, err)
+		return fmt.Errorf("%w: %w", ErrUnsupported, err)
 	}
 	return err
 }

@@ -22,7 +22,7 @@ type engineImage interface {
 	Size() uint64
 	ReadAt(p []byte, off int64) (int, error)
 	WriteAt(p []byte, off int64) (int, error)
-	WriteZeroes(off, n uint64, unmap bool) error
+	Zero(off, n uint64, f qcow2.ZeroFlags) error
 	Flush() error
 	Close() error
 	Resize(newSize uint64) error

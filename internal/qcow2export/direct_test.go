@@ -60,7 +60,7 @@ func TestDirectImage(t *testing.T) {
 				}
 				copy(shadow[off:], b)
 			}
-			if err := img.WriteZeroes(1<<20, 256<<10, true); err != nil {
+			if err := img.Zero(1<<20, 256<<10, qcow2.ZeroMayUnmap); err != nil {
 				t.Fatal(err)
 			}
 			clear(shadow[1<<20 : 1<<20+256<<10])
