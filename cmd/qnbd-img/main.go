@@ -28,11 +28,13 @@ var commands []command
 func init() {
 	commands = []command{
 		{"check", (*app).check},
+		{"commit", (*app).commit},
 		{"compare", (*app).compare},
 		{"convert", (*app).convert},
 		{"create", (*app).create},
 		{"info", (*app).info},
 		{"map", (*app).mapCmd},
+		{"measure", (*app).measure},
 		{"resize", (*app).resize},
 	}
 }
