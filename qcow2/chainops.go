@@ -6,6 +6,7 @@ package qcow2
 import (
 	"errors"
 	"fmt"
+	"syscall"
 )
 
 // ErrHeaderFull is returned by SetBackingFile when the new name and format do not fit in the
@@ -33,7 +34,7 @@ func (img *Image) SetBackingFile(name, format string) error {
 		return ErrClosed
 	}
 	if len(name) > MaxBackingFileSize {
-		return fmt.Errorf("%w: backing file name is %d bytes, at most %d allowed", ErrHeaderFull, len(name), MaxBackingFileSize)
+		return fmt.Errorf("qcow2: backing file name is %d bytes, at most %d allowed: %w", len(name), MaxBackingFileSize, syscall.EINVAL)
 	}
 	if name != "" && img.dataRaw {
 		return fmt.Errorf("%w: an image whose external data file is raw (data_file_raw) cannot have a backing file", ErrUnsupported)

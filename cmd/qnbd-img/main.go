@@ -35,6 +35,7 @@ func init() {
 		{"info", (*app).info},
 		{"map", (*app).mapCmd},
 		{"measure", (*app).measure},
+		{"rebase", (*app).rebase},
 		{"resize", (*app).resize},
 	}
 }
