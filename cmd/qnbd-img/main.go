@@ -27,6 +27,7 @@ var commands []command
 
 func init() {
 	commands = []command{
+		{"amend", (*app).amend},
 		{"check", (*app).check},
 		{"commit", (*app).commit},
 		{"compare", (*app).compare},

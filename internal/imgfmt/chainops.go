@@ -47,3 +47,59 @@ func MakeEmpty(d Disk) error {
 	}
 	return img.MakeEmpty()
 }
+
+// engineOf returns the qcow2 engine image under d, or ErrNotSupported for other formats.
+func engineOf(d Disk) (*qcow2.Image, error) {
+	q, ok := d.(*qcow2Disk)
+	if !ok {
+		return nil, ErrNotSupported
+	}
+	img, ok := q.img.(*qcow2.Image)
+	if !ok {
+		return nil, fmt.Errorf("imgfmt: %T cannot be amended: %w", q.img, ErrNotSupported)
+	}
+	return img, nil
+}
+
+// Amendment is one header change of qnbd-img amend (see the qcow2 engine's amend.go).
+type Amendment int
+
+// The amendments, applied by Amend.
+const (
+	AmendLazyRefcountsOn Amendment = iota
+	AmendLazyRefcountsOff
+	AmendUpgrade
+	AmendPrepareDowngrade
+	AmendDowngrade
+)
+
+// Amend applies one header change to a qcow2 image. A refusal in QEMU's words is a
+// *qcow2.AmendError.
+func Amend(d Disk, a Amendment) error {
+	img, err := engineOf(d)
+	if err != nil {
+		return err
+	}
+	switch a {
+	case AmendLazyRefcountsOn:
+		return img.SetLazyRefcounts(true)
+	case AmendLazyRefcountsOff:
+		return img.SetLazyRefcounts(false)
+	case AmendUpgrade:
+		return img.Upgrade()
+	case AmendPrepareDowngrade:
+		return img.PrepareDowngrade()
+	case AmendDowngrade:
+		return img.Downgrade()
+	}
+	return fmt.Errorf("imgfmt: unknown amendment %d", a)
+}
+
+// Deallocate clears the whole clusters of [off, off+n) of a qcow2 image, whatever they hold.
+func Deallocate(d Disk, off, n uint64) error {
+	img, err := engineOf(d)
+	if err != nil {
+		return err
+	}
+	return img.Deallocate(off, n)
+}
