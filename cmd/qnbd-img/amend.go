@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 	"github.com/qnbd/qnbd/qcow2"
 )
@@ -34,18 +35,18 @@ func (a *app) amend(argv []string) int {
 	var options, format, filename string
 	cache := "writeback"
 	var progressOn, quiet bool
-	g := newGetopt(argv, ":ho:f:t:pq", []longOpt{longHelp, longObject, longImageOpts,
-		{"force", noArgument, optForce}})
-	for c := g.next(); c != optEnd; c = g.next() {
+	g := getopt.New(argv, ":ho:f:t:pq", []getopt.Option{longHelp, longObject, longImageOpts,
+		getopt.NoArg("force", optForce)})
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'o':
-			if !a.accumulateOptions(&options, g.optarg) {
+			if !a.accumulateOptions(&options, g.Arg) {
 				return 1
 			}
 		case 'f':
-			format = g.optarg
+			format = g.Arg
 		case 't':
-			cache = g.optarg
+			cache = g.Arg
 		case 'p':
 			progressOn = true
 		case 'q':
@@ -66,7 +67,7 @@ func (a *app) amend(argv []string) int {
 	}
 	p := newProgress(a.stdout, progressOn, 1.0)
 	defer p.end()
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) == 1 {
 		filename = ops[0]
 	}
@@ -299,14 +300,14 @@ func downgrade(d imgfmt.Disk) error {
 	for _, e := range zeros {
 		if !hasBacking {
 			if err := imgfmt.Deallocate(d, e.Start, e.Length); err != nil {
-				return fmt.Errorf("Failed to turn zero into data clusters: %w", err)
+				return qemuErrorf("Failed to turn zero into data clusters: %s", strerror(err))
 			}
 			continue
 		}
 		for off := e.Start; off < e.End(); {
 			n := min(e.End()-off, copyBufSize)
 			if _, err := d.WriteAt(buf[:n], int64(off)); err != nil {
-				return fmt.Errorf("Failed to turn zero into data clusters: %w", err)
+				return qemuErrorf("Failed to turn zero into data clusters: %s", strerror(err))
 			}
 			off += n
 		}

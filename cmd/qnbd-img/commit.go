@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imagelock"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
@@ -27,15 +28,15 @@ type commitRequest struct {
 func (a *app) commit(argv []string) int {
 	var r commitRequest
 	cache := "writeback"
-	g := newGetopt(argv, ":f:ht:b:dpqr:", []longOpt{longHelp, longObject, longImageOpts})
-	for c := g.next(); c != optEnd; c = g.next() {
+	g := getopt.New(argv, ":f:ht:b:dpqr:", []getopt.Option{longHelp, longObject, longImageOpts})
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			r.format = g.optarg
+			r.format = g.Arg
 		case 't':
-			cache = g.optarg
+			cache = g.Arg
 		case 'b':
-			r.base, r.haveBase = g.optarg, true
+			r.base, r.haveBase = g.Arg, true
 			r.drop = true
 		case 'd':
 			r.drop = true
@@ -45,7 +46,7 @@ func (a *app) commit(argv []string) int {
 			r.quiet = true
 		case 'r':
 			// The rate limit is checked as qemu-img checks it; the copy itself is not throttled.
-			if _, ok := a.cvtnum("rate limit", g.optarg); !ok {
+			if _, ok := a.cvtnum("rate limit", g.Arg); !ok {
 				return 1
 			}
 		default:
@@ -57,7 +58,7 @@ func (a *app) commit(argv []string) int {
 	if r.quiet {
 		r.progress = false
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) != 1 {
 		return a.usage("Expecting one image file name")
 	}

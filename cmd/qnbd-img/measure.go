@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
@@ -30,19 +31,19 @@ type measureInfo struct {
 func (a *app) measure(argv []string) int {
 	r := measureRequest{outFmt: "raw"}
 	snapshot := false
-	g := newGetopt(argv, ":hf:O:o:l:U", []longOpt{
+	g := getopt.New(argv, ":hf:O:o:l:U", []getopt.Option{
 		longHelp, longObject, longImageOpts, longForceShare,
-		{"output", requiredArgument, optOutput},
-		{"size", requiredArgument, optSizeOpt},
+		getopt.ReqArg("output", optOutput),
+		getopt.ReqArg("size", optSizeOpt),
 	})
-	for c := g.next(); c != optEnd; c = g.next() {
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			r.srcFmt = g.optarg
+			r.srcFmt = g.Arg
 		case 'O':
-			r.outFmt = g.optarg
+			r.outFmt = g.Arg
 		case 'o':
-			if !a.accumulateOptions(&r.options, g.optarg) {
+			if !a.accumulateOptions(&r.options, g.Arg) {
 				return 1
 			}
 			r.haveOptions = true
@@ -51,13 +52,13 @@ func (a *app) measure(argv []string) int {
 		case 'U':
 			r.forceShare = true
 		case optOutput:
-			o, ok := a.parseOutput(g.optarg, true)
+			o, ok := a.parseOutput(g.Arg, true)
 			if !ok {
 				return 1
 			}
 			r.output = o
 		case optSizeOpt:
-			v, ok := a.cvtnum("image size", g.optarg)
+			v, ok := a.cvtnum("image size", g.Arg)
 			if !ok {
 				return 1
 			}
@@ -68,7 +69,7 @@ func (a *app) measure(argv []string) int {
 			}
 		}
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	switch {
 	case len(ops) > 1:
 		a.errorf("At most one filename argument is allowed.")

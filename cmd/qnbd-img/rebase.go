@@ -7,6 +7,7 @@ import (
 	"errors"
 	"syscall"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 	"github.com/qnbd/qnbd/qcow2"
 )
@@ -41,23 +42,23 @@ func knownFormatName(s string) bool {
 func (a *app) rebase(argv []string) int {
 	var r rebaseRequest
 	cache, srcCache := "writeback", "writeback"
-	g := newGetopt(argv, ":hf:F:b:upt:T:qU", []longOpt{longHelp, longObject, longImageOpts, longForceShare})
-	for c := g.next(); c != optEnd; c = g.next() {
+	g := getopt.New(argv, ":hf:F:b:upt:T:qU", []getopt.Option{longHelp, longObject, longImageOpts, longForceShare})
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			r.format = g.optarg
+			r.format = g.Arg
 		case 'F':
-			r.backingFormat = g.optarg
+			r.backingFormat = g.Arg
 		case 'b':
-			r.backing, r.haveBacking = g.optarg, true
+			r.backing, r.haveBacking = g.Arg, true
 		case 'u':
 			r.unsafe = true
 		case 'p':
 			r.progress = true
 		case 't':
-			cache = g.optarg
+			cache = g.Arg
 		case 'T':
-			srcCache = g.optarg
+			srcCache = g.Arg
 		case 'q':
 			r.quiet = true
 		case 'U':
@@ -71,7 +72,7 @@ func (a *app) rebase(argv []string) int {
 	if r.quiet {
 		r.progress = false
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) != 1 {
 		return a.usage("Expecting one image file name")
 	}
