@@ -29,12 +29,16 @@ var commands []command
 
 func init() {
 	commands = []command{
+		{"amend", (*app).amend},
 		{"check", (*app).check},
+		{"commit", (*app).commit},
 		{"compare", (*app).compare},
 		{"convert", (*app).convert},
 		{"create", (*app).create},
 		{"info", (*app).info},
 		{"map", (*app).mapCmd},
+		{"measure", (*app).measure},
+		{"rebase", (*app).rebase},
 		{"resize", (*app).resize},
 	}
 }
