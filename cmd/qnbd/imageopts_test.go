@@ -78,3 +78,14 @@ func TestImageOptsCacheKeysReachTheEngine(t *testing.T) {
 		t.Errorf("engine options %+v", o)
 	}
 }
+
+func TestImageOptsSnapshotRefusesWhatTheOverlayCannotSee(t *testing.T) {
+	for _, opts := range []string{"driver=raw,file.filename=imageopts_test.go,offset=512",
+		"driver=qcow2,file.filename=imageopts_test.go,backing="} {
+		e := exportConfig{file: opts, imageOpts: true, snapshot: true}
+		if _, _, err := applyImageOpts(e, &config{cache: cacheWriteback, aio: "threads"}, io.Discard); err == nil ||
+			!strings.Contains(err.Error(), "-s with") {
+			t.Errorf("-s --image-opts %s: %v", opts, err)
+		}
+	}
+}
