@@ -12,7 +12,7 @@ import (
 // Sizes of the engine's enums. qcow2 does not export its counts; a test checks these still
 // cover every value that has a name.
 const (
-	numAllocKinds = int(qcow2.AllocRefTable) + 1
+	numAllocKinds = int(qcow2.AllocBitmap) + 1
 	numCacheKinds = int(qcow2.CacheRefBlock) + 1
 )
 

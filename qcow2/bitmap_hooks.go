@@ -1,0 +1,83 @@
+// What an observer learns about persistent bitmaps, and what a caller can ask of them.
+package qcow2
+
+import (
+	"fmt"
+	"time"
+)
+
+// BitmapHooks is implemented by a Hooks value that also wants bitmap events; the engine
+// checks for it with a type assertion, so plain Hooks need not change.
+type BitmapHooks interface {
+	// BitmapsStored reports a clean close's store of the bitmaps and how long it took.
+	BitmapsStored(time.Duration)
+}
+
+// BitmapInfo describes one persistent bitmap of an open image.
+type BitmapInfo struct {
+	Name        string
+	Granularity uint64
+	// Enabled is the auto flag: writes set its bits.
+	Enabled bool
+	// InUse: the bitmap was in-use (inconsistent) when the image was opened; it is neither
+	// loaded nor changed, as QEMU keeps it.
+	InUse bool
+	// Loaded: its bits are in memory (read-write opens load every consistent bitmap).
+	Loaded bool
+	// DirtyBytes is the guest bytes its set bits cover (its last granule may pass the end of
+	// the disk), and MemoryBytes what its bits take in memory.
+	DirtyBytes, MemoryBytes uint64
+}
+
+// Bitmaps lists the image's persistent bitmaps in directory order. A read-only open loads
+// none and lists none.
+func (img *Image) Bitmaps() []BitmapInfo {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	out := make([]BitmapInfo, 0, len(img.bitmaps))
+	for _, bm := range img.bitmaps {
+		i := BitmapInfo{Name: bm.entry.name, Granularity: bm.granularity(), Enabled: bm.entry.enabled(),
+			InUse: bm.entry.inUse() && !bm.loaded(), Loaded: bm.loaded(), MemoryBytes: 8 * uint64(len(bm.words))}
+		if bm.loaded() {
+			i.DirtyBytes = bm.countSet() * bm.granularity()
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+// BitmapExtent is a run of granules of one state.
+type BitmapExtent struct {
+	Length uint64
+	Dirty  bool
+}
+
+// BitmapExtents describes [off, off+n) of the named loaded bitmap as runs of dirty and clean
+// bytes, at the bitmap's granularity (runs are cut at off and off+n).
+func (img *Image) BitmapExtents(name string, off, n uint64) ([]BitmapExtent, error) {
+	if err := img.checkRequest(off, n, false); err != nil {
+		return nil, err
+	}
+	var bm *dirtyBitmap
+	for _, b := range img.bitmaps {
+		if b.entry.name == name {
+			bm = b
+		}
+	}
+	if bm == nil || !bm.loaded() {
+		return nil, fmt.Errorf("%w: no loaded bitmap '%s'", ErrUnsupported, name)
+	}
+	var out []BitmapExtent
+	for end := off + n; off < end; {
+		g := GranuleIndex(off >> bm.entry.granBits)
+		next := min(end, (uint64(g)+1)<<bm.entry.granBits)
+		d := bm.get(g)
+		if k := len(out); k > 0 && out[k-1].Dirty == d {
+			out[k-1].Length += next - off
+		} else {
+			out = append(out, BitmapExtent{Length: next - off, Dirty: d})
+		}
+		off = next
+	}
+	return out, nil
+}
