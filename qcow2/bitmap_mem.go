@@ -18,6 +18,9 @@ type dirtyBitmap struct {
 	words    []atomic.Uint64 // bit i of word w is granule 64w+i; nil when not loaded
 	granules uint64          // granules covering the disk
 	dirty    atomic.Uint64   // granules set since open (for metrics)
+	// oldData are the data clusters of the table loaded at open, freed with that table once
+	// a store has switched to new ones (read at open, so a store needs no read to free).
+	oldData []HostCluster
 }
 
 // bitmapWords is the number of 64-bit words a bitmap of the disk size at this granularity

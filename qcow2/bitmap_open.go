@@ -97,6 +97,7 @@ func (img *Image) loadBitmap(bm *dirtyBitmap) error {
 		off := HostOffset(ent & bitmapEntryOffsetMask)
 		switch {
 		case off != 0:
+			bm.oldData = append(bm.oldData, off.Cluster(img.geo))
 			if err := readAtFull(img.file, buf, off); err != nil {
 				return fmt.Errorf("qcow2: Could not read bitmap '%s' from image: %w", e.name, err)
 			}

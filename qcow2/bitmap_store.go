@@ -28,7 +28,7 @@ func (img *Image) storeBitmaps() error {
 	}
 	start := time.Now()
 	entries := make([]bitmapEntry, len(img.bitmaps))
-	var drop []bitmapEntry
+	var drop []*dirtyBitmap
 	for i, bm := range img.bitmaps {
 		entries[i] = bm.entry
 		if !bm.loaded() {
@@ -38,7 +38,7 @@ func (img *Image) storeBitmaps() error {
 		if err != nil {
 			return err
 		}
-		drop = append(drop, bm.entry)
+		drop = append(drop, bm)
 		entries[i].tableOff, entries[i].tableSize = off, n
 		entries[i].flags = bm.entry.flags &^ bitmapFlagInUse
 	}
@@ -79,13 +79,11 @@ func (img *Image) storeBitmaps() error {
 	nb.DirectorySize = uint64(len(raw))
 	img.hdr.Extensions.Bitmaps = &nb
 	img.alloc.free(old.DirectoryStart.Cluster(img.geo), img.geo.ClustersFor(old.DirectoryStart.InCluster(img.geo)+old.DirectorySize), false)
-	for _, e := range drop {
-		img.freeBitmapClusters(&e)
+	for _, bm := range drop {
+		img.freeBitmapClusters(bm)
 	}
-	for _, bm := range img.bitmaps {
-		if bm.loaded() {
-			bm.entry.flags &^= bitmapFlagInUse
-		}
+	for i, bm := range img.bitmaps {
+		bm.entry, bm.oldData = entries[i], nil
 	}
 	img.bitmapsOpen = false
 	if h, ok := img.hooks.(BitmapHooks); ok {
@@ -137,18 +135,12 @@ func (img *Image) writeMeta(b []byte, off HostOffset) error {
 	return nil
 }
 
-// freeBitmapClusters frees the table of e and the data clusters it names (QEMU's
-// free_bitmap_clusters). A table that cannot be read leaks.
-func (img *Image) freeBitmapClusters(e *bitmapEntry) {
-	table, err := img.readBitmapTable(e)
-	if err != nil {
-		img.log.Warn("qcow2: leaking an old bitmap table", "image", img.name(), "bitmap", e.name, "err", err)
-		return
+// freeBitmapClusters frees the table bm was loaded from and the data clusters it named
+// (QEMU's free_bitmap_clusters, without reading the table again: loadBitmap kept them).
+func (img *Image) freeBitmapClusters(bm *dirtyBitmap) {
+	for _, c := range bm.oldData {
+		img.alloc.free(c, 1, false)
 	}
-	for _, ent := range table {
-		if off := HostOffset(ent & bitmapEntryOffsetMask); off != 0 {
-			img.alloc.free(off.Cluster(img.geo), 1, false)
-		}
-	}
+	e := &bm.entry
 	img.alloc.free(e.tableOff.Cluster(img.geo), img.geo.ClustersFor(uint64(e.tableSize)*8), false)
 }
