@@ -55,7 +55,7 @@ const (
 // The qcow2 engine's families.
 var (
 	famClustersAllocated = Family{"qnbd_qcow2_clusters_allocated_total", Counter, []string{labelExport, labelKind},
-		"Host clusters newly given refcount 1 in the image, by what they hold (data, l2, l1, refblock, reftable)."}
+		"Host clusters newly given refcount 1 in the image, by what they hold (data, l2, l1, refblock, reftable, bitmap)."}
 	famClustersFreed = Family{"qnbd_qcow2_clusters_freed_total", Counter, []string{labelExport},
 		"Host clusters whose refcount dropped to 0."}
 	famRefTableGrows = Family{"qnbd_qcow2_reftable_grows_total", Counter, []string{labelExport},

@@ -20,7 +20,7 @@ import (
 func TestSeriesExistAtZero(t *testing.T) {
 	m := New(Options{Version: "v1"})
 	perExport := map[string]int{
-		"qnbd_qcow2_clusters_allocated_total":    5,
+		"qnbd_qcow2_clusters_allocated_total":    6,
 		"qnbd_qcow2_clusters_freed_total":        1,
 		"qnbd_qcow2_reftable_grows_total":        1,
 		"qnbd_qcow2_reftable_clusters":           1,

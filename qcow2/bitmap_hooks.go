@@ -29,21 +29,25 @@ type BitmapInfo struct {
 	DirtyBytes, MemoryBytes uint64
 }
 
-// Bitmaps lists the image's persistent bitmaps in directory order. A read-only open loads
-// none and lists none.
+// Bitmaps lists the image's persistent bitmaps in directory order. A read-only open without
+// OpenOptions.ReadBitmaps loads none and lists none.
 func (img *Image) Bitmaps() []BitmapInfo {
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	out := make([]BitmapInfo, 0, len(img.bitmaps))
 	for _, bm := range img.bitmaps {
-		i := BitmapInfo{Name: bm.entry.name, Granularity: bm.granularity(), Enabled: bm.entry.enabled(),
-			InUse: bm.entry.inUse() && !bm.loaded(), Loaded: bm.loaded(), MemoryBytes: 8 * uint64(len(bm.words))}
-		if bm.loaded() {
-			i.DirtyBytes = bm.countSet() * bm.granularity()
-		}
-		out = append(out, i)
+		out = append(out, bm.info())
 	}
 	return out
+}
+
+func (bm *dirtyBitmap) info() BitmapInfo {
+	i := BitmapInfo{Name: bm.entry.name, Granularity: bm.granularity(), Enabled: bm.entry.enabled(),
+		InUse: bm.entry.inUse() && !bm.loaded(), Loaded: bm.loaded(), MemoryBytes: 8 * uint64(len(bm.words))}
+	if bm.loaded() {
+		i.DirtyBytes = bm.countSet() * bm.granularity()
+	}
+	return i
 }
 
 // BitmapExtent is a run of granules of one state.
@@ -52,18 +56,39 @@ type BitmapExtent struct {
 	Dirty  bool
 }
 
-// BitmapExtents describes [off, off+n) of the named loaded bitmap as runs of dirty and clean
-// bytes, at the bitmap's granularity (runs are cut at off and off+n).
+// FindBitmap describes the named bitmap of the image or, failing that, of the first qcow2
+// image down its backing chain that has one (qemu-nbd -B looks there too).
+func (img *Image) FindBitmap(name string) (BitmapInfo, bool) {
+	bm := img.findBitmap(name)
+	if bm == nil {
+		return BitmapInfo{}, false
+	}
+	return bm.info(), true
+}
+
+func (img *Image) findBitmap(name string) *dirtyBitmap {
+	for _, b := range img.bitmaps {
+		if b.entry.name == name {
+			return b
+		}
+	}
+	if l, ok := img.backing.(qcow2Layer); ok {
+		return l.img.findBitmap(name)
+	}
+	return nil
+}
+
+// maxBitmapExtents bounds one BitmapExtents answer; callers ask again for the rest.
+const maxBitmapExtents = 4096
+
+// BitmapExtents describes [off, off+n) of the named loaded bitmap (FindBitmap's) as runs of
+// dirty and clean bytes, at the bitmap's granularity (runs are cut at off and off+n). At most
+// maxBitmapExtents runs are returned: they may cover less than n bytes, never none.
 func (img *Image) BitmapExtents(name string, off, n uint64) ([]BitmapExtent, error) {
 	if err := img.checkRequest(off, n, false); err != nil {
 		return nil, err
 	}
-	var bm *dirtyBitmap
-	for _, b := range img.bitmaps {
-		if b.entry.name == name {
-			bm = b
-		}
-	}
+	bm := img.findBitmap(name)
 	if bm == nil || !bm.loaded() {
 		return nil, fmt.Errorf("%w: no loaded bitmap '%s'", ErrUnsupported, name)
 	}
@@ -71,10 +96,14 @@ func (img *Image) BitmapExtents(name string, off, n uint64) ([]BitmapExtent, err
 	for end := off + n; off < end; {
 		g := GranuleIndex(off >> bm.entry.granBits)
 		next := min(end, (uint64(g)+1)<<bm.entry.granBits)
-		d := bm.get(g)
-		if k := len(out); k > 0 && out[k-1].Dirty == d {
+		d := uint64(g) < bm.granules && bm.get(g) // a backing image's bitmap may be shorter
+		k := len(out)
+		switch {
+		case k > 0 && out[k-1].Dirty == d:
 			out[k-1].Length += next - off
-		} else {
+		case k == maxBitmapExtents:
+			return out, nil
+		default:
 			out = append(out, BitmapExtent{Length: next - off, Dirty: d})
 		}
 		off = next

@@ -18,9 +18,9 @@ const DefaultBitmapMemoryLimit = 256 << 20
 // more memory than OpenOptions.BitmapMemoryLimit allows.
 var ErrBitmapMemory = fmt.Errorf("qcow2: persistent bitmaps need more memory than the bitmap memory limit allows")
 
-// openBitmaps is what QEMU's qcow2_load_dirty_bitmaps does at a read-write open: the
-// directory is read and checked (a bad one fails the open, as in QEMU), every bitmap not
-// in-use is loaded, and those are marked in-use on disk before any guest write. Bitmaps count
+// openBitmaps is what QEMU's qcow2_load_dirty_bitmaps does at an open: the directory is read
+// and checked (a bad one fails the open, as in QEMU), every bitmap not in-use is loaded, and,
+// read-write, those are marked in-use on disk before any guest write. Bitmaps count
 // only while the autoclear bit says the extension is consistent.
 func (img *Image) openBitmaps() error {
 	if !img.hdr.bitmapsConsistent() {
@@ -51,11 +51,6 @@ func (img *Image) openBitmaps() error {
 		return fmt.Errorf("%w: %s: %d bitmaps need %d bytes of memory, the limit is %d bytes (raise it, or remove bitmaps or use a larger granularity)",
 			ErrBitmapMemory, img.name(), len(entries), need, limit)
 	}
-	ext, err := img.bitmapsExtDataOffset()
-	if err != nil {
-		return err
-	}
-	img.bitmapExtOff = ext
 	mark := false
 	for i := range entries {
 		bm := newDirtyBitmap(entries[i], size)
@@ -68,6 +63,14 @@ func (img *Image) openBitmaps() error {
 		}
 		img.bitmaps = append(img.bitmaps, bm)
 	}
+	if img.readOnly {
+		return nil // served as loaded (qemu-nbd -r -B); nothing is marked or stored
+	}
+	ext, err := img.bitmapsExtDataOffset()
+	if err != nil {
+		return err
+	}
+	img.bitmapExtOff = ext
 	img.refreshEnabledBitmaps()
 	if mark {
 		if err := img.rewriteBitmapDirInPlace(encodeBitmapDirectory(entries)); err != nil {

@@ -54,6 +54,10 @@ type OpenOptions struct {
 	// read-write open take (bitmap_open.go): 0 means DefaultBitmapMemoryLimit, negative no
 	// limit. An open that would exceed it fails with ErrBitmapMemory.
 	BitmapMemoryLimit int64
+	// ReadBitmaps loads the consistent persistent bitmaps of a read-only open too (and of
+	// every qcow2 image in the backing chain), for serving them (qemu-nbd -B); a read-write
+	// open always loads its own.
+	ReadBitmaps bool
 	// Opener opens host files; nil means OpenFile. It is used for data and backing files too.
 	Opener func(path string, o FileOptions) (Storage, error)
 }
@@ -291,7 +295,7 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 			return nil, err
 		}
 	}
-	if !img.readOnly {
+	if !img.readOnly || (o.ReadBitmaps && o.Snapshot == "") {
 		if err := img.openBitmaps(); err != nil {
 			return nil, err
 		}

@@ -80,10 +80,11 @@ type exportConfig struct {
 	format       string // "", "raw" or "qcow2"; "" probes
 	description  string
 	readOnly     bool
-	snapshot     bool   // -s: writes go to a temporary overlay (qcow2 wiring pending)
-	loadSnapshot string // -l: internal snapshot to export read-only (qcow2 wiring pending)
-	forceShare   bool   // -U: take image locks that share everything (read-only exports)
-	offset       uint64 // -o: the export starts this far into the image (above the format)
+	snapshot     bool     // -s: writes go to a temporary overlay (qcow2 wiring pending)
+	loadSnapshot string   // -l: internal snapshot to export read-only (qcow2 wiring pending)
+	forceShare   bool     // -U: take image locks that share everything (read-only exports)
+	offset       uint64   // -o: the export starts this far into the image (above the format)
+	bitmaps      []string // -B (reversed, as qemu-nbd keeps them) or bitmap= of --export
 }
 
 // config is everything the command line asks for.
@@ -189,7 +190,8 @@ func parseArgs(args []string) (*config, error) {
 		case "allocation-depth":
 			cfg.allocDepth = true
 		case "bitmap":
-			return nil, usagef("-B/--bitmap is not supported by qnbd (no dirty bitmaps)")
+			// qemu-nbd prepends each -B to its list: the contexts come out in reverse order.
+			top.bitmaps = append([]string{v}, top.bitmaps...)
 		case "connect", "disconnect":
 			return nil, usagef("-c/--connect and -d/--disconnect (the kernel /dev/nbd client) are not supported by qnbd; use nbd-client")
 		case "list":
@@ -422,7 +424,8 @@ type extraExport struct {
 	roSet bool
 }
 
-// parseExportSpec parses NAME=FILE[,format=raw|qcow2][,readonly=on|off][,description=TEXT];
+// parseExportSpec parses NAME=FILE[,format=raw|qcow2][,readonly=on|off][,description=TEXT]
+// [,bitmap=B]... (each bitmap= offers one qemu:dirty-bitmap context, in the order given);
 // a literal comma in FILE or TEXT is written ",," as in QEMU option strings.
 func parseExportSpec(s string) (extraExport, error) {
 	var e extraExport
@@ -453,6 +456,11 @@ func parseExportSpec(s string) (extraExport, error) {
 				return e, usagef("--export '%s': readonly=%s: %v", s, v, err)
 			}
 			e.readOnly, e.roSet = b, true
+		case "bitmap":
+			if v == "" {
+				return e, usagef("--export '%s': empty bitmap name", s)
+			}
+			e.bitmaps = append(e.bitmaps, v)
 		case "description":
 			if len(v) > server.MaxStringLen {
 				return e, usagef("--export '%s': description too long", s)

@@ -72,6 +72,12 @@ func parseOffset(v string) (off uint64, ok bool, err error) {
 // openExport opens e's backend and applies its -o offset above the format, as qemu-nbd does.
 func openExport(e exportConfig, cfg *config, env openEnv) (server.Backend, io.Closer, error) {
 	b, c, err := openBackend(e, cfg, env)
+	if err == nil {
+		if err = checkBitmaps(e, b); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+	}
 	if err != nil || e.offset == 0 {
 		return b, c, err
 	}

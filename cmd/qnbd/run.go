@@ -149,6 +149,7 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 			Trim:            cfg.discard,
 			DetectZeroes:    cfg.detectZeroes,
 			AllocationDepth: cfg.allocDepth,
+			Bitmaps:         e.bitmaps,
 			MinBlockSize:    minBlockSize(backends[i].backend),
 			Hooks:           nbdHooks[i],
 		}
