@@ -5,8 +5,8 @@
 //
 // # Fidelity
 //
-// Option parsing is GNU getopt_long's (permutation, clustered flags, abbreviated long
-// options); sizes are parsed by QEMU's rules (strtosz.go); -o lists by QemuOpts' (qopts.go);
+// Option parsing is GNU getopt_long's (internal/getopt: permutation, clustered flags,
+// abbreviated long options); sizes are parsed by QEMU's rules (strtosz.go); -o lists by QemuOpts' (qopts.go);
 // JSON is printed with QEMU's QDict key order and layout (qjson.go), so output is byte for
 // byte what qemu-img prints for the same image. The tests run qemu-img next to this command
 // on the same files and compare. Known differences, each deliberate or owed to the engine:

@@ -49,6 +49,11 @@ func qcow2OpenOptions(e exportConfig, cfg *config, env openEnv) qcow2.OpenOption
 	case cacheUnsafe:
 		o.File.NoSync = true
 	}
+	if ie := e.opts; ie != nil {
+		o.NoBacking = ie.noBacking
+		o.L2CacheBytes, o.RefcountCacheBytes, o.CacheBytes = ie.cache.l2, ie.cache.refcount, ie.cache.combined
+		o.L2CacheEntrySize, o.CacheCleanInterval = ie.cache.entry, ie.cache.clean
+	}
 	// Every host file (image, backing, data file) is locked as qemu-nbd locks it.
 	o.Opener = imagelock.Opener(lockRequest(e), o.Opener)
 	return o
