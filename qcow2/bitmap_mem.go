@@ -17,7 +17,6 @@ type dirtyBitmap struct {
 	entry    bitmapEntry     // as found at open
 	words    []atomic.Uint64 // bit i of word w is granule 64w+i; nil when not loaded
 	granules uint64          // granules covering the disk
-	dirty    atomic.Uint64   // granules set since open (for metrics)
 	// oldData are the data clusters of the table loaded at open, freed with that table once
 	// a store has switched to new ones (read at open, so a store needs no read to free).
 	oldData []HostCluster
@@ -40,7 +39,8 @@ func (b *dirtyBitmap) loaded() bool { return b.words != nil }
 func (b *dirtyBitmap) granularity() uint64 { return 1 << b.entry.granBits }
 
 // setRange sets the bits of every granule [off, off+n) touches. Words whose bits are all set
-// already are only read, so writers to one region do not bounce a cache line between them.
+// already are only read, so writers to one region do not bounce a cache line between them;
+// nothing else is shared (no counter: Image.Bitmaps counts the bits when asked).
 func (b *dirtyBitmap) setRange(off, n uint64) {
 	if n == 0 || b.words == nil {
 		return
@@ -63,9 +63,8 @@ func (b *dirtyBitmap) setRange(off, n uint64) {
 		}
 		mask := (^uint64(0) >> (63 - hi)) &^ (1<<lo - 1)
 		word := &b.words[w]
-		if old := word.Load(); old&mask != mask {
-			old = word.Or(mask)
-			b.dirty.Add(uint64(bits.OnesCount64(mask &^ old)))
+		if word.Load()&mask != mask {
+			word.Or(mask)
 		}
 	}
 }
