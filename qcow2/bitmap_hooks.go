@@ -11,6 +11,30 @@ import (
 type BitmapHooks interface {
 	// BitmapsStored reports a clean close's store of the bitmaps and how long it took.
 	BitmapsStored(time.Duration)
+	// BitmapDirty reports the bytes a loaded bitmap marks dirty: after a read-write open,
+	// at every Flush, and after the store.
+	BitmapDirty(name string, bytes uint64)
+	// BitmapsInconsistent reports how many of the image's bitmaps were in-use when it was
+	// opened read-write: left so by a writer that crashed, they track nothing and stay so
+	// until removed. Sent with BitmapDirty.
+	BitmapsInconsistent(n int)
+}
+
+// reportBitmaps sends BitmapDirty for every loaded bitmap of a writable image.
+func (img *Image) reportBitmaps() {
+	h, ok := img.hooks.(BitmapHooks)
+	if !ok || img.readOnly {
+		return
+	}
+	bad := 0
+	for _, bm := range img.bitmaps {
+		if bm.loaded() {
+			h.BitmapDirty(bm.entry.name, bm.dirtyGranules()*bm.granularity())
+		} else {
+			bad++
+		}
+	}
+	h.BitmapsInconsistent(bad)
 }
 
 // BitmapInfo describes one persistent bitmap of an open image.
@@ -45,7 +69,7 @@ func (bm *dirtyBitmap) info() BitmapInfo {
 	i := BitmapInfo{Name: bm.entry.name, Granularity: bm.granularity(), Enabled: bm.entry.enabled(),
 		InUse: bm.entry.inUse() && !bm.loaded(), Loaded: bm.loaded(), MemoryBytes: 8 * uint64(len(bm.words))}
 	if bm.loaded() {
-		i.DirtyBytes = bm.countSet() * bm.granularity()
+		i.DirtyBytes = bm.dirtyGranules() * bm.granularity()
 	}
 	return i
 }

@@ -17,6 +17,9 @@ type dirtyBitmap struct {
 	entry    bitmapEntry     // as found at open
 	words    []atomic.Uint64 // bit i of word w is granule 64w+i; nil when not loaded
 	granules uint64          // granules covering the disk
+	// shards count the set bits, spread by word so that writers to different regions do
+	// not share a cache line (the sum is what Image.Bitmaps and the metrics report).
+	shards [bitmapShards]paddedCount
 	// oldData are the data clusters of the table loaded at open, freed with that table once
 	// a store has switched to new ones (read at open, so a store needs no read to free).
 	oldData []HostCluster
@@ -27,6 +30,24 @@ type dirtyBitmap struct {
 func bitmapWords(diskSize uint64, granBits uint8) uint64 {
 	g := (diskSize + 1<<granBits - 1) >> granBits
 	return (g + 63) / 64
+}
+
+// bitmapShards is the number of set-bit counters of a bitmap.
+const bitmapShards = 16
+
+// paddedCount is a counter alone on its cache line.
+type paddedCount struct {
+	n atomic.Uint64
+	_ [56]byte
+}
+
+// dirtyGranules is the number of set bits.
+func (b *dirtyBitmap) dirtyGranules() uint64 {
+	n := uint64(0)
+	for i := range b.shards {
+		n += b.shards[i].n.Load()
+	}
+	return n
 }
 
 func newDirtyBitmap(e bitmapEntry, diskSize uint64) *dirtyBitmap {
@@ -40,7 +61,7 @@ func (b *dirtyBitmap) granularity() uint64 { return 1 << b.entry.granBits }
 
 // setRange sets the bits of every granule [off, off+n) touches. Words whose bits are all set
 // already are only read, so writers to one region do not bounce a cache line between them;
-// nothing else is shared (no counter: Image.Bitmaps counts the bits when asked).
+// the newly set bits are counted in the word's shard.
 func (b *dirtyBitmap) setRange(off, n uint64) {
 	if n == 0 || b.words == nil {
 		return
@@ -64,7 +85,9 @@ func (b *dirtyBitmap) setRange(off, n uint64) {
 		mask := (^uint64(0) >> (63 - hi)) &^ (1<<lo - 1)
 		word := &b.words[w]
 		if word.Load()&mask != mask {
-			word.Or(mask)
+			if n := bits.OnesCount64(mask &^ word.Or(mask)); n > 0 {
+				b.shards[w%bitmapShards].n.Add(uint64(n))
+			}
 		}
 	}
 }

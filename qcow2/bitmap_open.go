@@ -78,6 +78,7 @@ func (img *Image) openBitmaps() error {
 		}
 	}
 	img.bitmapsOpen = true
+	img.reportBitmaps()
 	return nil
 }
 
@@ -109,6 +110,7 @@ func (img *Image) loadBitmap(bm *dirtyBitmap) error {
 			bm.decodeCluster(uint64(k), buf, true)
 		}
 	}
+	bm.shards[0].n.Store(bm.countSet())
 	return nil
 }
 

@@ -93,7 +93,7 @@ func TestBitmapDirtyBitsMatchTouchedGranules(t *testing.T) {
 					bad++
 				}
 			}
-			if set := bm.countSet(); bad != 0 || set != uint64(len(shadow[name])) {
+			if set := bm.countSet(); bad != 0 || set != uint64(len(shadow[name])) || bm.dirtyGranules() != set {
 				t.Errorf("%s: %s: %d granules differ from the model; %d set, model %d", when, name, bad, set, len(shadow[name]))
 			}
 		}
@@ -129,8 +129,8 @@ func TestBitmapSetRangeWords(t *testing.T) {
 				t.Errorf("%+v: granule %d is %v", c, i, bm.get(GranuleIndex(i)))
 			}
 		}
-		if got := bm.countSet(); got != last-first+1 {
-			t.Errorf("%+v: %d set, want %d", c, got, last-first+1)
+		if got := bm.countSet(); got != last-first+1 || bm.dirtyGranules() != got {
+			t.Errorf("%+v: %d set, %d counted, want %d", c, got, bm.dirtyGranules(), last-first+1)
 		}
 	}
 }

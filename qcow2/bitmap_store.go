@@ -89,6 +89,7 @@ func (img *Image) storeBitmaps() error {
 	if h, ok := img.hooks.(BitmapHooks); ok {
 		h.BitmapsStored(time.Since(start))
 	}
+	img.reportBitmaps()
 	return nil
 }
 
