@@ -20,7 +20,6 @@ func init() {
 			r.zero(2*mib, 100*kib, true)
 			r.discard(3*mib, 64*kib)
 			r.write(64*kib, 70*kib)
-			r.markLog() // every subset of the close's store windows
 		},
 		sanity: func(before, after *Header) error {
 			if !after.bitmapsConsistent() || after.Extensions.Bitmaps.DirectoryStart == before.Extensions.Bitmaps.DirectoryStart {
