@@ -29,12 +29,12 @@ func chainImages(t *testing.T, dir string) {
 		}
 		sh(t, dir, "qemu-io", append(args, img)...)
 	}
-	q("create", "-q", "-f", "qcow2", "base.qcow2", "16M")
-	io("base.qcow2", "write -P 0xaa 0 1M", "write -P 0xbb 5M 4k", "write -P 0xcc 14M 64k")
+	q("create", "-q", "-f", "qcow2", "base.qcow2", "4M")
+	io("base.qcow2", "write -P 0xaa 0 1M", "write -P 0xbb 2M 4k", "write -P 0xcc 3M 64k")
 	q("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2")
-	io("top.qcow2", "write -P 0x11 512k 64k", "write -z 5M 64k", "discard 14M 64k", "write -P 0x12 3M 1000")
-	q("create", "-q", "-f", "qcow2", "-b", "top.qcow2", "-F", "qcow2", "longer.qcow2", "24M")
-	io("longer.qcow2", "write -P 3 20M 4k", "write -P 4 0 4k")
+	io("top.qcow2", "write -P 0x11 512k 64k", "write -z 2M 64k", "discard 3M 64k", "write -P 0x12 3200k 1000")
+	q("create", "-q", "-f", "qcow2", "-b", "top.qcow2", "-F", "qcow2", "longer.qcow2", "6M")
+	io("longer.qcow2", "write -P 3 5M 4k", "write -P 4 0 4k")
 	q("create", "-q", "-f", "raw", "base.raw", "1M")
 	sh(t, dir, "qemu-io", "-f", "raw", "-c", "write -P 1 0 4k", "base.raw")
 	q("create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "overraw.qcow2", "2M")
@@ -161,12 +161,18 @@ func backingLines(info string) string {
 
 // matchQemu runs each command that changes images on fresh twin chains, and the commands that
 // only fail (which must change nothing) one after another on one more pair.
-func matchQemu(t *testing.T, changing, failing [][]string) {
+// With exact, every changed file must also be byte for byte qemu-img's.
+func matchQemu(t *testing.T, exact bool, changing, failing [][]string) {
 	template := chainTemplate(t)
 	for _, args := range changing {
 		t.Run(strings.Join(args[1:], "_"), func(t *testing.T) {
 			qdir, odir := twinChains(t, template)
 			sameChains(t, template, qdir, odir, args...)
+			for _, f := range chainFiles {
+				if exact && changed(t, qdir, odir, f) {
+					t.Errorf("%s: %s is not byte for byte qemu-img's", strings.Join(args, " "), f)
+				}
+			}
 		})
 	}
 	qdir, odir := twinChains(t, template)
@@ -179,7 +185,8 @@ func matchQemu(t *testing.T, changing, failing [][]string) {
 }
 
 func TestCommitMatchesQemu(t *testing.T) {
-	matchQemu(t, [][]string{
+	// Not byte for byte: QEMU empties a version 3 top by rebuilding it (smaller file).
+	matchQemu(t, false, [][]string{
 		{"commit", "top.qcow2"},
 		{"commit", "-d", "top.qcow2"},
 		{"commit", "-q", "-b", "./base.qcow2", "longer.qcow2"},
@@ -267,7 +274,7 @@ func TestCommitRefusesWhileServed(t *testing.T) {
 }
 
 func TestRebaseMatchesQemu(t *testing.T) {
-	matchQemu(t, [][]string{
+	matchQemu(t, true, [][]string{
 		{"rebase", "-b", "base.qcow2", "-F", "qcow2", "longer.qcow2"},
 		{"rebase", "-u", "-b", "base.qcow2", "-F", "qcow2", "longer.qcow2"},
 		{"rebase", "-u", "longer.qcow2"},
