@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"syscall"
 
 	kflate "github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
@@ -31,11 +30,6 @@ import (
 // Memory is bounded: dst is the only output buffer (nothing decodes into a growing slice), the
 // inflaters are pooled, and one shared zstd decoder with a fixed number of workers decodes
 // whole frames straight into dst.
-
-// ErrCompressedData is returned when a compressed cluster does not decode to exactly one
-// cluster. QEMU fails such a read with EIO without marking the image corrupt, and so does
-// qnbd: the error matches syscall.EIO, not ErrCorrupt.
-var ErrCompressedData = &classError{msg: "qcow2: compressed cluster data is invalid", errno: syscall.EIO}
 
 // zlibWindow is QEMU's deflate window: "windowBits -12", a raw stream with a 4 KiB window.
 const zlibWindow = 1 << 12
@@ -219,10 +213,6 @@ func zstdCluster(src, dst []byte) error {
 	}
 	return nil
 }
-
-// errIncompressible is returned by compress when the compressed form would not be smaller
-// than the cluster; the writer then stores the cluster uncompressed, as QEMU does.
-var errIncompressible = errors.New("qcow2: cluster does not compress")
 
 var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
 	return zstd.NewWriter(nil,
