@@ -43,9 +43,10 @@ func (c *conn) run(j job) {
 	case CmdBlockStatus:
 		errno = c.doBlockStatus(r, &j.req, j.metas)
 	}
-	c.out <- r
-	queued = true
+	// Reported before the reply is queued: the worker may go on to write other replies.
 	c.requestFinished(&j, errno)
+	queued = true
+	c.send(r, true)
 }
 
 // simple builds the reply of a command without reply payload from its backend error; msg
