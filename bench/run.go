@@ -98,6 +98,9 @@ func runFioRow(ctx context.Context, cfg config, k serverKind, wl workload, dir, 
 	if err != nil {
 		return measurement{}, err
 	}
+	if err := settle(img); err != nil {
+		return measurement{}, err
+	}
 	return measureServer(ctx, k.argv(img, sock, ""), sock, cfg.params.runtime+cfg.rowTimeout, func(ctx context.Context) (measurement, error) {
 		return runFio(ctx, wl.name, *wl.fio, cfg.params, sock, dir)
 	})
