@@ -43,10 +43,9 @@ func (c *conn) run(j job) {
 	case CmdBlockStatus:
 		errno = c.doBlockStatus(r, &j.req, j.metas)
 	}
-	// Reported before the reply is queued: the worker may go on to write other replies.
-	c.requestFinished(&j, errno)
+	c.out <- r
 	queued = true
-	c.send(r, true)
+	c.requestFinished(&j, errno)
 }
 
 // simple builds the reply of a command without reply payload from its backend error; msg

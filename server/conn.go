@@ -24,16 +24,18 @@ const readBufferSize = 16 << 10
 
 type conn struct {
 	// Immutable after newConn.
-	srv    *Server
-	nc     net.Conn // the socket: deadlines and Close act on it
-	remote string
-	closed chan struct{} // closed by abort
+	srv       *Server
+	nc        net.Conn // the socket: deadlines and Close act on it
+	remote    string
+	closed    chan struct{} // closed by abort
+	finish    func()        // asks the writer to close once queued replies are out; idempotent
+	finishReq chan struct{}
 
 	// Owned by the serving goroutine (handshake, then the request reader); wire changes only
 	// during the handshake, before the writer starts.
 	wire    net.Conn   // what the protocol is spoken over: nc, or the TLS session on it
 	tlsOn   bool       // STARTTLS succeeded on this connection
-	tlsSock *tlsSocket // the socket under the TLS session; the sender owns it after the handshake
+	tlsSock *tlsSocket // the socket under the TLS session; the writer owns it after the handshake
 	br      *bufio.Reader
 	scratch []byte // option replies and request headers
 
@@ -45,9 +47,10 @@ type conn struct {
 	hooks  ExportHooks
 
 	// Transmission machinery, created when the handshake ends.
-	budget  *budget
-	snd     sender         // the reply queue (sender.go)
-	workers sync.WaitGroup // Add only by the reader goroutine
+	budget     *budget
+	out        chan *reply // to the writer goroutine
+	writerDone chan struct{}
+	workers    sync.WaitGroup // Add only by the reader goroutine
 
 	// Guarded by mu.
 	mu       sync.Mutex
@@ -61,14 +64,18 @@ type conn struct {
 func newConn(s *Server, nc net.Conn) *conn {
 	tuneSocket(nc)
 	c := &conn{
-		srv:     s,
-		nc:      nc,
-		wire:    nc,
-		remote:  nc.RemoteAddr().String(),
-		closed:  make(chan struct{}),
-		br:      bufio.NewReaderSize(nc, readBufferSize),
-		scratch: make([]byte, 0, 512),
+		srv:       s,
+		nc:        nc,
+		wire:      nc,
+		remote:    nc.RemoteAddr().String(),
+		closed:    make(chan struct{}),
+		finishReq: make(chan struct{}),
+		br:        bufio.NewReaderSize(nc, readBufferSize),
+		scratch:   make([]byte, 0, 512),
 	}
+	// finish never blocks: the writer sees finishReq, sends what is queued, then closes. By
+	// then every request in flight has queued its reply (finish is called when none is left).
+	c.finish = sync.OnceFunc(func() { close(c.finishReq) })
 	return c
 }
 
@@ -131,12 +138,9 @@ func (c *conn) startTransmission(x *export, n *negotiation) {
 	c.hooks = x.Hooks
 	s := c.srv
 	c.budget = newBudget(s.maxInFlight(), s.maxInFlightBytes())
-	c.snd.limit = s.maxInFlight() + 8
-	c.snd.room.L = &c.snd.mu
-	if c.tlsSock != nil {
-		c.tlsSock.bufferWrites()
-		c.snd.tls = c.tlsSock
-	}
+	c.out = make(chan *reply, s.maxInFlight()+8)
+	c.writerDone = make(chan struct{})
+	go c.writeLoop()
 
 	if c.hooks != nil {
 		c.hooks.ConnOpened()
@@ -152,13 +156,15 @@ func (c *conn) startTransmission(x *export, n *negotiation) {
 	}
 }
 
-// endTransmission waits for the workers; the last of them to write has sent every queued
-// reply by the time it is done (sender.go). A no-op when the handshake never finished.
+// endTransmission waits for the workers, lets the writer send every queued reply, and stops
+// it. A no-op when the handshake never finished.
 func (c *conn) endTransmission() {
-	if c.budget == nil {
+	if c.out == nil {
 		return
 	}
 	c.workers.Wait()
+	close(c.out)
+	<-c.writerDone
 	if c.hooks != nil {
 		c.hooks.ConnClosed()
 	}

@@ -40,13 +40,9 @@
 // Each connection has one goroutine that runs the handshake and then reads requests. It
 // validates a request, answers invalid ones itself, reads a WRITE payload into a pooled
 // buffer and starts a worker goroutine per request. Workers call the Backend concurrently (a
-// Backend must be safe for concurrent use, across connections too) and queue their reply on
-// the connection's reply queue (sender.go). There is no writer goroutine: the worker that
-// queues a reply while nobody is writing writes the queue, its own reply and those queued
-// meanwhile, coalesced into vectored writes; one goroutine writes at a time, every reply goes
-// out whole, in completion order, not request order. The reader never writes: a reply it
-// queues while nobody writes is written by a goroutine it starts, and it waits while
-// MaxInFlight+8 replies are queued.
+// Backend must be safe for concurrent use, across connections too) and queue their reply to
+// the connection's single writer goroutine, which owns the socket: every reply goes out whole
+// in one vectored write, in completion order, not request order.
 //
 // Memory per connection is bounded: a budget allows at most Config.MaxInFlight requests and
 // Config.MaxInFlightBytes of READ/WRITE payload between the reader taking a request and the
@@ -55,10 +51,9 @@
 // one option's strings (4 KiB each) besides its 16 KiB read buffer.
 //
 // Lock order: Server.mu before conn.mu. conn.mu guards the shutdown state and the count of
-// requests in flight, and is never held while blocking; budget.mu and the reply queue's lock
-// are leaves, never held across a socket write. conn.finish marks the queue to close: the
-// goroutine writing it closes the socket after its last batch, or finish closes it at once
-// when nobody is writing.
+// requests in flight, and is never held while blocking; budget.mu is a leaf. The writer takes
+// no lock: it is told to close through a channel closed once (conn.finish), after which it
+// writes what is queued and closes the socket.
 //
 // # Ordering and durability
 //

@@ -125,9 +125,9 @@ func (c *conn) startTLS(n *negotiation) error {
 
 // tlsSocket is the socket under a TLS session. It reads through the plaintext reader, so
 // that nothing it buffered is skipped or taken out of order: the TLS layer sees the byte
-// stream exactly as the client sent it. Once transmission starts, write buffering is on:
-// the TLS records of a batch of replies (crypto/tls writes each record separately) then
-// leave in a few large writes, flushed at the end of each batch.
+// stream exactly as the client sent it. Once transmission starts, the writer goroutine turns
+// on write buffering: the TLS records of a batch of replies (crypto/tls writes each record
+// separately) then leave in a few large writes, flushed at the end of each batch.
 type tlsSocket struct {
 	net.Conn
 	r io.Reader
@@ -149,7 +149,7 @@ func (s *tlsSocket) Write(p []byte) (int, error) {
 // large READ reply leaves in a few system calls.
 const tlsWriteBuffer = 256 << 10
 
-// bufferWrites turns on write buffering; startTransmission calls it before the first reply.
+// bufferWrites turns on write buffering; the writer goroutine calls it before its first write.
 func (s *tlsSocket) bufferWrites() {
 	s.w = bufio.NewWriterSize(s.Conn, tlsWriteBuffer)
 	s.stage = make([]byte, 0, tlsRecordPlain)

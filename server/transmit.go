@@ -224,7 +224,7 @@ func (c *conn) rejectRequest(j *job, errno Errno, msg string) {
 	// "MUST NOT use a simple reply ... (even for the case of an early NBD_EINVAL due to bad
 	// flags)".
 	c.errorReply(r, &j.req, errno, msg)
-	c.send(r, false)
+	c.out <- r
 	c.requestFinished(j, errno)
 }
 

@@ -1,8 +1,12 @@
-// Replies: how a worker assembles one (headers in a small arena, data by reference) and how
-// a batch of them goes out whole in one vectored write (sender.go decides who writes).
+// Replies: how a worker assembles one (headers in a small arena, data by reference) and the
+// single writer goroutine that owns the socket and sends each reply whole with one vectored
+// write.
 package server
 
-import "sync"
+import (
+	"net"
+	"sync"
+)
 
 // replyMode is the reply style negotiated in the handshake.
 type replyMode uint8
@@ -71,42 +75,103 @@ func (r *reply) cutHdr() {
 	}
 }
 
-// flush writes a batch of replies in one vectored write and releases them; it reports
-// whether the write succeeded. On failure it closes the connection.
-func (c *conn) flush(batch []*reply) bool {
-	s := &c.snd
-	s.vec = s.vec[:0]
+// writeLoop owns the socket's write side. Replies go out whole, in the order queued (which
+// need not be request order). Replies already waiting are coalesced into one vectored write,
+// up to maxBatch replies or maxBatchBytes. When finish is requested it writes what is queued,
+// then closes the socket. After a write error, or once closed, it stops writing but keeps
+// draining until c.out is closed, so that workers never block and buffers return to their
+// pools.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	if c.tlsSock != nil {
+		c.tlsSock.bufferWrites()
+	}
+	var vec net.Buffers
+	var batch []*reply
+	dead := false
+	finishReq := c.finishReq
+	for {
+		var r *reply
+		select {
+		case r = <-c.out:
+		case <-finishReq:
+			finishReq = nil
+			for {
+				select {
+				case r := <-c.out:
+					if r != nil {
+						batch = append(batch, r)
+						continue
+					}
+				default:
+				}
+				break
+			}
+			c.flush(batch, &vec, dead)
+			batch = batch[:0]
+			dead = true
+			c.abort()
+			continue
+		}
+		if r == nil {
+			return // c.out closed: every worker is done
+		}
+		batch = append(batch[:0], r)
+		size := r.size()
+	fill:
+		for len(batch) < maxBatch && size < maxBatchBytes {
+			select {
+			case r := <-c.out:
+				if r == nil {
+					break fill
+				}
+				batch = append(batch, r)
+				size += r.size()
+			default:
+				break fill
+			}
+		}
+		dead = c.flush(batch, &vec, dead)
+		batch = batch[:0]
+	}
+}
+
+// flush writes a batch of replies in one vectored write (unless the socket is dead) and
+// releases them; it returns whether the socket is dead.
+func (c *conn) flush(batch []*reply, vec *net.Buffers, dead bool) bool {
+	*vec = (*vec)[:0]
 	for _, r := range batch {
 		r.cutHdr()
-		for _, sg := range r.segs {
-			if sg.data != nil {
-				s.vec = append(s.vec, sg.data)
+		for _, s := range r.segs {
+			if s.data != nil {
+				*vec = append(*vec, s.data)
 			} else {
-				s.vec = append(s.vec, r.hdr[sg.lo:sg.hi])
+				*vec = append(*vec, r.hdr[s.lo:s.hi])
 			}
 		}
 	}
-	var err error
-	if len(s.vec) > 0 {
-		if s.tls != nil {
-			if err = s.tls.writeVec(c.wire, s.vec); err == nil {
-				err = s.tls.flush()
+	if !dead && len(*vec) > 0 {
+		var err error
+		if c.tlsSock != nil {
+			if err = c.tlsSock.writeVec(c.wire, *vec); err == nil {
+				err = c.tlsSock.flush()
 			}
 		} else {
-			v := s.vec // WriteTo consumes its receiver
+			v := *vec // WriteTo consumes its receiver
 			_, err = v.WriteTo(c.wire)
 		}
+		if err != nil {
+			dead = true
+			c.srv.log.Debug("nbd: write failed; closing", "remote", c.remote, "err", err)
+			c.abort()
+		}
 	}
-	clear(s.vec[:cap(s.vec)])
+	clear((*vec)[:cap(*vec)])
 	for _, r := range batch {
 		c.release(r)
 	}
-	if err != nil {
-		c.srv.log.Debug("nbd: write failed; closing", "remote", c.remote, "err", err)
-		c.abort()
-		return false
-	}
-	return true
+	clear(batch)
+	return dead
 }
 
 // Limits of one coalesced write.
