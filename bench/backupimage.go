@@ -38,7 +38,28 @@ func makeBackupImages(ctx context.Context, dir string, size int64) (backupImages
 	if err := runQuiet(ctx, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", b.raw, b.qcow2); err != nil {
 		return backupImages{}, err
 	}
+	if err := settle(b.raw, b.qcow2); err != nil {
+		return backupImages{}, err
+	}
 	return b, nil
+}
+
+// settle writes the files' dirty pages back before anything is measured: otherwise the
+// kernel flushes gigabytes of freshly made image while the first row runs, and that row (the
+// first server of the run) competes with the writeback for the disk and the CPUs.
+func settle(paths ...string) error {
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeRandomFile writes size bytes from a fixed-seed ChaCha8 stream to path.

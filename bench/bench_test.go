@@ -174,6 +174,14 @@ func TestParseFlagsAndSizes(t *testing.T) {
 		cfg.backupSize != 2<<30 || cfg.copyPasses != 3 {
 		t.Errorf("defaults: %+v, %v", cfg, err)
 	}
+	cfg, err = parseFlags([]string{"-qnbd-before", "old/qnbd"})
+	if err != nil || cfg.qnbdBefore != "old/qnbd" || !contains(cfg.servers, "qnbd-before") || !contains(cfg.servers, "qnbd") {
+		t.Errorf("-qnbd-before does not add the qnbd-before server: %+v, %v", cfg.servers, err)
+	}
+	cfg, err = parseFlags([]string{"-qnbd-before", "old/qnbd", "-servers", "qnbd,nbdkit"})
+	if err != nil || contains(cfg.servers, "qnbd-before") {
+		t.Errorf("-qnbd-before overrode an explicit -servers: %+v, %v", cfg.servers, err)
+	}
 	cfg, err = parseFlags([]string{"-quick", "-backup-size", "16M"})
 	if err != nil || cfg.params.size != 1<<30 || cfg.params.region != 256<<20 || cfg.params.runtime != 2*time.Second ||
 		cfg.backupSize != 16<<20 {

@@ -42,5 +42,6 @@
 //
 //	go run ./bench [-quick] [-runtime 10s] [-size 10G] [-region 1G] [-iodepth 16]
 //	               [-backup-size 2G] [-copy-passes 3] [-row-timeout 5m] [-out results.json] [-qnbd bin/qnbd]
-//	               [-servers qnbd,qemu-nbd,nbdkit] [-workloads randwrite-4k,nbdcopy-1conn,...]
+//	               [-qnbd-before OLD/qnbd]
+//	               [-servers qnbd,qnbd-before,qemu-nbd,nbdkit] [-workloads randwrite-4k,nbdcopy-1conn,...]
 package main

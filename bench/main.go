@@ -24,6 +24,7 @@ type config struct {
 	workloads  []string
 	out        string
 	qnbd       string
+	qnbdBefore string // a second qnbd binary, measured as server qnbd-before
 	dir        string
 }
 
@@ -84,6 +85,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&wls, "workloads", allWorkloadNames(), "workloads (rows) to run")
 	fs.StringVar(&cfg.out, "out", "", "write results as JSON to this file")
 	fs.StringVar(&cfg.qnbd, "qnbd", "bin/qnbd", "the qnbd binary")
+	fs.StringVar(&cfg.qnbdBefore, "qnbd-before", "", "another qnbd binary to measure as server qnbd-before (added to -servers unless that is given)")
 	fs.StringVar(&cfg.dir, "dir", "", "work directory for images and sockets (default: a temp dir)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -91,9 +93,12 @@ func parseFlags(args []string) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if cfg.qnbdBefore != "" && !given["servers"] {
+		servers += ",qnbd-before"
+	}
 	if quick {
-		given := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 		for name, v := range quickDefaults {
 			if !given[name] {
 				_ = fs.Set(name, v)
@@ -125,7 +130,7 @@ func parseFlags(args []string) (config, error) {
 	cfg.servers = splitList(servers)
 	for _, s := range cfg.servers {
 		if !knownServer(s) {
-			return cfg, fmt.Errorf("unknown server %q (have qnbd, qemu-nbd, nbdkit)", s)
+			return cfg, fmt.Errorf("unknown server %q (have qnbd, qnbd-before, qemu-nbd, nbdkit)", s)
 		}
 	}
 	cfg.workloads = splitList(wls)
@@ -146,7 +151,7 @@ func quickSummary() string {
 }
 
 func knownServer(name string) bool {
-	for _, k := range servers("") {
+	for _, k := range servers("", "-") {
 		if k.name == name {
 			return true
 		}

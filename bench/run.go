@@ -25,13 +25,13 @@ func run(ctx context.Context, cfg config, w io.Writer) (*report, error) {
 		dir = d
 	}
 	var kinds []serverKind
-	for _, k := range servers(cfg.qnbd) {
+	for _, k := range servers(cfg.qnbd, cfg.qnbdBefore) {
 		if !contains(cfg.servers, k.name) {
 			continue
 		}
-		if k.name == "qnbd" {
-			if _, err := os.Stat(cfg.qnbd); err != nil {
-				msg := fmt.Sprintf("qnbd skipped: %s not found (run `make build` once cmd/qnbd exists)", cfg.qnbd)
+		if bin := map[string]string{"qnbd": cfg.qnbd, "qnbd-before": cfg.qnbdBefore}[k.name]; bin != "" {
+			if _, err := os.Stat(bin); err != nil {
+				msg := fmt.Sprintf("%s skipped: %s not found (run `make build` once cmd/qnbd exists)", k.name, bin)
 				fmt.Fprintln(w, msg)
 				rep.Skipped = append(rep.Skipped, msg)
 				continue
@@ -96,6 +96,9 @@ func runFioRow(ctx context.Context, cfg config, k serverKind, wl workload, dir, 
 	}
 	img, err := prepareImage(ctx, dir, k.raw, cfg.params.size, prefill)
 	if err != nil {
+		return measurement{}, err
+	}
+	if err := settle(img); err != nil {
 		return measurement{}, err
 	}
 	return measureServer(ctx, k.argv(img, sock, ""), sock, cfg.params.runtime+cfg.rowTimeout, func(ctx context.Context) (measurement, error) {

@@ -27,19 +27,27 @@ type serverKind struct {
 	argv func(image, sock, tlsDir string) []string
 }
 
-func servers(qnbdBin string) []serverKind {
-	return []serverKind{
-		{name: "qnbd", tls: true, argv: func(image, sock, tlsDir string) []string {
+// servers lists the servers a run can measure; beforeBin, when given, is a second qnbd
+// binary measured as "qnbd-before", so that one run compares a change with what preceded it.
+func servers(qnbdBin, beforeBin string) []serverKind {
+	qnbd := func(bin string) func(image, sock, tlsDir string) []string {
+		return func(image, sock, tlsDir string) []string {
 			// qnbd takes qemu-nbd's command line.
-			return append([]string{qnbdBin, "-t", "-e", "8", "-f", "qcow2", "-k", sock}, append(qemuTLSArgs(tlsDir), image)...)
-		}},
+			return append([]string{bin, "-t", "-e", "8", "-f", "qcow2", "-k", sock}, append(qemuTLSArgs(tlsDir), image)...)
+		}
+	}
+	kinds := []serverKind{{name: "qnbd", tls: true, argv: qnbd(qnbdBin)}}
+	if beforeBin != "" {
+		kinds = append(kinds, serverKind{name: "qnbd-before", tls: true, argv: qnbd(beforeBin)})
+	}
+	return append(kinds, []serverKind{
 		{name: "qemu-nbd", tls: true, argv: func(image, sock, tlsDir string) []string {
 			return append([]string{"qemu-nbd", "-t", "-e", "8", "-f", "qcow2", "--cache=writeback", "-k", sock}, append(qemuTLSArgs(tlsDir), image)...)
 		}},
 		{name: "nbdkit", raw: true, argv: func(image, sock, _ string) []string {
 			return []string{"nbdkit", "-f", "--exit-with-parent", "-U", sock, "file", image}
 		}},
-	}
+	}...)
 }
 
 // qemuTLSArgs is qemu-nbd's spelling of "serve over TLS with the credentials in dir".

@@ -62,6 +62,7 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
+	tuneSocket(nc)
 	c := &conn{
 		srv:       s,
 		nc:        nc,

@@ -132,6 +132,8 @@ type tlsSocket struct {
 	net.Conn
 	r io.Reader
 	w *bufio.Writer // nil: records go straight to the socket (the handshake)
+
+	stage []byte // plaintext gathered into one record (tlswrite.go)
 }
 
 func (s *tlsSocket) Read(p []byte) (int, error) { return s.r.Read(p) }
@@ -143,11 +145,15 @@ func (s *tlsSocket) Write(p []byte) (int, error) {
 	return s.Conn.Write(p)
 }
 
-// tlsWriteBuffer is the write buffer under TLS: a few maximum-size records.
-const tlsWriteBuffer = 64 << 10
+// tlsWriteBuffer is the write buffer under TLS: sixteen maximum-size records, so that a
+// large READ reply leaves in a few system calls.
+const tlsWriteBuffer = 256 << 10
 
 // bufferWrites turns on write buffering; the writer goroutine calls it before its first write.
-func (s *tlsSocket) bufferWrites() { s.w = bufio.NewWriterSize(s.Conn, tlsWriteBuffer) }
+func (s *tlsSocket) bufferWrites() {
+	s.w = bufio.NewWriterSize(s.Conn, tlsWriteBuffer)
+	s.stage = make([]byte, 0, tlsRecordPlain)
+}
 
 // flush sends what is buffered.
 func (s *tlsSocket) flush() error {

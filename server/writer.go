@@ -151,10 +151,14 @@ func (c *conn) flush(batch []*reply, vec *net.Buffers, dead bool) bool {
 		}
 	}
 	if !dead && len(*vec) > 0 {
-		v := *vec // WriteTo consumes its receiver
-		_, err := v.WriteTo(c.wire)
-		if err == nil && c.tlsSock != nil {
-			err = c.tlsSock.flush()
+		var err error
+		if c.tlsSock != nil {
+			if err = c.tlsSock.writeVec(c.wire, *vec); err == nil {
+				err = c.tlsSock.flush()
+			}
+		} else {
+			v := *vec // WriteTo consumes its receiver
+			_, err = v.WriteTo(c.wire)
 		}
 		if err != nil {
 			dead = true
