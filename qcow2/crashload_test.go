@@ -319,6 +319,7 @@ type cwEnv struct {
 	hdr      Header
 	mu       sync.Mutex
 	nfile    int
+	bufs     [][]byte // whole-disk buffers for reuse (getBuf, putBuf)
 }
 
 // stampedRaw writes a raw file of size bytes whose sectors hold generation gen, except every

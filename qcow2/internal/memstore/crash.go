@@ -166,7 +166,9 @@ func (s *Store) CrashStates(variants int, seed uint64, cfg CrashConfig) iter.Seq
 			return
 		}
 		rng := rand.New(rand.NewPCG(seed, 0x5eed))
+		s.mu.Lock() // cloning changes base's bookkeeping, which s.mu guards
 		durable := base.clone()
+		s.mu.Unlock()
 		start := 0
 		for i := 0; i <= len(log); i++ {
 			if i < len(log) && log[i].Kind != OpSync {

@@ -29,8 +29,9 @@
 //
 // # Concurrency
 //
-// All methods are safe for concurrent use; one mutex serialises them. Clones share nothing
-// with their source.
+// All methods are safe for concurrent use; one mutex serialises them. Clones behave as deep
+// copies: they share pages with their source copy-on-write, and neither ever changes a shared
+// page in place, so cloning costs a map copy rather than a copy of the contents.
 //
 // memstore does not import qcow2 (qcow2's own tests import memstore); *Store nevertheless
 // implements qcow2.Storage and qcow2.HolePuncher, which memstore's tests assert.
