@@ -13,7 +13,7 @@ import (
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
-// cwWorkload is one workload of reference/test-plan.md §6.3.
+// cwWorkload is one workload of docs/test-plan.md, crash enumeration.
 type cwWorkload struct {
 	name    string
 	opts    string // qemu-img create -o options

@@ -15,7 +15,7 @@
 // sector granularity), which is what a power failure may leave on a disk with a volatile
 // write cache. After StartLog, every mutation and Sync is also appended to a log, and CrashAt
 // rebuilds the state a crash after any prefix of the log may leave: the tool for enumerating
-// crash points (reference/test-plan.md §6.3).
+// crash points (docs/test-plan.md, crash enumeration).
 //
 // Contents are kept in 4 KiB pages in a map, so a multi-GiB virtual disk with a few written
 // clusters costs a few pages. Never-written ranges read as zeros.
