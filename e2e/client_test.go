@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/qnbd/qnbd/e2e/libnbd"
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // connect opens a libnbd handle on export name of s, applies setup (may be nil) before

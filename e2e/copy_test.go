@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // sparseSource writes a raw file of size bytes with stamped data at a few places (some not

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/qnbd/qnbd/e2e/libnbd"
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // Layout of the 64 MiB crash image: flushed writes, FUA writes, then slots written with

@@ -26,8 +26,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/qnbd/qnbd/internal/syncbuf"
-	"github.com/qnbd/qnbd/internal/testpki"
+	"github.com/qnbd/qnbd/internal/testing/syncbuf"
+	"github.com/qnbd/qnbd/internal/testing/testpki"
 )
 
 // deployFile is a file of the repository's deploy/ directory.

@@ -24,8 +24,8 @@
 //	                    qemu-img convert to and from qnbd, over Unix sockets and TCP
 //	crash_test.go       kill -9 during writes, restart, flushed data reads back
 //	prometheus_test.go  a real Prometheus scrapes --metrics-addr during a growing workload
-//	hostile_*_test.go   the hostile-client catalog (reference/nbd.md §3.6, 31 items) and the
-//	                    NBD CVE classes of §5.3 from a raw-socket client, against qnbd serving
+//	hostile_*_test.go   the hostile-client catalog (docs/hostile-clients.md, 31 items) and the
+//	                    NBD CVE classes listed there, from a raw-socket client, against qnbd serving
 //	                    qcow2 images; after each item libnbd and nbdinfo still read the model;
 //	                    RSS and descriptor bounds from /proc; SIGTERM with clients hanging on
 //

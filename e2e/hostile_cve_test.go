@@ -1,4 +1,4 @@
-// The NBD server CVE classes of reference/nbd.md §5.3, each a subtest against the built qnbd,
+// The NBD server CVE classes of docs/hostile-clients.md, each a subtest against the built qnbd,
 // and the shutdown with clients hanging on (CVE-2024-7409).
 package e2e
 

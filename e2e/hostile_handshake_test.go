@@ -1,4 +1,4 @@
-// Hostile-client catalog items 1-16 (handshake and option phase, reference/nbd.md §3.6)
+// Hostile-client catalog items 1-16 (handshake and option phase, docs/hostile-clients.md)
 // against the built qnbd: each asserts the spec's option reply or a hard disconnect.
 package e2e
 

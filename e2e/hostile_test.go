@@ -1,4 +1,4 @@
-// The hostile-client catalog (reference/nbd.md §3.6, items 1-31, and the CVE classes of §5.3)
+// The hostile-client catalog (docs/hostile-clients.md: items 1-31 and the CVE classes)
 // against the built qnbd serving real qcow2 images: the fixture (images written by qemu-io,
 // the byte-exact model of what they must read as), the runner that checks after every item
 // that a real client still reads the model, the resource checks from /proc, and the end

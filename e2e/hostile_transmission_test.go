@@ -1,4 +1,4 @@
-// Hostile-client catalog items 17-31 (transmission phase, reference/nbd.md §3.6) against the
+// Hostile-client catalog items 17-31 (transmission phase, docs/hostile-clients.md) against the
 // built qnbd: each asserts the spec's NBD errno or a hard disconnect, and every write the
 // items make legitimately is recorded in the target's model.
 package e2e

@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qnbd/qnbd/internal/syncbuf"
+	"github.com/qnbd/qnbd/internal/testing/syncbuf"
 )
 
 // prometheus is a running Prometheus server.

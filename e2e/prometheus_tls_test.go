@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/qnbd/qnbd/internal/testpki"
+	"github.com/qnbd/qnbd/internal/testing/testpki"
 )
 
 // jobTarget is Prometheus's view of one scrape target, with its job.

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // mapExtent is one entry of nbdinfo --map --json.

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // ioScript returns a qemu-io session for an image of size bytes with clusters of c bytes,
@@ -64,7 +64,7 @@ func ioScript(size, c, l2span int64) []string {
 	w(0x77, size-c-700, c+700, "-f ")
 	w(0x78, size-1, 1, "")
 	add(size/c*c-c, c, "discard %d %d", size/c*c-c, c)
-	// Regions the corpus writes to in most images (see internal/corpus Specs): overwrite
+	// Regions the corpus writes to in most images (see internal/testing/corpus Specs): overwrite
 	// part of them, zero and discard some, so data, zero and compressed clusters and
 	// backing-file data are changed too.
 	for _, base := range []int64{1 << 20, 2 << 20, 4 << 20, 8 << 20} {

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qnbd/qnbd/internal/syncbuf"
+	"github.com/qnbd/qnbd/internal/testing/syncbuf"
 	nbd "github.com/qnbd/qnbd/server"
 )
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // toolTimeout bounds one tool invocation.

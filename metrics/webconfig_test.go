@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/qnbd/qnbd/internal/testpki"
+	"github.com/qnbd/qnbd/internal/testing/testpki"
 )
 
 // webFixture is a running endpoint secured by a web config file, and the PKI behind it.

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/qnbd/qnbd/internal/fuzzseed"
+	"github.com/qnbd/qnbd/internal/testing/fuzzseed"
 )
 
 // ccMem is a minimal in-memory Storage for the check fuzzer: a byte slice that refuses to grow

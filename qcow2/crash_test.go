@@ -1,4 +1,4 @@
-// Crash-state enumeration (reference/test-plan.md §6.3): for every workload, every barrier of its
+// Crash-state enumeration (docs/test-plan.md, crash enumeration): for every workload, every barrier of its
 // write log, the durable prefix plus random subsets (whole and torn) of the writes since the
 // previous barrier, every subset of small windows and single-write reorderings of larger ones;
 // each state gets every check of checkState.

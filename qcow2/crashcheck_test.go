@@ -129,6 +129,7 @@ func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, c
 
 	// Read-only, as it is.
 	got, err := env.readAll(st.Clone())
+	defer env.putBuf(got)
 	if err != nil {
 		return fmt.Errorf("read-only open and read: %v", err)
 	}
@@ -148,7 +149,8 @@ func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, c
 	if err != nil {
 		return fmt.Errorf("read-write open: %v", err)
 	}
-	got2 := make([]byte, img.Size())
+	got2 := env.getBuf(img.Size())
+	defer env.putBuf(got2)
 	if _, err := img.ReadAt(got2, 0); err != nil {
 		img.Close()
 		return fmt.Errorf("read after read-write open: %v", err)
@@ -157,7 +159,8 @@ func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, c
 		img.Close()
 		return fmt.Errorf("read-write open reads differently from read-only: %s", engFirstDiff(got, got2))
 	}
-	want := postCrashWrites(img, got2)
+	want := postCrashWrites(img, got2, env.getBuf(img.Size()))
+	defer env.putBuf(want)
 	if err := img.Flush(); err != nil {
 		img.Close()
 		return fmt.Errorf("flush after writes on the reopened image: %v", err)
@@ -210,6 +213,7 @@ func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, c
 		}
 	}
 	got3, err := env.readAll(rw.Clone())
+	defer env.putBuf(got3)
 	if err != nil {
 		return fmt.Errorf("read after reopen: %v", err)
 	}
@@ -236,11 +240,11 @@ func latentLeaks(st *memstore.Store) int {
 
 // postCrashWrites writes new stamps at the start, across a cluster boundary in the middle,
 // and near the end of the disk (allocating, copying, or in place), and returns the disk as it
-// must now read; nil if a write failed.
-func postCrashWrites(img *Image, cur []byte) []byte {
+// must now read, in want (of len(cur)); nil if a write failed.
+func postCrashWrites(img *Image, cur, want []byte) []byte {
 	size := img.Size()
 	cs := img.geo.ClusterSize()
-	want := slices.Clone(cur)
+	copy(want, cur)
 	ranges := [][2]uint64{{0, 4 * kib}, {size/2 - 1024, cs + 2048}, {size - 8*kib, 4 * kib}}
 	for i, r := range ranges {
 		off, n := r[0], min(r[1], size-r[0])
@@ -254,14 +258,14 @@ func postCrashWrites(img *Image, cur []byte) []byte {
 	return want
 }
 
-// readAll opens a state read-only and reads the whole disk.
+// readAll opens a state read-only and reads the whole disk into a buffer from getBuf.
 func (env *cwEnv) readAll(s *memstore.Store) ([]byte, error) {
 	img, err := env.open(s, nil, func(o *OpenOptions) { o.ReadOnly = true })
 	if err != nil {
 		return nil, err
 	}
 	defer img.Close()
-	b := make([]byte, img.Size())
+	b := env.getBuf(img.Size())
 	if _, err := img.ReadAt(b, 0); err != nil {
 		return nil, err
 	}
@@ -275,7 +279,8 @@ func (env *cwEnv) verifySnapshot(s *memstore.Store) error {
 		return fmt.Errorf("open snapshot s1: %v", err)
 	}
 	defer img.Close()
-	b := make([]byte, img.Size())
+	b := env.getBuf(img.Size())
+	defer env.putBuf(b)
 	if _, err := img.ReadAt(b, 0); err != nil {
 		return fmt.Errorf("read snapshot s1: %v", err)
 	}
@@ -330,6 +335,12 @@ func durablePrefix(syncs []int, i int) int {
 func subsetStates(st *memstore.Store, maxK, oneFrom int) iter.Seq2[memstore.CrashPoint, *memstore.Store] {
 	return func(yield func(memstore.CrashPoint, *memstore.Store) bool) {
 		log := st.Log()
+		// The durable prefix is kept up to date window by window (clones share its pages),
+		// rather than replayed from the start of the log for every window.
+		durable, err := st.CrashAt(0, nil, memstore.CrashConfig{Policy: memstore.DropUnsynced})
+		if err != nil {
+			return
+		}
 		start := 0
 		for i := 0; i <= len(log); i++ {
 			if i < len(log) && log[i].Kind != memstore.OpSync {
@@ -348,32 +359,59 @@ func subsetStates(st *memstore.Store, maxK, oneFrom int) iter.Seq2[memstore.Cras
 					masks = append(masks, func(j int) bool { return j != x }, func(j int) bool { return j == x })
 				}
 			}
-			if len(masks) > 0 {
-				base, err := st.CrashAt(start, nil, memstore.CrashConfig{Policy: memstore.DropUnsynced})
-				if err != nil {
+			for v, keep := range masks {
+				s := durable.Clone()
+				for j, op := range window {
+					if keep(j) {
+						applyOp(s, op)
+					}
+				}
+				if !yield(memstore.CrashPoint{Barrier: i, Variant: v + 1}, s.Clone()) {
 					return
 				}
-				for v, keep := range masks {
-					s := base.Clone()
-					for j, op := range window {
-						if !keep(j) {
-							continue
-						}
-						switch op.Kind {
-						case memstore.OpWrite:
-							s.WriteAt(op.Data, op.Off)
-						case memstore.OpTruncate:
-							s.Truncate(op.Off)
-						case memstore.OpPunchHole:
-							s.PunchHole(op.Off, op.Len)
-						}
-					}
-					if !yield(memstore.CrashPoint{Barrier: i, Variant: v + 1}, s.Clone()) {
-						return
-					}
-				}
 			}
+			for _, op := range window {
+				applyOp(durable, op)
+			}
+			durable = durable.Clone() // drop the pending record of what was just applied
 			start = i + 1
 		}
 	}
+}
+
+// applyOp performs a logged mutation on s.
+func applyOp(s *memstore.Store, op memstore.Op) {
+	switch op.Kind {
+	case memstore.OpWrite:
+		s.WriteAt(op.Data, op.Off)
+	case memstore.OpTruncate:
+		s.Truncate(op.Off)
+	case memstore.OpPunchHole:
+		s.PunchHole(op.Off, op.Len)
+	}
+}
+
+// getBuf returns a buffer of n bytes (contents undefined) for a whole-disk read, reusing one
+// that putBuf returned: under -race every fresh multi-MiB buffer costs page faults on the race
+// detector's shadow memory, which made up most of the crash enumeration's time.
+func (env *cwEnv) getBuf(n uint64) []byte {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	for i, b := range env.bufs {
+		if uint64(cap(b)) >= n {
+			env.bufs = slices.Delete(env.bufs, i, i+1)
+			return b[:n]
+		}
+	}
+	return make([]byte, n)
+}
+
+// putBuf gives back a buffer from getBuf (nil is ignored).
+func (env *cwEnv) putBuf(b []byte) {
+	if b == nil {
+		return
+	}
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	env.bufs = append(env.bufs, b)
 }

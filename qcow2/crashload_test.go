@@ -13,7 +13,7 @@ import (
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
-// cwWorkload is one workload of reference/test-plan.md §6.3.
+// cwWorkload is one workload of docs/test-plan.md, crash enumeration.
 type cwWorkload struct {
 	name    string
 	opts    string // qemu-img create -o options
@@ -72,22 +72,25 @@ var crashWorkloads = []*cwWorkload{
 			}
 		}
 	}},
-	{name: "batch-reserve", opts: "cluster_size=4k", size: 64 * mib, l2Cache: 1, run: func(r *cwRunner) {
+	{name: "batch-reserve", opts: "cluster_size=512", size: 8 * mib, l2Cache: 1, run: func(r *cwRunner) {
 		// Allocation from reserved batches (alloc_reserve.go): writes spread over the disk, so
-		// nearly each one takes a new L2 table and a data cluster from the batch, and evicts
-		// a dirty table with no sync; batches of 16, 32 and 64 clusters are reserved (one
-		// sync each) and a crash leaks their unused rest. Then clusters freed by a discard
-		// are reused: their stale bytes need the data synced before the table is written.
+		// nearly each one takes a new L2 table (one per 32 KiB of guest disk: 256 of them)
+		// and its data clusters from the batch, and evicts a dirty table with no sync; batches
+		// of 16 clusters and up, doubling, are reserved (one sync each) and a crash leaks their
+		// unused rest. Then clusters freed by a discard are reused: their stale bytes need the
+		// data synced before the table is written. (8 MiB of 512-byte clusters has as many
+		// L2 tables per write as 64 MiB of 4 KiB ones, for an eighth of the bytes each crash
+		// state reads.)
 		rng := rand.New(rand.NewPCG(9, 10))
 		for i := 0; i < 40; i++ {
-			r.write(rng.Uint64N(64*mib/512-8)*512, 4*kib)
+			r.write(rng.Uint64N(8*mib/512-8)*512, 4*kib)
 		}
 		r.flush()
-		r.discard(0, 64*mib)
+		r.discard(0, 8*mib)
 		r.flush()
 		r.markLog()
 		for i := 0; i < 6; i++ {
-			r.write(rng.Uint64N(64*mib/512-8)*512, 2*kib)
+			r.write(rng.Uint64N(8*mib/512-8)*512, 2*kib)
 		}
 	}},
 	{name: "cow-backing", opts: "cluster_size=64k", size: 4 * mib, backing: true, run: func(r *cwRunner) {
@@ -323,6 +326,7 @@ type cwEnv struct {
 	hdr      Header
 	mu       sync.Mutex
 	nfile    int
+	bufs     [][]byte // whole-disk buffers for reuse (getBuf, putBuf)
 }
 
 // stampedRaw writes a raw file of size bytes whose sectors hold generation gen, except every

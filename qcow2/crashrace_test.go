@@ -1,4 +1,4 @@
-// Deterministic interleavings (reference/test-plan.md §6.5, qemu-iotests 046's patterns): a
+// Deterministic interleavings (docs/test-plan.md, deterministic interleavings): a
 // request is stopped at a storage operation (its copy-on-write read, its data write, after its
 // data write and before its L2 entry is linked, a flush's data sync) while a second request
 // races into the same cluster; the result is checked per sub-range, the image must check clean,

@@ -1,4 +1,4 @@
-// Error injection (reference/test-plan.md §6.4): every workload, with its k-th ReadAt, WriteAt,
+// Error injection (docs/test-plan.md, error injection): every workload, with its k-th ReadAt, WriteAt,
 // Sync, Truncate or PunchHole failing with EIO or ENOSPC, once or from then on.
 package qcow2
 

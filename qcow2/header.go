@@ -414,7 +414,7 @@ func checkName(what string, b []byte) error {
 	return nil
 }
 
-// Validate checks every field against the spec's and QEMU's limits (reference/qcow2.md §5.1),
+// Validate checks every field against the spec's and QEMU's limits (docs/qcow2-spec-notes.md),
 // given the image file's length. The first violation is returned as a *FormatError that
 // names the field, its value and the limit.
 func (h *Header) Validate(fileSize uint64) error {

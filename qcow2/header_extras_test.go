@@ -1,4 +1,4 @@
-// §6.1 C header layouts beyond the numeric matrix (duplicate and cut extensions, data-file,
+// Header layouts beyond the numeric matrix (duplicate and cut extensions, data-file,
 // feature bits, short files) and backing names in real images, against qemu-img info.
 package qcow2
 
@@ -47,7 +47,7 @@ func rewriteExtensions(t *testing.T, s *memstore.Store, recs [][]byte, noEnd boo
 	}
 }
 
-// TestHeaderExtras is §6.1 C: malformed and unusual layouts beyond the numeric matrix. Each
+// TestHeaderExtras: malformed and unusual layouts beyond the numeric matrix. Each
 // case states our expected answer (success, or the field a FormatError names) and QEMU's,
 // which `qemu-img info` confirms.
 func TestHeaderExtras(t *testing.T) {

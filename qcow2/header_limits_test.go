@@ -1,4 +1,4 @@
-// The §6.1 A header boundary matrix: every numeric header and extension field at its limits,
+// The header boundary matrix (docs/test-plan.md): every numeric header and extension field at its limits,
 // our parse against qemu-img info, and the documented differences.
 package qcow2
 
@@ -15,7 +15,7 @@ import (
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
-// The §6.1 A boundary matrix (reference/test-plan.md): every numeric header and extension
+// The header boundary matrix (docs/test-plan.md): every numeric header and extension
 // field of a real qemu-img image, set to {0, 1, limit-1, limit, limit+1, 2^31-1, 2^32-1,
 // 2^64-1, misaligned}. For each case our parse (ReadHeader, then ReadSnapshots) must return
 // either success or a clean ErrFormat/ErrUnsupported error - a *FormatError naming the field

@@ -53,7 +53,7 @@ const (
 // ReadSnapshots parses the snapshot table described by h strictly, to the letter of the spec
 // (Open uses it to say why a snapshot asked for with -l is missing; check reads the table as
 // QEMU's check does: check_snaprepair.go), bounding everything it reads by QEMU's limits
-// (reference/qcow2.md §5.1): at most MaxSnapshots entries and MaxSnapshotTableBytes in all,
+// (docs/qcow2-spec-notes.md): at most MaxSnapshots entries and MaxSnapshotTableBytes in all,
 // inside the file, each entry's extra data at most MaxSnapshotExtraData bytes and, in version
 // 3 images, at least MinSnapshotExtraDataV3, and each snapshot's L1 table cluster aligned, at
 // most MaxL1Bytes and inside the file. A violation is a *FormatError naming the entry and field. It reads the

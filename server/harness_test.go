@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qnbd/qnbd/internal/syncbuf"
+	"github.com/qnbd/qnbd/internal/testing/syncbuf"
 )
 
 const testSize = 1 << 20

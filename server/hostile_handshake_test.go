@@ -1,4 +1,4 @@
-// The hostile-client catalog (reference/nbd.md §3.6), handshake items 1-16: each test asserts
+// The hostile-client catalog (docs/hostile-clients.md), handshake items 1-16: each test asserts
 // the spec's answer or a hard disconnect, that the server keeps serving another client, and
 // (via startServer) that no goroutine outlives the test.
 package server

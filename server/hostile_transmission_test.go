@@ -1,4 +1,4 @@
-// The hostile-client catalog (reference/nbd.md §3.6), transmission items 17-31, plus
+// The hostile-client catalog (docs/hostile-clients.md), transmission items 17-31, plus
 // disconnect injection across a whole session. Each test asserts the spec's answer or a hard
 // disconnect, that the server keeps serving, and that no goroutine outlives it.
 package server

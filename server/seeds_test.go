@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/qnbd/qnbd/internal/fuzzseed"
+	"github.com/qnbd/qnbd/internal/testing/fuzzseed"
 )
 
 // recordingListener keeps a copy of every byte each client sends.

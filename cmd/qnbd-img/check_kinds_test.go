@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // Incompatible feature bits of the qcow2 header (at byte 72).

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 func TestMeasureMatchesQemu(t *testing.T) {

@@ -1,5 +1,5 @@
 // qnbd-img map against qemu-img map, byte for byte, on every file of the shared test corpus
-// (internal/corpus), backing layers and the 4 TiB sparse image included.
+// (internal/testing/corpus), backing layers and the 4 TiB sparse image included.
 package main
 
 import (
@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // oursAt runs qnbd-img in-process like ours, without changing directory, so that parallel

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qnbd/qnbd/internal/syncbuf"
+	"github.com/qnbd/qnbd/internal/testing/syncbuf"
 )
 
 var qnbdBin string

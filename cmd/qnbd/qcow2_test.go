@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 const testVersion = "9.9.9-qcow2-test"

@@ -1,4 +1,4 @@
-// The one file that names the qcow2 engine's runtime API (ENGINE_API.md): open, map, chain,
+// The one file that names the qcow2 engine's runtime API (its contract: qcow2/doc.go): open, map, chain,
 // snapshots, create and check, converted to this package's format-neutral types.
 package imgfmt
 

@@ -5,7 +5,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/qnbd/qnbd/internal/corpus"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 func TestBlockStatusMatchesQemuNBD(t *testing.T) {

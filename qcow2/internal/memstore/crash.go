@@ -149,8 +149,8 @@ type CrashPoint struct {
 	Variant int
 }
 
-// CrashStates enumerates crash states for every barrier of the log (reference/test-plan.md
-// §6.3): for each Sync, and for the unsynced tail of the log, the durable state before it
+// CrashStates enumerates crash states for every barrier of the log (docs/test-plan.md, crash
+// enumeration): for each Sync, and for the unsynced tail of the log, the durable state before it
 // (variant 0) and then variants states in which a random subset of the mutations since the
 // previous Sync reached the disk (cfg.Torn and cfg.TearOnly apply; cfg.Policy is ignored).
 // A barrier with nothing pending yields only variant 0. The states are independent stores;
@@ -166,7 +166,9 @@ func (s *Store) CrashStates(variants int, seed uint64, cfg CrashConfig) iter.Seq
 			return
 		}
 		rng := rand.New(rand.NewPCG(seed, 0x5eed))
+		s.mu.Lock() // cloning changes base's bookkeeping, which s.mu guards
 		durable := base.clone()
+		s.mu.Unlock()
 		start := 0
 		for i := 0; i <= len(log); i++ {
 			if i < len(log) && log[i].Kind != OpSync {

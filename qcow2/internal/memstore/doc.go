@@ -15,7 +15,7 @@
 // sector granularity), which is what a power failure may leave on a disk with a volatile
 // write cache. After StartLog, every mutation and Sync is also appended to a log, and CrashAt
 // rebuilds the state a crash after any prefix of the log may leave: the tool for enumerating
-// crash points (reference/test-plan.md §6.3).
+// crash points (docs/test-plan.md, crash enumeration).
 //
 // Contents are kept in 4 KiB pages in a map, so a multi-GiB virtual disk with a few written
 // clusters costs a few pages. Never-written ranges read as zeros.
@@ -29,8 +29,9 @@
 //
 // # Concurrency
 //
-// All methods are safe for concurrent use; one mutex serialises them. Clones share nothing
-// with their source.
+// All methods are safe for concurrent use; one mutex serialises them. Clones behave as deep
+// copies: they share pages with their source copy-on-write, and neither ever changes a shared
+// page in place, so cloning costs a map copy rather than a copy of the contents.
 //
 // memstore does not import qcow2 (qcow2's own tests import memstore); *Store nevertheless
 // implements qcow2.Storage and qcow2.HolePuncher, which memstore's tests assert.

@@ -1,7 +1,10 @@
 // layer: a sparse byte array in 4 KiB pages, the representation of one view of a file.
 package memstore
 
-import "io"
+import (
+	"io"
+	"maps"
+)
 
 // pageSize is the granularity of the sparse representation.
 const pageSize = 4096
@@ -10,21 +13,43 @@ type page = [pageSize]byte
 
 // layer is a file's contents: a length and the pages that were ever written below it. A
 // missing page reads as zeros. Not safe for concurrent use; Store locks around it.
+//
+// Pages are shared copy-on-write between a layer and its clones: a layer changes in place
+// only the pages in owned (the ones it made itself since it was last cloned) and copies any
+// other page before changing it. A shared page is never written again, so clones behave as
+// deep copies while cloning costs a map copy, not a copy of every page: crash enumeration
+// clones a multi-MiB image per state, and under -race copying the bytes dominated its time.
 type layer struct {
 	size  int64
 	pages map[int64]*page
+	owned map[int64]bool
 }
 
-func newLayer() *layer { return &layer{pages: map[int64]*page{}} }
+func newLayer() *layer { return &layer{pages: map[int64]*page{}, owned: map[int64]bool{}} }
 
-// clone returns a deep copy.
+// clone returns a copy that shares l's pages; from now on neither changes them in place. It
+// changes l's bookkeeping, so the caller must hold whatever lock guards l.
 func (l *layer) clone() *layer {
-	c := &layer{size: l.size, pages: make(map[int64]*page, len(l.pages))}
-	for i, p := range l.pages {
-		cp := *p
-		c.pages[i] = &cp
+	clear(l.owned)
+	return &layer{size: l.size, pages: maps.Clone(l.pages), owned: map[int64]bool{}}
+}
+
+// writable returns page idx ready to be changed in place: a new zero page if there is none,
+// a private copy if the page is shared with a clone.
+func (l *layer) writable(idx int64) *page {
+	pg := l.pages[idx]
+	switch {
+	case pg == nil:
+		pg = new(page)
+	case !l.owned[idx]:
+		cp := *pg
+		pg = &cp
+	default:
+		return pg
 	}
-	return c
+	l.pages[idx] = pg
+	l.owned[idx] = true
+	return pg
 }
 
 // readAt copies [off, off+len(p)) into p, stopping at the end of the file with io.EOF as
@@ -62,11 +87,7 @@ func (l *layer) writeAt(p []byte, off int64) {
 		pos := off + int64(done)
 		idx, in := pos/pageSize, int(pos%pageSize)
 		k := min(len(p)-done, pageSize-in)
-		pg := l.pages[idx]
-		if pg == nil {
-			pg = new(page)
-			l.pages[idx] = pg
-		}
+		pg := l.writable(idx)
 		copy(pg[in:in+k], p[done:done+k])
 		done += k
 	}
@@ -81,11 +102,12 @@ func (l *layer) zero(off, n int64) {
 	for pos := off; pos < end; {
 		idx, in := pos/pageSize, pos%pageSize
 		k := min(end-pos, pageSize-in)
-		if pg := l.pages[idx]; pg != nil {
+		if l.pages[idx] != nil {
 			if in == 0 && k == pageSize {
 				delete(l.pages, idx)
+				delete(l.owned, idx)
 			} else {
-				clear(pg[in : in+k])
+				clear(l.writable(idx)[in : in+k])
 			}
 		}
 		pos += k
