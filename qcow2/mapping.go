@@ -276,7 +276,8 @@ func (img *Image) mapRead(off, n uint64, ext []readExt) ([]readExt, []hostRange,
 			pos = stop
 			continue
 		}
-		t, err := img.l2.get(c)
+		lo, hi := g.l2Span(pos, stop)
+		t, err := img.l2Get(c, lo, hi)
 		if err != nil {
 			return ext, nil, err
 		}
