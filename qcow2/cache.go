@@ -46,9 +46,9 @@ type cacheEntry[K cmp.Ordered, V any] struct {
 // simpler than pinning and makes "a table I hold was evicted and my change was lost"
 // impossible. The cache is not safe for concurrent use; the image's metadata lock guards it.
 type lru[K cmp.Ordered, V any] struct {
-	kind     CacheKind
-	hooks    Hooks
-	backend  cacheBackend[K, V]
+	kind    CacheKind
+	hooks   Hooks
+	backend cacheBackend[K, V]
 	// capacity bounds the sum of the entries' weights.
 	capacity int
 	// size is the sum of the entries' weights.

@@ -98,6 +98,7 @@ type Image struct {
 	snapshotL1   bool // l1 is a snapshot's table
 	l2           *lru[HostCluster, *l2Table]
 	l2pool       l2Pool
+	occupancy    [2]cacheReport
 	alloc        *allocator // nil when read-only
 	busy         map[GuestCluster]chan struct{}
 	pins         pinSet

@@ -243,6 +243,7 @@ func (img *Image) trimCaches() {
 			img.log.Warn("qcow2: refcount cache eviction failed", "err", err)
 		}
 	}
+	img.reportOccupancy()
 }
 
 // mapRead plans a read of [off, off+n): MapRead of the design. It appends to ext and returns
