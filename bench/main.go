@@ -25,6 +25,7 @@ type config struct {
 	out        string
 	qnbd       string
 	dir        string
+	scale      scaleConfig // the scale table (scale.go)
 }
 
 func main() {
@@ -38,6 +39,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.scale.on {
+		os.Exit(mainScale(ctx, cfg))
+	}
 	rep, err := run(ctx, cfg, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -85,11 +89,16 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.out, "out", "", "write results as JSON to this file")
 	fs.StringVar(&cfg.qnbd, "qnbd", "bin/qnbd", "the qnbd binary")
 	fs.StringVar(&cfg.dir, "dir", "", "work directory for images and sockets (default: a temp dir)")
+	var scaleSizes, scaleL2 string
+	addScaleFlags(fs, &cfg.scale, &scaleSizes, &scaleL2)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := parseScale(&cfg.scale, scaleSizes, scaleL2); err != nil {
+		return cfg, err
 	}
 	if quick {
 		given := map[string]bool{}
