@@ -43,9 +43,11 @@ func parseScale(sc *scaleConfig, sizes, l2 string) error {
 	if sc.on && len(sc.sizes) == 0 {
 		return fmt.Errorf("-scale-sizes is empty")
 	}
-	var err error
-	if sc.l2Cache, err = parseSize(l2); err != nil {
-		return err
+	if l2 != "0" {
+		var err error
+		if sc.l2Cache, err = parseSize(l2); err != nil {
+			return err
+		}
 	}
 	if sc.runtime <= 0 {
 		return fmt.Errorf("-scale-runtime must be positive")

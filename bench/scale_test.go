@@ -76,3 +76,23 @@ func TestScaleArgvGivesBothServersTheSameCache(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleFlags: -scale-l2-cache 0 drops the equal-cache rows, sizes parse, bad values fail.
+func TestScaleFlags(t *testing.T) {
+	cfg, err := parseFlags([]string{"-scale", "-scale-sizes", "1G,4T", "-scale-l2-cache", "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.scale.on || cfg.scale.l2Cache != 0 || len(cfg.scale.sizes) != 2 || cfg.scale.sizes[1] != 4<<40 {
+		t.Errorf("parsed %+v", cfg.scale)
+	}
+	cfg, err = parseFlags([]string{"-scale"})
+	if err != nil || cfg.scale.l2Cache != 4<<20 || len(cfg.scale.sizes) != 4 {
+		t.Errorf("defaults: %+v, %v", cfg.scale, err)
+	}
+	for _, bad := range [][]string{{"-scale", "-scale-sizes", "1X"}, {"-scale", "-scale-sizes", ""}, {"-scale-runtime", "0s"}} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
