@@ -20,7 +20,7 @@ RUN_SIZE    ?= 10G
 RUN_ADDR    ?= 127.0.0.1
 RUN_PORT    ?= 10809
 
-.PHONY: help build deps lint test run bench fuzz clean
+.PHONY: help build deps lint test run bench bench-scale fuzz clean
 
 help: ## List the targets.
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ run: build ## Serve var/default.qcow2 (10 GiB, created if absent) on 127.0.0.1:1
 
 bench: build ## fio over NBD against qnbd, qemu-nbd and nbdkit; table + var/bench/results.json.
 	$(GO) run ./bench -out var/bench/results.json $(BENCH_FLAGS)
+
+bench-scale: build ## Random 4k writes/reads at 1G..4T, qnbd vs qemu-nbd; table + var/bench/scale.json.
+	$(GO) run ./bench -scale -out var/bench/scale.json $(BENCH_FLAGS)
 
 fuzz: ## Run every Go fuzz target for FUZZTIME (default 30s) each.
 	@FUZZTIME=$(FUZZTIME) tools/fuzz.sh

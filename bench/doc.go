@@ -38,10 +38,19 @@
 // goes on; the exit status is 1 if any row failed. Without bin/qnbd, qnbd is skipped with a
 // message. The table goes to stdout and the results as JSON to -out.
 //
+// The scale table (-scale, `make bench-scale`) replaces the rows: random 4 KiB writes on a
+// fresh image and random 4 KiB reads of an image with 64 KiB written at the start of every
+// 512 MiB (so every L2 table exists and every read walks the L1 and L2 tables), iodepth 16,
+// at each -scale-sizes size (1G,64G,1T,4T), for qnbd and qemu-nbd: IOPS, p99 latency, peak
+// RSS, server CPU seconds per GiB and the IOPS ratio, once with each server's default caches
+// and once with the same --image-opts l2-cache-size (-scale-l2-cache) given to both; then,
+// per workload, each server's IOPS at the largest size as a share of the smallest.
+//
 // Usage:
 //
 //	go run ./bench [-quick] [-runtime 10s] [-size 10G] [-region 1G] [-iodepth 16]
 //	               [-backup-size 2G] [-copy-passes 3] [-row-timeout 5m] [-out results.json] [-qnbd bin/qnbd]
 //	               [-qnbd-before OLD/qnbd]
 //	               [-servers qnbd,qnbd-before,qemu-nbd,nbdkit] [-workloads randwrite-4k,nbdcopy-1conn,...]
+//	go run ./bench -scale [-scale-sizes 1G,64G,1T,4T] [-scale-l2-cache 4M] [-scale-runtime 5s]
 package main

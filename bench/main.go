@@ -26,6 +26,7 @@ type config struct {
 	qnbd       string
 	qnbdBefore string // a second qnbd binary, measured as server qnbd-before
 	dir        string
+	scale      scaleConfig // the scale table (scale.go)
 }
 
 func main() {
@@ -39,6 +40,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.scale.on {
+		os.Exit(mainScale(ctx, cfg))
+	}
 	rep, err := run(ctx, cfg, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -87,6 +91,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.qnbd, "qnbd", "bin/qnbd", "the qnbd binary")
 	fs.StringVar(&cfg.qnbdBefore, "qnbd-before", "", "another qnbd binary to measure as server qnbd-before (added to -servers unless that is given)")
 	fs.StringVar(&cfg.dir, "dir", "", "work directory for images and sockets (default: a temp dir)")
+	var scaleSizes, scaleL2 string
+	addScaleFlags(fs, &cfg.scale, &scaleSizes, &scaleL2)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -97,6 +103,9 @@ func parseFlags(args []string) (config, error) {
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	if cfg.qnbdBefore != "" && !given["servers"] {
 		servers += ",qnbd-before"
+	}
+	if err := parseScale(&cfg.scale, scaleSizes, scaleL2); err != nil {
+		return cfg, err
 	}
 	if quick {
 		for name, v := range quickDefaults {

@@ -73,6 +73,10 @@ var (
 		"Lookups in a metadata cache (l2, refblock) by result (hit, miss)."}
 	famCacheEvictions = Family{"qnbd_qcow2_cache_evictions_total", Counter, []string{labelExport, labelCache},
 		"Entries evicted from a metadata cache."}
+	famCacheBytes = Family{"qnbd_qcow2_cache_bytes", Gauge, []string{labelExport, labelCache},
+		"Bytes of tables a metadata cache (l2, refblock) holds in memory."}
+	famCacheCapacity = Family{"qnbd_qcow2_cache_capacity_bytes", Gauge, []string{labelExport, labelCache},
+		"The most a metadata cache (l2, refblock) may hold in memory, in bytes."}
 	famFlushes = Family{"qnbd_qcow2_flushes_total", Counter, []string{labelExport},
 		"Flushes of the image (metadata caches written back and host file synced)."}
 	famFlushDuration = Family{"qnbd_qcow2_flush_duration_seconds", Histogram, []string{labelExport},
@@ -111,7 +115,8 @@ var famBuildInfo = Family{"qnbd_build_info", Gauge, []string{labelVersion, label
 
 var catalogue = []Family{
 	famClustersAllocated, famClustersFreed, famRefTableGrows, famRefTableClusters, famL1Entries,
-	famHostBytes, famAllocDuration, famCacheRequests, famCacheEvictions, famFlushes,
+	famHostBytes, famAllocDuration, famCacheRequests, famCacheEvictions, famCacheBytes,
+	famCacheCapacity, famFlushes,
 	famFlushDuration, famImageDirty, famImageCorrupt, famBitmapDirty, famBitmapsInconsistent,
 	famBitmapStoreDuration,
 	famRequests, famRequestDuration, famBytes, famInflight, famConnections, famHandshakes,

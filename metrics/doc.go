@@ -62,6 +62,8 @@
 //	qnbd_qcow2_allocation_duration_seconds  histogram  export               wall time of one allocation call
 //	qnbd_qcow2_cache_requests_total         counter    export, cache, result  metadata cache lookups; cache is l2 or refblock, result hit or miss
 //	qnbd_qcow2_cache_evictions_total        counter    export, cache        entries evicted from a metadata cache
+//	qnbd_qcow2_cache_bytes                  gauge      export, cache        bytes of tables a metadata cache holds
+//	qnbd_qcow2_cache_capacity_bytes         gauge      export, cache        the most a metadata cache may hold, in bytes
 //	qnbd_qcow2_flushes_total                counter    export               image flushes
 //	qnbd_qcow2_flush_duration_seconds       histogram  export               wall time of one image flush
 //	qnbd_qcow2_image_dirty                  gauge      export               1 while the dirty bit (lazy refcounts) is set

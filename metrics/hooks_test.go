@@ -70,6 +70,17 @@ func TestHooksMoveTheirSeries(t *testing.T) {
 			w[key("qnbd_qcow2_cache_evictions_total", "export", "a", "cache", "refblock")] = 2
 			w[key("qnbd_qcow2_cache_evictions_total", "export", "a", "cache", "l2")] = 1
 		}},
+		{"CacheOccupancy", func(img *ImageHooks, _ *NBDHooks, _ *ServerHooks) {
+			img.CacheOccupancy(qcow2.CacheL2, 4096, 1<<20)
+			img.CacheOccupancy(qcow2.CacheL2, 8192, 1<<20)
+			img.CacheOccupancy(qcow2.CacheRefBlock, 65536, 262144)
+			img.CacheOccupancy(qcow2.CacheKind(2), 1, 1)
+		}, func(w snapshot) {
+			w[key("qnbd_qcow2_cache_bytes", "export", "a", "cache", "l2")] = 8192
+			w[key("qnbd_qcow2_cache_capacity_bytes", "export", "a", "cache", "l2")] = 1 << 20
+			w[key("qnbd_qcow2_cache_bytes", "export", "a", "cache", "refblock")] = 65536
+			w[key("qnbd_qcow2_cache_capacity_bytes", "export", "a", "cache", "refblock")] = 262144
+		}},
 		{"Flushed", func(img *ImageHooks, _ *NBDHooks, _ *ServerHooks) { img.Flushed(2 * time.Second) },
 			func(w snapshot) {
 				w[key("qnbd_qcow2_flushes_total", "export", "a")] = 1

@@ -37,6 +37,8 @@ type ImageHooks struct {
 	hostBytes        prometheus.Gauge
 	cacheRequests    [numCacheKinds][2]prometheus.Counter
 	cacheEvictions   [numCacheKinds]prometheus.Counter
+	cacheBytes       [numCacheKinds]prometheus.Gauge
+	cacheCapacity    [numCacheKinds]prometheus.Gauge
 	flushes          prometheus.Counter
 	flushDuration    prometheus.Observer
 	dirty            prometheus.Gauge
@@ -51,6 +53,7 @@ type ImageHooks struct {
 var (
 	_ qcow2.Hooks       = (*ImageHooks)(nil)
 	_ qcow2.BitmapHooks = (*ImageHooks)(nil)
+	_ qcow2.CacheHooks  = (*ImageHooks)(nil)
 )
 
 // newImageHooks resolves (and so creates at zero) every qcow2 series of one export.
@@ -79,6 +82,8 @@ func (m *Metrics) newImageHooks(export string) *ImageHooks {
 			h.cacheRequests[c][r] = m.cacheRequests.WithLabelValues(export, cache, cacheResultNames[r])
 		}
 		h.cacheEvictions[c] = m.cacheEvictions.WithLabelValues(export, cache)
+		h.cacheBytes[c] = m.cacheBytes.WithLabelValues(export, cache)
+		h.cacheCapacity[c] = m.cacheCapacity.WithLabelValues(export, cache)
 	}
 	return h
 }
@@ -118,6 +123,14 @@ func (h *ImageHooks) CacheAccess(cache qcow2.CacheKind, hit bool) {
 func (h *ImageHooks) CacheEviction(cache qcow2.CacheKind) {
 	if int(cache) < len(h.cacheEvictions) {
 		h.cacheEvictions[cache].Inc()
+	}
+}
+
+// CacheOccupancy sets qnbd_qcow2_cache_bytes and qnbd_qcow2_cache_capacity_bytes of cache.
+func (h *ImageHooks) CacheOccupancy(cache qcow2.CacheKind, bytes, capacity uint64) {
+	if int(cache) < len(h.cacheBytes) {
+		h.cacheBytes[cache].Set(float64(bytes))
+		h.cacheCapacity[cache].Set(float64(capacity))
 	}
 }
 

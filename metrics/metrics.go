@@ -50,6 +50,8 @@ type Metrics struct {
 	allocDuration    *prometheus.HistogramVec
 	cacheRequests    *prometheus.CounterVec
 	cacheEvictions   *prometheus.CounterVec
+	cacheBytes       *prometheus.GaugeVec
+	cacheCapacity    *prometheus.GaugeVec
 	flushes          *prometheus.CounterVec
 	flushDuration    *prometheus.HistogramVec
 	dirty            *prometheus.GaugeVec
@@ -89,6 +91,8 @@ func New(opts Options) *Metrics {
 	m.allocDuration = m.histogramVec(famAllocDuration)
 	m.cacheRequests = m.counterVec(famCacheRequests)
 	m.cacheEvictions = m.counterVec(famCacheEvictions)
+	m.cacheBytes = m.gaugeVec(famCacheBytes)
+	m.cacheCapacity = m.gaugeVec(famCacheCapacity)
 	m.flushes = m.counterVec(famFlushes)
 	m.flushDuration = m.histogramVec(famFlushDuration)
 	m.dirty = m.gaugeVec(famImageDirty)

@@ -29,6 +29,8 @@ func TestSeriesExistAtZero(t *testing.T) {
 		"qnbd_qcow2_allocation_duration_seconds":   1,
 		"qnbd_qcow2_cache_requests_total":          4,
 		"qnbd_qcow2_cache_evictions_total":         2,
+		"qnbd_qcow2_cache_bytes":                   2,
+		"qnbd_qcow2_cache_capacity_bytes":          2,
 		"qnbd_qcow2_flushes_total":                 1,
 		"qnbd_qcow2_flush_duration_seconds":        1,
 		"qnbd_qcow2_image_dirty":                   1,

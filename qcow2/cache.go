@@ -24,6 +24,8 @@ type cacheEntry[K cmp.Ordered, V any] struct {
 	key   K
 	val   V
 	dirty bool
+	// weight is what the entry counts against the capacity (lru.weigh), as last measured.
+	weight int
 	// used is set by every lookup and cleared by cleanUnused.
 	used       bool
 	prev, next *cacheEntry[K, V]
@@ -44,11 +46,14 @@ type cacheEntry[K cmp.Ordered, V any] struct {
 // simpler than pinning and makes "a table I hold was evicted and my change was lost"
 // impossible. The cache is not safe for concurrent use; the image's metadata lock guards it.
 type lru[K cmp.Ordered, V any] struct {
-	kind     CacheKind
-	hooks    Hooks
-	backend  cacheBackend[K, V]
+	kind    CacheKind
+	hooks   Hooks
+	backend cacheBackend[K, V]
+	// capacity bounds the sum of the entries' weights.
 	capacity int
-	items    map[K]*cacheEntry[K, V]
+	// size is the sum of the entries' weights.
+	size  int
+	items map[K]*cacheEntry[K, V]
 	// root is the sentinel of the recency list: root.next is the most recently used entry.
 	root   cacheEntry[K, V]
 	ndirty int
@@ -68,6 +73,12 @@ type lru[K cmp.Ordered, V any] struct {
 	// refers to it any more (no table pointer is held across those points), so the L2 cache
 	// reuses its memory for the next table it loads.
 	evicted func(V)
+	// weigh, when set, is an entry's weight (the L2 cache: the slices a table holds in
+	// memory); otherwise every entry weighs 1.
+	weigh func(V) int
+	// countsOwnAccess is set when the user of the cache reports hits and misses itself (the
+	// L2 cache counts per slice, l2load.go); get then reports none.
+	countsOwnAccess bool
 	// flushing guards against re-entering flushAll through a dependency cycle.
 	flushing bool
 	// unsynced is set when an entry was written since the last sync.
@@ -93,13 +104,17 @@ func (c *lru[K, V]) pushFront(e *cacheEntry[K, V]) {
 // get returns the table for k, loading it on a miss.
 func (c *lru[K, V]) get(k K) (V, error) {
 	if e, ok := c.items[k]; ok {
-		c.hooks.CacheAccess(c.kind, true)
+		if !c.countsOwnAccess {
+			c.hooks.CacheAccess(c.kind, true)
+		}
 		e.used = true
 		c.unlink(e)
 		c.pushFront(e)
 		return e.val, nil
 	}
-	c.hooks.CacheAccess(c.kind, false)
+	if !c.countsOwnAccess {
+		c.hooks.CacheAccess(c.kind, false)
+	}
 	v, err := c.backend.load(k)
 	if err != nil {
 		var zero V
@@ -108,8 +123,36 @@ func (c *lru[K, V]) get(k K) (V, error) {
 	e := &cacheEntry[K, V]{key: k, val: v, used: true}
 	c.items[k] = e
 	c.pushFront(e)
+	c.setWeight(e)
 	return v, nil
 }
+
+// setWeight measures e's weight again and updates the cache's size.
+func (c *lru[K, V]) setWeight(e *cacheEntry[K, V]) {
+	w := 1
+	if c.weigh != nil {
+		w = c.weigh(e.val)
+	}
+	c.size += w - e.weight
+	e.weight = w
+}
+
+// reweigh measures the weight of k's entry again, after its value grew or shrank in memory.
+func (c *lru[K, V]) reweigh(k K) {
+	if e, ok := c.items[k]; ok {
+		c.setWeight(e)
+	}
+}
+
+// remove takes e out of the cache (the list, the map and the size).
+func (c *lru[K, V]) remove(e *cacheEntry[K, V]) {
+	c.unlink(e)
+	delete(c.items, e.key)
+	c.size -= e.weight
+}
+
+// occupancy is the sum of the entries' weights and the capacity, in the cache's unit.
+func (c *lru[K, V]) occupancy() (int, int) { return c.size, c.capacity }
 
 // contains reports whether k is cached.
 func (c *lru[K, V]) contains(k K) bool {
@@ -123,12 +166,13 @@ func (c *lru[K, V]) insertNew(k K, v V) {
 		if old.dirty {
 			c.ndirty--
 		}
-		c.unlink(old)
+		c.remove(old)
 	}
 	e := &cacheEntry[K, V]{key: k, val: v, dirty: true, used: true}
 	c.ndirty++
 	c.items[k] = e
 	c.pushFront(e)
+	c.setWeight(e)
 }
 
 // markDirty records that the cached table for k was changed in memory.
@@ -141,6 +185,7 @@ func (c *lru[K, V]) markDirty(k K) {
 		e.dirty = true
 		c.ndirty++
 	}
+	c.setWeight(e)
 }
 
 // drop forgets k without writing it (the table's cluster was freed).
@@ -149,8 +194,7 @@ func (c *lru[K, V]) drop(k K) {
 		if e.dirty {
 			c.ndirty--
 		}
-		c.unlink(e)
-		delete(c.items, k)
+		c.remove(e)
 	}
 }
 
@@ -248,19 +292,18 @@ func (c *lru[K, V]) flushAll() error {
 // clean reports whether nothing is dirty and every write is synced: flushAll would do nothing.
 func (c *lru[K, V]) clean() bool { return c.ndirty == 0 && !c.unsynced }
 
-// trim evicts least recently used entries until at most capacity remain. A dirty entry is
+// trim evicts least recently used entries until their weights sum to at most capacity. A dirty entry is
 // written (after its dependencies) before it goes. When writing fails the entry stays and the
 // error is returned; the cache is then over capacity until a later trim succeeds.
 func (c *lru[K, V]) trim() error {
-	for len(c.items) > c.capacity {
+	for c.size > c.capacity && len(c.items) > 0 {
 		e := c.root.prev
 		if e.dirty {
 			if err := c.writeEntry(e); err != nil {
 				return err
 			}
 		}
-		c.unlink(e)
-		delete(c.items, e.key)
+		c.remove(e)
 		c.hooks.CacheEviction(c.kind)
 		if c.evicted != nil {
 			c.evicted(e.val)
@@ -275,8 +318,7 @@ func (c *lru[K, V]) cleanUnused() {
 	for e := c.root.next; e != &c.root; {
 		next := e.next
 		if !e.used && !e.dirty {
-			c.unlink(e)
-			delete(c.items, e.key)
+			c.remove(e)
 			c.hooks.CacheEviction(c.kind)
 			if c.evicted != nil {
 				c.evicted(e.val)

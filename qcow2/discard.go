@@ -79,7 +79,8 @@ func (img *Image) discardInTable(l1i L1Index, from, to uint64, full bool) error 
 	}
 	var t *l2Table
 	if ok {
-		if t, err = img.l2.get(key); err != nil {
+		lo, hi := g.l2Span(from, to)
+		if t, err = img.l2Get(key, lo, hi); err != nil {
 			return err
 		}
 	}
@@ -111,7 +112,8 @@ func (img *Image) discardInTable(l1i L1Index, from, to uint64, full bool) error 
 			continue
 		}
 		if !writable {
-			if key, t, err = img.l2ForWrite(l1i); err != nil {
+			lo, hi := g.l2Span(from, to)
+			if key, t, err = img.l2ForWrite(l1i, lo, hi); err != nil {
 				return err
 			}
 			writable = true

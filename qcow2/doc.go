@@ -27,7 +27,8 @@
 // clusters (alloc.go) and L2 tables. The data layer (read.go, write.go execWrite, cow.go)
 // then does pread/pwrite outside every lock, one call per contiguous host extent; a write
 // finally takes the lock again to link its new L2 entries. Metadata tables live in two LRU
-// caches (cache.go) written back at Flush or eviction, in the order flush.go states.
+// caches (cache.go) written back at Flush or eviction, in the order flush.go states; the L2
+// cache holds tables in slices loaded and written on their own (l2slice.go, l2load.go).
 //
 // # QEMU's semantics
 //

@@ -106,6 +106,7 @@ type Image struct {
 	snapshotL1   bool // l1 is a snapshot's table
 	l2           *lru[HostCluster, *l2Table]
 	l2pool       l2Pool
+	occupancy    [2]cacheReport
 	alloc        *allocator // nil when read-only
 	busy         map[GuestCluster]chan struct{}
 	pins         pinSet
@@ -286,9 +287,12 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 	if err != nil {
 		return nil, err
 	}
+	img.l2pool.init(img.geo, img.caches.sliceBytes)
 	img.l2 = newLRU(CacheL2, img.l2CacheEntries(), cacheBackend[HostCluster, *l2Table](l2Backend{img}), img.hooks, img.file.Sync)
 	img.l2.beforeWrite = img.beforeL2Write
 	img.l2.evicted = img.l2pool.put
+	img.l2.weigh = (*l2Table).weight
+	img.l2.countsOwnAccess = true
 	if !img.readOnly {
 		img.alloc, err = newAllocator(img, img.fileSize, img.caches.refcountEntries(img.geo))
 		if err != nil {
@@ -331,10 +335,10 @@ func (img *Image) cleanCaches(every time.Duration, stop chan struct{}) {
 	}
 }
 
-// l2CacheEntries is the L2 cache's capacity in tables: the resolved size over the cluster size
-// (the engine caches whole tables), at least minL2Cache.
+// l2CacheEntries is the L2 cache's capacity in slices (l2slice.go): the resolved size over the
+// slice size, at least minL2Cache.
 func (img *Image) l2CacheEntries() int {
-	return int(max(img.caches.l2Bytes/img.geo.ClusterSize(), minL2Cache))
+	return int(max(img.caches.l2Bytes/img.caches.sliceBytes, minL2Cache))
 }
 
 func (img *Image) name() string {

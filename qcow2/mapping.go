@@ -243,6 +243,7 @@ func (img *Image) trimCaches() {
 			img.log.Warn("qcow2: refcount cache eviction failed", "err", err)
 		}
 	}
+	img.reportOccupancy()
 }
 
 // mapRead plans a read of [off, off+n): MapRead of the design. It appends to ext and returns
@@ -276,7 +277,8 @@ func (img *Image) mapRead(off, n uint64, ext []readExt) ([]readExt, []hostRange,
 			pos = stop
 			continue
 		}
-		t, err := img.l2.get(c)
+		lo, hi := g.l2Span(pos, stop)
+		t, err := img.l2Get(c, lo, hi)
 		if err != nil {
 			return ext, nil, err
 		}

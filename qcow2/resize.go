@@ -135,7 +135,7 @@ func (img *Image) mapRawData(from, to uint64) error {
 			if img.clusterType(old.e) == ctNormal {
 				continue
 			}
-			key, t, err := img.l2ForWrite(l1i)
+			key, t, err := img.l2ForWrite(l1i, gc.L2Index(g), gc.L2Index(g)+1)
 			if err != nil {
 				return err
 			}

@@ -205,7 +205,8 @@ func (img *Image) l2Status(off, n uint64, out statusList) (statusList, error) {
 			pos = stop
 			continue
 		}
-		t, err := img.l2.get(c)
+		lo, hi := g.l2Span(pos, stop)
+		t, err := img.l2Get(c, lo, hi)
 		if err != nil {
 			return out, err
 		}

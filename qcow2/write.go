@@ -148,7 +148,8 @@ outer:
 			}
 			break
 		}
-		key, t, err := img.l2ForWrite(l1i)
+		lo, hi := g.l2Span(pos, stop)
+		key, t, err := img.l2ForWrite(l1i, lo, hi)
 		if err != nil {
 			return plan, nil, err
 		}
@@ -297,36 +298,47 @@ func subclusterRun(m uint32) uint32 {
 	return uint32((uint64(1)<<(hi+1) - 1) &^ (uint64(1)<<lo - 1))
 }
 
-// l2ForWrite returns the L2 table for L1 index i, ready to be changed: a new one if there is
-// none, or a private copy if the table is shared with a snapshot (its L1 entry lacks COPIED).
-func (img *Image) l2ForWrite(i L1Index) (HostCluster, *l2Table, error) {
+// l2ForWrite returns the L2 table for L1 index i, ready to change its entries [lo, hi) (whose
+// slices are loaded): a new one if there is none, or a private copy if the table is shared
+// with a snapshot (its L1 entry lacks COPIED).
+func (img *Image) l2ForWrite(i L1Index, lo, hi L2Index) (HostCluster, *l2Table, error) {
 	g := img.geo
 	c, ok, err := img.l2For(i)
 	if err != nil {
 		return 0, nil, err
 	}
 	if ok && img.l1.entries[i].Copied() {
-		t, err := img.l2.get(c)
+		t, err := img.l2Get(c, lo, hi)
 		return c, t, err
 	}
 	var t *l2Table
 	if ok {
-		old, err := img.l2.get(c)
+		old, err := img.l2GetAll(c)
 		if err != nil {
 			return 0, nil, err
 		}
 		t = old.clone()
 	} else {
-		t = newL2Table(g)
+		t = img.l2pool.table()
+		t.zeroAll()
 	}
+	before := img.alloc.end
 	nc, err := img.alloc.allocMeta(1, AllocL2)
 	if err != nil {
+		if !ok {
+			img.l2pool.put(t)
+		}
 		return 0, nil, err
 	}
 	// A new table is written whole the first time, zeros included, as QEMU writes every
 	// slice of a new table (a reused cluster holds stale bytes, and the host file gets the
-	// same allocated extents as qemu-img's); after that only changed blocks are written.
-	t.whole = true
+	// same allocated extents as qemu-img's); after that only changed slices are written. A
+	// new empty table in a fresh cluster (never written: it reads as zeros) is the exception
+	// when the table has several slices: only the slices whose entries are set are written
+	// (docs/allocation.md, "L2 slices").
+	if ok || nc.Offset(g) < before || t.slices() == 1 {
+		t.markAllDirty()
+	}
 	img.l2.insertNew(nc, t)
 	img.l1.set(i, MakeL1Entry(nc.Offset(g), true))
 	if ok {
@@ -370,6 +382,14 @@ func (img *Image) execWrite(p []byte, off uint64, plan *writePlan) error {
 	for k := range plan.cl {
 		w := &plan.cl[k]
 		if !w.zeroCOW || !img.zeroCOWBelow(w.gc, w.cowBelow) {
+			continue
+		}
+		if w.fresh {
+			// A fresh cluster reads as zeros already (a hole the reservation's extension
+			// left): zeroing it again would only cost a fallocate per allocating write, and
+			// the file's data and holes, as SEEK_DATA reports them, are the same
+			// (docs/allocation.md, "Fresh clusters").
+			w.skipFill = true
 			continue
 		}
 		if canZero {
@@ -444,12 +464,12 @@ func (img *Image) linkWrite(plan *writePlan) error {
 		if w.inPlace {
 			continue
 		}
-		t, err := img.l2.get(w.l2)
+		idx := w.gc.L2Index(g)
+		t, err := img.l2Get(w.l2, idx, idx+1)
 		if err != nil {
 			firstErr = cmpErr(firstErr, err)
 			continue
 		}
-		idx := w.gc.L2Index(g)
 		if cur := t.get(idx); cur != w.old {
 			firstErr = cmpErr(firstErr, img.markCorrupt(corruptf("internal: L2 entry of %v changed while it was in flight", w.gc)))
 			continue

@@ -238,7 +238,7 @@ func (img *Image) zeroSubclusters(off, n uint64, onlyIfZero bool) error {
 		if nw == old {
 			return nil
 		}
-		key, t, err := img.l2ForWrite(l1i)
+		key, t, err := img.l2ForWrite(l1i, gc.L2Index(g), gc.L2Index(g)+1)
 		if err != nil {
 			return err
 		}
@@ -254,7 +254,8 @@ func (img *Image) entryAt(l1i L1Index, gc GuestCluster) (slot, error) {
 	if err != nil || !ok {
 		return slot{}, err
 	}
-	t, err := img.l2.get(key)
+	i := gc.L2Index(img.geo)
+	t, err := img.l2Get(key, i, i+1)
 	if err != nil {
 		return slot{}, err
 	}
@@ -310,7 +311,8 @@ func (img *Image) zeroClusters(l1i L1Index, from, to uint64, f ZeroFlags, onlyIf
 		}
 		if t == nil {
 			var err error
-			if key, t, err = img.l2ForWrite(l1i); err != nil {
+			lo, hi := g.l2Span(from, to)
+			if key, t, err = img.l2ForWrite(l1i, lo, hi); err != nil {
 				return err
 			}
 		}
