@@ -34,6 +34,7 @@ func init() {
 		{"info", (*app).info},
 		{"map", (*app).mapCmd},
 		{"resize", (*app).resize},
+		{"snapshot", (*app).snapshot},
 	}
 }
 
