@@ -45,7 +45,7 @@ var snapshotCrashWorkloads = []*cwWorkload{
 			r.write(1*mib, 32*kib)
 		},
 		run: func(r *cwRunner) {
-			r.snapDelete("a") // what stays shared is the active state's alone again: COPIED
+			r.snapDelete("a")     // what stays shared is the active state's alone again: COPIED
 			r.write(8*kib, 4*kib) // in place
 			r.write(100*kib, 4*kib)
 			r.flush()
