@@ -8,10 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"syscall"
 
-	kflate "github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -36,9 +36,6 @@ import (
 // cluster. QEMU fails such a read with EIO without marking the image corrupt, and so does
 // qnbd: the error matches syscall.EIO, not ErrCorrupt.
 var ErrCompressedData = &classError{msg: "qcow2: compressed cluster data is invalid", errno: syscall.EIO}
-
-// zlibWindow is QEMU's deflate window: "windowBits -12", a raw stream with a 4 KiB window.
-const zlibWindow = 1 << 12
 
 // maxZstdWindow is the largest zstd window accepted: libzstd's default limit
 // (ZSTD_WINDOWLOG_LIMIT_DEFAULT = 27), which is what QEMU decodes with. Frames are decoded
@@ -227,8 +224,8 @@ var errIncompressible = errors.New("qcow2: cluster does not compress")
 var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
 	return zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedDefault),
-		zstd.WithEncoderConcurrency(1),
-		zstd.WithEncoderCRC(false), // QEMU writes no checksum
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), // EncodeAll from every compressing goroutine
+		zstd.WithEncoderCRC(false),                         // QEMU writes no checksum
 		zstd.WithLowerEncoderMem(true),
 	)
 })
@@ -240,18 +237,10 @@ func compress(ctype uint8, src []byte) ([]byte, error) {
 	var out []byte
 	switch ctype {
 	case CompressionZlib:
-		var buf bytes.Buffer
-		w, err := kflate.NewWriterWindow(&buf, zlibWindow)
-		if err != nil {
+		var err error
+		if out, err = deflateCluster(src); err != nil {
 			return nil, err
 		}
-		if _, err := w.Write(src); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
-		out = buf.Bytes()
 	case CompressionZstd:
 		enc, err := zstdEncoder()
 		if err != nil {

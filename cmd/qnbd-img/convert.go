@@ -32,6 +32,7 @@ type convertRequest struct {
 	quiet          bool
 	srcs           []string
 	out            string
+	compress       bool // -c (copy_compress.go)
 }
 
 func (a *app) convert(argv []string) int {
@@ -95,8 +96,7 @@ func (a *app) convert(argv []string) int {
 		case optTargetIsZero:
 			r.targetIsZero = true
 		case 'c':
-			a.errorf("Compressed output (-c) is not supported by %s", a.prog)
-			return 1
+			r.compress = true
 		case 'B', 'F':
 			a.errorf("A backing file for the convert target (-B, -F) is not supported by %s", a.prog)
 			return 1
@@ -123,6 +123,10 @@ func (a *app) convert(argv []string) int {
 	}
 	if explicitSparse && copyRange {
 		a.errorf("Cannot enable copy offloading when -S is used")
+		return 1
+	}
+	if r.compress && copyRange {
+		a.errorf("Cannot enable copy offloading when -c is used")
 		return 1
 	}
 	if r.skipCreate && r.haveOptions {
@@ -190,10 +194,18 @@ func (a *app) doConvert(r convertRequest) int {
 		srcs = append(srcs, d)
 		total += d.Size()
 	}
+	if r.compress && r.outFmt == "raw" {
+		a.errorf("Compression not supported for this file format")
+		p.end()
+		return 1
+	}
 	dst, code := a.convertTarget(r, total)
 	if dst == nil {
 		p.end()
 		return code
+	}
+	if r.compress {
+		return a.convertCompressed(r, srcs, dst, total, p)
 	}
 	cp := &copier{a: a, srcs: srcs, dst: dst, total: total, minSparse: r.minSparse,
 		workers: r.workers, zeroInit: !r.skipCreate || r.targetIsZero, p: p,
