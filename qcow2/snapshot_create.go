@@ -44,7 +44,41 @@ func (img *Image) snapshotOpErr() error {
 	case img.data != img.file:
 		return fmt.Errorf("%w: internal snapshots with an external data file (%w)", ErrUnsupported, syscall.ENOTSUP)
 	}
-	return img.prepareWrite()
+	return img.prepareMetadataWrite()
+}
+
+// prepareMetadataWrite is prepareWrite for changes that leave the guest's data as it is
+// (snapshot create and delete, the metadata switch of apply, which is refused with bitmaps):
+// persistent bitmaps stay consistent, so they are not marked in-use as a guest write marks
+// them (QEMU keeps them valid across these too). Unknown autoclear bits are cleared and the
+// dirty bit of lazy refcounts set, as for any write.
+func (img *Image) prepareMetadataWrite() error {
+	switch {
+	case img.prepared:
+		return img.prepareWrite()
+	case img.closed:
+		return ErrClosed
+	case img.corrupt != nil:
+		return fmt.Errorf("%w (marked earlier: %v)", ErrCorrupt, img.corrupt)
+	case img.broken != nil:
+		return fmt.Errorf("qcow2: image refuses writes until reopened: %w", img.broken)
+	}
+	h := img.hdr
+	h.Autoclear &= AutoclearKnown
+	if !h.bitmapsConsistent() {
+		h.Autoclear &^= AutoclearBitmaps
+	}
+	if img.hdr.LazyRefcounts() {
+		h.Incompatible |= IncompatDirty
+	}
+	if h.Autoclear != img.hdr.Autoclear || h.Incompatible != img.hdr.Incompatible {
+		if err := img.writeHeaderSync(&h); err != nil {
+			return err
+		}
+		img.hdr = h
+		img.stateChanged()
+	}
+	return nil
 }
 
 // CreateSnapshot takes an internal snapshot of the active state. Each step is durable before
