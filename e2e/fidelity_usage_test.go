@@ -35,6 +35,20 @@ func TestUsageErrorsMatchQemuNBD(t *testing.T) {
 		{"-e", "x", "x"},
 		{"-n", "--cache=none", "x"},
 		{"--detect-zeroes=unmap", "x"},
+		// getopt_long corners (internal/getopt): abbreviations qnbd's own options must not
+		// make ambiguous, glibc's messages for each kind of mistake.
+		{"--h=1"},
+		{"--e", "x"},
+		{"--lo", "s"},
+		{"--f=x", "x"},
+		{"--l", "x"},
+		{"--=x"},
+		{"-r-", "x"},
+		{"-rz", "x"},
+		{"-p"},
+		{"--po"},
+		{"--ima=1", "x"},
+		{"x", "-r", "--", "-y"},
 	} {
 		want := runCode(t, append([]string{ref}, args...)...)
 		got := runCode(t, append([]string{link}, args...)...)

@@ -3,7 +3,6 @@
 package qcow2
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -35,9 +34,6 @@ type cacheSizes struct {
 func (c cacheSizes) refcountEntries(g Geometry) int {
 	return int(max(c.refcountBytes/g.ClusterSize(), minRefBlockCache))
 }
-
-// errCacheOption marks an invalid combination or value of the cache options.
-var errCacheOption = errors.New("qcow2: invalid cache option")
 
 // resolveCacheSizes applies QEMU's read_cache_sizes and qcow2_update_options_prepare to the
 // options for an image of the given geometry and virtual size. An option is "set" when it is

@@ -3,7 +3,6 @@
 package qcow2
 
 import (
-	"errors"
 	"fmt"
 )
 
@@ -32,11 +31,6 @@ func (m RepairMode) String() string {
 	}
 	return fmt.Sprintf("RepairMode(%d)", int(m))
 }
-
-// ErrNeedRebuild is returned by a RepairLeaks check of an image whose refcounts can only be
-// repaired by rebuilding the refcount structures (RepairAll); qemu-img says "ERROR need to
-// rebuild refcount structures" and exits with 1.
-var ErrNeedRebuild = errors.New("qcow2: need to rebuild refcount structures (repair with RepairAll)")
 
 // CheckResult is the outcome of a check, with the fields of qemu-img check --output=json.
 // After a repair that fixed something, the counters describe the image after the repair (the

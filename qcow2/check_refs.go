@@ -105,10 +105,6 @@ func readAtZero(s Storage, p []byte, off, fileSize uint64) error {
 	return nil
 }
 
-// errRefblockUnaligned is what reading a refcount through a misaligned reftable entry gives.
-// Its text is QEMU's strerror(EIO), which check messages print.
-var errRefblockUnaligned = &chkErrno{"Input/output error", syscall.EIO}
-
 // chkErrno is an errno with the message text QEMU prints for it.
 type chkErrno struct {
 	text  string

@@ -10,7 +10,6 @@ import (
 	"io"
 	"runtime"
 	"sync"
-	"syscall"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -32,10 +31,6 @@ import (
 // inflaters are pooled, and one shared zstd decoder with a fixed number of workers decodes
 // whole frames straight into dst.
 
-// ErrCompressedData is returned when a compressed cluster does not decode to exactly one
-// cluster. QEMU fails such a read with EIO without marking the image corrupt, and so does
-// qnbd: the error matches syscall.EIO, not ErrCorrupt.
-var ErrCompressedData = &classError{msg: "qcow2: compressed cluster data is invalid", errno: syscall.EIO}
 
 // maxZstdWindow is the largest zstd window accepted: libzstd's default limit
 // (ZSTD_WINDOWLOG_LIMIT_DEFAULT = 27), which is what QEMU decodes with. Frames are decoded
@@ -216,10 +211,6 @@ func zstdCluster(src, dst []byte) error {
 	}
 	return nil
 }
-
-// errIncompressible is returned by compress when the compressed form would not be smaller
-// than the cluster; the writer then stores the cluster uncompressed, as QEMU does.
-var errIncompressible = errors.New("qcow2: cluster does not compress")
 
 var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
 	return zstd.NewWriter(nil,

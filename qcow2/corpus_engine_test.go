@@ -117,7 +117,7 @@ func TestCorpusWrites(t *testing.T) {
 					engWrite(t, img, int64(off), b)
 					copy(model[off:], b)
 				case 2:
-					if err := img.WriteZeroes(off, n, rng.IntN(2) == 0); err != nil {
+					if err := img.Zero(off, n, unmapFlag(rng.IntN(2) == 0)); err != nil {
 						t.Fatal(err)
 					}
 					clear(model[off : off+n])

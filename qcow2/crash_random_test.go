@@ -82,7 +82,7 @@ func crRun(t *testing.T, opts string, size uint64, nops, points int, seed uint64
 			copy(model[off:], buf)
 		case r < 6:
 			op.kind = "zero"
-			if err := img.WriteZeroes(off, n, rng.IntN(2) == 0); err != nil {
+			if err := img.Zero(off, n, unmapFlag(rng.IntN(2) == 0)); err != nil {
 				t.Fatal(err)
 			}
 			clear(model[off : off+n])

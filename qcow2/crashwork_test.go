@@ -340,7 +340,7 @@ func (r *cwRunner) zeroW(worker int, off, n uint64, unmap bool) error {
 		k = cwZeroUnmap
 	}
 	i := r.begin(cwOp{kind: k, off: off, n: n, a: off, b: off + n, worker: worker})
-	return r.end(i, r.img.WriteZeroes(off, n, unmap))
+	return r.end(i, r.img.Zero(off, n, unmapFlag(unmap)))
 }
 
 // discard deallocates the whole clusters of [off, off+n), as Image.Discard promises (the tail

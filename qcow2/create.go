@@ -492,7 +492,7 @@ func reserve(s Storage, off, n uint64, mode string) error {
 	if mode == preallocFalloc {
 		if a, ok := s.(Preallocator); ok {
 			err := a.Allocate(int64(off), int64(n))
-			if !errors.Is(err, ErrNotSupported) {
+			if !errors.Is(err, ErrUnsupported) {
 				return err
 			}
 		}

@@ -353,7 +353,7 @@ func diskUse(t *testing.T, p string) int64 {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	n, err := allocatedBytes(f)
+	n, err := NewFileStorage(f).AllocatedBytes()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -137,7 +137,7 @@ func (img *Image) zeroRawData(off, n uint64, f ZeroFlags) error {
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, ErrNotSupported) {
+		if !errors.Is(err, ErrUnsupported) {
 			return err
 		}
 	}

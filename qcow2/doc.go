@@ -40,6 +40,25 @@
 // snapshot table as QEMU does at open (snapshot.go LoadSnapshots); persistent bitmaps are
 // marked in-use before the first write (bitmaps.go).
 //
+// # Which query: Map, MapStatus or BlockStatus
+//
+// Three methods describe a guest range; they differ in whose view they give.
+//
+//   - BlockStatus is what a client of the whole chain sees: bdrv_block_status_above(image,
+//     NULL), going down the backing chain for every run this image does not allocate. Use it
+//     for NBD block status (base:allocation, qemu:allocation-depth) and to ask whether a range
+//     reads as zeros.
+//   - MapStatus is qemu-img map's view: it goes down the chain only while a layer says
+//     neither data nor zero, so a range past the end of a shorter backing file stays at the
+//     layer above. Use it for qemu-img map, compare and convert output (internal/imgfmt).
+//   - Map is the metadata as it stands: each run's kind (data, compressed, zero,
+//     unallocated), the layer that holds it and its host offset, without the file-system
+//     holes or the metadata-preallocation heuristic the two status queries apply. Use it to
+//     look at the mapping itself (tests, debugging, the backing-chain walk).
+//
+// Zero (with ZeroFlags) is the one zeroing entry point; the boolean WriteZeroes it replaced is
+// gone.
+//
 // # Concurrency
 //
 // Every exported method of Image is safe for concurrent use. Four things coordinate:

@@ -12,8 +12,12 @@ var (
 	// ErrFormat: the file is not a valid qcow2 image (bad magic, a field outside the spec's or
 	// QEMU's limits). Returned by Open; the image is untouched.
 	ErrFormat = errors.New("qcow2: invalid image")
-	// ErrUnsupported: a valid image using a feature qnbd does not implement (an unknown
-	// incompatible bit, encryption).
+	// ErrUnsupported: something valid that cannot be done here. Either the image uses a
+	// feature qnbd does not implement (an unknown incompatible bit, encryption; Open fails),
+	// or the host file cannot do an optional Storage operation (punch hole, zero range,
+	// SEEK_DATA: docs/hostfile.md), which the engine answers with a fallback (writing zeros,
+	// keeping clusters) and which a discard ignores, as QEMU ignores ENOTSUP there. (The
+	// storage half used to be a separate ErrNotSupported.)
 	ErrUnsupported = errors.New("qcow2: unsupported feature")
 	// ErrCorrupt: metadata found inconsistent at run time (an L2 entry pointing into the
 	// header, an unaligned table offset). The image is marked corrupt (incompatible bit 1) and
@@ -32,6 +36,39 @@ var (
 	// for BDRV_REQ_NO_FALLBACK). It matches syscall.ENOTSUP.
 	ErrSlowZero = &classError{msg: "qcow2: zeroing this range would write data", errno: syscall.ENOTSUP}
 )
+
+// Sentinels of one operation: a check, a snapshot lookup, a compressed read, the storage.
+// ErrNeedRebuild is returned by a RepairLeaks check of an image whose refcounts can only be
+// repaired by rebuilding the refcount structures (RepairAll); qemu-img says "ERROR need to
+// rebuild refcount structures" and exits with 1.
+var ErrNeedRebuild = errors.New("qcow2: need to rebuild refcount structures (repair with RepairAll)")
+
+// ErrSnapshotNotFound is returned by FindSnapshot when no snapshot matches.
+var ErrSnapshotNotFound = errors.New("qcow2: snapshot not found")
+
+// ErrCompressedData is returned when a compressed cluster does not decode to exactly one
+// cluster. QEMU fails such a read with EIO without marking the image corrupt, and so does
+// qnbd: the error matches syscall.EIO, not ErrCorrupt.
+var ErrCompressedData = &classError{msg: "qcow2: compressed cluster data is invalid", errno: syscall.EIO}
+
+// ErrNoMoreData is FindAllocation's answer for a hole that runs to the end of the store.
+var ErrNoMoreData = errors.New("qcow2: no data at or after this offset")
+
+// Internal signals between the engine's own layers; they never reach a caller.
+
+// errNeedFallback is the driver's ENOTSUP: this piece must be written as zero bytes.
+var errNeedFallback = errors.New("qcow2: zeroing needs written zeros")
+
+// errIncompressible is returned by compress when the compressed form would not be smaller
+// than the cluster; the writer then stores the cluster uncompressed, as QEMU does.
+var errIncompressible = errors.New("qcow2: cluster does not compress")
+
+// errCacheOption marks an invalid combination or value of the cache options.
+var errCacheOption = errors.New("qcow2: invalid cache option")
+
+// errRefblockUnaligned is what reading a refcount through a misaligned reftable entry gives.
+// Its text is QEMU's strerror(EIO), which check messages print.
+var errRefblockUnaligned = &chkErrno{"Input/output error", syscall.EIO}
 
 // classError is a sentinel that also matches an errno, so that layers that speak errnos (the
 // NBD server) can classify engine errors without importing this package.

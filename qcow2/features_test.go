@@ -372,7 +372,7 @@ func TestWriteThrough(t *testing.T) {
 	}
 	want := engPattern(10000, 9)
 	engWrite(t, img, 5000, want)
-	if err := img.WriteZeroes(40000, 8192, true); err != nil {
+	if err := img.Zero(40000, 8192, ZeroMayUnmap); err != nil {
 		t.Fatal(err)
 	}
 	crashed := s.CrashClone(nil, memstore.CrashConfig{Policy: memstore.DropUnsynced})

@@ -195,7 +195,7 @@ func (img *Image) freeEntry(s slot, punch bool) {
 // holes keep the bytes; nothing reads them.
 func (img *Image) punchHost(s Storage, off HostOffset, n uint64) {
 	if hp, ok := s.(HolePuncher); ok {
-		if err := hp.PunchHole(int64(off), int64(n)); err != nil && err != ErrNotSupported {
+		if err := hp.PunchHole(int64(off), int64(n)); err != nil && !errors.Is(err, ErrUnsupported) {
 			img.log.Debug("qcow2: punch hole failed", "off", uint64(off), "n", n, "err", err)
 		}
 	}

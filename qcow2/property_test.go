@@ -202,7 +202,7 @@ func runProperty(t *testing.T, cfg propConfig, ops int, seed uint64) {
 		case r < 78:
 			unmap := rng.IntN(2) == 0
 			log = append(log, fmt.Sprintf("zero %d %d unmap=%v", off, n, unmap))
-			if err := img.WriteZeroes(off, n, unmap); err != nil {
+			if err := img.Zero(off, n, unmapFlag(unmap)); err != nil {
 				fail("zero %d+%d: %v", off, n, err)
 			}
 			clear(m.shadow[off : off+n])

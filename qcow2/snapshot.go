@@ -4,7 +4,6 @@ package qcow2
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -256,9 +255,6 @@ func SnapshotTableSize(h *Header, snaps []Snapshot) uint64 {
 	last := snaps[len(snaps)-1]
 	return uint64(last.EntryOffset) + last.EntrySize - uint64(h.SnapshotsOffset)
 }
-
-// ErrSnapshotNotFound is returned by FindSnapshot when no snapshot matches.
-var ErrSnapshotNotFound = errors.New("qcow2: snapshot not found")
 
 // snapshotOptPrefix introduces qemu-nbd's structured form of -l ("snapshot.id=[ID],
 // snapshot.name=[NAME]").

@@ -181,7 +181,7 @@ func TestDirectImage(t *testing.T) {
 				var err error
 				switch r.IntN(5) {
 				case 0:
-					err = img.WriteZeroes(off, n, r.IntN(2) == 0)
+					err = img.Zero(off, n, unmapFlag(r.IntN(2) == 0))
 					clear(shadow[off : off+n])
 				case 1:
 					err = img.Discard(off, n)
@@ -259,7 +259,7 @@ func TestDirectImageConcurrent(t *testing.T) {
 				var err error
 				switch r.IntN(6) {
 				case 0:
-					err = img.WriteZeroes(off, n, r.IntN(2) == 0)
+					err = img.Zero(off, n, unmapFlag(r.IntN(2) == 0))
 					clear(shadow[off : off+n])
 				case 1:
 					err = img.Discard(off, n)
@@ -317,7 +317,7 @@ func TestDirectStorageZeroVsNeighbourWrite(t *testing.T) {
 	if _, err := s.WriteAt(make([]byte, slots*slot), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ZeroRange(0, 1); errors.Is(err, ErrNotSupported) {
+	if err := s.ZeroRange(0, 1); errors.Is(err, ErrUnsupported) {
 		t.Logf("no ZERO_RANGE here: PunchHole only")
 	}
 	var wg sync.WaitGroup
@@ -336,7 +336,7 @@ func TestDirectStorageZeroVsNeighbourWrite(t *testing.T) {
 				if round%2 == 0 {
 					err = s.ZeroRange(base+100, slot-200)
 				}
-				if round%2 == 1 || errors.Is(err, ErrNotSupported) {
+				if round%2 == 1 || errors.Is(err, ErrUnsupported) {
 					err = s.PunchHole(base+100, slot-200)
 				}
 				if err != nil {

@@ -169,7 +169,7 @@ func runStress(t *testing.T, opts string, withBacking bool) {
 						return
 					}
 				case 3:
-					if err := img.WriteZeroes(lo+off, n, rng.IntN(2) == 0); err != nil {
+					if err := img.Zero(lo+off, n, unmapFlag(rng.IntN(2) == 0)); err != nil {
 						errs <- err
 						return
 					}

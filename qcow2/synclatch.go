@@ -64,12 +64,12 @@ func (s *syncLatch) Sync() error {
 	return nil
 }
 
-// PunchHole forwards to the wrapped file (ErrNotSupported if it cannot punch holes).
+// PunchHole forwards to the wrapped file (ErrUnsupported if it cannot punch holes).
 func (s *syncLatch) PunchHole(off, n int64) error {
 	if hp, ok := s.Storage.(HolePuncher); ok {
 		return hp.PunchHole(off, n)
 	}
-	return ErrNotSupported
+	return ErrUnsupported
 }
 
 // FindAllocation forwards to the wrapped file (all data if it cannot tell).
@@ -77,7 +77,7 @@ func (s *syncLatch) FindAllocation(off int64) (int64, int64, error) {
 	if fa, ok := s.Storage.(AllocationFinder); ok {
 		return fa.FindAllocation(off)
 	}
-	return 0, 0, ErrNotSupported
+	return 0, 0, ErrUnsupported
 }
 
 // AllocatedBytes forwards to the wrapped file.
@@ -85,10 +85,10 @@ func (s *syncLatch) AllocatedBytes() (int64, error) {
 	if as, ok := s.Storage.(AllocatedSizer); ok {
 		return as.AllocatedBytes()
 	}
-	return 0, ErrNotSupported
+	return 0, ErrUnsupported
 }
 
-// ZeroRange forwards to the wrapped file (ErrNotSupported if it cannot).
+// ZeroRange forwards to the wrapped file (ErrUnsupported if it cannot).
 func (s *syncLatch) ZeroRange(off, n int64) error {
 	if zr, ok := s.Storage.(ZeroRanger); ok {
 		err := zr.ZeroRange(off, n)
@@ -97,5 +97,5 @@ func (s *syncLatch) ZeroRange(off, n int64) error {
 		}
 		return err
 	}
-	return ErrNotSupported
+	return ErrUnsupported
 }

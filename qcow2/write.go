@@ -381,7 +381,7 @@ func (img *Image) execWrite(p []byte, off uint64, plan *writePlan) error {
 				w.skipFill = true
 				continue
 			}
-			if !errors.Is(err, ErrNotSupported) {
+			if !errors.Is(err, ErrUnsupported) {
 				return fmt.Errorf("qcow2: zero the new cluster at %#x: %w", uint64(w.host), err)
 			}
 		}

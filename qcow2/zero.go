@@ -21,18 +21,6 @@ const (
 	ZeroNoFallback
 )
 
-// errNeedFallback is the driver's ENOTSUP: this piece must be written as zero bytes.
-var errNeedFallback = errors.New("qcow2: zeroing needs written zeros")
-
-// WriteZeroes makes [off, off+n) read as zeros; unmap is ZeroMayUnmap. See Zero.
-func (img *Image) WriteZeroes(off, n uint64, unmap bool) error {
-	var f ZeroFlags
-	if unmap {
-		f = ZeroMayUnmap
-	}
-	return img.Zero(off, n, f)
-}
-
 // Zero makes [off, off+n) read as zeros the way QEMU's block layer and qcow2 driver do it, so
 // that the image ends up mapped as QEMU would leave it:
 //

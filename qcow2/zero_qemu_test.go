@@ -43,7 +43,7 @@ func (o zop) run(img *Image) error {
 		_, err := img.WriteAt(bytes.Repeat([]byte{o.fill}, int(o.n)), int64(o.off))
 		return err
 	case "zero":
-		return img.WriteZeroes(o.off, o.n, o.unmap)
+		return img.Zero(o.off, o.n, unmapFlag(o.unmap))
 	}
 	return img.Discard(o.off, o.n)
 }

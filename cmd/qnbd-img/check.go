@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
@@ -18,74 +19,87 @@ const (
 	checkUnsupported = 63 // checks are not supported by the image format
 )
 
-func (a *app) check(argv []string) int {
-	var format, output, cache string
-	var haveOutput, quiet, forceShare bool
-	mode := imgfmt.RepairNone
-	g := newGetopt(argv, ":hf:r:T:qU", []longOpt{
+// checkArgs is check's command line.
+type checkArgs struct {
+	name, format, output, cache   string
+	haveOutput, quiet, forceShare bool
+	mode                          imgfmt.RepairMode
+}
+
+// checkOptions parses check's command line; done is true when check must exit with code.
+func (a *app) checkOptions(argv []string) (o checkArgs, code int, done bool) {
+	o.cache = "writeback"
+	g := getopt.New(argv, ":hf:r:T:qU", []getopt.Option{
 		longHelp, longFormat,
-		{"repair", requiredArgument, 'r'},
+		getopt.ReqArg("repair", 'r'),
 		longOutputOpt, longObject, longImageOpts, longForceShare,
 	})
-	cache = "writeback"
-	for c := g.next(); c != optEnd; c = g.next() {
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			format = g.optarg
+			o.format = g.Arg
 		case 'r':
-			switch g.optarg {
+			switch g.Arg {
 			case "leaks":
-				mode = imgfmt.RepairLeaks
+				o.mode = imgfmt.RepairLeaks
 			case "all":
-				mode = imgfmt.RepairAll
+				o.mode = imgfmt.RepairAll
 			default:
-				return a.usage("Unknown option value for -r (expecting 'leaks' or 'all'): %s", g.optarg)
+				return o, a.usage("Unknown option value for -r (expecting 'leaks' or 'all'): %s", g.Arg), true
 			}
 		case optOutput:
-			output, haveOutput = g.optarg, true
+			o.output, o.haveOutput = g.Arg, true
 		case 'T':
-			cache = g.optarg
+			o.cache = g.Arg
 		case 'q':
-			quiet = true
+			o.quiet = true
 		case 'U':
-			forceShare = true
+			o.forceShare = true
 		default:
 			if code, done := a.commonOption(g, c); done {
-				return code
+				return o, code, true
 			}
 		}
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) != 1 {
-		return a.usage("Expecting one image file name")
+		return o, a.usage("Expecting one image file name"), true
 	}
-	name := ops[0]
-	ofmt, ok := a.parseOutput(output, haveOutput)
+	o.name = ops[0]
+	return o, 0, false
+}
+
+func (a *app) check(argv []string) int {
+	o, code, done := a.checkOptions(argv)
+	if done {
+		return code
+	}
+	ofmt, ok := a.parseOutput(o.output, o.haveOutput)
 	if !ok {
 		return 1
 	}
-	if !validCacheMode(cache) {
-		a.errorf("Invalid source cache option: %s", cache)
+	if !validCacheMode(o.cache) {
+		a.errorf("Invalid source cache option: %s", o.cache)
 		return 1
 	}
-	f, msg := imageFormat(format)
+	f, msg := imageFormat(o.format)
 	if msg != "" {
-		a.errorf("Could not open '%s': %s", name, msg)
+		a.errorf("Could not open '%s': %s", o.name, msg)
 		return 1
 	}
 	if f == "" {
-		p, err := imgfmt.Probe(name)
+		p, err := imgfmt.Probe(o.name)
 		if err != nil {
-			a.errorf("Could not open '%s': %s", name, openErrorText(name, err))
+			a.errorf("Could not open '%s': %s", o.name, openErrorText(o.name, err))
 			return 1
 		}
 		f = p
 	}
-	if forceShare && mode != imgfmt.RepairNone {
-		a.errorf("Could not open '%s': %s", name, msgForceShareWritable)
+	if o.forceShare && o.mode != imgfmt.RepairNone {
+		a.errorf("Could not open '%s': %s", o.name, msgForceShareWritable)
 		return checkFailed
 	}
-	res, err := imgfmt.Check(name, f, mode, forceShare)
+	res, err := imgfmt.Check(o.name, f, o.mode, o.forceShare)
 	if err != nil && res != nil {
 		a.checkMessages(res.Messages)
 	}
@@ -94,7 +108,7 @@ func (a *app) check(argv []string) int {
 		a.errorf("This image format does not support checks")
 		return checkUnsupported
 	case err != nil && isOpenError(err):
-		a.errorf("Could not open '%s': %s", name, openErrorText(name, err))
+		a.errorf("Could not open '%s': %s", o.name, openErrorText(o.name, err))
 		return checkFailed
 	case err != nil:
 		a.errorf("Check failed: %s", strerror(err))
@@ -102,15 +116,15 @@ func (a *app) check(argv []string) int {
 	}
 	a.checkMessages(res.Messages)
 	if res.CorruptionsFixed != 0 || res.LeaksFixed != 0 {
-		if ofmt == outputHuman && !quiet {
+		if ofmt == outputHuman && !o.quiet {
 			fmt.Fprintf(a.stdout, "The following inconsistencies were found and repaired:\n\n"+
 				"    %d leaked clusters\n    %d corruptions\n\nDouble checking the fixed image now...\n",
 				res.LeaksFixed, res.CorruptionsFixed)
 		}
 	}
-	if !quiet {
+	if !o.quiet {
 		if ofmt == outputJSON {
-			fmt.Fprintln(a.stdout, prettyJSON(checkJSON(name, f, res)))
+			fmt.Fprintln(a.stdout, prettyJSON(checkJSON(o.name, f, res)))
 		} else {
 			writeCheckHuman(a.stdout, res)
 		}

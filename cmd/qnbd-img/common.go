@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imagelock"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 	"github.com/qnbd/qnbd/qcow2"
@@ -37,22 +38,22 @@ const (
 )
 
 var (
-	longHelp       = longOpt{"help", noArgument, 'h'}
-	longObject     = longOpt{"object", requiredArgument, optObject}
-	longImageOpts  = longOpt{"image-opts", noArgument, optImageOpts}
-	longForceShare = longOpt{"force-share", noArgument, 'U'}
-	longFormat     = longOpt{"format", requiredArgument, 'f'}
-	longOutputOpt  = longOpt{"output", requiredArgument, optOutput}
+	longHelp       = getopt.NoArg("help", 'h')
+	longObject     = getopt.ReqArg("object", optObject)
+	longImageOpts  = getopt.NoArg("image-opts", optImageOpts)
+	longForceShare = getopt.NoArg("force-share", 'U')
+	longFormat     = getopt.ReqArg("format", 'f')
+	longOutputOpt  = getopt.ReqArg("output", optOutput)
 )
 
 // commonOption handles the cases every subcommand's option loop shares: getopt errors, -h,
 // and the QEMU options qnbd-img refuses. done is true when the command must stop with code.
-func (a *app) commonOption(g *getopt, c rune) (code int, done bool) {
+func (a *app) commonOption(g *getopt.Parser, c rune) (code int, done bool) {
 	switch c {
-	case optMissing:
-		return a.usage("missing argument for option '%s'", g.bad), true
-	case optUnknown:
-		return a.usage("unrecognized option '%s'", g.bad), true
+	case getopt.Missing:
+		return a.usage("missing argument for option '%s'", g.Bad), true
+	case getopt.Unknown:
+		return a.usage("unrecognized option '%s'", g.Bad), true
 	case 'h':
 		a.help()
 		return 0, true

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
@@ -29,15 +30,15 @@ func (a *app) compare(argv []string) int {
 	var fmt1, fmt2 string
 	cache := "writeback"
 	var prog, quiet, strict, forceShare bool
-	g := newGetopt(argv, ":hf:F:T:pqsU", []longOpt{longHelp, longObject, longImageOpts, longForceShare})
-	for c := g.next(); c != optEnd; c = g.next() {
+	g := getopt.New(argv, ":hf:F:T:pqsU", []getopt.Option{longHelp, longObject, longImageOpts, longForceShare})
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			fmt1 = g.optarg
+			fmt1 = g.Arg
 		case 'F':
-			fmt2 = g.optarg
+			fmt2 = g.Arg
 		case 'T':
-			cache = g.optarg
+			cache = g.Arg
 		case 'p':
 			prog = true
 		case 'q':
@@ -58,7 +59,7 @@ func (a *app) compare(argv []string) int {
 	if quiet {
 		prog = false
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) != 2 {
 		return a.usage("Expecting two image file names")
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
@@ -39,49 +40,43 @@ func (a *app) convert(argv []string) int {
 	r := convertRequest{minSparse: 8 * imgfmt.SectorSize, workers: 8}
 	cache, srcCache := "unsafe", "writeback"
 	explicitSparse, copyRange := false, false
-	g := newGetopt(argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", []longOpt{
+	g := getopt.New(argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", []getopt.Option{
 		longHelp, longObject, longImageOpts, longForceShare,
-		{"target-image-opts", noArgument, optTargetImageOpts},
-		{"salvage", noArgument, optSalvage},
-		{"target-is-zero", noArgument, optTargetIsZero},
-		{"bitmaps", noArgument, optBitmaps},
-		{"skip-broken-bitmaps", noArgument, optForce},
+		getopt.NoArg("target-image-opts", optTargetImageOpts),
+		getopt.NoArg("salvage", optSalvage),
+		getopt.NoArg("target-is-zero", optTargetIsZero),
+		getopt.NoArg("bitmaps", optBitmaps),
+		getopt.NoArg("skip-broken-bitmaps", optForce),
 	})
-	for c := g.next(); c != optEnd; c = g.next() {
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			r.srcFmt = g.optarg
+			r.srcFmt = g.Arg
 		case 'O':
-			r.outFmt, r.outFmtGiven = g.optarg, true
+			r.outFmt, r.outFmtGiven = g.Arg, true
 		case 'o':
-			if !a.accumulateOptions(&r.options, g.optarg) {
+			if !a.accumulateOptions(&r.options, g.Arg) {
 				return 1
 			}
 			r.haveOptions = true
 		case 'S':
-			v, ok := a.cvtnum("buffer size for sparse output", g.optarg)
+			v, ok := a.sparseSize(g.Arg)
 			if !ok {
 				return 1
 			}
-			if v%imgfmt.SectorSize != 0 || v/imgfmt.SectorSize > maxBufSectors {
-				a.errorf("Invalid buffer size for sparse output specified. Valid sizes are "+
-					"multiples of %d up to %d. Select 0 to disable sparse detection (fully "+
-					"allocates output).", imgfmt.SectorSize, maxBufSectors*imgfmt.SectorSize)
-				return 1
-			}
-			r.minSparse, explicitSparse = uint64(v), true
+			r.minSparse, explicitSparse = v, true
 		case 'p':
 			r.progress = true
 		case 't':
-			cache = g.optarg
+			cache = g.Arg
 		case 'T':
-			srcCache = g.optarg
+			srcCache = g.Arg
 		case 'q':
 			r.quiet = true
 		case 'n':
 			r.skipCreate = true
 		case 'm':
-			v, ok := parseCLong(g.optarg)
+			v, ok := parseCLong(g.Arg)
 			if !ok || v < 1 || v > maxWorkers {
 				a.errorf("Invalid number of coroutines. Allowed number of coroutines is between 1 and %d", maxWorkers)
 				return 1
@@ -97,22 +92,10 @@ func (a *app) convert(argv []string) int {
 			r.targetIsZero = true
 		case 'c':
 			r.compress = true
-		case 'B', 'F':
-			a.errorf("A backing file for the convert target (-B, -F) is not supported by %s", a.prog)
-			return 1
-		case 'l':
-			a.errorf("Converting from an internal snapshot (-l) is not supported by %s", a.prog)
-			return 1
-		case 'r':
-			a.errorf("Rate limiting (-r) is not supported by %s", a.prog)
-			return 1
-		case optSalvage:
-			a.errorf("--salvage is not supported by %s", a.prog)
-			return 1
-		case optBitmaps, optForce:
-			a.errorf("Copying bitmaps (--bitmaps) is not supported by %s", a.prog)
-			return 1
 		default:
+			if a.convertRefuses(c) {
+				return 1
+			}
 			if code, done := a.commonOption(g, c); done {
 				return code
 			}
@@ -137,7 +120,7 @@ func (a *app) convert(argv []string) int {
 		a.errorf("--target-is-zero requires use of -n flag")
 		return 1
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) >= 2 {
 		r.srcs, r.out = ops[:len(ops)-1], ops[len(ops)-1]
 	}
@@ -158,6 +141,42 @@ func (a *app) convert(argv []string) int {
 	}
 	r.cache = cache
 	return a.doConvert(r)
+}
+
+// sparseSize reads -S, the run of zeros that convert leaves unallocated; ok is false after
+// printing qemu-img's error.
+func (a *app) sparseSize(arg string) (uint64, bool) {
+	v, ok := a.cvtnum("buffer size for sparse output", arg)
+	if !ok {
+		return 0, false
+	}
+	if v%imgfmt.SectorSize != 0 || v/imgfmt.SectorSize > maxBufSectors {
+		a.errorf("Invalid buffer size for sparse output specified. Valid sizes are "+
+			"multiples of %d up to %d. Select 0 to disable sparse detection (fully "+
+			"allocates output).", imgfmt.SectorSize, maxBufSectors*imgfmt.SectorSize)
+		return 0, false
+	}
+	return uint64(v), true
+}
+
+// convertRefuses prints why convert refuses option c, one qnbd-img does not implement, and
+// reports whether it did.
+func (a *app) convertRefuses(c rune) bool {
+	switch c {
+	case 'B', 'F':
+		a.errorf("A backing file for the convert target (-B, -F) is not supported by %s", a.prog)
+	case 'l':
+		a.errorf("Converting from an internal snapshot (-l) is not supported by %s", a.prog)
+	case 'r':
+		a.errorf("Rate limiting (-r) is not supported by %s", a.prog)
+	case optSalvage:
+		a.errorf("--salvage is not supported by %s", a.prog)
+	case optBitmaps, optForce:
+		a.errorf("Copying bitmaps (--bitmaps) is not supported by %s", a.prog)
+	default:
+		return false
+	}
+	return true
 }
 
 // parseCLong is qemu_strtol with base 0 on the whole string (values outside int64 refused).

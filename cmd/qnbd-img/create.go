@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"syscall"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 	"github.com/qnbd/qnbd/qcow2"
 )
@@ -16,17 +17,17 @@ func (a *app) create(argv []string) int {
 	format := "raw"
 	var baseFmt, base, options string
 	var haveBaseFmt, haveBase, haveOptions, quiet, noBacking bool
-	g := newGetopt(argv, ":F:b:f:ho:qu", []longOpt{longHelp, longObject})
-	for c := g.next(); c != optEnd; c = g.next() {
+	g := getopt.New(argv, ":F:b:f:ho:qu", []getopt.Option{longHelp, longObject})
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'F':
-			baseFmt, haveBaseFmt = g.optarg, true
+			baseFmt, haveBaseFmt = g.Arg, true
 		case 'b':
-			base, haveBase = g.optarg, true
+			base, haveBase = g.Arg, true
 		case 'f':
-			format = g.optarg
+			format = g.Arg
 		case 'o':
-			if !a.accumulateOptions(&options, g.optarg) {
+			if !a.accumulateOptions(&options, g.Arg) {
 				return 1
 			}
 			haveOptions = true
@@ -40,7 +41,7 @@ func (a *app) create(argv []string) int {
 			}
 		}
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	filename := ""
 	if len(ops) > 0 {
 		filename = ops[0]

@@ -1,12 +1,13 @@
 // Command qnbd-img is qnbd's disk image tool: the subset of qemu-img that a qemu-nbd user
-// needs next to a server (create, info, check, map, convert, compare, resize), with
+// needs next to a server (create, info, check, map, convert, compare, resize, and for
+// external chains commit, rebase, measure and amend; docs/chains.md), with
 // qemu-img 7.2's flags, output and exit codes, so that scripts written for qemu-img run
 // unchanged.
 //
 // # Fidelity
 //
-// Option parsing is GNU getopt_long's (permutation, clustered flags, abbreviated long
-// options); sizes are parsed by QEMU's rules (strtosz.go); -o lists by QemuOpts' (qopts.go);
+// Option parsing is GNU getopt_long's (internal/getopt: permutation, clustered flags,
+// abbreviated long options); sizes are parsed by QEMU's rules (strtosz.go); -o lists by QemuOpts' (qopts.go);
 // JSON is printed with QEMU's QDict key order and layout (qjson.go), so output is byte for
 // byte what qemu-img prints for the same image. The tests run qemu-img next to this command
 // on the same files and compare. Known differences, each deliberate or owed to the engine:
@@ -21,7 +22,10 @@
 //     rather than the one before it;
 //   - image locks (lock.go, internal/imagelock) are qemu-img's, byte for byte, except that
 //     check locks only the image file (the one file it reads and repairs), where qemu-img
-//     also locks the backing chain and the data file.
+//     also locks the backing chain and the data file;
+//   - commit -r is checked but not applied; amend refuses refcount_bits changes and
+//     downgrades of images with internal snapshots; rebase writes the differences from a few
+//     workers, so a qcow2 image may be laid out differently from qemu-img's (same contents).
 //
 // # Structure
 //

@@ -15,12 +15,16 @@ flags, output and exit codes
     '-V', '--version'    output version information and exit
 
 Command syntax:
+  amend [-p] [-q] [-f fmt] [-t cache] -o options filename
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename
+  commit [-q] [-f fmt] [-t cache] [-b base] [-d] [-p] [-r rate] filename
   compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2
   convert [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] [-S sparse_size] [-m num_workers] [-W] [--target-is-zero] filename [filename2 [...]] output_filename
   create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]
   info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
   map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
+  measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] [-U] filename]
+  rebase [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-U] -b backing_file [-F backing_fmt] filename
   resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   snapshot [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
 
@@ -66,6 +70,20 @@ Parameters to check subcommand:
 Parameters to convert subcommand:
   '-m' specifies how many workers copy in parallel (defaults to 8)
   '-W' allow to write to the target out of order (always the case here)
+
+Parameters to commit subcommand:
+  '-b' is the base image of the chain to commit into; it implies '-d'
+  '-d' keeps the image's data after committing it (otherwise it is emptied)
+  '-r' rate limit, checked as qemu-img checks it; the copy is not throttled
+
+Parameters to rebase subcommand:
+  '-u' rewrites the backing file name only (unsafe); without it, what would read
+       differently through the new backing file is first copied into the image
+  '-F' the new backing file's format, required to change the backing file
+
+Parameters to amend subcommand:
+  '-o' compat=0.10|1.1, lazy_refcounts=on|off and size; refcount_bits changes
+       are refused
 
 Parameters to compare subcommand:
   '-f' first image format

@@ -6,25 +6,26 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
 func (a *app) info(argv []string) int {
 	var format, output string
 	var haveOutput, chain, forceShare bool
-	g := newGetopt(argv, ":f:hU", []longOpt{
+	g := getopt.New(argv, ":f:hU", []getopt.Option{
 		longHelp, longFormat, longOutputOpt,
-		{"backing-chain", noArgument, optBackingChain},
+		getopt.NoArg("backing-chain", optBackingChain),
 		longObject, longImageOpts, longForceShare,
 	})
-	for c := g.next(); c != optEnd; c = g.next() {
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			format = g.optarg
+			format = g.Arg
 		case 'U':
 			forceShare = true
 		case optOutput:
-			output, haveOutput = g.optarg, true
+			output, haveOutput = g.Arg, true
 		case optBackingChain:
 			chain = true
 		default:
@@ -33,7 +34,7 @@ func (a *app) info(argv []string) int {
 			}
 		}
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) != 1 {
 		return a.usage("Expecting one image file name")
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/qnbd/qnbd/internal/getopt"
 )
 
 // version is qnbd-img's own version, set with -ldflags "-X main.version=..." as qnbd's is;
@@ -27,12 +29,16 @@ var commands []command
 
 func init() {
 	commands = []command{
+		{"amend", (*app).amend},
 		{"check", (*app).check},
+		{"commit", (*app).commit},
 		{"compare", (*app).compare},
 		{"convert", (*app).convert},
 		{"create", (*app).create},
 		{"info", (*app).info},
 		{"map", (*app).mapCmd},
+		{"measure", (*app).measure},
+		{"rebase", (*app).rebase},
 		{"resize", (*app).resize},
 		{"snapshot", (*app).snapshot},
 	}
@@ -49,22 +55,21 @@ func run(argv []string, stdout, stderr io.Writer) int {
 		return a.usage("Not enough arguments")
 	}
 	// Global options: "+:hVT:" (stop at the first operand, the command name).
-	g := newGetopt(argv, "+:hVT:", []longOpt{
-		{"help", noArgument, 'h'},
-		{"version", noArgument, 'V'},
-		{"trace", requiredArgument, 'T'},
+	g := getopt.New(argv, "+:hVT:", []getopt.Option{
+		getopt.NoArg("help", 'h'),
+		getopt.NoArg("version", 'V'),
+		getopt.ReqArg("trace", 'T'),
 	})
-	g.inOrder = true
 	for {
-		c := g.next()
-		if c == optEnd {
+		c := g.Next()
+		if c == getopt.End {
 			break
 		}
 		switch c {
-		case optMissing:
-			return a.usage("missing argument for option '%s'", g.bad)
-		case optUnknown:
-			return a.usage("unrecognized option '%s'", g.bad)
+		case getopt.Missing:
+			return a.usage("missing argument for option '%s'", g.Bad)
+		case getopt.Unknown:
+			return a.usage("unrecognized option '%s'", g.Bad)
 		case 'h':
 			a.help()
 			return 0
@@ -75,7 +80,7 @@ func run(argv []string, stdout, stderr io.Writer) int {
 			// Tracing is QEMU's; accepted for compatibility and ignored.
 		}
 	}
-	rest := g.operands()
+	rest := g.Operands()
 	if len(rest) < 1 {
 		return 0
 	}

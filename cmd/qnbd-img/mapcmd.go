@@ -4,6 +4,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
@@ -50,27 +51,27 @@ func (a *app) mapCmd(argv []string) int {
 	var haveOutput, forceShare bool
 	var start uint64
 	maxLen := int64(-1)
-	g := newGetopt(argv, ":f:s:l:hU", []longOpt{
+	g := getopt.New(argv, ":f:s:l:hU", []getopt.Option{
 		longHelp, longFormat, longOutputOpt, longObject, longImageOpts, longForceShare,
-		{"start-offset", requiredArgument, 's'},
-		{"max-length", requiredArgument, 'l'},
+		getopt.ReqArg("start-offset", 's'),
+		getopt.ReqArg("max-length", 'l'),
 	})
-	for c := g.next(); c != optEnd; c = g.next() {
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			format = g.optarg
+			format = g.Arg
 		case 'U':
 			forceShare = true
 		case optOutput:
-			output, haveOutput = g.optarg, true
+			output, haveOutput = g.Arg, true
 		case 's':
-			v, ok := a.cvtnum("start offset", g.optarg)
+			v, ok := a.cvtnum("start offset", g.Arg)
 			if !ok {
 				return 1
 			}
 			start = uint64(v)
 		case 'l':
-			v, ok := a.cvtnum("max length", g.optarg)
+			v, ok := a.cvtnum("max length", g.Arg)
 			if !ok {
 				return 1
 			}
@@ -81,7 +82,7 @@ func (a *app) mapCmd(argv []string) int {
 			}
 		}
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) != 1 {
 		return a.usage("Expecting one image file name")
 	}

@@ -4,6 +4,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
@@ -17,21 +18,21 @@ func (a *app) resize(argv []string) int {
 	var format string
 	var quiet, shrink bool
 	prealloc := imgfmt.PreallocOff
-	g := newGetopt(argv, ":f:hq", []longOpt{
+	g := getopt.New(argv, ":f:hq", []getopt.Option{
 		longHelp, longObject, longImageOpts,
-		{"preallocation", requiredArgument, optPreallocation},
-		{"shrink", noArgument, optShrink},
+		getopt.ReqArg("preallocation", optPreallocation),
+		getopt.NoArg("shrink", optShrink),
 	})
-	for c := g.next(); c != optEnd; c = g.next() {
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		switch c {
 		case 'f':
-			format = g.optarg
+			format = g.Arg
 		case 'q':
 			quiet = true
 		case optPreallocation:
-			p, ok := imgfmt.ParsePrealloc(g.optarg)
+			p, ok := imgfmt.ParsePrealloc(g.Arg)
 			if !ok {
-				a.errorf("Invalid preallocation mode '%s'", g.optarg)
+				a.errorf("Invalid preallocation mode '%s'", g.Arg)
 				return 1
 			}
 			prealloc = p
@@ -43,7 +44,7 @@ func (a *app) resize(argv []string) int {
 			}
 		}
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) != 1 {
 		return a.usage("Expecting image file name and size")
 	}

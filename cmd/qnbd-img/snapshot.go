@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/qnbd/qnbd/internal/getopt"
 	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
@@ -30,15 +31,15 @@ func (a *app) snapshot(argv []string) int {
 	var action snapshotAction
 	var name string
 	var forceShare bool
-	g := newGetopt(argv, ":la:c:d:hqU", []longOpt{longHelp, longObject, longImageOpts, longForceShare})
+	g := getopt.New(argv, ":la:c:d:hqU", []getopt.Option{longHelp, longObject, longImageOpts, longForceShare})
 	set := func(act snapshotAction) int {
 		if action != snapNone {
 			return a.usage("Cannot mix '-l', '-a', '-c', '-d'")
 		}
-		action, name = act, g.optarg
+		action, name = act, g.Arg
 		return 0
 	}
-	for c := g.next(); c != optEnd; c = g.next() {
+	for c := g.Next(); c != getopt.End; c = g.Next() {
 		code := 0
 		switch c {
 		case 'l':
@@ -62,7 +63,7 @@ func (a *app) snapshot(argv []string) int {
 			return code
 		}
 	}
-	ops := g.operands()
+	ops := g.Operands()
 	if len(ops) != 1 {
 		return a.usage("Expecting one image file name")
 	}

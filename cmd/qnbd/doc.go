@@ -12,7 +12,10 @@
 // (lock.go, internal/imagelock),
 // so qnbd, qemu-nbd, qemu-img and QEMU refuse to write an image another of them writes.
 //
-// Layout: flags.go and getopt.go turn arguments into a config; backend.go's openBackend picks
+// Layout: flags.go, options.go and finish.go turn arguments into a config (getopt.go parses
+// with internal/getopt); imageopts.go, imagesettings.go, imagekeys.go and imageopen.go read
+// an --image-opts string at open time (docs/image-opts.md); setup.go opens what serve needs
+// and tears it down on one path; backend.go's openBackend picks
 // the backend by format (raw through internal/rawfile; qcow2, and -s overlays of either, in
 // qcow2.go through internal/qcow2export); offset.go applies -o above the format
 // (internal/offsetexport); list.go and listtls.go are -L, qemu-nbd's client mode

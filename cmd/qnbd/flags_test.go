@@ -35,7 +35,7 @@ func TestGetopt(t *testing.T) {
 		{args: []string{"--port"}, err: "option '--port' requires an argument"},
 		{args: []string{"--read-only=yes"}, err: "doesn't allow an argument"},
 	} {
-		opts, operands, err := getopt(specs, tc.args)
+		opts, operands, err := parseOptions(specs, tc.args)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%q: error %v, want %q", tc.args, err, tc.err)
@@ -128,6 +128,10 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"--export", "only=x.img"}, func(c *config) string {
 			return want(len(c.exports) == 1 && c.exports[0].name == "only", "--export alone")
 		}},
+		{[]string{"--image-opts", "driver=raw,file.filename=x"}, func(c *config) string {
+			e := c.exports[0]
+			return want(e.imageOpts && e.file == "driver=raw,file.filename=x", "--image-opts keeps the string for the open")
+		}},
 		{[]string{"--help"}, func(c *config) string { return want(c.help, "help") }},
 		{[]string{"-V", "--bogus-but-after"}, nil}, // getopt errors come first
 	} {
@@ -198,7 +202,6 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"--object", "secret,id=p,data=x", "img"}, "not supported by qnbd"},
 		{[]string{"--object", "tls-creds-x509,id=t,dir=/x,priority=NORMAL", "img"}, "priority="},
 		{[]string{"--object", "tls-creds-x509,id=t,dir=/x,passwordid=s", "img"}, "passwordid="},
-		{[]string{"--image-opts", "img"}, "not supported"},
 		{[]string{"--selinux-label=x", "img"}, "SELinux"},
 		{[]string{"--handshake-limit=-1", "img"}, "Invalid handshake limit"},
 		{[]string{"--metrics-web-config=w.yml", "img"}, "--metrics-web-config needs --metrics-addr"},

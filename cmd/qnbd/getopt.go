@@ -1,10 +1,10 @@
-// A getopt_long work-alike: grouped short flags, attached or separate arguments, --opt=val
-// and --opt val, unique prefixes of long names, operands anywhere (GNU permutation), "--".
+// The bridge from the option table to internal/getopt, which parses as glibc's getopt_long.
 package main
 
 import (
-	"fmt"
 	"strings"
+
+	"github.com/qnbd/qnbd/internal/getopt"
 )
 
 // optSpec is one option: a short letter, a long name, or both.
@@ -14,7 +14,7 @@ type optSpec struct {
 	arg   bool // takes a required argument
 }
 
-// name is how errors and the parser's output refer to the option.
+// name is how parseArgs refers to the option.
 func (s *optSpec) name() string {
 	if s.long != "" {
 		return s.long
@@ -28,94 +28,50 @@ type parsedOpt struct {
 	val  string
 }
 
-// getopt splits args into options and operands the way glibc's getopt_long does.
-func getopt(specs []optSpec, args []string) ([]parsedOpt, []string, error) {
-	var opts []parsedOpt
-	var operands []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--":
-			return opts, append(operands, args[i+1:]...), nil
-		case strings.HasPrefix(a, "--"):
-			name, val, hasVal := strings.Cut(a[2:], "=")
-			s, err := findLong(specs, name)
-			if err != nil {
-				return nil, nil, err
+// longBase numbers long options in getopt's results: specs[i] is longBase+i.
+const longBase = 256
+
+// parseOptions splits args (without argv[0]) into options and operands as qemu-nbd's getopt_long
+// call does; an error carries glibc's message.
+func parseOptions(specs []optSpec, args []string) ([]parsedOpt, []string, error) {
+	var short strings.Builder
+	var long []getopt.Option
+	for i, s := range specs {
+		kind := getopt.NoArgument
+		if s.arg {
+			kind = getopt.RequiredArgument
+		}
+		if s.short != 0 {
+			short.WriteByte(s.short)
+			if s.arg {
+				short.WriteByte(':')
 			}
-			switch {
-			case !s.arg && hasVal:
-				return nil, nil, fmt.Errorf("option '--%s' doesn't allow an argument", s.long)
-			case s.arg && !hasVal:
-				if i+1 >= len(args) {
-					return nil, nil, fmt.Errorf("option '--%s' requires an argument", s.long)
-				}
-				i++
-				val = args[i]
-			}
-			opts = append(opts, parsedOpt{spec: s, val: val})
-		case len(a) > 1 && a[0] == '-':
-			for j := 1; j < len(a); j++ {
-				s := findShort(specs, a[j])
-				if s == nil {
-					return nil, nil, fmt.Errorf("invalid option -- '%c'", a[j])
-				}
-				if !s.arg {
-					opts = append(opts, parsedOpt{spec: s})
-					continue
-				}
-				val := a[j+1:]
-				if val == "" {
-					if i+1 >= len(args) {
-						return nil, nil, fmt.Errorf("option requires an argument -- '%c'", a[j])
-					}
-					i++
-					val = args[i]
-				}
-				opts = append(opts, parsedOpt{spec: s, val: val})
-				break
-			}
-		default:
-			operands = append(operands, a)
+		}
+		if s.long != "" {
+			long = append(long, getopt.Option{Name: s.long, Arg: kind, Val: rune(longBase + i),
+				Extra: i >= len(qemuSpecs)})
 		}
 	}
-	return opts, operands, nil
+	p := getopt.New(append([]string{progName}, args...), short.String(), long)
+	var opts []parsedOpt
+	for c := p.Next(); c != getopt.End; c = p.Next() {
+		switch {
+		case c == getopt.Unknown || c == getopt.Missing:
+			return nil, nil, p.Err()
+		case c >= longBase:
+			opts = append(opts, parsedOpt{spec: &specs[c-longBase], val: p.Arg})
+		default:
+			opts = append(opts, parsedOpt{spec: shortSpec(specs, byte(c)), val: p.Arg})
+		}
+	}
+	return opts, p.Operands(), nil
 }
 
-func findShort(specs []optSpec, c byte) *optSpec {
+func shortSpec(specs []optSpec, c byte) *optSpec {
 	for i := range specs {
 		if specs[i].short == c {
 			return &specs[i]
 		}
 	}
-	return nil
-}
-
-// findLong resolves an exact long name or a unique prefix of one.
-func findLong(specs []optSpec, name string) (*optSpec, error) {
-	var matches []*optSpec
-	for i := range specs {
-		s := &specs[i]
-		if s.long == "" {
-			continue
-		}
-		if s.long == name {
-			return s, nil
-		}
-		if name != "" && strings.HasPrefix(s.long, name) {
-			matches = append(matches, s)
-		}
-	}
-	switch len(matches) {
-	case 0:
-		return nil, fmt.Errorf("unrecognized option '--%s'", name)
-	case 1:
-		return matches[0], nil
-	}
-	names := make([]string, len(matches))
-	for i, m := range matches {
-		names[i] = "'--" + m.long + "'"
-	}
-	// glibc lists them in the table's order, which is qemu-nbd's.
-	return nil, fmt.Errorf("option '--%s' is ambiguous; possibilities: %s", name, strings.Join(names, " "))
+	panic("getopt returned a letter that is not in the table")
 }

@@ -71,7 +71,15 @@ func parseOffset(v string) (off uint64, ok bool, err error) {
 
 // openExport opens e's backend and applies its -o offset above the format, as qemu-nbd does.
 func openExport(e exportConfig, cfg *config, env openEnv) (server.Backend, io.Closer, error) {
-	b, c, err := openBackend(e, cfg, env)
+	open := openBackend
+	if e.imageOpts {
+		var err error
+		if e, cfg, err = applyImageOpts(e, cfg, env.stderr); err != nil {
+			return nil, nil, err
+		}
+		open = openImageOptsExport
+	}
+	b, c, err := open(e, cfg, env)
 	if err != nil || e.offset == 0 {
 		return b, c, err
 	}

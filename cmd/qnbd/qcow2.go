@@ -10,7 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/qnbd/qnbd/internal/imagelock"
+	"github.com/qnbd/qnbd/internal/qcow2lock"
 	"github.com/qnbd/qnbd/internal/qcow2export"
 	"github.com/qnbd/qnbd/qcow2"
 	"github.com/qnbd/qnbd/server"
@@ -38,17 +38,22 @@ func qcow2OpenOptions(e exportConfig, cfg *config, env openEnv) qcow2.OpenOption
 	}
 	switch cfg.cache {
 	case cacheNone:
-		o.Opener = qcow2export.DirectOpener
+		o.File.Direct = true
 	case cacheDirectsync:
-		o.Opener = qcow2export.DirectOpener
+		o.File.Direct = true
 		o.WriteThrough = true
 	case cacheWritethrough:
 		o.WriteThrough = true
 	case cacheUnsafe:
 		o.File.NoSync = true
 	}
+	if ie := e.opts; ie != nil {
+		o.NoBacking = ie.noBacking
+		o.L2CacheBytes, o.RefcountCacheBytes, o.CacheBytes = ie.cache.l2, ie.cache.refcount, ie.cache.combined
+		o.L2CacheEntrySize, o.CacheCleanInterval = ie.cache.entry, ie.cache.clean
+	}
 	// Every host file (image, backing, data file) is locked as qemu-nbd locks it.
-	o.Opener = imagelock.Opener(lockRequest(e), o.Opener)
+	o.Opener = qcow2lock.Opener(lockRequest(e), o.Opener)
 	return o
 }
 

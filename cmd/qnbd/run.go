@@ -66,146 +66,55 @@ func fail(stderr io.Writer, err error) int {
 	return 1
 }
 
-// opened is one export's open backend.
-type opened struct {
-	name    string
-	backend server.Backend
-	closer  io.Closer
-}
-
 // serve runs the server until a signal or, without -t, until the last client has gone.
 // lns and ready are set in a --fork child.
 func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) int {
 	log := newLogger(cfg.log, stderr)
-
-	// --metrics-addr: up before the images are opened (see metrics.go); nil without it.
-	var me *metricsEndpoint
-	if cfg.metricsAddr != "" {
-		var err error
-		if me, err = startMetricsEndpoint(cfg.metricsAddr, cfg.metricsWeb, log); err != nil {
-			return fail(stderr, err)
-		}
-		defer me.Close()
-	}
-
-	var unixPath string
-	if lns == nil {
-		ls, err := resolveListen(cfg)
-		if err != nil {
-			return fail(stderr, err)
-		}
-		if lns, err = listen(ls); err != nil {
-			return fail(stderr, fmt.Errorf("cannot listen: %w", err))
-		}
-		unixPath = ls.unixPath
-	} else {
-		unixPath = cfg.socket
-	}
-	closeListeners := func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if unixPath != "" {
-			os.Remove(unixPath)
-		}
-	}
-
-	var backends []opened
-	var nbdHooks []server.ExportHooks
-	closeBackends := func() error {
-		var errs []error
-		for _, b := range backends {
-			if err := b.closer.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("closing export '%s': %w", b.name, err))
-			}
-		}
-		return errors.Join(errs...)
-	}
-	for _, e := range cfg.exports {
-		imageHooks, exportHooks, err := me.exportHooks(e.name)
-		if err != nil {
-			closeBackends()
-			closeListeners()
-			return fail(stderr, err)
-		}
-		b, c, err := openExport(e, cfg, openEnv{hooks: imageHooks, log: log, stderr: stderr})
-		if err != nil {
-			closeBackends()
-			closeListeners()
-			return fail(stderr, err)
-		}
-		backends = append(backends, opened{name: e.name, backend: b, closer: c})
-		nbdHooks = append(nbdHooks, exportHooks)
-	}
-
-	exports := make([]*server.Export, len(cfg.exports))
-	for i, e := range cfg.exports {
-		exports[i] = &server.Export{
-			Name:            e.name,
-			Description:     e.description,
-			Backend:         backends[i].backend,
-			ReadOnly:        e.readOnly,
-			MultiConn:       cfg.shared != 1, // qemu-nbd: CAN_MULTI_CONN unless -e 1
-			Trim:            cfg.discard,
-			DetectZeroes:    cfg.detectZeroes,
-			AllocationDepth: cfg.allocDepth,
-			MinBlockSize:    minBlockSize(backends[i].backend),
-			Hooks:           nbdHooks[i],
-		}
-	}
-
-	limit := cfg.handshakeLimit
-	if limit == 0 {
-		limit = -1 // --handshake-limit 0: no limit
+	defer cfg.tls.close()
+	st, err := setUp(cfg, lns, log, stderr)
+	if err != nil {
+		return fail(stderr, err)
 	}
 	idle := newIdleTracker(cfg.persistent)
-	srv := &server.Server{Config: server.Config{
-		Exports:        exports,
-		HandshakeLimit: limit,
-		MaxConns:       cfg.shared,
-		Hooks:          me.serverHooks(),
-		ConnState:      idle.connState,
-		Logger:         log,
-		ClientErrors:   clientErrorPrinter(stderr),
-		TLSConfig:      cfg.tls.tlsConfig(),
-		Authorize:      cfg.tls.authorize(),
-	}}
-	defer cfg.tls.close()
-
-	var pidLock *os.File
-	if cfg.pidFile != "" {
-		f, err := writePidFile(cfg.pidFile)
-		if err != nil {
-			closeBackends()
-			closeListeners()
-			return fail(stderr, err)
-		}
-		pidLock = f
-		defer pidLock.Close()
-	}
+	srv := newServer(cfg, st, idle, log, stderr)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-
-	serveErr := make(chan error, len(lns))
-	for _, ln := range lns {
+	serveErr := make(chan error, len(st.lns))
+	for _, ln := range st.lns {
 		go func() { serveErr <- srv.Serve(ln) }()
 	}
-	me.setReady(true)
+	st.me.setReady(true)
 	if ready != nil {
-		// qemu-nbd's daemon frees the working directory once set up.
-		os.Chdir("/")
-		ready.Write([]byte{readyByte})
-		ready.Close()
-		if err := detachStderr(); err != nil {
-			log.Warn("qnbd: cannot detach from the caller's stderr", "err", err)
-		}
+		daemonReady(ready, log)
 	}
 
 	status := waitForStop(cfg, sigs, idle, serveErr, log, stderr)
-	me.setReady(false)
+	st.me.setReady(false)
+	shutdown(srv, sigs, log)
+	if st.tearDown(stderr) != nil {
+		status = 1
+	}
+	return status
+}
+
+// daemonReady tells a --fork parent that the server is up, and lets go of its stderr.
+func daemonReady(ready *os.File, log *slog.Logger) {
+	// qemu-nbd's daemon frees the working directory once set up.
+	os.Chdir("/")
+	ready.Write([]byte{readyByte})
+	ready.Close()
+	if err := detachStderr(); err != nil {
+		log.Warn("qnbd: cannot detach from the caller's stderr", "err", err)
+	}
+}
+
+// shutdown stops srv: no new clients, requests in flight finished within shutdownGrace, or
+// at once on a second signal.
+func shutdown(srv *server.Server, sigs <-chan os.Signal, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
 	go func() {
 		select {
 		case <-sigs: // a second signal: stop waiting
@@ -216,19 +125,41 @@ func serve(cfg *config, lns []net.Listener, ready *os.File, stderr io.Writer) in
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("qnbd: requests still in flight were dropped", "err", err)
 	}
-	cancel()
-	closeListeners()
-	for _, b := range backends {
-		if err := b.backend.Flush(context.Background()); err != nil {
-			fmt.Fprintf(stderr, "qnbd: flushing export '%s': %v\n", b.name, err)
-			status = 1
+}
+
+// newServer makes the server of cfg's exports, opened in st.
+func newServer(cfg *config, st *setup, idle *idleTracker, log *slog.Logger, stderr io.Writer) *server.Server {
+	exports := make([]*server.Export, len(cfg.exports))
+	for i, e := range cfg.exports {
+		b := st.backends[i]
+		exports[i] = &server.Export{
+			Name:            e.name,
+			Description:     e.description,
+			Backend:         b.backend,
+			ReadOnly:        e.readOnly,
+			MultiConn:       cfg.shared != 1, // qemu-nbd: CAN_MULTI_CONN unless -e 1
+			Trim:            cfg.discard,
+			DetectZeroes:    cfg.detectZeroes,
+			AllocationDepth: cfg.allocDepth,
+			MinBlockSize:    minBlockSize(b.backend),
+			Hooks:           b.hooks,
 		}
 	}
-	if err := closeBackends(); err != nil {
-		fmt.Fprintf(stderr, "qnbd: %v\n", err)
-		status = 1
+	limit := cfg.handshakeLimit
+	if limit == 0 {
+		limit = -1 // --handshake-limit 0: no limit
 	}
-	return status
+	return &server.Server{Config: server.Config{
+		Exports:        exports,
+		HandshakeLimit: limit,
+		MaxConns:       cfg.shared,
+		Hooks:          st.me.serverHooks(),
+		ConnState:      idle.connState,
+		Logger:         log,
+		ClientErrors:   clientErrorPrinter(stderr),
+		TLSConfig:      cfg.tls.tlsConfig(),
+		Authorize:      cfg.tls.authorize(),
+	}}
 }
 
 // waitForStop waits for a stop signal, the last client's exit (without -t) or a Serve

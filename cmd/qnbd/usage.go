@@ -82,9 +82,16 @@ Block device options:
       --discard=MODE        ignore (default) or unmap: pass TRIM to the image
       --detect-zeroes=MODE  off (default), on, or unmap: turn zero writes into
                             write-zeroes
+      --image-opts          treat FILE as a full set of image options:
+                            driver=qcow2|raw,file.filename=PATH[,file.driver=file]
+                            [,file.aio=MODE][,cache.direct=on|off][,cache.no-flush=on|off]
+                            [,read-only=on|off][,backing=][,offset=N,size=N (raw)]
+                            [,l2-cache-size=S,refcount-cache-size=S,cache-size=S,
+                            l2-cache-entry-size=S,cache-clean-interval=SECS (qcow2)]
+                            (docs/image-opts.md)
 
 Not supported (refused with a message): -c/--connect, -d/--disconnect,
--B/--bitmap, --image-opts, --selinux-label,
+-B/--bitmap, --selinux-label,
 tls-creds-psk, tls-creds-anon, priority=, passwordid=, and objects other than TLS
 credentials and authz. -T/--trace is accepted and ignored.
 

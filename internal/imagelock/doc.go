@@ -32,11 +32,13 @@
 // drop them, and two descriptions in one process conflict exactly as two processes do.
 //
 // The locks are taken on the very *os.File the image's I/O goes through: the engine's
-// qcow2.FileStorage (Opener, via FileHolder) and the raw backends' own file. The locks then
+// qcow2.FileStorage (internal/qcow2lock's Opener, via Request.LockAs) and the raw backends'
+// own file. This package knows nothing of the engine: internal/qcow2lock maps the engine's
+// file roles to the Kinds here. The locks then
 // live exactly as long as the open image and go away with its Close, with nothing to keep in
 // step. A separate descriptor held beside the Storage would work as well with OFD locks, but
 // it needs a wrapper Storage that owns both, and a wrapper hides the optional interfaces
-// (qcow2.HolePuncher, qcow2.Preallocator) the engine looks for on the Storage; so Opener
+// (qcow2.HolePuncher, qcow2.Preallocator) the engine looks for on the Storage; so the Opener
 // refuses a Storage that cannot give its file rather than going on unlocked. The one place a
 // separate descriptor is used is image creation, where no Storage exists yet: the creator
 // locks the existing file (if any) before anything truncates it, and holds that descriptor
@@ -58,10 +60,8 @@
 //
 // # Use
 //
-//	img, err := qcow2.Open(path, qcow2.OpenOptions{
-//		Opener: imagelock.Opener(imagelock.Request{
-//			Perm: imagelock.ConsistentRead | imagelock.Write, Shared: imagelock.All}, nil),
-//	})
+//	r := imagelock.Request{Perm: imagelock.ConsistentRead | imagelock.Write, Shared: imagelock.All}
+//	err := r.LockAs(f, imagelock.RawImage, false)
 //	var le *imagelock.Error
 //	if errors.As(err, &le) {
 //		fmt.Println(le.Error()) // Failed to get "write" lock

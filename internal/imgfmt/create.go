@@ -4,6 +4,7 @@ package imgfmt
 import (
 	"os"
 
+	"github.com/qnbd/qnbd/internal/hostfile"
 	"github.com/qnbd/qnbd/internal/imagelock"
 	"github.com/qnbd/qnbd/qcow2"
 )
@@ -31,7 +32,7 @@ func CreateRaw(path string, size uint64, prealloc Prealloc) error {
 		f.Close()
 		return err
 	}
-	if err := truncateRaw(f, 0, int64(roundUp(size, SectorSize)), prealloc); err != nil {
+	if err := truncateRaw(hostfile.New(f), 0, int64(roundUp(size, SectorSize)), prealloc); err != nil {
 		f.Close()
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/qnbd/qnbd/internal/imagelock"
+	"github.com/qnbd/qnbd/internal/qcow2lock"
 	"github.com/qnbd/qnbd/qcow2"
 )
 
@@ -21,7 +22,7 @@ type engineImage interface {
 	Size() uint64
 	ReadAt(p []byte, off int64) (int, error)
 	WriteAt(p []byte, off int64) (int, error)
-	WriteZeroes(off, n uint64, unmap bool) error
+	Zero(off, n uint64, f qcow2.ZeroFlags) error
 	Flush() error
 	Close() error
 	Resize(newSize uint64) error
@@ -30,7 +31,7 @@ type engineImage interface {
 // engineOpen opens a qcow2 image.
 func engineOpen(path string, o OpenOptions) (engineImage, error) {
 	img, err := qcow2.Open(path, qcow2.OpenOptions{ReadOnly: o.ReadOnly, NoBacking: o.NoBacking,
-		File: qcow2.FileOptions{NoSync: o.NoFlush}, Opener: newChainNamer(path, imagelock.Opener(lockRequest(o), nil)).opener})
+		File: qcow2.FileOptions{NoSync: o.NoFlush}, Opener: newChainNamer(path, qcow2lock.Opener(lockRequest(o), nil)).opener})
 	if err != nil {
 		return nil, err
 	}

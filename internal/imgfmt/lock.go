@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/qnbd/qnbd/internal/imagelock"
+	"github.com/qnbd/qnbd/internal/qcow2lock"
 	"github.com/qnbd/qnbd/qcow2"
 )
 
@@ -80,7 +81,7 @@ func (e *LockError) Unwrap() error { return e.Lock }
 // file by combining the name of the image above it with the stored name (FullBackingFilename),
 // and a data file by its stored name.
 type chainNamer struct {
-	open imagelock.OpenFunc
+	open qcow2lock.OpenFunc
 
 	mu    sync.Mutex
 	top   string
@@ -94,7 +95,7 @@ type chainName struct {
 	depth int
 }
 
-func newChainNamer(top string, open imagelock.OpenFunc) *chainNamer {
+func newChainNamer(top string, open qcow2lock.OpenFunc) *chainNamer {
 	return &chainNamer{open: open, top: top, files: map[string]chainName{}}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/qnbd/qnbd/internal/hostfile"
 	"github.com/qnbd/qnbd/internal/imagelock"
 	"github.com/qnbd/qnbd/internal/probe"
 )
@@ -20,7 +21,8 @@ const SectorSize = 512
 
 // rawDisk is a raw image. Reads and writes go straight to the file with pread/pwrite.
 type rawDisk struct {
-	f        *os.File
+	h        *hostfile.File // syncs, fallocate, SEEK_DATA (docs/hostfile.md)
+	f        *os.File       // h.OS()
 	name     string
 	readOnly bool
 	noFlush  bool
@@ -33,14 +35,11 @@ type rawDisk struct {
 }
 
 func openRaw(path string, o OpenOptions, probed bool) (*rawDisk, error) {
-	flags := os.O_RDWR
-	if o.ReadOnly {
-		flags = os.O_RDONLY
-	}
-	f, err := os.OpenFile(path, flags, 0)
+	h, err := hostfile.Open(path, hostfile.Options{ReadOnly: o.ReadOnly})
 	if err != nil {
 		return nil, err
 	}
+	f := h.OS()
 	if err := lockFile(f, lockRequest(o), imagelock.RawImage); err != nil {
 		return nil, err
 	}
@@ -49,7 +48,7 @@ func openRaw(path string, o OpenOptions, probed bool) (*rawDisk, error) {
 		f.Close()
 		return nil, err
 	}
-	d := &rawDisk{f: f, name: path, readOnly: o.ReadOnly, noFlush: o.NoFlush, fileSize: size}
+	d := &rawDisk{h: h, f: f, name: path, readOnly: o.ReadOnly, noFlush: o.NoFlush, fileSize: size}
 	if probed {
 		d.guard = new(probe.Guard)
 	}
@@ -130,7 +129,8 @@ func (d *rawDisk) write(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// WriteZeroes punches a hole where the file system can, and writes zeros elsewhere.
+// WriteZeroes punches a hole where the file system can, and writes zeros where it cannot
+// (hostfile.ErrUnsupported).
 func (d *rawDisk) WriteZeroes(off, n uint64) error {
 	if d.readOnly {
 		return unix.EBADF
@@ -145,11 +145,11 @@ func (d *rawDisk) WriteZeroes(off, n uint64) error {
 		return nil
 	}
 	return d.guard.Change(d.f, off, end-off, probe.Zeroed(end-off), func() error {
-		err := unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(off), int64(end-off))
-		if err == nil {
-			return nil
+		err := d.h.PunchHole(int64(off), int64(end-off))
+		if errors.Is(err, hostfile.ErrUnsupported) {
+			return writeZeros(d.f, off, end-off)
 		}
-		return writeZeros(d.f, off, end-off)
+		return err
 	})
 }
 
@@ -177,7 +177,7 @@ func (d *rawDisk) Map(off, n uint64) ([]Extent, error) {
 		return nil, fmt.Errorf("map request [%d, +%d) beyond the end of the disk: %w", off, n, unix.EINVAL)
 	}
 	var out []Extent
-	seekMap(d.f, d.fileSize, off, off+n, func(start, end uint64, hole bool) {
+	seekMap(d.h, d.fileSize, off, off+n, func(start, end uint64, hole bool) {
 		k := KindData
 		if hole {
 			k = KindZero
@@ -195,17 +195,16 @@ func (d *rawDisk) Map(off, n uint64) ([]Extent, error) {
 // SEEK_DATA / SEEK_HOLE and calls emit for each run in order. Past the end of the file (the
 // zero tail of a partial last sector) is a hole. When the file system cannot seek for data,
 // everything before the end of the file is data.
-func seekMap(f *os.File, fileSize int64, off, end uint64, emit func(start, end uint64, hole bool)) {
-	fd := int(f.Fd())
+func seekMap(h *hostfile.File, fileSize int64, off, end uint64, emit func(start, end uint64, hole bool)) {
 	eof := uint64(fileSize)
 	for pos := off; pos < end; {
 		if pos >= eof {
 			emit(pos, end, true)
 			return
 		}
-		data, err := unix.Seek(fd, int64(pos), unix.SEEK_DATA)
+		data, err := h.SeekData(int64(pos))
 		switch {
-		case errors.Is(err, unix.ENXIO):
+		case errors.Is(err, hostfile.ErrNoMoreData):
 			emit(pos, end, true) // no data from pos to the end of the file
 			return
 		case err != nil:
@@ -220,7 +219,7 @@ func seekMap(f *os.File, fileSize int64, off, end uint64, emit func(start, end u
 			pos = next
 			continue
 		}
-		hole, err := unix.Seek(fd, int64(pos), unix.SEEK_HOLE)
+		hole, err := h.SeekHole(int64(pos))
 		if err != nil || hole <= int64(pos) || hole > fileSize {
 			hole = fileSize
 		}
@@ -238,7 +237,7 @@ func (d *rawDisk) Resize(size uint64, prealloc Prealloc) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := truncateRaw(d.f, d.fileSize, int64(size), prealloc); err != nil {
+	if err := truncateRaw(d.h, d.fileSize, int64(size), prealloc); err != nil {
 		return err
 	}
 	d.fileSize = int64(size)
@@ -249,7 +248,8 @@ func (d *rawDisk) Resize(size uint64, prealloc Prealloc) error {
 // grown part, as QEMU's raw_regular_truncate does: off extends sparsely (and, for a file grown
 // from empty, writes its first block so that later alignment probing finds it allocated),
 // falloc reserves with fallocate, full writes zeros.
-func truncateRaw(f *os.File, cur, size int64, prealloc Prealloc) error {
+func truncateRaw(h *hostfile.File, cur, size int64, prealloc Prealloc) error {
+	f := h.OS()
 	if size < cur && prealloc != PreallocOff && prealloc != "" {
 		return errors.New("preallocation can only be used for growing images")
 	}
@@ -263,7 +263,7 @@ func truncateRaw(f *os.File, cur, size int64, prealloc Prealloc) error {
 		}
 	case PreallocFalloc:
 		if size > cur {
-			if err := unix.Fallocate(int(f.Fd()), 0, cur, size-cur); err != nil {
+			if err := h.Allocate(cur, size-cur); err != nil {
 				return fmt.Errorf("could not preallocate new data: %w", err)
 			}
 		}
@@ -299,12 +299,12 @@ func (d *rawDisk) Flush() error {
 	if d.readOnly || d.noFlush {
 		return nil
 	}
-	return unix.Fdatasync(int(d.f.Fd()))
+	return d.h.Sync()
 }
 
 func (d *rawDisk) Close() error {
 	err := d.Flush()
-	if cerr := d.f.Close(); err == nil {
+	if cerr := d.h.Close(); err == nil {
 		err = cerr
 	}
 	return err

@@ -1,5 +1,5 @@
-// O_DIRECT through DirectOpener: the descriptor is O_DIRECT, and a qcow2 image written through
-// it is one qemu-img accepts. (The aligned storage itself is tested in qcow2.)
+// O_DIRECT as cmd/qnbd asks for it (qcow2.FileOptions.Direct, cache=none and directsync): the
+// descriptor is O_DIRECT, and a qcow2 image written through it is one qemu-img accepts. (The aligned storage itself is tested in qcow2.)
 package qcow2export
 
 import (
@@ -15,19 +15,16 @@ import (
 	"github.com/qnbd/qnbd/qcow2"
 )
 
-// TestDirectOpenerIsODirect: the files DirectOpener opens really bypass the page cache, with
-// the engine's aligned storage doing the I/O.
-func TestDirectOpenerIsODirect(t *testing.T) {
+// TestDirectFilesAreODirect: the files opened with FileOptions.Direct really bypass the page
+// cache, with the engine's aligned storage doing the I/O.
+func TestDirectFilesAreODirect(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "f")
-	s, err := DirectOpener(p, qcow2.FileOptions{Create: true})
+	fs, err := qcow2.OpenFile(p, qcow2.FileOptions{Create: true, Direct: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	fs, ok := s.(*qcow2.FileStorage)
-	if !ok {
-		t.Fatalf("storage %T", s)
-	}
+	defer fs.Close()
+	s := qcow2.Storage(fs)
 	flags, err := unix.FcntlInt(fs.File().Fd(), unix.F_GETFL, 0)
 	if err != nil || flags&unix.O_DIRECT == 0 || fs.DirectAlign() == 0 {
 		t.Errorf("flags %#x, %v, alignment %d", flags, err, fs.DirectAlign())
@@ -37,7 +34,7 @@ func TestDirectOpenerIsODirect(t *testing.T) {
 	}
 }
 
-// TestDirectImage writes a qcow2 image through DirectOpener (512-byte and 64 KiB clusters)
+// TestDirectImage writes a qcow2 image opened with FileOptions.Direct (512-byte and 64 KiB clusters)
 // and lets qemu-img judge it.
 func TestDirectImage(t *testing.T) {
 	for _, cs := range []string{"512", "65536"} {
@@ -45,7 +42,7 @@ func TestDirectImage(t *testing.T) {
 			dir := t.TempDir()
 			p := filepath.Join(dir, "d.qcow2")
 			qemuImg(t, "create", "-q", "-f", "qcow2", "-o", "cluster_size="+cs, p, "4M")
-			img, err := qcow2.Open(p, qcow2.OpenOptions{Opener: DirectOpener})
+			img, err := qcow2.Open(p, qcow2.OpenOptions{File: qcow2.FileOptions{Direct: true}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -63,7 +60,7 @@ func TestDirectImage(t *testing.T) {
 				}
 				copy(shadow[off:], b)
 			}
-			if err := img.WriteZeroes(1<<20, 256<<10, true); err != nil {
+			if err := img.Zero(1<<20, 256<<10, qcow2.ZeroMayUnmap); err != nil {
 				t.Fatal(err)
 			}
 			clear(shadow[1<<20 : 1<<20+256<<10])

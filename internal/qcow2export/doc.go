@@ -34,7 +34,6 @@
 //
 // # Direct I/O
 //
-// DirectOpener is a qcow2.OpenOptions.Opener for cache=none and cache=directsync: the
-// engine's own O_DIRECT storage (qcow2.FileOptions.Direct), aligned to the file's logical
-// block size (direct.go).
+// cache=none and cache=directsync need nothing here: the engine opens its files O_DIRECT
+// itself (qcow2.FileOptions.Direct) and aligns every transfer (qcow2/storage_direct.go).
 package qcow2export

@@ -18,7 +18,7 @@ func (b *Backend) Trim(_ context.Context, off, length uint64, fua bool) error {
 		return nil
 	}
 	err := b.img.Discard(off, length)
-	if err != nil && !errors.Is(err, qcow2.ErrNotSupported) {
+	if err != nil && !errors.Is(err, qcow2.ErrUnsupported) {
 		return classify(err)
 	}
 	return b.fua(fua)

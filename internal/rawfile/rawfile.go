@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/qnbd/qnbd/internal/hostfile"
 	"github.com/qnbd/qnbd/internal/probe"
 	"github.com/qnbd/qnbd/server"
 )
@@ -33,17 +34,13 @@ type Options struct {
 
 // File is an open raw image.
 type File struct {
-	f    *os.File
-	fd   int
-	size uint64 // the export size: the length at Open rounded up to a sector
+	h    *hostfile.File // every sync, fallocate and lseek (docs/hostfile.md)
+	f    *os.File       // h.OS(), for pread/pwrite
+	size uint64         // the export size: the length at Open rounded up to a sector
 	opts Options
 
 	guard *probe.Guard // non-nil when Options.Probed
 	eof   atomic.Int64 // the file's length as far as this File knows (it only grows here)
-
-	noPunch     atomic.Bool // fallocate(PUNCH_HOLE) reported unsupported
-	noZeroRange atomic.Bool // fallocate(ZERO_RANGE) reported unsupported
-	noSeekData  atomic.Bool // lseek(SEEK_DATA) reported unsupported
 }
 
 // Interfaces a File implements beyond server.Backend.
@@ -56,14 +53,11 @@ var (
 
 // Open opens path, a regular file or a block device, as a raw image.
 func Open(path string, o Options) (*File, error) {
-	flag := os.O_RDWR
-	if o.ReadOnly {
-		flag = os.O_RDONLY
-	}
-	f, err := os.OpenFile(path, flag, 0)
+	h, err := hostfile.Open(path, hostfile.Options{ReadOnly: o.ReadOnly})
 	if err != nil {
 		return nil, err
 	}
+	f := h.OS()
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -82,7 +76,7 @@ func Open(path string, o Options) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: not a regular file or block device", path)
 	}
-	r := &File{f: f, fd: int(f.Fd()), size: roundUp(uint64(size)), opts: o}
+	r := &File{h: h, f: f, size: roundUp(uint64(size)), opts: o}
 	r.eof.Store(size)
 	if o.Probed {
 		r.guard = new(probe.Guard)
@@ -143,7 +137,7 @@ func (r *File) syncIf(fua bool) error {
 	if r.opts.IgnoreFlush || r.opts.ReadOnly || !(fua || r.opts.WriteThrough) {
 		return nil
 	}
-	return retryEINTR(func() error { return unix.Fdatasync(r.fd) })
+	return r.h.Sync()
 }
 
 // Trim punches a hole; a filesystem without hole punching makes it a successful no-op, as a
@@ -209,34 +203,13 @@ func (r *File) zero(off, length uint64, f server.ZeroFlags) error {
 }
 
 func (r *File) punch(off, length uint64) error {
-	return r.fallocateUnlessRefused(&r.noPunch, unix.FALLOC_FL_PUNCH_HOLE, off, length, unix.FALLOC_FL_KEEP_SIZE)
+	return r.h.PunchHole(int64(off), int64(length))
 }
 
 // zeroRange zeroes with FALLOC_FL_ZERO_RANGE without KEEP_SIZE, so that, as with QEMU's
 // file driver, zeroing the tail past the end of the file extends it.
 func (r *File) zeroRange(off, length uint64) error {
-	return r.fallocateUnlessRefused(&r.noZeroRange, unix.FALLOC_FL_ZERO_RANGE, off, length, 0)
-}
-
-// fallocateUnlessRefused runs fallocate(mode|extra) unless the file system refused mode
-// before (*refused), and remembers a refusal, so that later calls fail with EOPNOTSUPP at once
-// and the caller falls back without a system call.
-func (r *File) fallocateUnlessRefused(refused *atomic.Bool, mode uint32, off, length uint64, extra uint32) error {
-	if refused.Load() {
-		return syscall.EOPNOTSUPP
-	}
-	err := r.fallocate(mode|extra, off, length)
-	if unsupported(err) {
-		refused.Store(true)
-	}
-	return err
-}
-
-func (r *File) fallocate(mode uint32, off, length uint64) error {
-	if length == 0 {
-		return nil
-	}
-	return retryEINTR(func() error { return unix.Fallocate(r.fd, mode, int64(off), int64(length)) })
+	return r.h.ZeroRange(int64(off), int64(length))
 }
 
 var zeros = make([]byte, 1<<20)
@@ -257,14 +230,11 @@ func (r *File) writeZeros(off, length uint64) error {
 const maxExtents = 1024
 
 // Allocation maps [off, off+length) with SEEK_DATA/SEEK_HOLE: holes are StateHole|StateZero,
-// data is 0. Where the filesystem cannot tell, everything is data.
+// data is 0. Where the filesystem cannot tell (hostfile.ErrUnsupported), everything is data.
 func (r *File) Allocation(_ context.Context, off, length uint64) ([]server.Extent, error) {
 	end := min(off+length, r.size)
 	if off >= end {
 		return nil, syscall.EINVAL
-	}
-	if r.noSeekData.Load() {
-		return []server.Extent{{Length: end - off}}, nil
 	}
 	var out []server.Extent
 	add := func(n uint64, flags uint32) {
@@ -277,10 +247,9 @@ func (r *File) Allocation(_ context.Context, off, length uint64) ([]server.Exten
 	for off < end && len(out) < maxExtents {
 		data, err := r.seek(off, unix.SEEK_DATA)
 		switch {
-		case errors.Is(err, syscall.ENXIO):
+		case errors.Is(err, hostfile.ErrNoMoreData):
 			data = end // no data after off
-		case unsupported(err) || errors.Is(err, syscall.EINVAL):
-			r.noSeekData.Store(true)
+		case unsupported(err):
 			if len(out) == 0 {
 				return []server.Extent{{Length: end - off}}, nil
 			}
@@ -315,31 +284,22 @@ func (r *File) Allocation(_ context.Context, off, length uint64) ([]server.Exten
 
 func (r *File) seek(off uint64, whence int) (uint64, error) {
 	var pos int64
-	err := retryEINTR(func() error {
-		var err error
-		pos, err = unix.Seek(r.fd, int64(off), whence)
-		return err
-	})
+	var err error
+	if whence == unix.SEEK_DATA {
+		pos, err = r.h.SeekData(int64(off))
+	} else {
+		pos, err = r.h.SeekHole(int64(off))
+	}
 	return uint64(pos), err
 }
 
 // Cache asks the kernel to read the range ahead (posix_fadvise WILLNEED).
 func (r *File) Cache(_ context.Context, off, length uint64) error {
-	return unix.Fadvise(r.fd, int64(off), int64(length), unix.FADV_WILLNEED)
+	return unix.Fadvise(int(r.f.Fd()), int64(off), int64(length), unix.FADV_WILLNEED)
 }
 
 // Close closes the file. Callers Flush first if they need the data durable.
-func (r *File) Close() error { return r.f.Close() }
+func (r *File) Close() error { return r.h.Close() }
 
-func unsupported(err error) bool {
-	return errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOTSUP) ||
-		errors.Is(err, syscall.ENOSYS)
-}
-
-func retryEINTR(f func() error) error {
-	for {
-		if err := f(); !errors.Is(err, syscall.EINTR) {
-			return err
-		}
-	}
-}
+// unsupported reports what the file system cannot do, under the host-file layer's policy.
+func unsupported(err error) bool { return errors.Is(err, hostfile.ErrUnsupported) }

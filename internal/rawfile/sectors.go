@@ -48,10 +48,10 @@ func (r *File) grown(written, target uint64) error {
 	}
 	// fallocate mode 0 extends the length without touching bytes already there, whatever
 	// another request wrote meanwhile.
-	err := retryEINTR(func() error { return unix.Fallocate(r.fd, 0, int64(target-1), 1) })
+	err := r.h.Allocate(int64(target-1), 1)
 	if unsupported(err) || errors.Is(err, syscall.EINVAL) {
 		var st unix.Stat_t
-		if err = unix.Fstat(r.fd, &st); err == nil && st.Size < int64(target) {
+		if err = unix.Fstat(int(r.f.Fd()), &st); err == nil && st.Size < int64(target) {
 			_, err = r.f.WriteAt([]byte{0}, int64(target-1))
 		}
 	}

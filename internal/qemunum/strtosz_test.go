@@ -1,5 +1,5 @@
 // Tests of QEMU's size and number parsing rules.
-package main
+package qemunum
 
 import (
 	"math"
@@ -43,28 +43,28 @@ func TestStrtosz(t *testing.T) {
 		{"0x1k", 1024, nil, true},
 		{"1.5e", 1729382256910270464, nil, false}, // "e" is the exabyte suffix, not an exponent
 		{"15E", 15 << 60, nil, false},
-		{"16E", 0, errRange, false},
+		{"16E", 0, ErrRange, false},
 		{"18446744073709551615", math.MaxUint64, nil, false},
-		{"18446744073709551616", 0, errRange, false},
-		{"", 0, errInvalid, false},
-		{"k", 0, errInvalid, false},
-		{".5k", 0, errInvalid, false},
-		{"-5", 0, errInvalid, false},
-		{"1e3", 0, errInvalid, false},
-		{"1.5e3k", 0, errInvalid, false},
-		{"1KiB", 0, errInvalid, false},
-		{"1k ", 0, errInvalid, false},
-		{"1.0001", 0, errInvalid, false}, // a fraction needs a suffix
-		{"0.5", 0, errInvalid, false},
-		{"1.5b", 0, errInvalid, false},
-		{"0x1.5k", 0, errInvalid, false},
-		{"0x", 0, errInvalid, false},
-		{"1Q", 0, errInvalid, false},
+		{"18446744073709551616", 0, ErrRange, false},
+		{"", 0, ErrInvalid, false},
+		{"k", 0, ErrInvalid, false},
+		{".5k", 0, ErrInvalid, false},
+		{"-5", 0, ErrInvalid, false},
+		{"1e3", 0, ErrInvalid, false},
+		{"1.5e3k", 0, ErrInvalid, false},
+		{"1KiB", 0, ErrInvalid, false},
+		{"1k ", 0, ErrInvalid, false},
+		{"1.0001", 0, ErrInvalid, false}, // a fraction needs a suffix
+		{"0.5", 0, ErrInvalid, false},
+		{"1.5b", 0, ErrInvalid, false},
+		{"0x1.5k", 0, ErrInvalid, false},
+		{"0x", 0, ErrInvalid, false},
+		{"1Q", 0, ErrInvalid, false},
 	}
 	for _, tt := range tests {
-		got, warn, err := strtosz(tt.in)
+		got, warn, err := Strtosz(tt.in)
 		if err != tt.err || (err == nil && got != tt.want) || warn != tt.warnHex {
-			t.Errorf("strtosz(%q) = %d, %v, %v; want %d, %v, %v", tt.in, got, warn, err, tt.want, tt.warnHex, tt.err)
+			t.Errorf("Strtosz(%q) = %d, %v, %v; want %d, %v, %v", tt.in, got, warn, err, tt.want, tt.warnHex, tt.err)
 		}
 	}
 }
@@ -80,28 +80,15 @@ func TestStrtou64(t *testing.T) {
 		{"0x10", 0, 16, nil},
 		{"016", 0, 14, nil}, // octal, as C's strtoull with base 0
 		{" 16", 0, 16, nil},
-		{"16k", 0, 0, errInvalid},
-		{"", 0, 0, errInvalid},
-		{"99999999999999999999", 0, 0, errRange},
+		{"16k", 0, 0, ErrInvalid},
+		{"", 0, 0, ErrInvalid},
+		{"99999999999999999999", 0, 0, ErrRange},
 		{"-1", 0, math.MaxUint64, nil}, // strtoull negates modulo 2^64
 	}
 	for _, tt := range tests {
-		got, err := qemuStrtou64(tt.in, tt.base)
+		got, err := ParseUint64(tt.in, tt.base)
 		if err != tt.err || (err == nil && got != tt.want) {
-			t.Errorf("qemuStrtou64(%q, %d) = %d, %v; want %d, %v", tt.in, tt.base, got, err, tt.want, tt.err)
-		}
-	}
-}
-
-func TestParseCLong(t *testing.T) {
-	for in, want := range map[string]int64{"8": 8, "0x10": 16, "-3": -3, "010": 8} {
-		if got, ok := parseCLong(in); !ok || got != want {
-			t.Errorf("parseCLong(%q) = %d, %v; want %d", in, got, ok, want)
-		}
-	}
-	for _, in := range []string{"", "8x", "9223372036854775808", "abc"} {
-		if _, ok := parseCLong(in); ok {
-			t.Errorf("parseCLong(%q) accepted", in)
+			t.Errorf("ParseUint64(%q, %d) = %d, %v; want %d, %v", tt.in, tt.base, got, err, tt.want, tt.err)
 		}
 	}
 }
