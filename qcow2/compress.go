@@ -31,7 +31,6 @@ import (
 // inflaters are pooled, and one shared zstd decoder with a fixed number of workers decodes
 // whole frames straight into dst.
 
-
 // maxZstdWindow is the largest zstd window accepted: libzstd's default limit
 // (ZSTD_WINDOWLOG_LIMIT_DEFAULT = 27), which is what QEMU decodes with. Frames are decoded
 // straight into the cluster buffer, so the window does not size any allocation.
