@@ -2,6 +2,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -233,5 +234,16 @@ func TestSplitCommas(t *testing.T) {
 		if got := strings.Join(splitCommas(in), "|"); got != want {
 			t.Errorf("splitCommas(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestEveryOptionHasAHandler(t *testing.T) {
+	for _, s := range specs {
+		if err := newCmdline().apply(s.name(), "x"); errors.Is(err, errNoHandler) {
+			t.Errorf("%v", err)
+		}
+	}
+	if err := newCmdline().apply("no-such-option", ""); !errors.Is(err, errNoHandler) {
+		t.Errorf("an option outside the table: %v", err)
 	}
 }

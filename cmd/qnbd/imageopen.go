@@ -47,8 +47,9 @@ func applyImageOpts(e exportConfig, cfg *config, warn io.Writer) (exportConfig, 
 	if aio == "native" && mode != cacheNone && mode != cacheDirectsync {
 		return e, cfg, blkOpenError(s.src, "%s.", msgAioNative)
 	}
-	if e.snapshot && s.window != nil {
-		return e, cfg, blkOpenError(s.src, "-s with raw's offset= or size= is not supported by qnbd")
+	if e.snapshot && (s.window != nil || s.noBack) {
+		// The -s overlay would see the whole file, or the image with its backing file.
+		return e, cfg, blkOpenError(s.src, "-s with offset=, size= or backing= is not supported by qnbd")
 	}
 	c := *cfg
 	c.cache = mode

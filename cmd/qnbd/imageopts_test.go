@@ -4,8 +4,11 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
+
+	"github.com/qnbd/qnbd/qcow2"
 )
 
 func TestImageOptsSplitLikeQemuOpts(t *testing.T) {
@@ -59,5 +62,30 @@ func TestImageOptsCacheModeOverridesCacheFlag(t *testing.T) {
 	s := &imageSettings{direct: &on, noFlush: &on}
 	if _, err := s.cacheMode(cacheWriteback); err == nil {
 		t.Error("cache.direct=on with cache.no-flush=on accepted")
+	}
+}
+
+func TestImageOptsCacheKeysReachTheEngine(t *testing.T) {
+	s, err := parseImageSettings("driver=qcow2,file.filename=imageopts_test.go,l2-cache-size=1M,"+
+		"refcount-cache-size=0,l2-cache-entry-size=4k,cache-clean-interval=0,backing=", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := exportConfig{file: s.filename, opts: &imageOptsExport{src: s.src, noBacking: s.noBack, cache: s.cache}}
+	o := qcow2OpenOptions(e, &config{cache: cacheWriteback}, openEnv{})
+	if o.L2CacheBytes != 1<<20 || o.RefcountCacheBytes != 1 || o.L2CacheEntrySize != 4096 ||
+		o.CacheBytes != 0 || o.CacheCleanInterval != qcow2.NoCacheClean || !o.NoBacking {
+		t.Errorf("engine options %+v", o)
+	}
+}
+
+func TestImageOptsSnapshotRefusesWhatTheOverlayCannotSee(t *testing.T) {
+	for _, opts := range []string{"driver=raw,file.filename=imageopts_test.go,offset=512",
+		"driver=qcow2,file.filename=imageopts_test.go,backing="} {
+		e := exportConfig{file: opts, imageOpts: true, snapshot: true}
+		if _, _, err := applyImageOpts(e, &config{cache: cacheWriteback, aio: "threads"}, io.Discard); err == nil ||
+			!strings.Contains(err.Error(), "-s with") {
+			t.Errorf("-s --image-opts %s: %v", opts, err)
+		}
 	}
 }

@@ -3,6 +3,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -43,7 +45,11 @@ func (c *cmdline) once(key, msg string) error {
 // optionGroup applies the options of one kind; handled is false for an option of another.
 type optionGroup func(c *cmdline, name, v string) (handled bool, err error)
 
-// apply applies the option called name (its long name, or its letter) with argument v.
+// errNoHandler is a programming error: an option in specs that no group applies.
+var errNoHandler = errors.New("qnbd: internal error: an option has no handler")
+
+// apply applies the option called name (its long name, or its letter) with argument v. A new
+// option goes into specs (flags.go) and into the group of its kind here.
 func (c *cmdline) apply(name, v string) error {
 	for _, g := range []optionGroup{(*cmdline).serverOption, (*cmdline).exportOption,
 		(*cmdline).ioOption, (*cmdline).tlsOption, (*cmdline).ownOption} {
@@ -51,7 +57,7 @@ func (c *cmdline) apply(name, v string) error {
 			return err
 		}
 	}
-	return nil
+	return fmt.Errorf("%w: --%s", errNoHandler, name)
 }
 
 // serverOption: where and how long to serve, and the modes qnbd refuses.

@@ -10,8 +10,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/qnbd/qnbd/internal/qcow2lock"
 	"github.com/qnbd/qnbd/internal/qcow2export"
+	"github.com/qnbd/qnbd/internal/qcow2lock"
 	"github.com/qnbd/qnbd/qcow2"
 	"github.com/qnbd/qnbd/server"
 )
