@@ -27,6 +27,8 @@ type config struct {
 	qnbdBefore string // a second qnbd binary, measured as server qnbd-before
 	dir        string
 	scale      scaleConfig // the scale table (scale.go)
+	// convertSize is the source image of the convert -c rows (convertc.go); 0 skips them.
+	convertSize int64
 }
 
 func main() {
@@ -62,7 +64,7 @@ func main() {
 }
 
 // quickDefaults are the sizes -quick uses for every size flag not given explicitly.
-var quickDefaults = map[string]string{"runtime": "2s", "size": "1G", "region": "256M", "backup-size": "256M"}
+var quickDefaults = map[string]string{"runtime": "2s", "size": "1G", "region": "256M", "backup-size": "256M", "convert-size": "512M"}
 
 func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -75,12 +77,13 @@ func parseFlags(args []string) (config, error) {
 		fs.PrintDefaults()
 	}
 	var cfg config
-	var runtimeS, size, region, backupSize, servers, wls string
+	var runtimeS, size, region, backupSize, servers, wls, convertSize string
 	var quick bool
 	fs.StringVar(&runtimeS, "runtime", "10s", "duration of each fio workload")
 	fs.StringVar(&size, "size", "10G", "virtual size of the fio images")
 	fs.StringVar(&region, "region", "1G", "prefilled region the fio read workloads read")
 	fs.StringVar(&backupSize, "backup-size", "2G", "size of the fully written image the nbdcopy rows copy")
+	fs.StringVar(&convertSize, "convert-size", "4G", "source image of the convert -c rows (ext4 made with mkfs.ext4 -d, over half full); 0 skips them")
 	fs.IntVar(&cfg.copyPasses, "copy-passes", 3, "whole-image copies per nbdcopy row (the median pass is reported)")
 	fs.BoolVar(&quick, "quick", false, "small and short: "+quickSummary()+" unless given")
 	fs.IntVar(&cfg.params.iodepth, "iodepth", 16, "fio requests in flight per connection")
@@ -128,6 +131,11 @@ func parseFlags(args []string) (config, error) {
 		return cfg, fmt.Errorf("-region %s is larger than -size %s", region, size)
 	}
 	if cfg.backupSize, err = parseSize(backupSize); err != nil {
+		return cfg, err
+	}
+	if convertSize == "0" {
+		cfg.convertSize = 0
+	} else if cfg.convertSize, err = parseSize(convertSize); err != nil {
 		return cfg, err
 	}
 	if cfg.copyPasses < 1 {

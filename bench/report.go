@@ -47,10 +47,12 @@ type report struct {
 	CPUs       int       `json:"cpus"`
 	// LoadAvg is /proc/loadavg when the run started: other work on the machine competes for
 	// the same CPUs.
-	LoadAvg  string   `json:"loadavg_at_start,omitempty"`
-	Skipped  []string `json:"skipped,omitempty"`
-	Results  []result `json:"results"`
-	Versions []string `json:"versions"`
+	LoadAvg string   `json:"loadavg_at_start,omitempty"`
+	Skipped []string `json:"skipped,omitempty"`
+	Results []result `json:"results"`
+	// ConvertC are the convert -c rows (convertc.go).
+	ConvertC []convertCResult `json:"convert_c,omitempty"`
+	Versions []string         `json:"versions"`
 }
 
 func newReport(cfg config) *report {

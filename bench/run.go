@@ -69,6 +69,10 @@ func run(ctx context.Context, cfg config, w io.Writer) (*report, error) {
 	addRatios(rep.Results)
 	fmt.Fprintln(w)
 	printTable(w, rep)
+	if cfg.convertSize > 0 {
+		fmt.Fprintln(w)
+		rep.ConvertC = runConvertC(ctx, cfg, w, dir)
+	}
 	return rep, nil
 }
 

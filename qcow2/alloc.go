@@ -333,6 +333,7 @@ func (a *allocator) free(c HostCluster, n ClusterCount, punch bool) {
 			continue
 		}
 		freed++
+		a.img.compressedCursorFreed(cl)
 		a.firstFree = min(a.firstFree, cl)
 		a.img.l2.drop(cl)
 		if cl != runStart.Add(runLen) {

@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 
-	kflate "github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -30,9 +30,6 @@ import (
 // Memory is bounded: dst is the only output buffer (nothing decodes into a growing slice), the
 // inflaters are pooled, and one shared zstd decoder with a fixed number of workers decodes
 // whole frames straight into dst.
-
-// zlibWindow is QEMU's deflate window: "windowBits -12", a raw stream with a 4 KiB window.
-const zlibWindow = 1 << 12
 
 // maxZstdWindow is the largest zstd window accepted: libzstd's default limit
 // (ZSTD_WINDOWLOG_LIMIT_DEFAULT = 27), which is what QEMU decodes with. Frames are decoded
@@ -217,8 +214,8 @@ func zstdCluster(src, dst []byte) error {
 var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
 	return zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedDefault),
-		zstd.WithEncoderConcurrency(1),
-		zstd.WithEncoderCRC(false), // QEMU writes no checksum
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), // EncodeAll from every compressing goroutine
+		zstd.WithEncoderCRC(false),                         // QEMU writes no checksum
 		zstd.WithLowerEncoderMem(true),
 	)
 })
@@ -230,18 +227,10 @@ func compress(ctype uint8, src []byte) ([]byte, error) {
 	var out []byte
 	switch ctype {
 	case CompressionZlib:
-		var buf bytes.Buffer
-		w, err := kflate.NewWriterWindow(&buf, zlibWindow)
-		if err != nil {
+		var err error
+		if out, err = deflateCluster(src); err != nil {
 			return nil, err
 		}
-		if _, err := w.Write(src); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
-		out = buf.Bytes()
 	case CompressionZstd:
 		enc, err := zstdEncoder()
 		if err != nil {

@@ -7,6 +7,7 @@ package qcow2
 import (
 	"fmt"
 	"iter"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -70,8 +71,10 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 		t.Fatal(err)
 	}
 	r := newRunner(img, tap, env.firstGen)
+	r.snaps = maps.Clone(env.snapGens)
 	w.run(r)
 	r.close()
+	env.snapGens = r.snaps
 	ops := r.snapshotOps()
 	for _, o := range ops {
 		if o.err != nil {

@@ -24,6 +24,9 @@ type cwWorkload struct {
 	// second memstore. compressed: the image is qemu-img convert -c of stamped data.
 	// snapshot: stamped data, then an internal snapshot "s1" taken by qemu-img.
 	backing, compressed, snapshot bool
+	// snapOps: the workload creates, applies or deletes internal snapshots, whose crash
+	// states may hold COPIED flags that disagree with refcounts (docs/snapshots.md).
+	snapOps bool
 	// concurrent: operations overlap in time, so a fault cannot be pinned to one of them.
 	concurrent bool
 	// writeThrough opens the image with OpenOptions.WriteThrough (cache=writethrough: a flush
@@ -337,7 +340,8 @@ type cwEnv struct {
 	init     []uint32
 	backing  []uint32
 	snapInit []uint32
-	ops      []cwOp // the workload's operations, once run (for checkBitmapState)
+	ops      []cwOp              // the workload's operations, once run (for checkBitmapState)
+	snapGens map[string][]uint32 // internal snapshots taken by setup or run (crash_snapshot_test.go)
 	firstGen uint32
 	hdr      Header
 	mu       sync.Mutex
@@ -414,6 +418,7 @@ func buildEnv(t testing.TB, w *cwWorkload) *cwEnv {
 		}
 		m := newModel(env.init, env.backing, w.size, r.snapshotOps())
 		env.init = m.finalExpect().sets.one
+		env.snapGens = r.snaps
 		s = s.Reopen().Clone()
 	}
 	if w.snapshot {

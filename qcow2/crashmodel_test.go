@@ -59,6 +59,10 @@ func (m *cwModel) value(o *cwOp, sec uint64) uint32 {
 	switch o.kind {
 	case cwWrite:
 		return o.gen
+	case cwSnapApply:
+		if sec < uint64(len(o.snap)) {
+			return o.snap[sec]
+		}
 	}
 	return 0
 }

@@ -204,9 +204,12 @@ const (
 	cwFlush
 	cwResize
 	cwClose
+	cwSnapCreate // internal snapshot ops (crash_snapshot_test.go)
+	cwSnapApply
+	cwSnapDelete
 )
 
-var cwKindNames = [...]string{"write", "zero", "zero-unmap", "discard", "flush", "resize", "close"}
+var cwKindNames = [...]string{"write", "zero", "zero-unmap", "discard", "flush", "resize", "close", "snap-create", "snap-apply", "snap-delete"}
 
 func (k cwKind) String() string { return cwKindNames[k] }
 
@@ -223,6 +226,9 @@ type cwOp struct {
 	err                error
 	worker             int
 	sizeAfter, sizePre uint64
+	// name is a snapshot op's snapshot; snap the sectors an apply reverts to.
+	name string
+	snap []uint32
 }
 
 // cwRunner performs guest operations on an image and records them. Errors are recorded, not
@@ -241,6 +247,8 @@ type cwRunner struct {
 	// mark is the log length a workload marked (markLog): the crash test enumerates every
 	// subset of the small windows from there on, whatever its sample.
 	mark int
+	// snaps holds the sectors of each internal snapshot the runner took, by name.
+	snaps map[string][]uint32
 }
 
 // markLog marks the current point of the log (see mark).

@@ -119,8 +119,9 @@ type Image struct {
 	snapL1Bad    []bool // per snapshot: its L1 table fails CheckSnapshotL1 (see overlapsFixed)
 	snapTableLen uint64
 	lastHost     uint64
-	linkGen      uint64 // counts links of new data that must be durable first (publishData)
-	dataSynced   uint64 // every link up to this linkGen has its data durable (see Flush)
+	linkGen      uint64     // counts links of new data that must be durable first (publishData)
+	cbyte        HostOffset // next free byte for compressed data (compress_write.go)
+	dataSynced   uint64     // every link up to this linkGen has its data durable (see Flush)
 
 	// Persistent bitmaps (bitmap_open.go): set by open, stored by Close; markBitmaps is
 	// read without a lock by requests, changed only with none in flight.

@@ -5,7 +5,7 @@ set -euo pipefail
 # Debian packages: the toolchain for cgo (the libnbd binding, -race), the oracles and
 # clients the tests drive, and the peers the benchmark compares against.
 pkgs=(
-  gcc libc6-dev pkg-config make git nftables
+  gcc libc6-dev pkg-config make git nftables zlib1g-dev
   qemu-utils libnbd-dev libnbd-bin nbdkit fio prometheus python3-libnbd nbd-client openssl
   systemd python3-yaml file gnutls-bin python3-gi
 )

@@ -199,7 +199,6 @@ func TestRefusedOptions(t *testing.T) {
 	for _, args := range [][]string{
 		{"info", "--image-opts", "data.raw"},
 		{"info", "--object", "secret,id=s,data=x", "data.raw"},
-		{"convert", "-c", "-O", "qcow2", "data.raw", "x.qcow2"},
 		{"convert", "-B", "data.raw", "-O", "qcow2", "data.raw", "x.qcow2"},
 		{"convert", "-l", "snap", "data.raw", "x.raw"},
 		{"convert", "--salvage", "data.raw", "x.raw"},

@@ -33,6 +33,7 @@ type convertRequest struct {
 	quiet          bool
 	srcs           []string
 	out            string
+	compress       bool // -c (copy_compress.go)
 }
 
 func (a *app) convert(argv []string) int {
@@ -89,6 +90,8 @@ func (a *app) convert(argv []string) int {
 			copyRange = true
 		case optTargetIsZero:
 			r.targetIsZero = true
+		case 'c':
+			r.compress = true
 		default:
 			if a.convertRefuses(c) {
 				return 1
@@ -103,6 +106,10 @@ func (a *app) convert(argv []string) int {
 	}
 	if explicitSparse && copyRange {
 		a.errorf("Cannot enable copy offloading when -S is used")
+		return 1
+	}
+	if r.compress && copyRange {
+		a.errorf("Cannot enable copy offloading when -c is used")
 		return 1
 	}
 	if r.skipCreate && r.haveOptions {
@@ -156,8 +163,6 @@ func (a *app) sparseSize(arg string) (uint64, bool) {
 // reports whether it did.
 func (a *app) convertRefuses(c rune) bool {
 	switch c {
-	case 'c':
-		a.errorf("Compressed output (-c) is not supported by %s", a.prog)
 	case 'B', 'F':
 		a.errorf("A backing file for the convert target (-B, -F) is not supported by %s", a.prog)
 	case 'l':
@@ -208,10 +213,18 @@ func (a *app) doConvert(r convertRequest) int {
 		srcs = append(srcs, d)
 		total += d.Size()
 	}
+	if r.compress && r.outFmt == "raw" {
+		a.errorf("Compression not supported for this file format")
+		p.end()
+		return 1
+	}
 	dst, code := a.convertTarget(r, total)
 	if dst == nil {
 		p.end()
 		return code
+	}
+	if r.compress {
+		return a.convertCompressed(r, srcs, dst, total, p)
 	}
 	cp := &copier{a: a, srcs: srcs, dst: dst, total: total, minSparse: r.minSparse,
 		workers: r.workers, zeroInit: !r.skipCreate || r.targetIsZero, p: p,

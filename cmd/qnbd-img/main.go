@@ -40,6 +40,7 @@ func init() {
 		{"measure", (*app).measure},
 		{"rebase", (*app).rebase},
 		{"resize", (*app).resize},
+		{"snapshot", (*app).snapshot},
 	}
 }
 
