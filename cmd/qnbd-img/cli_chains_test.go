@@ -165,6 +165,7 @@ func matchQemu(t *testing.T, changing, failing [][]string) {
 	template := chainTemplate(t)
 	for _, args := range changing {
 		t.Run(strings.Join(args[1:], "_"), func(t *testing.T) {
+			t.Parallel()
 			qdir, odir := twinChains(t, template)
 			sameChains(t, template, qdir, odir, args...)
 		})
@@ -179,6 +180,7 @@ func matchQemu(t *testing.T, changing, failing [][]string) {
 }
 
 func TestCommitMatchesQemu(t *testing.T) {
+	t.Parallel()
 	matchQemu(t, [][]string{
 		{"commit", "top.qcow2"},
 		{"commit", "-d", "top.qcow2"},
@@ -203,6 +205,7 @@ func TestCommitMatchesQemu(t *testing.T) {
 // as qcow2 is refused as QEMU refuses it (EPERM), the base keeps its first sector, and the top
 // keeps its data.
 func TestCommitIntoProbedRawKeepsTheBlockZeroGuard(t *testing.T) {
+	t.Parallel()
 	template := chainTemplate(t)
 	qdir, odir := twinChains(t, template)
 	for _, d := range []string{qdir, odir} {
@@ -223,6 +226,7 @@ func TestCommitIntoProbedRawKeepsTheBlockZeroGuard(t *testing.T) {
 // TestCommitProgressEndsAtHundred: -p prints qemu-img's progress lines, from 0.00 to 100.00,
 // and the newline before the final message.
 func TestCommitProgressEndsAtHundred(t *testing.T) {
+	t.Parallel()
 	_, odir := twinChains(t, chainTemplate(t))
 	got := ours(t, odir, "commit", "-p", "top.qcow2")
 	if got.code != 0 || !strings.HasPrefix(got.stdout, "    (0.00/100%)\r") ||
@@ -237,12 +241,14 @@ func TestCommitProgressEndsAtHundred(t *testing.T) {
 // TestCommitRefusesWhileServed: with qemu-nbd serving the top or the base, read-write or
 // read-only, commit fails with qemu-img's message and changes nothing.
 func TestCommitRefusesWhileServed(t *testing.T) {
+	t.Parallel()
 	template := chainTemplate(t)
 	for _, served := range [][]string{
 		{"-f", "qcow2", "base.qcow2"},       // the backing file cannot be opened
 		{"-r", "-f", "qcow2", "base.qcow2"}, // the base cannot be written
 	} {
 		t.Run(strings.Join(served, "_"), func(t *testing.T) {
+			t.Parallel()
 			qdir, odir := twinChains(t, template)
 			holdImage(t, qdir, "qemu-nbd", served...)
 			holdImage(t, odir, "qemu-nbd", served...)
@@ -267,6 +273,7 @@ func TestCommitRefusesWhileServed(t *testing.T) {
 }
 
 func TestRebaseMatchesQemu(t *testing.T) {
+	t.Parallel()
 	matchQemu(t, [][]string{
 		{"rebase", "-b", "base.qcow2", "-F", "qcow2", "longer.qcow2"},
 		{"rebase", "-u", "-b", "base.qcow2", "-F", "qcow2", "longer.qcow2"},

@@ -31,6 +31,7 @@ func allocated(t *testing.T, dir, name string) int64 {
 }
 
 func TestConvertToRawMatchesQemu(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	imgs := qcow2Images(t, dir)
 	rawImages(t, dir)
@@ -39,33 +40,45 @@ func TestConvertToRawMatchesQemu(t *testing.T) {
 		if img == "datafile.qcow2" {
 			continue // its data file name is resolved differently by QEMU (cwd) and qnbd (image dir)
 		}
-		variants := [][]string{{}}
-		if st, err := os.Stat(filepath.Join(dir, img)); err == nil && st.Size() < 16<<20 && img != "sparse.raw" {
-			// The variants on the small images only, to keep the test fast.
-			variants = append(variants, []string{"-S", "0"}, []string{"-S", "64k"}, []string{"-m", "1"})
+		t.Run(img, func(t *testing.T) {
+			t.Parallel()
+			convertToRawMatchesQemu(t, dir, img)
+		})
+	}
+}
+
+// convertToRawMatchesQemu converts img (in dir) to raw with both tools, into a directory of
+// the test's, and compares the bytes and the space used.
+func convertToRawMatchesQemu(t *testing.T, dir, img string) {
+	out := t.TempDir()
+	q, o := filepath.Join(out, "q.raw"), filepath.Join(out, "o.raw")
+	variants := [][]string{{}}
+	if st, err := os.Stat(filepath.Join(dir, img)); err == nil && st.Size() < 16<<20 && img != "sparse.raw" {
+		// The variants on the small images only, to keep the test fast.
+		variants = append(variants, []string{"-S", "0"}, []string{"-S", "64k"}, []string{"-m", "1"})
+	}
+	for _, extra := range variants {
+		args := append(append([]string{"convert", "-O", "raw"}, extra...), img)
+		if r := qemu(t, dir, append(args, q)...); r.code != 0 {
+			t.Fatalf("qemu-img %q: %v", args, r)
 		}
-		for _, extra := range variants {
-			args := append(append([]string{"convert", "-O", "raw"}, extra...), img)
-			if r := qemu(t, dir, append(args, "q.raw")...); r.code != 0 {
-				t.Fatalf("qemu-img %q: %v", args, r)
-			}
-			if r := ours(t, dir, append(args, "o.raw")...); r.code != 0 || r.stdout != "" || r.stderr != "" {
-				t.Fatalf("qnbd-img %q: %v", args, r)
-			}
-			if !bytes.Equal(readFile(t, dir, "q.raw"), readFile(t, dir, "o.raw")) {
-				t.Errorf("%q: our raw output differs from qemu-img's", args)
-			}
-			// Sparseness: a zero run of the source must stay a hole (without -S 0).
-			if len(extra) == 0 || extra[0] != "-S" || extra[1] != "0" {
-				if q, o := allocated(t, dir, "q.raw"), allocated(t, dir, "o.raw"); o > q+64<<10 {
-					t.Errorf("%q: our output allocates %d bytes, qemu-img's %d", args, o, q)
-				}
+		if r := ours(t, dir, append(args, o)...); r.code != 0 || r.stdout != "" || r.stderr != "" {
+			t.Fatalf("qnbd-img %q: %v", args, r)
+		}
+		if !bytes.Equal(readFile(t, out, "q.raw"), readFile(t, out, "o.raw")) {
+			t.Errorf("%q: our raw output differs from qemu-img's", args)
+		}
+		// Sparseness: a zero run of the source must stay a hole (without -S 0).
+		if len(extra) == 0 || extra[0] != "-S" || extra[1] != "0" {
+			if q, o := allocated(t, out, "q.raw"), allocated(t, out, "o.raw"); o > q+64<<10 {
+				t.Errorf("%q: our output allocates %d bytes, qemu-img's %d", args, o, q)
 			}
 		}
 	}
 }
 
 func TestConvertToQcow2(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	imgs := qcow2Images(t, dir)
 	rawImages(t, dir)
@@ -74,26 +87,10 @@ func TestConvertToQcow2(t *testing.T) {
 		if img == "datafile.qcow2" {
 			continue
 		}
-		optsList := [][]string{{}, {"-o", "compat=0.10", "-W"}}
-		if st, err := os.Stat(filepath.Join(dir, img)); err == nil && st.Size() < 16<<20 {
-			optsList = append(optsList,
-				[]string{"-o", "cluster_size=4k,lazy_refcounts=on"},
-				[]string{"-o", "extended_l2=on,refcount_bits=8", "-m", "16"},
-				[]string{"-o", "preallocation=metadata"})
-		}
-		for _, opts := range optsList {
-			os.Remove(filepath.Join(dir, "o.qcow2"))
-			args := append(append([]string{"convert", "-O", "qcow2"}, opts...), img, "o.qcow2")
-			if r := ours(t, dir, args...); r.code != 0 || r.stdout != "" || r.stderr != "" {
-				t.Fatalf("qnbd-img %q: %v", args, r)
-			}
-			if r := qemu(t, dir, "check", "o.qcow2"); r.code != 0 {
-				t.Errorf("%q: qemu-img check: %v", args, r)
-			}
-			if r := qemu(t, dir, "compare", img, "o.qcow2"); r.code != 0 {
-				t.Errorf("%q: qemu-img compare: %v", args, r)
-			}
-		}
+		t.Run(img, func(t *testing.T) {
+			t.Parallel()
+			convertToQcow2(t, dir, img)
+		})
 	}
 	// Without -W and with the default options, the layout is qemu-img convert's.
 	for _, img := range []string{"top.qcow2", "data.raw", "longer.qcow2"} {
@@ -108,7 +105,34 @@ func TestConvertToQcow2(t *testing.T) {
 	}
 }
 
+// convertToQcow2 converts img (in dir) to qcow2 with qnbd-img under several option sets,
+// into a directory of the test's, and has qemu-img check the result and compare it with img.
+func convertToQcow2(t *testing.T, dir, img string) {
+	o := filepath.Join(t.TempDir(), "o.qcow2")
+	optsList := [][]string{{}, {"-o", "compat=0.10", "-W"}}
+	if st, err := os.Stat(filepath.Join(dir, img)); err == nil && st.Size() < 16<<20 {
+		optsList = append(optsList,
+			[]string{"-o", "cluster_size=4k,lazy_refcounts=on"},
+			[]string{"-o", "extended_l2=on,refcount_bits=8", "-m", "16"},
+			[]string{"-o", "preallocation=metadata"})
+	}
+	for _, opts := range optsList {
+		os.Remove(o)
+		args := append(append([]string{"convert", "-O", "qcow2"}, opts...), img, o)
+		if r := ours(t, dir, args...); r.code != 0 || r.stdout != "" || r.stderr != "" {
+			t.Fatalf("qnbd-img %q: %v", args, r)
+		}
+		if r := qemu(t, dir, "check", o); r.code != 0 {
+			t.Errorf("%q: qemu-img check: %v", args, r)
+		}
+		if r := qemu(t, dir, "compare", img, o); r.code != 0 {
+			t.Errorf("%q: qemu-img compare: %v", args, r)
+		}
+	}
+}
+
 func TestConvertIntoExisting(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	qcow2Images(t, dir)
 	rawImages(t, dir)
@@ -168,6 +192,7 @@ func TestConvertIntoExisting(t *testing.T) {
 }
 
 func TestConvertConcatenatesAndReportsProgress(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rawImages(t, dir)
 	args := []string{"convert", "-O", "raw", "data.raw", "odd.raw", "sparse.raw"}
@@ -191,6 +216,7 @@ func TestConvertConcatenatesAndReportsProgress(t *testing.T) {
 // Our create, qemu-io's writes, then both tools' convert to raw: the same bytes, and an image
 // qemu-img check finds clean.
 func TestCreateWriteConvertRoundTrip(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for i, opts := range [][]string{
 		{},

@@ -10,6 +10,7 @@ import (
 )
 
 func TestMeasureMatchesQemu(t *testing.T) {
+	t.Parallel()
 	dir := chainTemplate(t)
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "bm.qcow2", "8M")
 	sh(t, dir, "qemu-img", "bitmap", "--add", "bm.qcow2", "b0")
@@ -57,7 +58,11 @@ func TestMeasureMatchesQemu(t *testing.T) {
 		"-O qcow2 nope",
 		"-o size=5M",
 	} {
-		same(t, dir, append([]string{"measure"}, strings.Fields(a)...)...)
+		// measure only reads: the cases share the images and run in parallel.
+		t.Run(a, func(t *testing.T) {
+			t.Parallel()
+			same(t, dir, append([]string{"measure"}, strings.Fields(a)...)...)
+		})
 	}
 }
 
@@ -65,10 +70,14 @@ func TestMeasureMatchesQemu(t *testing.T) {
 // width, compression, external data file, snapshot and preallocation mode), the qcow2 and
 // raw figures are qemu-img's.
 func TestMeasureCorpusMatchesQemu(t *testing.T) {
+	t.Parallel()
 	imgs := corpus.Shared(t)
 	for _, img := range imgs {
-		for _, out := range []string{"qcow2", "raw"} {
-			same(t, t.TempDir(), "measure", "-U", "--output=json", "-O", out, img.Path)
-		}
+		t.Run(img.Name, func(t *testing.T) {
+			t.Parallel()
+			for _, out := range []string{"qcow2", "raw"} {
+				same(t, t.TempDir(), "measure", "-U", "--output=json", "-O", out, img.Path)
+			}
+		})
 	}
 }
