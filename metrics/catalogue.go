@@ -50,12 +50,13 @@ const (
 	labelOp        = "op"
 	labelVersion   = "version"
 	labelGoVersion = "goversion"
+	labelBitmap    = "bitmap"
 )
 
 // The qcow2 engine's families.
 var (
 	famClustersAllocated = Family{"qnbd_qcow2_clusters_allocated_total", Counter, []string{labelExport, labelKind},
-		"Host clusters newly given refcount 1 in the image, by what they hold (data, l2, l1, refblock, reftable)."}
+		"Host clusters newly given refcount 1 in the image, by what they hold (data, l2, l1, refblock, reftable, bitmap)."}
 	famClustersFreed = Family{"qnbd_qcow2_clusters_freed_total", Counter, []string{labelExport},
 		"Host clusters whose refcount dropped to 0."}
 	famRefTableGrows = Family{"qnbd_qcow2_reftable_grows_total", Counter, []string{labelExport},
@@ -80,6 +81,12 @@ var (
 		"1 while the image's dirty bit is set (lazy refcounts pending), else 0."}
 	famImageCorrupt = Family{"qnbd_qcow2_image_corrupt", Gauge, []string{labelExport},
 		"1 once the image has been marked corrupt, else 0."}
+	famBitmapDirty = Family{"qnbd_qcow2_bitmap_dirty_bytes", Gauge, []string{labelExport, labelBitmap},
+		"Guest bytes a persistent dirty bitmap marks dirty (its set bits times its granularity), as of the last flush."}
+	famBitmapsInconsistent = Family{"qnbd_qcow2_bitmaps_inconsistent", Gauge, []string{labelExport},
+		"Persistent bitmaps of the image that were in-use (inconsistent) when it was opened read-write: a writer crashed and they track nothing until removed."}
+	famBitmapStoreDuration = Family{"qnbd_qcow2_bitmap_store_duration_seconds", Histogram, []string{labelExport},
+		"Wall time of storing the persistent bitmaps at a clean close."}
 )
 
 // The NBD server's families.
@@ -105,7 +112,8 @@ var famBuildInfo = Family{"qnbd_build_info", Gauge, []string{labelVersion, label
 var catalogue = []Family{
 	famClustersAllocated, famClustersFreed, famRefTableGrows, famRefTableClusters, famL1Entries,
 	famHostBytes, famAllocDuration, famCacheRequests, famCacheEvictions, famFlushes,
-	famFlushDuration, famImageDirty, famImageCorrupt,
+	famFlushDuration, famImageDirty, famImageCorrupt, famBitmapDirty, famBitmapsInconsistent,
+	famBitmapStoreDuration,
 	famRequests, famRequestDuration, famBytes, famInflight, famConnections, famHandshakes,
 	famBuildInfo,
 }

@@ -50,7 +50,10 @@
 // the same list as data; a test checks that every family is described here.
 //
 //	name                                    type       labels               meaning
-//	qnbd_qcow2_clusters_allocated_total     counter    export, kind         host clusters newly given refcount 1; kind is data, l2, l1, refblock or reftable
+//	qnbd_qcow2_clusters_allocated_total     counter    export, kind         host clusters newly given refcount 1; kind is data, l2, l1, refblock, reftable or bitmap
+//	qnbd_qcow2_bitmap_dirty_bytes           gauge      export, bitmap       bytes a persistent bitmap marks dirty, as of the last flush
+//	qnbd_qcow2_bitmap_store_duration_seconds histogram export               storing the bitmaps at a clean close
+//	qnbd_qcow2_bitmaps_inconsistent         gauge      export               bitmaps found in-use at a read-write open (a writer crashed)
 //	qnbd_qcow2_clusters_freed_total         counter    export               host clusters whose refcount dropped to 0
 //	qnbd_qcow2_reftable_grows_total         counter    export               times the refcount table moved to a larger copy
 //	qnbd_qcow2_reftable_clusters            gauge      export               refcount table size in clusters

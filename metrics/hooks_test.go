@@ -30,7 +30,7 @@ func newFixture(t testing.TB) *fixture {
 	return &fixture{m: m, a: a, b: b, server: m.Server()}
 }
 
-var allKinds = []qcow2.AllocKind{qcow2.AllocData, qcow2.AllocL2, qcow2.AllocL1, qcow2.AllocRefBlock, qcow2.AllocRefTable}
+var allKinds = []qcow2.AllocKind{qcow2.AllocData, qcow2.AllocL2, qcow2.AllocL1, qcow2.AllocRefBlock, qcow2.AllocRefTable, qcow2.AllocBitmap}
 
 func TestHooksMoveTheirSeries(t *testing.T) {
 	type tc struct {

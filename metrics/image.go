@@ -12,7 +12,7 @@ import (
 // Sizes of the engine's enums. qcow2 does not export its counts; a test checks these still
 // cover every value that has a name.
 const (
-	numAllocKinds = int(qcow2.AllocRefTable) + 1
+	numAllocKinds = int(qcow2.AllocBitmap) + 1
 	numCacheKinds = int(qcow2.CacheRefBlock) + 1
 )
 
@@ -41,9 +41,17 @@ type ImageHooks struct {
 	flushDuration    prometheus.Observer
 	dirty            prometheus.Gauge
 	corrupt          prometheus.Gauge
+	// Bitmap series are made when the engine first names a bitmap (a label lookup per call:
+	// BitmapDirty comes at flushes, not per request).
+	bitmapDirty *prometheus.GaugeVec
+	bitmapStore prometheus.Observer
+	bitmapsBad  prometheus.Gauge
 }
 
-var _ qcow2.Hooks = (*ImageHooks)(nil)
+var (
+	_ qcow2.Hooks       = (*ImageHooks)(nil)
+	_ qcow2.BitmapHooks = (*ImageHooks)(nil)
+)
 
 // newImageHooks resolves (and so creates at zero) every qcow2 series of one export.
 func (m *Metrics) newImageHooks(export string) *ImageHooks {
@@ -58,6 +66,9 @@ func (m *Metrics) newImageHooks(export string) *ImageHooks {
 		flushDuration:    m.flushDuration.WithLabelValues(export),
 		dirty:            m.dirty.WithLabelValues(export),
 		corrupt:          m.corrupt.WithLabelValues(export),
+		bitmapDirty:      m.bitmapDirty.MustCurryWith(prometheus.Labels{labelExport: export}),
+		bitmapStore:      m.bitmapStore.WithLabelValues(export),
+		bitmapsBad:       m.bitmapsBad.WithLabelValues(export),
 	}
 	for k := range h.allocated {
 		h.allocated[k] = m.allocated.WithLabelValues(export, qcow2.AllocKind(k).String())
@@ -124,6 +135,17 @@ func (h *ImageHooks) StateChanged(s qcow2.State) {
 	h.refTableClusters.Set(float64(s.RefTableClusters))
 	h.hostBytes.Set(float64(s.HostBytes))
 }
+
+// BitmapDirty sets qnbd_qcow2_bitmap_dirty_bytes{bitmap}.
+func (h *ImageHooks) BitmapDirty(name string, bytes uint64) {
+	h.bitmapDirty.WithLabelValues(labelValue(name)).Set(float64(bytes))
+}
+
+// BitmapsInconsistent sets qnbd_qcow2_bitmaps_inconsistent.
+func (h *ImageHooks) BitmapsInconsistent(n int) { h.bitmapsBad.Set(float64(n)) }
+
+// BitmapsStored observes the duration of a store of the bitmaps.
+func (h *ImageHooks) BitmapsStored(d time.Duration) { h.bitmapStore.Observe(seconds(d)) }
 
 // seconds converts d for a histogram, clamping negative durations (which a monotonic clock
 // should never give) to 0 so the _sum series never decreases.

@@ -59,6 +59,9 @@ type Metrics struct {
 	bytes            *prometheus.CounterVec
 	inflight         *prometheus.GaugeVec
 	connections      *prometheus.GaugeVec
+	bitmapDirty      *prometheus.GaugeVec
+	bitmapStore      *prometheus.HistogramVec
+	bitmapsBad       *prometheus.GaugeVec
 
 	mu      sync.Mutex         // guards exports; taken only when an export is set up
 	exports map[string]*Export // by label value
@@ -90,6 +93,9 @@ func New(opts Options) *Metrics {
 	m.flushDuration = m.histogramVec(famFlushDuration)
 	m.dirty = m.gaugeVec(famImageDirty)
 	m.corrupt = m.gaugeVec(famImageCorrupt)
+	m.bitmapDirty = m.gaugeVec(famBitmapDirty)
+	m.bitmapStore = m.histogramVec(famBitmapStoreDuration)
+	m.bitmapsBad = m.gaugeVec(famBitmapsInconsistent)
 	m.requests = m.counterVec(famRequests)
 	m.requestDuration = m.histogramVec(famRequestDuration)
 	m.bytes = m.counterVec(famBytes)

@@ -46,6 +46,10 @@ func (img *Image) SetBackingFile(name, format string) error {
 	h.Extensions = img.hdr.Extensions
 	h.BackingFile = name
 	h.Extensions.BackingFormat = format
+	if h.Version >= 3 {
+		// QEMU writes its own feature name table into every version 3 header it writes.
+		h.Extensions.FeatureNames = DefaultFeatureNames()
+	}
 	if name == "" {
 		h.Extensions.BackingFormat = ""
 	}

@@ -78,6 +78,7 @@ func runCrashStates(t *testing.T, w *cwWorkload, cnt *cwCounters) map[string]int
 			t.Fatalf("workload: %v", o)
 		}
 	}
+	env.ops = ops
 	st.Inject(nil)
 	log := st.Log()
 	if tap.length() != len(log) {

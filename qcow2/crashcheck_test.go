@@ -73,6 +73,11 @@ func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, c
 	if hdr.Corrupt() {
 		return errors.New("the corrupt bit is set")
 	}
+	if len(env.w.bitmaps) > 0 {
+		if err := env.checkBitmapState(st); err != nil {
+			return err
+		}
+	}
 	dirty := hdr.Dirty()
 	if dirty && !hdr.LazyRefcounts() {
 		return errors.New("dirty bit set on an image without lazy refcounts")

@@ -34,6 +34,9 @@ type cwWorkload struct {
 	// sanity checks that the workload did what it is for (the table grew, ...), given the
 	// header before and after.
 	sanity func(before, after *Header) error
+	// bitmaps are qemu-img bitmap --add arguments (the name last), one bitmap each, added to
+	// the new image; every state is then checked by checkBitmapState (crash_bitmap_test.go).
+	bitmaps [][]string
 }
 
 func (w *cwWorkload) max() uint64 { return max(w.size, w.maxSize) }
@@ -315,6 +318,7 @@ type cwEnv struct {
 	init     []uint32
 	backing  []uint32
 	snapInit []uint32
+	ops      []cwOp // the workload's operations, once run (for checkBitmapState)
 	firstGen uint32
 	hdr      Header
 	mu       sync.Mutex
@@ -364,6 +368,10 @@ func buildEnv(t testing.TB, w *cwWorkload) *cwEnv {
 		engQemu(t, "qemu-img", "convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o", w.opts, raw, img)
 	default:
 		engQemu(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", w.opts, img, fmt.Sprint(w.size))
+	}
+	for _, b := range w.bitmaps {
+		args := append([]string{"bitmap", "--add"}, b[:len(b)-1]...)
+		engQemu(t, "qemu-img", append(args, img, b[len(b)-1])...)
 	}
 	s, err := memstore.FromFile(img)
 	if err != nil {

@@ -34,8 +34,8 @@ func (img *Image) accurateRefcounts() bool { return !img.hdr.Dirty() }
 
 // prepareWrite runs before the first change to the image, with mu held: it refuses writes to
 // a corrupt image, clears the autoclear bits qnbd does not know (the spec: unknown autoclear
-// bits must be cleared on write), marks persistent bitmaps in-use (bitmaps.go: qnbd does not
-// update them; their autoclear bit stays), and, with lazy refcounts, sets the dirty bit,
+// bits must be cleared on write; persistent bitmaps were marked in-use at open,
+// bitmap_open.go, and their autoclear bit stays), and, with lazy refcounts, sets the dirty bit,
 // durable before any lazy refcount update.
 func (img *Image) prepareWrite() error {
 	if img.readOnly {
@@ -58,14 +58,10 @@ func (img *Image) prepareWrite() error {
 	if !h.bitmapsConsistent() {
 		h.Autoclear &^= AutoclearBitmaps // a bit without bitmaps to go with it
 	}
-	rewrite, err := img.markBitmapsInUse(&h)
-	if err != nil {
-		return err
-	}
 	if img.hdr.LazyRefcounts() {
 		h.Incompatible |= IncompatDirty
 	}
-	if rewrite || h.Autoclear != img.hdr.Autoclear || h.Incompatible != img.hdr.Incompatible {
+	if h.Autoclear != img.hdr.Autoclear || h.Incompatible != img.hdr.Incompatible {
 		if err := img.writeHeaderSync(&h); err != nil {
 			return err
 		}

@@ -31,6 +31,7 @@ func (img *Image) Discard(off, n uint64) error {
 	if err := img.checkRequest(off, n, true); err != nil {
 		return err
 	}
+	img.markDirty(off, n)
 	if img.hdr.Version < 3 && img.backing != nil {
 		return nil
 	}

@@ -38,7 +38,7 @@
 // and qemu-img map (status.go, metaprealloc.go), and the host file gets the same holes
 // (ZERO_RANGE for zero copy-on-write, punching when a request frees clusters). Open reads the
 // snapshot table as QEMU does at open (snapshot.go LoadSnapshots); persistent bitmaps are
-// marked in-use before the first write (bitmaps.go).
+// loaded and marked in-use at a read-write open and stored at a clean close (bitmap_open.go, bitmap_store.go).
 //
 // # Which query: Map, MapStatus or BlockStatus
 //

@@ -18,8 +18,8 @@ type Extensions struct {
 	DataFile string
 	// FeatureNames is the feature name table, in file order.
 	FeatureNames []FeatureName
-	// Bitmaps is the bitmaps extension, or nil. qnbd never updates bitmaps; before its first
-	// write it marks every bitmap in-use in the directory (bitmaps.go).
+	// Bitmaps is the bitmaps extension, or nil. A read-write open loads the bitmaps and
+	// marks them in-use (bitmap_open.go); a clean close stores them (bitmap_store.go).
 	Bitmaps *BitmapsExtension
 	// Crypto is the full disk encryption header pointer, or nil.
 	Crypto *CryptoExtension

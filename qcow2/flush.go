@@ -83,6 +83,7 @@ import (
 func (img *Image) Flush() error {
 	img.gate.RLock()
 	defer img.gate.RUnlock()
+	img.reportBitmaps()
 	return img.flush()
 }
 

@@ -115,7 +115,7 @@ const (
 	// can be read as a consistent standalone raw image without looking at the qcow2 metadata."
 	AutoclearDataFileRaw uint64 = 1 << 1
 	// AutoclearKnown is every autoclear bit qnbd keeps when it writes (the bitmaps bit with
-	// every bitmap marked in-use first: bitmaps.go).
+	// the bitmaps kept as QEMU keeps them: bitmap_open.go).
 	AutoclearKnown = AutoclearDataFileRaw | AutoclearBitmaps
 )
 

@@ -14,10 +14,11 @@ const (
 	AllocL1
 	AllocRefBlock
 	AllocRefTable
+	AllocBitmap // bitmap directories, tables and data (bitmap_store.go)
 	numAllocKinds
 )
 
-var allocKindNames = [numAllocKinds]string{"data", "l2", "l1", "refblock", "reftable"}
+var allocKindNames = [numAllocKinds]string{"data", "l2", "l1", "refblock", "reftable", "bitmap"}
 
 func (k AllocKind) String() string {
 	if k < numAllocKinds {

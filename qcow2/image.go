@@ -50,6 +50,14 @@ type OpenOptions struct {
 	Hooks Hooks
 	// Logger receives warnings (leaked clusters, corruption); nil discards.
 	Logger *slog.Logger
+	// BitmapMemoryLimit caps the memory the bits of the persistent bitmaps loaded at a
+	// read-write open take (bitmap_open.go): 0 means DefaultBitmapMemoryLimit, negative no
+	// limit. An open that would exceed it fails with ErrBitmapMemory.
+	BitmapMemoryLimit int64
+	// ReadBitmaps loads the consistent persistent bitmaps of a read-only open too (and of
+	// every qcow2 image in the backing chain), for serving them (qemu-nbd -B); a read-write
+	// open always loads its own.
+	ReadBitmaps bool
 	// Opener opens host files; nil means OpenFile. It is used for data and backing files too.
 	Opener func(path string, o FileOptions) (Storage, error)
 }
@@ -112,6 +120,13 @@ type Image struct {
 	lastHost     uint64
 	linkGen      uint64 // counts links of new data that must be durable first (publishData)
 	dataSynced   uint64 // every link up to this linkGen has its data durable (see Flush)
+
+	// Persistent bitmaps (bitmap_open.go): set by open, stored by Close; markBitmaps is
+	// read without a lock by requests, changed only with none in flight.
+	bitmaps      []*dirtyBitmap
+	markBitmaps  []*dirtyBitmap
+	bitmapsOpen  bool   // loaded ones are marked in-use on disk and must be stored
+	bitmapExtOff uint64 // file offset of the bitmaps extension's data
 
 	caches    cacheSizes    // resolved from the cache options at open
 	cleanStop chan struct{} // closed by Close: stops cleanCaches
@@ -280,6 +295,11 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 			return nil, err
 		}
 	}
+	if !img.readOnly || (o.ReadBitmaps && o.Snapshot == "") {
+		if err := img.openBitmaps(); err != nil {
+			return nil, err
+		}
+	}
 	img.lastHost = img.fileSize
 	img.stateChanged()
 	if img.caches.clean > 0 {
@@ -372,8 +392,12 @@ func (img *Image) Close() error {
 		var errs []error
 		img.mu.Lock()
 		if !img.readOnly && img.corrupt == nil {
-			// The unused rest of the reserved batch goes back first: a clean close leaks
-			// nothing, and the file ends where its last cluster does.
+			// Bitmaps first (they allocate). Then the unused rest of the reserved batch goes
+			// back: a clean close leaks nothing, and the file ends where its last cluster does.
+			if err := img.storeBitmaps(); err != nil {
+				img.log.Error("qcow2: could not store the persistent bitmaps; they stay in-use", "image", img.name(), "err", err)
+				errs = append(errs, err)
+			}
 			img.alloc.releaseReservation()
 			if err := img.flushLocked(); err != nil {
 				errs = append(errs, err)

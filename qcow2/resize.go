@@ -23,7 +23,7 @@ import "fmt"
 // refcount blocks left counting nothing, and truncates the file after its last used
 // cluster. The header's L1 size stays, as QEMU leaves it.
 //
-// An image with persistent bitmaps is refused (bitmaps.go).
+// An image with persistent bitmaps is refused (bitmap_open.go).
 func (img *Image) Resize(newSize uint64) error {
 	img.gate.Lock()
 	defer img.gate.Unlock()

@@ -55,6 +55,7 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	if err := img.checkRequest(uint64(off), uint64(len(p)), true); err != nil {
 		return 0, err
 	}
+	img.markDirty(uint64(off), uint64(len(p)))
 	if err := img.writeAt(p, uint64(off)); err != nil {
 		return 0, err
 	}

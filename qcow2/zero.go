@@ -44,6 +44,7 @@ func (img *Image) Zero(off, n uint64, f ZeroFlags) error {
 	if err := img.checkRequest(off, n, true); err != nil {
 		return err
 	}
+	img.markDirty(off, n)
 	if err := img.zero(off, n, f); err != nil {
 		return err
 	}

@@ -86,6 +86,13 @@ type ReadSplitter interface {
 	ReadExtents(ctx context.Context, off, length uint64) ([]Extent, error)
 }
 
+// DirtyBitmapper is implemented by backends with dirty bitmaps (qemu:dirty-bitmap:NAME).
+type DirtyBitmapper interface {
+	// DirtyBitmap returns extents of the named bitmap starting at off, covering at least one
+	// byte and at most length bytes, in order, with StateDirty on dirty ones.
+	DirtyBitmap(ctx context.Context, name string, off, length uint64) ([]Extent, error)
+}
+
 // DepthStatuser is implemented by backends with a backing chain (qemu:allocation-depth).
 type DepthStatuser interface {
 	// AllocationDepth returns extents starting at off whose Flags are the depth at which each

@@ -60,6 +60,9 @@ type Export struct {
 	DetectZeroes DetectZeroes
 	// AllocationDepth offers the qemu:allocation-depth metadata context (qemu-nbd -A).
 	AllocationDepth bool
+	// Bitmaps offers a qemu:dirty-bitmap:NAME context per name (qemu-nbd -B), with context
+	// ids 2, 3... in this order. The Backend must be a DirtyBitmapper.
+	Bitmaps []string
 	// MinBlockSize is the advertised minimum block size: 0 means 1. Requests not aligned to
 	// it are still served, as qemu-nbd serves them: the Backend must accept any alignment.
 	MinBlockSize uint32
@@ -74,12 +77,13 @@ type export struct {
 	minBlock uint32
 	flags    TransmissionFlags // without SEND_DF, which depends on the connection
 
-	trimmer  Trimmer
-	zeroer   Zeroer
-	cacher   Cacher
-	statuser BlockStatuser
-	splitter ReadSplitter
-	depther  DepthStatuser
+	trimmer   Trimmer
+	zeroer    Zeroer
+	cacher    Cacher
+	statuser  BlockStatuser
+	splitter  ReadSplitter
+	depther   DepthStatuser
+	bitmapper DirtyBitmapper
 }
 
 // newExport validates e and resolves its optional interfaces.
@@ -107,6 +111,10 @@ func newExport(e *Export) (*export, error) {
 	x.cacher, _ = e.Backend.(Cacher)
 	x.statuser, _ = e.Backend.(BlockStatuser)
 	x.depther, _ = e.Backend.(DepthStatuser)
+	x.bitmapper, _ = e.Backend.(DirtyBitmapper)
+	if len(e.Bitmaps) > 0 && x.bitmapper == nil {
+		return nil, fmt.Errorf("nbd: export %q: bitmaps offered, but the backend has none", truncate(e.Name))
+	}
 	x.splitter, _ = e.Backend.(ReadSplitter)
 
 	// Flags follow qemu-nbd 7.2: FLUSH, FUA and CACHE always; TRIM, WRITE_ZEROES and FAST_ZERO

@@ -1,5 +1,6 @@
 // Metadata contexts: NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT, with query
-// matching that follows qemu-nbd for base:allocation and qemu:allocation-depth.
+// matching that follows qemu-nbd for base:allocation, qemu:allocation-depth and
+// qemu:dirty-bitmap:NAME.
 package server
 
 import "strings"
@@ -8,45 +9,89 @@ import "strings"
 type metaKind uint8
 
 const (
-	metaBase  metaKind = iota // base:allocation
-	metaDepth                 // qemu:allocation-depth
+	metaBase   metaKind = iota // base:allocation
+	metaDepth                  // qemu:allocation-depth
+	metaBitmap                 // qemu:dirty-bitmap:NAME
 )
 
-func (k metaKind) String() string {
-	if k == metaBase {
-		return MetaBaseAllocation
-	}
-	return MetaQemuAllocationDepth
-}
+// MetaQemuDirtyBitmapPrefix starts QEMU's dirty bitmap contexts ("qemu:dirty-bitmap:NAME",
+// QEMU's docs/interop/nbd.txt): flag 1 (StateDirty) marks dirty extents.
+const MetaQemuDirtyBitmapPrefix = "qemu:dirty-bitmap:"
+
+// StateDirty is the qemu:dirty-bitmap flag of a dirty extent.
+const StateDirty uint32 = 1
 
 // Context ids handed out by SET_META_CONTEXT; fixed per kind, qemu-nbd 7.2's (0 for
-// base:allocation, 1 for qemu:allocation-depth), since clients see them on the wire.
+// base:allocation, 1 for qemu:allocation-depth, 2+i for the export's i-th bitmap), since
+// clients see them on the wire.
 const (
-	metaIDBase  uint32 = 0
-	metaIDDepth uint32 = 1
+	metaIDBase   uint32 = 0
+	metaIDDepth  uint32 = 1
+	metaIDBitmap uint32 = 2
 )
 
 // metaContext is a selected context.
 type metaContext struct {
-	id   uint32
-	kind metaKind
+	id     uint32
+	kind   metaKind
+	bitmap string // metaBitmap: the bitmap's name
+}
+
+func (m metaContext) name() string {
+	switch m.kind {
+	case metaBase:
+		return MetaBaseAllocation
+	case metaDepth:
+		return MetaQemuAllocationDepth
+	}
+	return MetaQemuDirtyBitmapPrefix + m.bitmap
+}
+
+// metaSel is what a run of queries selected.
+type metaSel struct {
+	base, depth bool
+	bitmaps     []bool // per Export.Bitmaps
+}
+
+func (s *metaSel) allBitmaps() {
+	for i := range s.bitmaps {
+		s.bitmaps[i] = true
+	}
 }
 
 // metaMatch applies one query to export x. Queries follow qemu-nbd:
 //
-//	"base:allocation"        selects base:allocation
-//	"base:"                  lists base:allocation; selects nothing in SET
-//	"qemu:allocation-depth"  selects qemu:allocation-depth when the export offers it
-//	"qemu:"                  lists qemu:allocation-depth; selects nothing in SET
-//	anything else            ignored ("the server MUST ignore query strings belonging to an
-//	                         unknown namespace", and unknown leaf names too)
-func metaMatch(q string, list bool, x *export, base, depth *bool) {
+//	"base:allocation"          selects base:allocation
+//	"base:"                    lists base:allocation; selects nothing in SET
+//	"qemu:allocation-depth"    selects qemu:allocation-depth when the export offers it
+//	"qemu:"                    lists qemu:allocation-depth and every bitmap; selects nothing in SET
+//	"qemu:dirty-bitmap:"       lists every bitmap; selects nothing in SET
+//	"qemu:dirty-bitmap:NAME"   selects that bitmap when the export offers it
+//	anything else              ignored ("the server MUST ignore query strings belonging to an
+//	                           unknown namespace", and unknown leaf names too)
+func metaMatch(q string, list bool, x *export, sel *metaSel) {
 	switch {
 	case q == MetaBaseAllocation, q == "base:" && list:
-		*base = true
-	case !x.AllocationDepth:
-	case q == MetaQemuAllocationDepth, q == "qemu:" && list:
-		*depth = true
+		sel.base = true
+	case q == "qemu:":
+		if list {
+			sel.depth = sel.depth || x.AllocationDepth
+			sel.allBitmaps()
+		}
+	case q == MetaQemuAllocationDepth:
+		sel.depth = sel.depth || x.AllocationDepth
+	case q == MetaQemuDirtyBitmapPrefix:
+		if list {
+			sel.allBitmaps()
+		}
+	case strings.HasPrefix(q, MetaQemuDirtyBitmapPrefix):
+		name := q[len(MetaQemuDirtyBitmapPrefix):]
+		for i, b := range x.Bitmaps {
+			if b == name {
+				sel.bitmaps[i] = true
+				break
+			}
+		}
 	}
 }
 
@@ -88,11 +133,15 @@ func (c *conn) optMetaContext(opt Opt, o *optReader, n *negotiation) error {
 		return invalid("%d queries cannot fit in %d bytes", count, o.left)
 	}
 	x := c.srv.exports.find(name)
-	var base, depth bool
-	if list && count == 0 {
+	var sel metaSel
+	if x != nil {
+		sel.bitmaps = make([]bool, len(x.Bitmaps))
+	}
+	if list && count == 0 && x != nil {
 		// "If zero queries are sent, then the server MUST return all the metadata contexts
 		// that are available to the client to select on the given export."
-		base, depth = true, x != nil && x.AllocationDepth
+		sel.base, sel.depth = true, x.AllocationDepth
+		sel.allBitmaps()
 	}
 	for i := range count {
 		if o.left < 4 {
@@ -121,7 +170,7 @@ func (c *conn) optMetaContext(opt Opt, o *optReader, n *negotiation) error {
 		if !strings.Contains(q, ":") {
 			continue // no namespace: matches nothing
 		}
-		metaMatch(q, list, x, &base, &depth)
+		metaMatch(q, list, x, &sel)
 	}
 	if o.left != 0 {
 		return invalid("%d bytes after the last query", o.left)
@@ -133,20 +182,24 @@ func (c *conn) optMetaContext(opt Opt, o *optReader, n *negotiation) error {
 		n.refused = true
 		return c.optError(opt, RepErrUnknown, "export %s not present", quote(name))
 	}
-	var sel []metaContext
-	if base {
-		sel = append(sel, metaContext{id: metaIDBase, kind: metaBase})
+	var chosen []metaContext
+	if sel.base {
+		chosen = append(chosen, metaContext{id: metaIDBase, kind: metaBase})
 	}
-	if depth {
-		sel = append(sel, metaContext{id: metaIDDepth, kind: metaDepth})
+	if sel.depth {
+		chosen = append(chosen, metaContext{id: metaIDDepth, kind: metaDepth})
 	}
-	for _, m := range sel {
+	for i, on := range sel.bitmaps {
+		if on {
+			chosen = append(chosen, metaContext{id: metaIDBitmap + uint32(i), kind: metaBitmap, bitmap: x.Bitmaps[i]})
+		}
+	}
+	for _, m := range chosen {
 		id := m.id
 		if list {
 			id = 0 // "The metadata context ID in these replies is reserved and SHOULD be set to zero"
 		}
-		name := m.kind.String()
-		if err := c.optReply(opt, RepMetaContext, writeBuf(nil).u32(id).str(name)); err != nil {
+		if err := c.optReply(opt, RepMetaContext, writeBuf(nil).u32(id).str(m.name())); err != nil {
 			return err
 		}
 	}
@@ -154,7 +207,7 @@ func (c *conn) optMetaContext(opt Opt, o *optReader, n *negotiation) error {
 		return err
 	}
 	if !list {
-		n.metas, n.metaExport = sel, x
+		n.metas, n.metaExport = chosen, x
 	}
 	return nil
 }

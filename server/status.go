@@ -15,7 +15,7 @@ func (c *conn) doBlockStatus(r *reply, req *Request, metas []metaContext) Errno 
 	reqOne := req.Flags&CmdFlagReqOne != 0
 	lists := make([][]Extent, len(metas))
 	for i, m := range metas {
-		exts, err := c.extents(m.kind, req.Offset, req.Length)
+		exts, err := c.extents(m, req.Offset, req.Length)
 		if err == nil {
 			exts, err = clampExtents(exts, req.Length, reqOne)
 		}
@@ -59,14 +59,17 @@ func (c *conn) doBlockStatus(r *reply, req *Request, metas []metaContext) Errno 
 // extents asks the backend about one context. Without a BlockStatuser the whole range is
 // allocated data (status 0, which "a server MAY always safely report"); without a
 // DepthStatuser it is at depth 1, the top image, as a format without backing files has it.
-func (c *conn) extents(kind metaKind, off, length uint64) ([]Extent, error) {
+// A bitmap context needs a DirtyBitmapper (checked when the export is added).
+func (c *conn) extents(m metaContext, off, length uint64) ([]Extent, error) {
 	x := c.x
-	switch kind {
+	switch m.kind {
 	case metaBase:
 		if x.statuser != nil {
 			return x.statuser.Allocation(c.srv.ctx, off, length)
 		}
 		return []Extent{{Length: length}}, nil
+	case metaBitmap:
+		return x.bitmapper.DirtyBitmap(c.srv.ctx, m.bitmap, off, length)
 	default:
 		if x.depther != nil {
 			return x.depther.AllocationDepth(c.srv.ctx, off, length)

@@ -67,17 +67,15 @@ func TestMeasureMatchesQemu(t *testing.T) {
 }
 
 // TestMeasureCorpusMatchesQemu: for every shared corpus image (every cluster size, refcount
-// width, compression, external data file, snapshot and preallocation mode), the qcow2 and
-// raw figures are qemu-img's.
+// width, compression, external data file, snapshot and preallocation mode), the qcow2
+// figures are qemu-img's (raw's are the virtual size, checked above).
 func TestMeasureCorpusMatchesQemu(t *testing.T) {
 	t.Parallel()
 	imgs := corpus.Shared(t)
 	for _, img := range imgs {
 		t.Run(img.Name, func(t *testing.T) {
 			t.Parallel()
-			for _, out := range []string{"qcow2", "raw"} {
-				same(t, t.TempDir(), "measure", "-U", "--output=json", "-O", out, img.Path)
-			}
+			same(t, t.TempDir(), "measure", "-U", "--output=json", "-O", "qcow2", img.Path)
 		})
 	}
 }

@@ -23,9 +23,8 @@
 //   - image locks (lock.go, internal/imagelock) are qemu-img's, byte for byte, except that
 //     check locks only the image file (the one file it reads and repairs), where qemu-img
 //     also locks the backing chain and the data file;
-//   - commit -r is checked but not applied; amend refuses refcount_bits changes and
-//     downgrades of images with internal snapshots; rebase writes the differences from a few
-//     workers, so a qcow2 image may be laid out differently from qemu-img's (same contents).
+//   - commit -r is checked but not applied, and an emptied top keeps its file size; amend
+//     refuses refcount_bits changes and downgrades of images with internal snapshots.
 //
 // # Structure
 //

@@ -24,6 +24,7 @@ const rebaseWorkers = 4
 type rebaseRange struct {
 	off, n  uint64
 	oldZero bool
+	seq     int // position in the plan: writes go out in this order
 }
 
 // rebaseCopy writes into top what differs between its old backing chain and newBacking (nil:
@@ -47,6 +48,7 @@ func (a *app) rebaseCopy(top, newBacking imgfmt.Disk, p *progress) bool {
 		step = float32(100) / float32(size/min(size, rebaseBufSize))
 	}
 	w := &rebaseWriter{a: a, top: top, newBacking: newBacking, newSize: newSize}
+	w.turnCond = sync.NewCond(&w.turnMu)
 	work := make(chan rebaseRange)
 	var wg sync.WaitGroup
 	for range rebaseWorkers {
@@ -55,10 +57,12 @@ func (a *app) rebaseCopy(top, newBacking imgfmt.Disk, p *progress) bool {
 			defer wg.Done()
 			oldBuf, newBuf := make([]byte, rebaseBufSize), make([]byte, rebaseBufSize)
 			for rr := range work {
-				if w.failed() {
-					continue
-				}
-				if w.one(rr, oldBuf[:rr.n], newBuf[:rr.n]) {
+				ob, nb := oldBuf[:rr.n], newBuf[:rr.n]
+				ok := !w.failed() && w.read(rr, ob, nb)
+				w.turn(rr)
+				ok = ok && !w.failed() && w.write(rr, ob, nb)
+				w.done(rr)
+				if ok {
 					p.print(step, 100)
 				}
 			}
@@ -97,7 +101,7 @@ func rebasePlan(top imgfmt.Disk, size, oldSize, newSize uint64, haveNew bool) ([
 		if haveNew && off < newSize && off+n > newSize {
 			n = newSize - off
 		}
-		rr.n = n
+		rr.n, rr.seq = n, len(out)
 		out = append(out, rr)
 		off += n
 	}
@@ -135,6 +139,28 @@ type rebaseWriter struct {
 
 	mu  sync.Mutex
 	err bool
+
+	turnMu   sync.Mutex
+	turnCond *sync.Cond
+	next     int // seq of the range whose turn it is to write
+}
+
+// turn waits until rr may write: every range before it is done. Every dispatched range
+// takes its turn, failed ones included, so none waits forever.
+func (w *rebaseWriter) turn(rr rebaseRange) {
+	w.turnMu.Lock()
+	for w.next != rr.seq {
+		w.turnCond.Wait()
+	}
+	w.turnMu.Unlock()
+}
+
+// done passes the turn on; every dispatched range calls it once, failed ones included.
+func (w *rebaseWriter) done(rr rebaseRange) {
+	w.turnMu.Lock()
+	w.next = rr.seq + 1
+	w.turnCond.Broadcast()
+	w.turnMu.Unlock()
 }
 
 func (w *rebaseWriter) failed() bool {
@@ -153,8 +179,9 @@ func (w *rebaseWriter) fail(format string, args ...any) bool {
 	return false
 }
 
-// one handles one range; false after an error.
-func (w *rebaseWriter) one(rr rebaseRange, oldBuf, newBuf []byte) bool {
+// read fills the buffers with the range as the old chain and the new backing file have it;
+// false after an error.
+func (w *rebaseWriter) read(rr rebaseRange, oldBuf, newBuf []byte) bool {
 	if rr.oldZero {
 		clear(oldBuf)
 	} else if _, err := w.top.ReadAt(oldBuf, int64(rr.off)); err != nil {
@@ -165,6 +192,12 @@ func (w *rebaseWriter) one(rr rebaseRange, oldBuf, newBuf []byte) bool {
 	} else if _, err := w.newBacking.ReadAt(newBuf, int64(rr.off)); err != nil {
 		return w.fail("error while reading from new backing file")
 	}
+	return true
+}
+
+// write writes into the image, per 512-byte sector, where the buffers differ; false after an
+// error.
+func (w *rebaseWriter) write(rr rebaseRange, oldBuf, newBuf []byte) bool {
 	for done := uint64(0); done < rr.n; {
 		differ, run := compareSectors(oldBuf[done:], newBuf[done:])
 		if differ {

@@ -14,7 +14,8 @@ type extraExport struct {
 	roSet bool
 }
 
-// parseExportSpec parses NAME=FILE[,format=raw|qcow2][,readonly=on|off][,description=TEXT];
+// parseExportSpec parses NAME=FILE[,format=raw|qcow2][,readonly=on|off][,description=TEXT]
+// [,bitmap=B]... (each bitmap= offers one qemu:dirty-bitmap context, in the order given);
 // a literal comma in FILE or TEXT is written ",," as in QEMU option strings.
 func parseExportSpec(s string) (extraExport, error) {
 	var e extraExport
@@ -45,6 +46,11 @@ func parseExportSpec(s string) (extraExport, error) {
 				return e, usagef("--export '%s': readonly=%s: %v", s, v, err)
 			}
 			e.readOnly, e.roSet = b, true
+		case "bitmap":
+			if v == "" {
+				return e, usagef("--export '%s': empty bitmap name", s)
+			}
+			e.bitmaps = append(e.bitmaps, v)
 		case "description":
 			if len(v) > server.MaxStringLen {
 				return e, usagef("--export '%s': description too long", s)

@@ -88,6 +88,7 @@ type exportConfig struct {
 	offset       uint64           // -o: the export starts this far into the image (above the format)
 	imageOpts    bool             // --image-opts: file is a QEMU option string (imageopts.go)
 	opts         *imageOptsExport // what the option string set, once applied (imageopen.go)
+	bitmaps      []string         // -B (reversed, as qemu-nbd keeps them) or bitmap= of --export
 }
 
 // config is everything the command line asks for.

@@ -193,7 +193,6 @@ func TestParseArgsErrors(t *testing.T) {
 		{[]string{"-L", "-x", "a"}, "List mode is incompatible with per-device settings"},
 		{[]string{"-L", "--aio=threads"}, "List mode is incompatible with per-device settings"},
 		{[]string{"-L", "--fork"}, "List mode is incompatible with forking"},
-		{[]string{"-B", "bm", "img"}, "not supported"},
 		{[]string{"-o", "x", "img"}, "Invalid offset"},
 		{[]string{"--object", "tls-creds-x509,id=t", "img"}, "Missing 'dir' property value"},
 		{[]string{"--tls-creds=t", "img"}, "No TLS credentials with id 't'"},

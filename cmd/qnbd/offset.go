@@ -80,6 +80,12 @@ func openExport(e exportConfig, cfg *config, env openEnv) (server.Backend, io.Cl
 		open = openImageOptsExport
 	}
 	b, c, err := open(e, cfg, env)
+	if err == nil {
+		if err = checkBitmaps(e, b); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+	}
 	if err != nil || e.offset == 0 {
 		return b, c, err
 	}

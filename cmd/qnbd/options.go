@@ -140,7 +140,8 @@ func (c *cmdline) exportOption(name, v string) (bool, error) {
 	case "allocation-depth":
 		c.cfg.allocDepth = true
 	case "bitmap":
-		return true, usagef("-B/--bitmap is not supported by qnbd (no dirty bitmaps)")
+		// qemu-nbd prepends each -B to its list: the contexts come out in reverse order.
+		c.top.bitmaps = append([]string{v}, c.top.bitmaps...)
 	case "image-opts":
 		c.imageOpts = true
 	default:

@@ -35,6 +35,8 @@ func qcow2OpenOptions(e exportConfig, cfg *config, env openEnv) qcow2.OpenOption
 		Snapshot: e.loadSnapshot,
 		Hooks:    env.hooks,
 		Logger:   env.log,
+		// -B serves bitmaps of a read-only image too, and of its backing chain.
+		ReadBitmaps: len(e.bitmaps) > 0,
 	}
 	switch cfg.cache {
 	case cacheNone:

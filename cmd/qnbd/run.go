@@ -141,6 +141,7 @@ func newServer(cfg *config, st *setup, idle *idleTracker, log *slog.Logger, stde
 			Trim:            cfg.discard,
 			DetectZeroes:    cfg.detectZeroes,
 			AllocationDepth: cfg.allocDepth,
+			Bitmaps:         e.bitmaps,
 			MinBlockSize:    minBlockSize(b.backend),
 			Hooks:           b.hooks,
 		}

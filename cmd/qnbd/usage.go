@@ -37,6 +37,8 @@ Connection properties:
 Exposing part of the image:
   -o, --offset=OFFSET       offset into the image (above its format)
   -A, --allocation-depth    expose the allocation depth (qemu:allocation-depth)
+  -B, --bitmap=NAME         expose a persistent dirty bitmap (qemu:dirty-bitmap:NAME);
+                            repeatable; --export takes bitmap=NAME
 
 TLS (qemu-nbd's; see docs/tls.md):
       --object tls-creds-x509,id=ID,endpoint=server,dir=DIR[,verify-peer=on|off]
@@ -91,7 +93,7 @@ Block device options:
                             (docs/image-opts.md)
 
 Not supported (refused with a message): -c/--connect, -d/--disconnect,
--B/--bitmap, --selinux-label,
+--selinux-label,
 tls-creds-psk, tls-creds-anon, priority=, passwordid=, and objects other than TLS
 credentials and authz. -T/--trace is accepted and ignored.
 
