@@ -170,7 +170,7 @@ func headerFacts(t *testing.T, path string) string {
 func matchQemu(t *testing.T, exact bool, changing, failing [][]string) (template string) {
 	template = chainTemplate(t)
 	for _, args := range changing {
-		t.Run(strings.Join(args[1:], "_"), func(t *testing.T) {
+		t.Run(caseName(args[1:]), func(t *testing.T) {
 			t.Parallel()
 			qdir, odir := twinChains(t, template)
 			sameChains(t, template, qdir, odir, args...)
@@ -182,7 +182,7 @@ func matchQemu(t *testing.T, exact bool, changing, failing [][]string) (template
 		})
 	}
 	for _, args := range failing {
-		t.Run("fails_"+strings.Join(args[1:], "_"), func(t *testing.T) {
+		t.Run("fails_"+caseName(args[1:]), func(t *testing.T) {
 			t.Parallel()
 			qdir, odir := twinChains(t, template)
 			sameChains(t, template, qdir, odir, args...)
@@ -192,6 +192,15 @@ func matchQemu(t *testing.T, exact bool, changing, failing [][]string) (template
 		})
 	}
 	return template
+}
+
+// caseName names a subtest after its arguments, each cut to 40 bytes (one is 1100 bytes long).
+func caseName(args []string) string {
+	short := make([]string, len(args))
+	for i, a := range args {
+		short[i] = a[:min(len(a), 40)]
+	}
+	return strings.Join(short, "_")
 }
 
 func TestCommitMatchesQemu(t *testing.T) {
