@@ -151,39 +151,48 @@ func checkKindImages(t *testing.T, dir string) map[string]int {
 // copy, print the same; after -r all, qemu-img check finds both copies clean, neither is
 // dirty or marked corrupt, our check agrees, and both copies read the same.
 func TestOracleCheckKinds(t *testing.T) {
-	dir := t.TempDir()
-	for img, code := range checkKindImages(t, dir) {
-		for _, args := range [][]string{{"check", img}, {"check", "--output=json", img}, {"check", "-q", img}} {
-			if r := same(t, dir, args...); r.code != code {
-				t.Errorf("%q: exit %d, want %d", args, r.code, code)
-			}
+	t.Parallel()
+	src := t.TempDir()
+	for img, code := range checkKindImages(t, src) {
+		t.Run(img, func(t *testing.T) {
+			t.Parallel()
+			checkKind(t, isolated(t, src, img), img, code)
+		})
+	}
+}
+
+// checkKind compares check and check -r on the broken image img in dir.
+func checkKind(t *testing.T, dir, img string, code int) {
+	for _, args := range [][]string{{"check", img}, {"check", "--output=json", img}, {"check", "-q", img}} {
+		if r := same(t, dir, args...); r.code != code {
+			t.Errorf("%q: exit %d, want %d", args, r.code, code)
 		}
-		for _, mode := range []string{"leaks", "all"} {
-			for _, output := range []string{"human", "json"} {
-				args := []string{"check", "-r", mode, "--output=" + output}
-				want, got := onCopies(t, dir, img, args...)
-				if got != want {
-					if later, ok := rebuildEndsLater(want, got); ok {
-						t.Logf("check -r %s %s (%s): known difference, the rebuilt refcount structures end the image %d bytes later than qemu-img's", mode, img, output, later)
-					} else {
-						t.Errorf("check -r %s %s (%s):\nqemu-img: %v\nqnbd-img: %v", mode, img, output, want, got)
-					}
+	}
+	for _, mode := range []string{"leaks", "all"} {
+		for _, output := range []string{"human", "json"} {
+			args := []string{"check", "-r", mode, "--output=" + output}
+			want, got := onCopies(t, dir, img, args...)
+			if got != want {
+				if later, ok := rebuildEndsLater(want, got); ok {
+					t.Logf("check -r %s %s (%s): known difference, the rebuilt refcount structures end the image %d bytes later than qemu-img's", mode, img, output, later)
+				} else {
+					t.Errorf("check -r %s %s (%s):\nqemu-img: %v\nqnbd-img: %v", mode, img, output, want, got)
 				}
-				if mode != "all" {
-					continue
+			}
+			if mode != "all" {
+				continue
+			}
+			for _, c := range []string{"q.qcow2", "o.qcow2"} {
+				if r := qemu(t, dir, "check", c); r.code != 0 {
+					t.Errorf("%s after %s check -r all: qemu-img check says %v", img, map[string]string{"q.qcow2": "qemu-img", "o.qcow2": "qnbd-img"}[c], r)
 				}
-				for _, c := range []string{"q.qcow2", "o.qcow2"} {
-					if r := qemu(t, dir, "check", c); r.code != 0 {
-						t.Errorf("%s after %s check -r all: qemu-img check says %v", img, map[string]string{"q.qcow2": "qemu-img", "o.qcow2": "qnbd-img"}[c], r)
-					}
-					if f := incompatFeatures(t, filepath.Join(dir, c)); f&(incompatDirty|incompatCorrupt) != 0 {
-						t.Errorf("%s after check -r all (%s): incompatible features %#x", img, c, f)
-					}
+				if f := incompatFeatures(t, filepath.Join(dir, c)); f&(incompatDirty|incompatCorrupt) != 0 {
+					t.Errorf("%s after check -r all (%s): incompatible features %#x", img, c, f)
 				}
-				same(t, dir, "check", "o.qcow2")
-				if r := qemu(t, dir, "compare", "-U", "q.qcow2", "o.qcow2"); r.code != 0 {
-					t.Errorf("%s: the two repaired copies differ: %v", img, r)
-				}
+			}
+			same(t, dir, "check", "o.qcow2")
+			if r := qemu(t, dir, "compare", "-U", "q.qcow2", "o.qcow2"); r.code != 0 {
+				t.Errorf("%s: the two repaired copies differ: %v", img, r)
 			}
 		}
 	}

@@ -53,38 +53,47 @@ func snapDamagedImages(t *testing.T, dir string) map[string]int {
 }
 
 func TestOracleCheckSnapshotDamage(t *testing.T) {
-	dir := t.TempDir()
-	for img, code := range snapDamagedImages(t, dir) {
-		for _, args := range [][]string{{"check", img}, {"check", "--output=json", img}} {
-			if r := same(t, dir, args...); r.code != code {
-				t.Errorf("%q: exit %d, want %d", args, r.code, code)
-			}
+	t.Parallel()
+	src := t.TempDir()
+	for img, code := range snapDamagedImages(t, src) {
+		t.Run(img, func(t *testing.T) {
+			t.Parallel()
+			checkSnapshotDamage(t, isolated(t, src, img), img, code)
+		})
+	}
+}
+
+// checkSnapshotDamage compares check and check -r on img in dir.
+func checkSnapshotDamage(t *testing.T, dir, img string, code int) {
+	for _, args := range [][]string{{"check", img}, {"check", "--output=json", img}} {
+		if r := same(t, dir, args...); r.code != code {
+			t.Errorf("%q: exit %d, want %d", args, r.code, code)
 		}
-		// Repairs: each tool on its own copy. -r leaks and -r all must do what qemu-img does
-		// (-r all cuts extra data and rewrites the table), except for more snapshots than
-		// the limit, where qemu-img -r all drops the excess and then marks the image corrupt:
-		// that is refused, and the image left as it was.
-		for _, mode := range []string{"leaks", "all"} {
-			for _, output := range []string{"human", "json"} {
-				args := []string{"check", "-r", mode, "--output=" + output}
-				want, got := onCopies(t, dir, img, args...)
-				if mode == "all" && strings.Contains(got.stderr, "dropping the snapshots over the limit is not supported") {
-					before, err := os.ReadFile(filepath.Join(dir, img))
-					if err != nil {
-						t.Fatal(err)
-					}
-					after, err := os.ReadFile(filepath.Join(dir, "o.qcow2"))
-					if err != nil {
-						t.Fatal(err)
-					}
-					if got.code != 1 || !bytes.Equal(before, after) {
-						t.Errorf("check -r all %s refused with exit %d, image changed %v", img, got.code, !bytes.Equal(before, after))
-					}
-					continue
+	}
+	// Repairs: each tool on its own copy. -r leaks and -r all must do what qemu-img does
+	// (-r all cuts extra data and rewrites the table), except for more snapshots than
+	// the limit, where qemu-img -r all drops the excess and then marks the image corrupt:
+	// that is refused, and the image left as it was.
+	for _, mode := range []string{"leaks", "all"} {
+		for _, output := range []string{"human", "json"} {
+			args := []string{"check", "-r", mode, "--output=" + output}
+			want, got := onCopies(t, dir, img, args...)
+			if mode == "all" && strings.Contains(got.stderr, "dropping the snapshots over the limit is not supported") {
+				before, err := os.ReadFile(filepath.Join(dir, img))
+				if err != nil {
+					t.Fatal(err)
 				}
-				if got != want {
-					t.Errorf("check -r %s %s (%s):\nqemu-img: %v\nqnbd-img: %v", mode, img, output, want, got)
+				after, err := os.ReadFile(filepath.Join(dir, "o.qcow2"))
+				if err != nil {
+					t.Fatal(err)
 				}
+				if got.code != 1 || !bytes.Equal(before, after) {
+					t.Errorf("check -r all %s refused with exit %d, image changed %v", img, got.code, !bytes.Equal(before, after))
+				}
+				continue
+			}
+			if got != want {
+				t.Errorf("check -r %s %s (%s):\nqemu-img: %v\nqnbd-img: %v", mode, img, output, want, got)
 			}
 		}
 	}

@@ -37,6 +37,7 @@ func amendImages(t *testing.T, dir string) []string {
 }
 
 func TestAmendMatchesQemu(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	imgs := amendImages(t, dir)
 	for _, a := range []string{
@@ -75,44 +76,54 @@ func TestAmendMatchesQemu(t *testing.T) {
 		"-t bad -o compat=0.10 v3.qcow2",
 		"-o compat=0.10 nope",
 	} {
-		args := append([]string{"amend"}, strings.Fields(a)...)
-		for _, img := range imgs {
-			b, err := os.ReadFile(filepath.Join(dir, img))
-			if err != nil {
-				t.Fatal(err)
-			}
-			write(t, dir, "q."+img, b)
-			write(t, dir, "o."+img, b)
+		t.Run(a, func(t *testing.T) {
+			t.Parallel()
+			amendMatchesQemu(t, dir, imgs, a)
+		})
+	}
+}
+
+// amendMatchesQemu runs amend with the arguments a on fresh copies (q. for qemu-img, o. for
+// qnbd-img) of src's images and compares the output and the images either tool changed.
+func amendMatchesQemu(t *testing.T, src string, imgs []string, a string) {
+	args := append([]string{"amend"}, strings.Fields(a)...)
+	dir := isolated(t, src, append(slices.Clone(imgs), "base.qcow2")...)
+	for _, img := range imgs {
+		b, err := os.ReadFile(filepath.Join(dir, img))
+		if err != nil {
+			t.Fatal(err)
 		}
-		qargs, oargs := append([]string(nil), args...), append([]string(nil), args...)
-		for i, s := range args {
-			if slices.Contains(imgs, s) {
-				qargs[i], oargs[i] = "q."+s, "o."+s
-			}
+		write(t, dir, "q."+img, b)
+		write(t, dir, "o."+img, b)
+	}
+	qargs, oargs := append([]string(nil), args...), append([]string(nil), args...)
+	for i, s := range args {
+		if slices.Contains(imgs, s) {
+			qargs[i], oargs[i] = "q."+s, "o."+s
 		}
-		want := qemu(t, dir, qargs...)
-		got := ours(t, dir, oargs...)
-		for _, img := range imgs {
-			got.stderr = strings.ReplaceAll(got.stderr, "o."+img, "q."+img)
+	}
+	want := qemu(t, dir, qargs...)
+	got := ours(t, dir, oargs...)
+	for _, img := range imgs {
+		got.stderr = strings.ReplaceAll(got.stderr, "o."+img, "q."+img)
+	}
+	if got != want {
+		t.Errorf("amend %s:\nqemu-img: %v\nqnbd-img: %v", a, want, got)
+	}
+	for _, img := range imgs {
+		if !differs(t, dir, img, "q."+img) && !differs(t, dir, img, "o."+img) {
+			continue // neither tool changed it
 		}
-		if got != want {
-			t.Errorf("amend %s:\nqemu-img: %v\nqnbd-img: %v", a, want, got)
+		if r := qemu(t, dir, "compare", "q."+img, "o."+img); r.code != 0 {
+			t.Errorf("amend %s: %s reads differently: %v", a, img, r)
 		}
-		for _, img := range imgs {
-			if !differs(t, dir, img, "q."+img) && !differs(t, dir, img, "o."+img) {
-				continue // neither tool changed it
-			}
-			if r := qemu(t, dir, "compare", "q."+img, "o."+img); r.code != 0 {
-				t.Errorf("amend %s: %s reads differently: %v", a, img, r)
-			}
-			if r := qemu(t, dir, "check", "-q", "o."+img); r.code != 0 {
-				t.Errorf("amend %s: check %s: %v", a, img, r)
-			}
-			wi := qemu(t, dir, "info", "q."+img)
-			gi := qemu(t, dir, "info", "o."+img)
-			if infoBody(wi.stdout) != infoBody(gi.stdout) {
-				t.Errorf("amend %s: %s info differs:\n%s\nvs\n%s", a, img, wi.stdout, gi.stdout)
-			}
+		if r := qemu(t, dir, "check", "-q", "o."+img); r.code != 0 {
+			t.Errorf("amend %s: check %s: %v", a, img, r)
+		}
+		wi := qemu(t, dir, "info", "q."+img)
+		gi := qemu(t, dir, "info", "o."+img)
+		if infoBody(wi.stdout) != infoBody(gi.stdout) {
+			t.Errorf("amend %s: %s info differs:\n%s\nvs\n%s", a, img, wi.stdout, gi.stdout)
 		}
 	}
 }

@@ -164,13 +164,14 @@ func headerFacts(t *testing.T, path string) string {
 	return fmt.Sprintf("size %d backing %q format %q", h.Size, h.BackingFile, h.Extensions.BackingFormat)
 }
 
-// matchQemu runs each command that changes images on fresh twin chains, and the commands that
-// only fail (which must change nothing) one after another on one more pair.
+// matchQemu runs each command, in parallel subtests, on fresh twin chains; the commands that
+// only fail must also change nothing.
 // With exact, every changed file must also be byte for byte qemu-img's.
 func matchQemu(t *testing.T, exact bool, changing, failing [][]string) (template string) {
 	template = chainTemplate(t)
 	for _, args := range changing {
-		t.Run(strings.Join(args[1:], "_"), func(t *testing.T) {
+		t.Run(caseName(args[1:]), func(t *testing.T) {
+			t.Parallel()
 			qdir, odir := twinChains(t, template)
 			sameChains(t, template, qdir, odir, args...)
 			for _, f := range chainFiles {
@@ -180,17 +181,30 @@ func matchQemu(t *testing.T, exact bool, changing, failing [][]string) (template
 			}
 		})
 	}
-	qdir, odir := twinChains(t, template)
 	for _, args := range failing {
-		sameChains(t, template, qdir, odir, args...)
-		if changed(t, template, odir, "top.qcow2") || changed(t, template, odir, "base.qcow2") {
-			t.Fatalf("%q changed an image", args)
-		}
+		t.Run("fails_"+caseName(args[1:]), func(t *testing.T) {
+			t.Parallel()
+			qdir, odir := twinChains(t, template)
+			sameChains(t, template, qdir, odir, args...)
+			if changed(t, template, odir, "top.qcow2") || changed(t, template, odir, "base.qcow2") {
+				t.Fatalf("%q changed an image", args)
+			}
+		})
 	}
 	return template
 }
 
+// caseName names a subtest after its arguments, each cut to 40 bytes (one is 1100 bytes long).
+func caseName(args []string) string {
+	short := make([]string, len(args))
+	for i, a := range args {
+		short[i] = a[:min(len(a), 40)]
+	}
+	return strings.Join(short, "_")
+}
+
 func TestCommitMatchesQemu(t *testing.T) {
+	t.Parallel()
 	// Not byte for byte: QEMU empties a version 3 top by rebuilding it (smaller file).
 	template := matchQemu(t, false, [][]string{
 		{"commit", "-r", "0", "-t", "none", "top.qcow2"},
@@ -209,9 +223,9 @@ func TestCommitMatchesQemu(t *testing.T) {
 		{"commit"},
 		{"commit", "nope"},
 	})
-	t.Run("probe guard", func(t *testing.T) { commitKeepsTheBlockZeroGuard(t, template) })
-	t.Run("progress", func(t *testing.T) { commitProgressEndsAtHundred(t, template) })
-	t.Run("served", func(t *testing.T) { commitRefusesWhileServed(t, template) })
+	t.Run("probe guard", func(t *testing.T) { t.Parallel(); commitKeepsTheBlockZeroGuard(t, template) })
+	t.Run("progress", func(t *testing.T) { t.Parallel(); commitProgressEndsAtHundred(t, template) })
+	t.Run("served", func(t *testing.T) { t.Parallel(); commitRefusesWhileServed(t, template) })
 }
 
 // commitKeepsTheBlockZeroGuard: data that would make a probed raw base probe
@@ -256,6 +270,7 @@ func commitRefusesWhileServed(t *testing.T, template string) {
 		{"-r", "-f", "qcow2", "base.qcow2"}, // the base cannot be written
 	} {
 		t.Run(strings.Join(served, "_"), func(t *testing.T) {
+			t.Parallel()
 			qdir, odir := twinChains(t, template)
 			holdImage(t, qdir, "qemu-nbd", served...)
 			holdImage(t, odir, "qemu-nbd", served...)
@@ -280,6 +295,7 @@ func commitRefusesWhileServed(t *testing.T, template string) {
 }
 
 func TestRebaseMatchesQemu(t *testing.T) {
+	t.Parallel()
 	matchQemu(t, true, [][]string{
 		{"rebase", "-b", "base.qcow2", "-F", "qcow2", "longer.qcow2"},
 		{"rebase", "-u", "longer.qcow2"},

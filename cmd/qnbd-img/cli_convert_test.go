@@ -12,15 +12,6 @@ import (
 	"testing"
 )
 
-func readFile(t *testing.T, dir, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // sameFiles reports whether files a and b in dir hold the same bytes. It compares them a
 // chunk at a time: under -race, reading two multi-MiB files into fresh buffers cost most of
 // this package's test time in page faults on the race detector's shadow memory.
@@ -54,6 +45,15 @@ func sameFiles(t *testing.T, dir, a, b string) bool {
 	}
 }
 
+func readFile(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // allocated is the space a file occupies, in bytes.
 func allocated(t *testing.T, dir, name string) int64 {
 	t.Helper()
@@ -65,6 +65,7 @@ func allocated(t *testing.T, dir, name string) int64 {
 }
 
 func TestConvertToRawMatchesQemu(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	imgs := qcow2Images(t, dir)
 	rawImages(t, dir)
@@ -73,33 +74,45 @@ func TestConvertToRawMatchesQemu(t *testing.T) {
 		if img == "datafile.qcow2" {
 			continue // its data file name is resolved differently by QEMU (cwd) and qnbd (image dir)
 		}
-		variants := [][]string{{}}
-		if st, err := os.Stat(filepath.Join(dir, img)); err == nil && st.Size() < 16<<20 && img != "sparse.raw" {
-			// The variants on the small images only, to keep the test fast.
-			variants = append(variants, []string{"-S", "0"}, []string{"-S", "64k"}, []string{"-m", "1"})
+		t.Run(img, func(t *testing.T) {
+			t.Parallel()
+			convertToRawMatchesQemu(t, dir, img)
+		})
+	}
+}
+
+// convertToRawMatchesQemu converts img (in dir) to raw with both tools, into a directory of
+// the test's, and compares the bytes and the space used.
+func convertToRawMatchesQemu(t *testing.T, dir, img string) {
+	out := t.TempDir()
+	q, o := filepath.Join(out, "q.raw"), filepath.Join(out, "o.raw")
+	variants := [][]string{{}}
+	if st, err := os.Stat(filepath.Join(dir, img)); err == nil && st.Size() < 16<<20 && img != "sparse.raw" {
+		// The variants on the small images only, to keep the test fast.
+		variants = append(variants, []string{"-S", "0"}, []string{"-S", "64k"}, []string{"-m", "1"})
+	}
+	for _, extra := range variants {
+		args := append(append([]string{"convert", "-O", "raw"}, extra...), img)
+		if r := qemu(t, dir, append(args, q)...); r.code != 0 {
+			t.Fatalf("qemu-img %q: %v", args, r)
 		}
-		for _, extra := range variants {
-			args := append(append([]string{"convert", "-O", "raw"}, extra...), img)
-			if r := qemu(t, dir, append(args, "q.raw")...); r.code != 0 {
-				t.Fatalf("qemu-img %q: %v", args, r)
-			}
-			if r := ours(t, dir, append(args, "o.raw")...); r.code != 0 || r.stdout != "" || r.stderr != "" {
-				t.Fatalf("qnbd-img %q: %v", args, r)
-			}
-			if !sameFiles(t, dir, "q.raw", "o.raw") {
-				t.Errorf("%q: our raw output differs from qemu-img's", args)
-			}
-			// Sparseness: a zero run of the source must stay a hole (without -S 0).
-			if len(extra) == 0 || extra[0] != "-S" || extra[1] != "0" {
-				if q, o := allocated(t, dir, "q.raw"), allocated(t, dir, "o.raw"); o > q+64<<10 {
-					t.Errorf("%q: our output allocates %d bytes, qemu-img's %d", args, o, q)
-				}
+		if r := ours(t, dir, append(args, o)...); r.code != 0 || r.stdout != "" || r.stderr != "" {
+			t.Fatalf("qnbd-img %q: %v", args, r)
+		}
+		if !sameFiles(t, out, "q.raw", "o.raw") {
+			t.Errorf("%q: our raw output differs from qemu-img's", args)
+		}
+		// Sparseness: a zero run of the source must stay a hole (without -S 0).
+		if len(extra) == 0 || extra[0] != "-S" || extra[1] != "0" {
+			if q, o := allocated(t, out, "q.raw"), allocated(t, out, "o.raw"); o > q+64<<10 {
+				t.Errorf("%q: our output allocates %d bytes, qemu-img's %d", args, o, q)
 			}
 		}
 	}
 }
 
 func TestConvertToQcow2(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	imgs := qcow2Images(t, dir)
 	rawImages(t, dir)
@@ -108,26 +121,10 @@ func TestConvertToQcow2(t *testing.T) {
 		if img == "datafile.qcow2" {
 			continue
 		}
-		optsList := [][]string{{}, {"-o", "compat=0.10", "-W"}}
-		if st, err := os.Stat(filepath.Join(dir, img)); err == nil && st.Size() < 16<<20 {
-			optsList = append(optsList,
-				[]string{"-o", "cluster_size=4k,lazy_refcounts=on"},
-				[]string{"-o", "extended_l2=on,refcount_bits=8", "-m", "16"},
-				[]string{"-o", "preallocation=metadata"})
-		}
-		for _, opts := range optsList {
-			os.Remove(filepath.Join(dir, "o.qcow2"))
-			args := append(append([]string{"convert", "-O", "qcow2"}, opts...), img, "o.qcow2")
-			if r := ours(t, dir, args...); r.code != 0 || r.stdout != "" || r.stderr != "" {
-				t.Fatalf("qnbd-img %q: %v", args, r)
-			}
-			if r := qemu(t, dir, "check", "o.qcow2"); r.code != 0 {
-				t.Errorf("%q: qemu-img check: %v", args, r)
-			}
-			if r := qemu(t, dir, "compare", img, "o.qcow2"); r.code != 0 {
-				t.Errorf("%q: qemu-img compare: %v", args, r)
-			}
-		}
+		t.Run(img, func(t *testing.T) {
+			t.Parallel()
+			convertToQcow2(t, dir, img)
+		})
 	}
 	// Without -W and with the default options, the layout is qemu-img convert's.
 	for _, img := range []string{"top.qcow2", "data.raw", "longer.qcow2"} {
@@ -142,7 +139,34 @@ func TestConvertToQcow2(t *testing.T) {
 	}
 }
 
+// convertToQcow2 converts img (in dir) to qcow2 with qnbd-img under several option sets,
+// into a directory of the test's, and has qemu-img check the result and compare it with img.
+func convertToQcow2(t *testing.T, dir, img string) {
+	o := filepath.Join(t.TempDir(), "o.qcow2")
+	optsList := [][]string{{}, {"-o", "compat=0.10", "-W"}}
+	if st, err := os.Stat(filepath.Join(dir, img)); err == nil && st.Size() < 16<<20 {
+		optsList = append(optsList,
+			[]string{"-o", "cluster_size=4k,lazy_refcounts=on"},
+			[]string{"-o", "extended_l2=on,refcount_bits=8", "-m", "16"},
+			[]string{"-o", "preallocation=metadata"})
+	}
+	for _, opts := range optsList {
+		os.Remove(o)
+		args := append(append([]string{"convert", "-O", "qcow2"}, opts...), img, o)
+		if r := ours(t, dir, args...); r.code != 0 || r.stdout != "" || r.stderr != "" {
+			t.Fatalf("qnbd-img %q: %v", args, r)
+		}
+		if r := qemu(t, dir, "check", o); r.code != 0 {
+			t.Errorf("%q: qemu-img check: %v", args, r)
+		}
+		if r := qemu(t, dir, "compare", img, o); r.code != 0 {
+			t.Errorf("%q: qemu-img compare: %v", args, r)
+		}
+	}
+}
+
 func TestConvertIntoExisting(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	qcow2Images(t, dir)
 	rawImages(t, dir)
@@ -202,6 +226,7 @@ func TestConvertIntoExisting(t *testing.T) {
 }
 
 func TestConvertConcatenatesAndReportsProgress(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rawImages(t, dir)
 	args := []string{"convert", "-O", "raw", "data.raw", "odd.raw", "sparse.raw"}
@@ -225,6 +250,7 @@ func TestConvertConcatenatesAndReportsProgress(t *testing.T) {
 // Our create, qemu-io's writes, then both tools' convert to raw: the same bytes, and an image
 // qemu-img check finds clean.
 func TestCreateWriteConvertRoundTrip(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for i, opts := range [][]string{
 		{},

@@ -10,6 +10,7 @@ import (
 )
 
 func TestMeasureMatchesQemu(t *testing.T) {
+	t.Parallel()
 	dir := chainTemplate(t)
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "qcow2", "bm.qcow2", "8M")
 	sh(t, dir, "qemu-img", "bitmap", "--add", "bm.qcow2", "b0")
@@ -57,7 +58,11 @@ func TestMeasureMatchesQemu(t *testing.T) {
 		"-O qcow2 nope",
 		"-o size=5M",
 	} {
-		same(t, dir, append([]string{"measure"}, strings.Fields(a)...)...)
+		// measure only reads: the cases share the images and run in parallel.
+		t.Run(a, func(t *testing.T) {
+			t.Parallel()
+			same(t, dir, append([]string{"measure"}, strings.Fields(a)...)...)
+		})
 	}
 }
 
@@ -65,8 +70,12 @@ func TestMeasureMatchesQemu(t *testing.T) {
 // width, compression, external data file, snapshot and preallocation mode), the qcow2
 // figures are qemu-img's (raw's are the virtual size, checked above).
 func TestMeasureCorpusMatchesQemu(t *testing.T) {
+	t.Parallel()
 	imgs := corpus.Shared(t)
 	for _, img := range imgs {
-		same(t, t.TempDir(), "measure", "-U", "--output=json", "-O", "qcow2", img.Path)
+		t.Run(img.Name, func(t *testing.T) {
+			t.Parallel()
+			same(t, t.TempDir(), "measure", "-U", "--output=json", "-O", "qcow2", img.Path)
+		})
 	}
 }

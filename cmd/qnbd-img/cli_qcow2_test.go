@@ -62,27 +62,37 @@ func qcow2Images(t *testing.T, dir string) []string {
 }
 
 func TestOracleQcow2(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, img := range qcow2Images(t, dir) {
-		for _, args := range [][]string{
-			{"info", img},
-			{"info", "--output=json", img},
-			{"info", "--backing-chain", img},
-			{"info", "--backing-chain", "--output=json", img},
-			{"map", img},
-			{"map", "--output=json", img},
-			{"map", "--output=json", "-s", "511k", "-l", "5M", img},
-			{"check", img},
-			{"check", "--output=json", img},
-			{"compare", img, "base.qcow2"},
-			{"compare", "-s", img, img},
-		} {
-			same(t, dir, args...)
-		}
+		t.Run(img, func(t *testing.T) {
+			t.Parallel()
+			oracleQcow2(t, dir, img)
+		})
+	}
+}
+
+// oracleQcow2 runs the commands that only read img (in dir) with both tools.
+func oracleQcow2(t *testing.T, dir, img string) {
+	for _, args := range [][]string{
+		{"info", img},
+		{"info", "--output=json", img},
+		{"info", "--backing-chain", img},
+		{"info", "--backing-chain", "--output=json", img},
+		{"map", img},
+		{"map", "--output=json", img},
+		{"map", "--output=json", "-s", "511k", "-l", "5M", img},
+		{"check", img},
+		{"check", "--output=json", img},
+		{"compare", img, "base.qcow2"},
+		{"compare", "-s", img, img},
+	} {
+		same(t, dir, args...)
 	}
 }
 
 func TestOracleCheckExitCodes(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	brokenImages(t, dir)
 	for img, code := range map[string]int{"clean.qcow2": 0, "leaked.qcow2": 3, "corrupt.qcow2": 2} {
@@ -122,6 +132,10 @@ func TestOracleCheckExitCodes(t *testing.T) {
 }
 
 func TestCreateQcow2MatchesQemu(t *testing.T) {
+	t.Parallel()
+	// The backing file some cases name, made once and copied next to each tool's image.
+	back := t.TempDir()
+	sh(t, back, "qemu-img", "create", "-q", "-f", "qcow2", "back.qcow2", "32M")
 	for i, opts := range [][]string{
 		{},
 		{"-o", "cluster_size=4k"},
@@ -157,35 +171,41 @@ func TestCreateQcow2MatchesQemu(t *testing.T) {
 		{"-o", "data_file_raw=on,data_file=t.data", "-b", "back.qcow2", "-F", "qcow2"},
 	} {
 		for _, size := range []string{"10M", "1000"} {
-			// Each tool creates in its own directory, next to its own copy of the backing file.
-			qdir, odir := t.TempDir(), t.TempDir()
-			for _, d := range []string{qdir, odir} {
-				sh(t, d, "qemu-img", "create", "-q", "-f", "qcow2", "back.qcow2", "32M")
-			}
-			args := append(append([]string{"create", "-f", "qcow2"}, opts...), "q.qcow2", size)
-			want, got := qemu(t, qdir, args...), ours(t, odir, args...)
-			if got != want {
-				t.Errorf("%d %q:\nqemu-img: %v\nqnbd-img: %v", i, args, want, got)
-				continue
-			}
-			if want.code != 0 {
-				continue
-			}
-			// The engine lays some images out differently from QEMU (preallocated ones): what
-			// qemu-img sees in both must be the same.
-			for _, view := range [][]string{{"info", "--output=json"}, {"check", "--output=json"}, {"map", "--output=json"}} {
-				if view[0] == "map" && size == "1000" && strings.Contains(strings.Join(opts, ","), "preallocation=metadata") {
-					// Known engine difference: QEMU writes the first 4 KiB of the last, partial
-					// data cluster, the engine leaves it a hole; qemu-img's metadata
-					// preallocation heuristic then reports the engine's cluster as zeros.
-					continue
-				}
-				w := qemu(t, qdir, append(view, "q.qcow2")...)
-				g := qemu(t, odir, append(view, "q.qcow2")...)
-				if dropActualSize(g.stdout) != dropActualSize(w.stdout) || g.code != w.code {
-					t.Errorf("%q: qemu-img %s sees a different image:\nqemu-img's: %v\nours: %v", args, view[0], w, g)
-				}
-			}
+			t.Run(strings.Join(append(opts[:len(opts):len(opts)], size), " "), func(t *testing.T) {
+				t.Parallel()
+				createQcow2MatchesQemu(t, back, i, opts, size)
+			})
+		}
+	}
+}
+
+// createQcow2MatchesQemu runs create with opts and size with both tools, each in its own
+// directory next to its own copy of back/back.qcow2, and compares their output and what
+// qemu-img sees in the two images.
+func createQcow2MatchesQemu(t *testing.T, back string, i int, opts []string, size string) {
+	qdir, odir := isolated(t, back, "back.qcow2"), isolated(t, back, "back.qcow2")
+	args := append(append([]string{"create", "-f", "qcow2"}, opts...), "q.qcow2", size)
+	want, got := qemu(t, qdir, args...), ours(t, odir, args...)
+	if got != want {
+		t.Errorf("%d %q:\nqemu-img: %v\nqnbd-img: %v", i, args, want, got)
+		return
+	}
+	if want.code != 0 {
+		return
+	}
+	// The engine lays some images out differently from QEMU (preallocated ones): what
+	// qemu-img sees in both must be the same.
+	for _, view := range [][]string{{"info", "--output=json"}, {"check", "--output=json"}, {"map", "--output=json"}} {
+		if view[0] == "map" && size == "1000" && strings.Contains(strings.Join(opts, ","), "preallocation=metadata") {
+			// Known engine difference: QEMU writes the first 4 KiB of the last, partial
+			// data cluster, the engine leaves it a hole; qemu-img's metadata
+			// preallocation heuristic then reports the engine's cluster as zeros.
+			continue
+		}
+		w := qemu(t, qdir, append(view, "q.qcow2")...)
+		g := qemu(t, odir, append(view, "q.qcow2")...)
+		if dropActualSize(g.stdout) != dropActualSize(w.stdout) || g.code != w.code {
+			t.Errorf("%q: qemu-img %s sees a different image:\nqemu-img's: %v\nours: %v", args, view[0], w, g)
 		}
 	}
 }
@@ -203,6 +223,7 @@ func dropActualSize(s string) string {
 }
 
 func TestCompareQcow2(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	qcow2Images(t, dir)
 	sh(t, dir, "cp", "top.qcow2", "top2.qcow2")

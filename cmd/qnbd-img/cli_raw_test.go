@@ -24,28 +24,39 @@ func rawImages(t *testing.T, dir string) {
 }
 
 func TestOracleRaw(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rawImages(t, dir)
 	for _, img := range []string{"sparse.raw", "data.raw", "falloc.raw", "full.raw", "odd.raw", "empty.raw"} {
-		for _, args := range [][]string{
-			{"info", img},
-			{"info", "--output=json", img},
-			{"info", "-f", "raw", "--output", "json", img},
-			{"info", "--backing-chain", img},
-			{"map", img},
-			{"map", "--output=json", img},
-			{"map", "--output=json", "--start-offset=1000", "--max-length=3M", img},
-			{"map", "-s", "4M", "-l", "7M", img},
-			{"check", img},
-			{"check", "--output=json", img},
-			{"check", "-q", img},
-		} {
-			same(t, dir, args...)
-		}
+		// The commands only read: one parallel subtest per image.
+		t.Run(img, func(t *testing.T) {
+			t.Parallel()
+			oracleRaw(t, dir, img)
+		})
+	}
+}
+
+// oracleRaw runs the commands that only read the raw image img (in dir) with both tools.
+func oracleRaw(t *testing.T, dir, img string) {
+	for _, args := range [][]string{
+		{"info", img},
+		{"info", "--output=json", img},
+		{"info", "-f", "raw", "--output", "json", img},
+		{"info", "--backing-chain", img},
+		{"map", img},
+		{"map", "--output=json", img},
+		{"map", "--output=json", "--start-offset=1000", "--max-length=3M", img},
+		{"map", "-s", "4M", "-l", "7M", img},
+		{"check", img},
+		{"check", "--output=json", img},
+		{"check", "-q", img},
+	} {
+		same(t, dir, args...)
 	}
 }
 
 func TestOracleCompareRaw(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rawImages(t, dir)
 	sh(t, dir, "cp", "data.raw", "copy.raw")
@@ -79,6 +90,7 @@ func TestOracleCompareRaw(t *testing.T) {
 }
 
 func TestOracleCommandLineErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rawImages(t, dir)
 	for _, args := range [][]string{
@@ -173,6 +185,7 @@ func TestOracleCommandLineErrors(t *testing.T) {
 }
 
 func TestVersionAndHelp(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, args := range [][]string{{"--version"}, {"-V"}, {"--help"}, {"-h"}, {"info", "--help"}, {"convert", "-h"}} {
 		r := ours(t, dir, args...)
@@ -186,6 +199,7 @@ func TestVersionAndHelp(t *testing.T) {
 }
 
 func TestVersionUnderOwnName(t *testing.T) {
+	t.Parallel()
 	var out, errb strings.Builder
 	if code := run([]string{"/usr/bin/qnbd-img", "--version"}, &out, &errb); code != 0 ||
 		!strings.HasPrefix(out.String(), "qnbd-img version "+buildinfo.Version(version)+" ") {
@@ -194,6 +208,7 @@ func TestVersionUnderOwnName(t *testing.T) {
 }
 
 func TestRefusedOptions(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rawImages(t, dir)
 	for _, args := range [][]string{
@@ -221,6 +236,7 @@ func TestRefusedOptions(t *testing.T) {
 // qnbd-img lists only the creation options it implements: every line it prints must be one
 // of qemu-img's, in qemu-img's order.
 func TestOptionHelpIsSubsetOfQemu(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, args := range [][]string{
 		{"create", "-f", "raw", "-o", "?", "x.raw"},
@@ -249,6 +265,7 @@ func TestOptionHelpIsSubsetOfQemu(t *testing.T) {
 
 // One deliberate difference: QEMU ends "Detected format of raw." without a newline.
 func TestBackingWithoutFormat(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rawImages(t, dir)
 	args := []string{"create", "-f", "qcow2", "-b", "data.raw", "x.qcow2"}

@@ -7,6 +7,7 @@ import (
 )
 
 func TestResizeMatchesQemu(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rawImages(t, dir)
 	qcow2Images(t, dir)

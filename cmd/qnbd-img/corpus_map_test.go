@@ -55,6 +55,7 @@ func corpusMapArgs(img *corpus.Image) map[string][]string {
 // TestCorpusMapMatchesQemu runs qnbd-img map and qemu-img map on every corpus file and
 // requires identical stdout, stderr and exit status, then lists the images that differ.
 func TestCorpusMapMatchesQemu(t *testing.T) {
+	t.Parallel()
 	files := corpusFiles(corpus.Shared(t))
 	var mu sync.Mutex
 	differ := map[string][]string{}

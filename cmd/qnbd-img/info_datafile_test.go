@@ -43,6 +43,7 @@ func dropDataFileName(t *testing.T, path string) {
 // TestOracleInfoDataFile: "data file raw" (data-file-raw) is shown whenever the image has the
 // external data file bit, "data file" (data-file) only when the header names it.
 func TestOracleInfoDataFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, raw := range []string{"off", "on"} {
 		named := "named-raw-" + raw + ".qcow2"

@@ -93,6 +93,7 @@ func hashFile(t *testing.T, p string) [32]byte {
 }
 
 func TestLocksMatchQemuImg(t *testing.T) {
+	t.Parallel()
 	qnbd := filepath.Join(t.TempDir(), "qnbd")
 	if out, err := exec.Command("go", "build", "-o", qnbd, "../qnbd").CombinedOutput(); err != nil {
 		t.Fatalf("building qnbd: %v\n%s", err, out)
@@ -109,6 +110,7 @@ func TestLocksMatchQemuImg(t *testing.T) {
 		{"qnbd raw rw", qnbd, "raw", false},
 	} {
 		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
 			dir := t.TempDir()
 			img, f := "img."+h.format, h.format
 			sh(t, dir, "qemu-img", "create", "-q", "-f", f, img, "1M")

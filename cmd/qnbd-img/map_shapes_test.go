@@ -48,6 +48,7 @@ func mapShapes(t *testing.T, dir string) []string {
 
 // TestMapShapesMatchQemu: JSON and human output, whole and windowed, are qemu-img's.
 func TestMapShapesMatchQemu(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, img := range mapShapes(t, dir) {
 		for _, args := range [][]string{

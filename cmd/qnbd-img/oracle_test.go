@@ -23,9 +23,12 @@ func (r result) String() string {
 	return fmt.Sprintf("exit %d\n--- stdout:\n%s--- stderr:\n%s", r.code, r.stdout, r.stderr)
 }
 
-// TestMain makes both tools print snapshot dates in UTC.
+// TestMain makes both tools print snapshot dates in UTC; in a child started by selfExec it
+// runs qnbd-img instead of the tests.
 func TestMain(m *testing.M) {
+	runChildIfAsked()
 	time.Local = time.UTC
+	raiseParallel()
 	os.Exit(m.Run())
 }
 
@@ -49,14 +52,12 @@ func qemu(t *testing.T, dir string, args ...string) result {
 	return result{out.String(), errb.String(), code}
 }
 
-// ours runs qnbd-img in-process with dir as the working directory, calling itself
-// "qemu-img" so that messages carry the same prefix as the oracle's.
+// ours runs qnbd-img with dir as the working directory, calling itself "qemu-img" so that
+// messages carry the same prefix as the oracle's. It runs in a child process (see selfExec)
+// so that tests using it can run in parallel.
 func ours(t *testing.T, dir string, args ...string) result {
 	t.Helper()
-	t.Chdir(dir)
-	var out, errb bytes.Buffer
-	code := run(append([]string{"qemu-img"}, args...), &out, &errb)
-	return result{out.String(), errb.String(), code}
+	return selfExec(t, dir, args...)
 }
 
 // sh runs a helper command (qemu-io, truncate) in dir and fails the test if it fails.

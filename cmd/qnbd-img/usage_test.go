@@ -5,6 +5,7 @@ package main
 import "testing"
 
 func TestGetoptErrorsMatchQemuImg(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, args := range [][]string{
 		{"-z", "info"},
