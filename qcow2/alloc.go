@@ -12,11 +12,11 @@ import (
 // (per-goroutine preallocated runs, say).
 type clusterAllocator interface {
 	// allocMeta allocates n contiguous clusters with refcount 1.
-	allocMeta(n ClusterCount, kind AllocKind) (HostCluster, error)
+	allocMeta(n ClusterCount, kind AllocKind) (hostCluster, error)
 	// free decrements the refcounts of n clusters from c; best effort.
-	free(c HostCluster, n ClusterCount, punch bool)
+	free(c hostCluster, n ClusterCount, punch bool)
 	// refcount returns a cluster's refcount.
-	refcount(c HostCluster) (Refcount, error)
+	refcount(c hostCluster) (refcount, error)
 	// flush makes all refcount changes durable.
 	flush() error
 }
@@ -41,18 +41,18 @@ type allocator struct {
 	img *Image
 	g   Geometry
 
-	table         []RefTableEntry
+	table         []refTableEntry
 	tableOff      HostOffset
 	tableClusters uint32
-	tableDirty    map[RefTableIndex]struct{}
+	tableDirty    map[refTableIndex]struct{}
 	// blocks counts the clusters of the refcount blocks the table names, for overlap checks
 	// (overlap.go isRefBlock); nil until first needed, then kept in step by setTableEntry.
 	blocks *clusterRefs
-	cache  *lru[HostCluster, *refBlock]
+	cache  *lru[hostCluster, *refBlock]
 
 	// firstFree is a lower bound of the first cluster with refcount 0: every cluster below
 	// it is in use. Allocation searches from here; freeing lowers it.
-	firstFree HostCluster
+	firstFree hostCluster
 	// end is the end of everything ever allocated or present in the file: clusters at or
 	// past it have never been written and read back as zeros (no zero-filling needed).
 	// Reserved clusters do not move it until they are handed out.
@@ -75,15 +75,15 @@ func newAllocator(img *Image, fileSize uint64, cacheEntries int) (*allocator, er
 		table:         t,
 		tableOff:      img.hdr.RefTableOffset,
 		tableClusters: img.hdr.RefTableClusters,
-		tableDirty:    map[RefTableIndex]struct{}{},
+		tableDirty:    map[refTableIndex]struct{}{},
 		end:           HostOffset(fileSize),
 		resv: reservation{
-			set:      map[HostCluster]struct{}{},
-			perBlock: map[RefTableIndex]int{},
+			set:      map[hostCluster]struct{}{},
+			perBlock: map[refTableIndex]int{},
 			batch:    minReserveBatch,
 		},
 	}
-	a.cache = newLRU(CacheRefBlock, max(cacheEntries, minRefBlockCache), cacheBackend[HostCluster, *refBlock](refBlockBackend{img}), img.hooks, img.file.Sync)
+	a.cache = newLRU(CacheRefBlock, max(cacheEntries, minRefBlockCache), cacheBackend[hostCluster, *refBlock](refBlockBackend{img}), img.hooks, img.file.Sync)
 	a.cache.afterWrite = a.writeRefTableDirty
 	return a, nil
 }
@@ -104,7 +104,7 @@ const minRefBlockCache = 4
 //
 // Each restart leaves one more cluster in use, so the loop ends (imago's allocation.rs argues
 // the same convergence).
-func (a *allocator) allocMeta(n ClusterCount, kind AllocKind) (HostCluster, error) {
+func (a *allocator) allocMeta(n ClusterCount, kind AllocKind) (hostCluster, error) {
 	start := time.Now()
 	defer func() { a.img.hooks.AllocationDone(time.Since(start)) }()
 	if n == 0 {
@@ -124,7 +124,7 @@ func (a *allocator) allocMeta(n ClusterCount, kind AllocKind) (HostCluster, erro
 		}
 		created := false
 		last := c.Add(n - 1)
-		for i := c.RefTableIndex(a.g); i <= last.RefTableIndex(a.g); i++ {
+		for i := c.refTableIndex(a.g); i <= last.refTableIndex(a.g); i++ {
 			_, _, ok, err := a.refblockFor(i)
 			if err != nil {
 				return 0, err
@@ -158,7 +158,7 @@ func (a *allocator) allocMeta(n ClusterCount, kind AllocKind) (HostCluster, erro
 
 // claim sets the refcounts of [c, c+n), all 0 and covered by refcount blocks, to 1. A reserved
 // cluster leaves the reservation; its block stays as it is, the disk holding 1 already.
-func (a *allocator) claim(c HostCluster, n ClusterCount) error {
+func (a *allocator) claim(c hostCluster, n ClusterCount) error {
 	off := c.Offset(a.g)
 	size := a.g.Bytes(n)
 	if what := a.img.overlapsAny(off, size, metaNone, 0); what != "" {
@@ -173,12 +173,12 @@ func (a *allocator) claim(c HostCluster, n ClusterCount) error {
 		}
 		if a.isReserved(cl) {
 			// Block first, then out of the set (see unreserve).
-			rb, _, _, err := a.refblockFor(cl.RefTableIndex(a.g))
+			rb, _, _, err := a.refblockFor(cl.refTableIndex(a.g))
 			if err != nil {
 				return err
 			}
 			a.takeReserved(cl)
-			a.view(rb).Set(cl.RefBlockIndex(a.g), 1)
+			a.view(rb).Set(cl.refBlockIndex(a.g), 1)
 			continue
 		}
 		if err := a.setRefcount(cl, 1); err != nil {
@@ -196,21 +196,21 @@ func (a *allocator) claim(c HostCluster, n ClusterCount) error {
 
 // findFree returns the first run of n clusters at or after from whose refcounts are 0, and
 // the first free cluster it saw (to advance the hint).
-func (a *allocator) findFree(from HostCluster, n ClusterCount) (run, firstSeen HostCluster, err error) {
-	perBlock := a.g.RefBlockEntries()
-	run, firstSeen = from, ^HostCluster(0)
+func (a *allocator) findFree(from hostCluster, n ClusterCount) (run, firstSeen hostCluster, err error) {
+	perBlock := a.g.refBlockEntries()
+	run, firstSeen = from, ^hostCluster(0)
 	var have ClusterCount
 	c := from
 	for have < n {
-		if uint64(c)+uint64(n) > MaxHostOffset>>a.g.ClusterBits {
-			return 0, 0, fmt.Errorf("%w: the image file cannot grow past %d bytes", ErrNoSpace, uint64(MaxHostOffset))
+		if uint64(c)+uint64(n) > maxHostOffset>>a.g.ClusterBits {
+			return 0, 0, fmt.Errorf("%w: the image file cannot grow past %d bytes", ErrNoSpace, uint64(maxHostOffset))
 		}
-		i := c.RefTableIndex(a.g)
+		i := c.refTableIndex(a.g)
 		rb, _, ok, err := a.refblockFor(i)
 		if err != nil {
 			return 0, 0, err
 		}
-		next := (i + 1).FirstCluster(a.g)
+		next := (i + 1).firstCluster(a.g)
 		if !ok {
 			// No refcount block: every cluster it would count is free.
 			firstSeen = min(firstSeen, c)
@@ -219,7 +219,7 @@ func (a *allocator) findFree(from HostCluster, n ClusterCount) (run, firstSeen H
 			continue
 		}
 		v := a.view(rb)
-		for j := c.RefBlockIndex(a.g); uint64(j) < perBlock && have < n; j++ {
+		for j := c.refBlockIndex(a.g); uint64(j) < perBlock && have < n; j++ {
 			if v.Get(j) == 0 {
 				firstSeen = min(firstSeen, c)
 				have++
@@ -242,11 +242,11 @@ func (a *allocator) findFree(from HostCluster, n ClusterCount) (run, firstSeen H
 //
 // Past the end of the reftable, the reftable grows first (growRefTable), which lays out
 // blocks for the new region itself.
-func (a *allocator) createRefBlock(i RefTableIndex) error {
+func (a *allocator) createRefBlock(i refTableIndex) error {
 	if uint64(i) >= uint64(len(a.table)) {
 		return a.growRefTable(i)
 	}
-	regionStart := i.FirstCluster(a.g)
+	regionStart := i.firstCluster(a.g)
 	rb := &refBlock{data: make([]byte, a.g.ClusterSize()), idx: i, bound: true}
 	place, found, err := a.findFreeCovered(a.firstFree, regionStart)
 	if err != nil {
@@ -267,27 +267,27 @@ func (a *allocator) createRefBlock(i RefTableIndex) error {
 		}
 	}
 	a.cache.insertNew(place, rb)
-	a.setTableEntry(i, RefTableEntry(place.Offset(a.g)))
+	a.setTableEntry(i, refTableEntry(place.Offset(a.g)))
 	a.img.hooks.ClustersAllocated(AllocRefBlock, 1)
 	return nil
 }
 
 // findFreeCovered returns the first cluster in [from, limit) that an existing refcount block
 // counts with refcount 0.
-func (a *allocator) findFreeCovered(from, limit HostCluster) (HostCluster, bool, error) {
-	perBlock := a.g.RefBlockEntries()
+func (a *allocator) findFreeCovered(from, limit hostCluster) (hostCluster, bool, error) {
+	perBlock := a.g.refBlockEntries()
 	for c := from; c < limit; {
-		i := c.RefTableIndex(a.g)
+		i := c.refTableIndex(a.g)
 		rb, _, ok, err := a.refblockFor(i)
 		if err != nil {
 			return 0, false, err
 		}
 		if !ok {
-			c = (i + 1).FirstCluster(a.g)
+			c = (i + 1).firstCluster(a.g)
 			continue
 		}
 		v := a.view(rb)
-		for j := c.RefBlockIndex(a.g); uint64(j) < perBlock && c < limit; j++ {
+		for j := c.refBlockIndex(a.g); uint64(j) < perBlock && c < limit; j++ {
 			if v.Get(j) == 0 {
 				return c, true, nil
 			}
@@ -304,9 +304,9 @@ func (a *allocator) findFreeCovered(from, limit HostCluster) (HostCluster, bool,
 //
 // Best effort: a failure is logged and leaks the clusters. A refcount that is already 0 means
 // a mapped cluster was not counted: the image is marked corrupt.
-func (a *allocator) free(c HostCluster, n ClusterCount, punch bool) {
+func (a *allocator) free(c hostCluster, n ClusterCount, punch bool) {
 	var freed uint64
-	var runStart HostCluster
+	var runStart hostCluster
 	var runLen ClusterCount
 	flushRun := func() {
 		if punch && runLen > 0 {
@@ -351,7 +351,7 @@ func (a *allocator) free(c HostCluster, n ClusterCount, punch bool) {
 // retryFree puts back a free whose refcount could not be read or written (a transient I/O
 // error must not leak the cluster): the next batch of frees tries again. A corrupt refcount
 // structure is not retried: the cluster leaks.
-func (a *allocator) retryFree(c HostCluster, punch bool, err error) {
+func (a *allocator) retryFree(c hostCluster, punch bool, err error) {
 	if isCorrupt(err) {
 		a.img.log.Warn("qcow2: leaking cluster", "cluster", uint64(c), "err", err)
 		return

@@ -23,48 +23,48 @@ import (
 //  2. write the new table, sync;
 //  3. write the header pointer, sync;
 //  4. switch in memory and free the old table's clusters.
-func (a *allocator) growRefTable(need RefTableIndex) (err error) {
+func (a *allocator) growRefTable(need refTableIndex) (err error) {
 	g := a.g
 	old := uint64(len(a.table))
 	perCluster := g.ClusterSize() / reftableEntrySize
-	perBlock := g.RefBlockEntries()
-	base := RefTableIndex(old).FirstCluster(g)
+	perBlock := g.refBlockEntries()
+	base := refTableIndex(old).firstCluster(g)
 
 	entries := max(uint64(need)+1, old+old/2, perCluster)
 	var blocks, tclusters uint64
 	for {
 		entries = (entries + perCluster - 1) / perCluster * perCluster
-		tclusters = uint64(g.ClustersFor(entries * reftableEntrySize))
+		tclusters = uint64(g.clustersFor(entries * reftableEntrySize))
 		blocks = 1
 		for blocks*perBlock < blocks+tclusters {
 			blocks++
 		}
-		lastIndex := uint64(base.Add(ClusterCount(blocks + tclusters - 1)).RefTableIndex(g))
+		lastIndex := uint64(base.Add(ClusterCount(blocks + tclusters - 1)).refTableIndex(g))
 		if lastIndex < entries {
 			break
 		}
 		entries = lastIndex + 1
 	}
-	if entries*reftableEntrySize > MaxRefTableBytes {
-		return fmt.Errorf("%w: the refcount table would need %d bytes, more than the %d-byte limit", ErrNoSpace, entries*reftableEntrySize, MaxRefTableBytes)
+	if entries*reftableEntrySize > maxRefTableBytes {
+		return fmt.Errorf("%w: the refcount table would need %d bytes, more than the %d-byte limit", ErrNoSpace, entries*reftableEntrySize, maxRefTableBytes)
 	}
-	if uint64(base)+blocks+tclusters > MaxHostOffset>>g.ClusterBits {
-		return fmt.Errorf("%w: the image file cannot grow past %d bytes", ErrNoSpace, uint64(MaxHostOffset))
+	if uint64(base)+blocks+tclusters > maxHostOffset>>g.ClusterBits {
+		return fmt.Errorf("%w: the image file cannot grow past %d bytes", ErrNoSpace, uint64(maxHostOffset))
 	}
 	total := ClusterCount(blocks + tclusters)
 	if what := a.img.overlapsAny(base.Offset(g), g.Bytes(total), metaNone, 0); what != "" {
 		return a.img.markCorrupt(corruptf("allocator: uncounted clusters %d..%d overlap the %s", base, base.Add(total-1), what))
 	}
 
-	newTable := make([]RefTableEntry, entries)
+	newTable := make([]refTableEntry, entries)
 	copy(newTable, a.table)
 	newBlocks := make([]*refBlock, blocks)
 	for j := range newBlocks {
-		newBlocks[j] = &refBlock{data: make([]byte, g.ClusterSize()), idx: RefTableIndex(old + uint64(j)), bound: true}
-		newTable[old+uint64(j)] = RefTableEntry(base.Add(ClusterCount(j)).Offset(g))
+		newBlocks[j] = &refBlock{data: make([]byte, g.ClusterSize()), idx: refTableIndex(old + uint64(j)), bound: true}
+		newTable[old+uint64(j)] = refTableEntry(base.Add(ClusterCount(j)).Offset(g))
 	}
 	for k := uint64(0); k < blocks+tclusters; k++ {
-		a.view(newBlocks[k/perBlock]).Set(RefBlockIndex(k%perBlock), 1)
+		a.view(newBlocks[k/perBlock]).Set(refBlockIndex(k%perBlock), 1)
 	}
 	for j, rb := range newBlocks {
 		a.cache.insertNew(base.Add(ClusterCount(j)), rb)
@@ -124,7 +124,7 @@ func (a *allocator) growRefTable(need RefTableIndex) (err error) {
 	a.table, a.tableOff, a.tableClusters = newTable, off, uint32(tclusters)
 	a.blocks = nil // rebuilt from the new table when next needed
 	clear(a.tableDirty)
-	a.free(oldOff.Cluster(g), ClusterCount(oldClusters), false)
+	a.free(oldOff.cluster(g), ClusterCount(oldClusters), false)
 	a.img.hooks.ClustersAllocated(AllocRefBlock, blocks)
 	a.img.hooks.ClustersAllocated(AllocRefTable, tclusters)
 	a.img.hooks.RefTableGrown(tclusters)

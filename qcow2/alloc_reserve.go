@@ -22,9 +22,9 @@ import "fmt"
 // A crash leaves the unused rest of a batch with refcount 1 and no reference: leaked clusters,
 // which check -r leaks reclaims. Close releases the rest, so a clean close leaks nothing.
 type reservation struct {
-	set map[HostCluster]struct{}
+	set map[hostCluster]struct{}
 	// perBlock counts the reserved clusters each reftable index covers.
-	perBlock map[RefTableIndex]int
+	perBlock map[refTableIndex]int
 	// batch is the number of clusters the next reservation takes; it doubles with every
 	// reservation up to maxReserveBatch.
 	batch ClusterCount
@@ -44,19 +44,19 @@ func (a *allocator) maxBatch() ClusterCount {
 }
 
 // isReserved reports whether c is reserved (counted on disk, free in memory).
-func (a *allocator) isReserved(c HostCluster) bool {
+func (a *allocator) isReserved(c hostCluster) bool {
 	_, ok := a.resv.set[c]
 	return ok
 }
 
 // takeReserved takes c out of the reservation and reports whether it was in it. When it was,
 // the caller sets its in-memory refcount to 1 without dirtying the block: the disk holds 1.
-func (a *allocator) takeReserved(c HostCluster) bool {
+func (a *allocator) takeReserved(c hostCluster) bool {
 	if _, ok := a.resv.set[c]; !ok {
 		return false
 	}
 	delete(a.resv.set, c)
-	i := c.RefTableIndex(a.g)
+	i := c.refTableIndex(a.g)
 	if a.resv.perBlock[i]--; a.resv.perBlock[i] == 0 {
 		delete(a.resv.perBlock, i)
 	}
@@ -69,7 +69,7 @@ func (a *allocator) takeReserved(c HostCluster) bool {
 // what first-fit would hand out next) and flushes the refcount cache once. Called only with
 // accurate refcounts (lazy refcounts need no ordering), with [c, c+n) free and covered by
 // refcount blocks.
-func (a *allocator) ensureDurable(c HostCluster, n ClusterCount) error {
+func (a *allocator) ensureDurable(c hostCluster, n ClusterCount) error {
 	all := true
 	for k := ClusterCount(0); k < n; k++ {
 		if !a.isReserved(c.Add(k)) {
@@ -89,10 +89,10 @@ func (a *allocator) ensureDurable(c HostCluster, n ClusterCount) error {
 	// Scan a bounded window: the run itself, then free clusters up to the first region no
 	// refcount block covers.
 	limit := c.Add(max(n, 4*want))
-	var added []HostCluster
+	var added []hostCluster
 	var lastEnd HostOffset
 	for cl := c; cl < limit && ClusterCount(len(added)) < want; {
-		i := cl.RefTableIndex(a.g)
+		i := cl.refTableIndex(a.g)
 		rb, key, ok, err := a.refblockFor(i)
 		if err != nil {
 			a.unreserve(added)
@@ -106,10 +106,10 @@ func (a *allocator) ensureDurable(c HostCluster, n ClusterCount) error {
 			break
 		}
 		v := a.view(rb)
-		next := (i + 1).FirstCluster(a.g)
+		next := (i + 1).firstCluster(a.g)
 		dirty := false
 		for ; cl < next && cl < limit && ClusterCount(len(added)) < want; cl++ {
-			if v.Get(cl.RefBlockIndex(a.g)) != 0 || a.isReserved(cl) {
+			if v.Get(cl.refBlockIndex(a.g)) != 0 || a.isReserved(cl) {
 				continue
 			}
 			if what := a.img.overlapsAny(cl.Offset(a.g), a.g.ClusterSize(), metaNone, 0); what != "" {
@@ -158,14 +158,14 @@ func (a *allocator) ensureDurable(c HostCluster, n ClusterCount) error {
 
 // unreserve drops clusters from the reservation (they stay free in memory; their blocks are
 // written with 0 at the next refcount flush).
-func (a *allocator) unreserve(cs []HostCluster) {
+func (a *allocator) unreserve(cs []hostCluster) {
 	for _, c := range cs {
 		if !a.isReserved(c) {
 			continue
 		}
 		// The block first: loading it reads the reserved cluster's 1 from disk, which
 		// decodeReserved turns into 0 only while the cluster is still in the set.
-		_, key, ok, err := a.refblockFor(c.RefTableIndex(a.g))
+		_, key, ok, err := a.refblockFor(c.refTableIndex(a.g))
 		a.takeReserved(c)
 		if err == nil && ok {
 			a.cache.markDirty(key)
@@ -180,7 +180,7 @@ func (a *allocator) releaseReservation() {
 	if len(a.resv.set) == 0 {
 		return
 	}
-	cs := make([]HostCluster, 0, len(a.resv.set))
+	cs := make([]hostCluster, 0, len(a.resv.set))
 	for c := range a.resv.set {
 		cs = append(cs, c)
 	}
@@ -199,8 +199,8 @@ func (a *allocator) encodeReserved(rb *refBlock) []byte {
 	out := append([]byte(nil), rb.data...)
 	v := RefBlock{Data: out, Order: a.g.RefcountOrder}
 	for c := range a.resv.set {
-		if c.RefTableIndex(a.g) == rb.idx {
-			v.Set(c.RefBlockIndex(a.g), 1)
+		if c.refTableIndex(a.g) == rb.idx {
+			v.Set(c.refBlockIndex(a.g), 1)
 		}
 	}
 	return out
@@ -208,15 +208,15 @@ func (a *allocator) encodeReserved(rb *refBlock) []byte {
 
 // decodeReserved binds a block read from disk to its reftable index and gives its reserved
 // clusters their in-memory refcount, 0.
-func (a *allocator) decodeReserved(rb *refBlock, i RefTableIndex) {
+func (a *allocator) decodeReserved(rb *refBlock, i refTableIndex) {
 	rb.idx, rb.bound = i, true
 	if a.resv.perBlock[i] == 0 {
 		return
 	}
 	v := a.view(rb)
 	for c := range a.resv.set {
-		if c.RefTableIndex(a.g) == i {
-			v.Set(c.RefBlockIndex(a.g), 0)
+		if c.refTableIndex(a.g) == i {
+			v.Set(c.refBlockIndex(a.g), 0)
 		}
 	}
 }

@@ -14,13 +14,13 @@ func (a *allocator) dropEmptyRefBlocks() error {
 		return err
 	}
 	type emptyBlock struct {
-		i    RefTableIndex
-		c    HostCluster
+		i    refTableIndex
+		c    hostCluster
 		self bool // the block counts itself
 	}
 	var empty []emptyBlock
 	for k := range a.table {
-		i := RefTableIndex(k)
+		i := refTableIndex(k)
 		rb, c, ok, err := a.refblockFor(i)
 		if err != nil {
 			return err
@@ -29,15 +29,15 @@ func (a *allocator) dropEmptyRefBlocks() error {
 			continue
 		}
 		v := a.view(rb)
-		self := c.RefTableIndex(g) == i
-		var own Refcount
+		self := c.refTableIndex(g) == i
+		var own refcount
 		if self {
-			own = v.Get(c.RefBlockIndex(g))
-			v.Set(c.RefBlockIndex(g), 0)
+			own = v.Get(c.refBlockIndex(g))
+			v.Set(c.refBlockIndex(g), 0)
 		}
 		unused := allZero(rb.data)
 		if self {
-			v.Set(c.RefBlockIndex(g), own)
+			v.Set(c.refBlockIndex(g), own)
 		}
 		if unused {
 			empty = append(empty, emptyBlock{i: i, c: c, self: self})

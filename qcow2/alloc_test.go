@@ -14,14 +14,14 @@ import (
 func describeAlloc(a *allocator) string {
 	var b strings.Builder
 	g := a.g
-	fmt.Fprintf(&b, "reftable: cluster %d, %d cluster(s), %d entries\n", a.tableOff.Cluster(g), a.tableClusters, len(a.table))
+	fmt.Fprintf(&b, "reftable: cluster %d, %d cluster(s), %d entries\n", a.tableOff.cluster(g), a.tableClusters, len(a.table))
 	b.WriteString("refblocks:")
 	for i, e := range a.table {
 		if e.Offset() != 0 {
-			fmt.Fprintf(&b, " [%d]=%d", i, e.Offset().Cluster(g))
+			fmt.Fprintf(&b, " [%d]=%d", i, e.Offset().cluster(g))
 		}
 	}
-	fmt.Fprintf(&b, "\nfirst free: %d\nend: cluster %d\n", a.firstFree, HostCluster(uint64(a.end)>>g.ClusterBits))
+	fmt.Fprintf(&b, "\nfirst free: %d\nend: cluster %d\n", a.firstFree, hostCluster(uint64(a.end)>>g.ClusterBits))
 	return b.String()
 }
 
@@ -79,7 +79,7 @@ func TestAllocatorScripts(t *testing.T) {
 				d.ScanArgs(t, "c", &c)
 				d.ScanArgs(t, "n", &n)
 				img.mu.Lock()
-				img.freeNow(HostCluster(c), ClusterCount(n), false)
+				img.freeNow(hostCluster(c), ClusterCount(n), false)
 				img.trimCaches()
 				img.mu.Unlock()
 				return fmt.Sprintf("first free: %d\n", img.alloc.firstFree)
@@ -90,7 +90,7 @@ func TestAllocatorScripts(t *testing.T) {
 				var out strings.Builder
 				img.mu.Lock()
 				for c := a; c <= b; c++ {
-					rc, err := img.alloc.refcount(HostCluster(c))
+					rc, err := img.alloc.refcount(hostCluster(c))
 					if err != nil {
 						out.WriteString("error: " + err.Error())
 						break

@@ -66,9 +66,9 @@ func (img *Image) SetLazyRefcounts(on bool) error {
 		}
 		h := img.hdr
 		if on {
-			h.Compatible |= CompatLazyRefcounts
+			h.Compatible |= compatLazyRefcounts
 		} else {
-			h.Compatible &^= CompatLazyRefcounts
+			h.Compatible &^= compatLazyRefcounts
 		}
 		return img.rewriteHeader(&h)
 	})
@@ -89,10 +89,10 @@ func (img *Image) Upgrade() error {
 		}
 		h := img.hdr
 		h.Version = 3
-		h.HeaderLength = HeaderV3Length
+		h.HeaderLength = headerV3Length
 		h.CompressionType = CompressionZlib
 		h.UnknownFields = nil
-		h.Extensions.FeatureNames = DefaultFeatureNames()
+		h.Extensions.FeatureNames = defaultFeatureNames()
 		return img.rewriteHeader(&h)
 	})
 }
@@ -142,7 +142,7 @@ func (img *Image) Downgrade() error {
 		}
 		h := img.hdr
 		h.Version = 2
-		h.HeaderLength = HeaderV2Length
+		h.HeaderLength = headerV2Length
 		h.CompressionType = CompressionZlib
 		h.UnknownFields = nil
 		h.Extensions.FeatureNames = nil

@@ -144,14 +144,14 @@ func (l qcow2Layer) layerSize() uint64 { return l.img.Size() }
 func (l qcow2Layer) mapLayer(off, n uint64) ([]Extent, error) {
 	size := l.img.Size()
 	if off >= size {
-		return []Extent{{Start: off, Length: n, Kind: KindZero, Depth: 0}}, nil
+		return []Extent{{Start: off, Length: n, Kind: kindZero, Depth: 0}}, nil
 	}
 	var tail []Extent
 	if off+n > size {
-		tail = []Extent{{Start: size, Length: off + n - size, Kind: KindZero}}
+		tail = []Extent{{Start: size, Length: off + n - size, Kind: kindZero}}
 		n = size - off
 	}
-	ext, err := l.img.Map(off, n)
+	ext, err := l.img.Map(GuestOffset(off), n)
 	return append(ext, tail...), err
 }
 
@@ -207,7 +207,7 @@ func (l *rawLayer) chainStatus(off, n uint64, _ bool) ([]Status, error) {
 			HasOffset: true, Offset: HostOffset(start), File: l.path})
 	}
 	end := off + n
-	fa, canSeek := l.s.(AllocationFinder)
+	fa, canSeek := l.s.(allocationFinder)
 	for pos := off; pos < end; {
 		if pos >= l.size {
 			add(pos, end, true)
@@ -221,7 +221,7 @@ func (l *rawLayer) chainStatus(off, n uint64, _ bool) ([]Status, error) {
 		}
 		data, hole, err := fa.FindAllocation(int64(pos))
 		switch {
-		case errors.Is(err, ErrNoMoreData):
+		case errors.Is(err, errNoMoreData):
 			add(pos, end, true)
 			pos = end
 		case err != nil:
@@ -256,18 +256,18 @@ func (l *rawLayer) mapLayer(off, n uint64) ([]Extent, error) {
 			return nil, err
 		}
 		for _, s := range st {
-			e := Extent{Start: s.Start, Length: s.Length, Kind: KindZero}
+			e := Extent{Start: s.Start, Length: s.Length, Kind: kindZero}
 			if s.Data {
-				e.Kind, e.Host, e.HostFile = KindData, s.Offset, l.path
+				e.Kind, e.Host, e.HostFile = kindData, s.Offset, l.path
 			}
 			out = append(out, e)
 		}
 	}
 	if start := max(off, l.layerSize()); start < end {
-		if k := len(out) - 1; k >= 0 && out[k].Kind == KindZero {
+		if k := len(out) - 1; k >= 0 && out[k].Kind == kindZero {
 			out[k].Length += end - start
 		} else {
-			out = append(out, Extent{Start: start, Length: end - start, Kind: KindZero})
+			out = append(out, Extent{Start: start, Length: end - start, Kind: kindZero})
 		}
 	}
 	return out, nil

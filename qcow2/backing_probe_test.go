@@ -22,7 +22,7 @@ func dropBackingFormat(t *testing.T, p string) {
 		t.Fatal(err)
 	}
 	var magic [4]byte
-	binary.BigEndian.PutUint32(magic[:], ExtBackingFormat)
+	binary.BigEndian.PutUint32(magic[:], extBackingFormat)
 	i := bytes.Index(b[:4096], magic[:])
 	if i < 0 {
 		t.Fatal("no backing format extension")

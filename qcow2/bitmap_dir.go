@@ -149,7 +149,7 @@ func (img *Image) bitmapsExtDataOffset() (uint64, error) {
 		if typ == 0 {
 			break
 		}
-		if typ == ExtBitmaps && n == bitmapsExtSize && off+extHeaderSize+n <= end {
+		if typ == extBitmaps && n == bitmapsExtSize && off+extHeaderSize+n <= end {
 			return off + extHeaderSize, nil
 		}
 		off += extHeaderSize + pad8(n)

@@ -118,7 +118,7 @@ func (img *Image) BitmapExtents(name string, off, n uint64) ([]BitmapExtent, err
 	}
 	var out []BitmapExtent
 	for end := off + n; off < end; {
-		g := GranuleIndex(off >> bm.entry.granBits)
+		g := granuleIndex(off >> bm.entry.granBits)
 		next := min(end, (uint64(g)+1)<<bm.entry.granBits)
 		d := uint64(g) < bm.granules && bm.get(g) // a backing image's bitmap may be shorter
 		k := len(out)

@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 )
 
-// GranuleIndex numbers the granules of a bitmap (guest offset >> granularity bits).
-type GranuleIndex uint64
+// granuleIndex numbers the granules of a bitmap (guest offset >> granularity bits).
+type granuleIndex uint64
 
 // dirtyBitmap is one bitmap of the directory. An entry that was in-use at open (or, read-only,
 // that is not loaded) has no words: it is kept as it is on disk and never stored.
@@ -22,7 +22,7 @@ type dirtyBitmap struct {
 	shards [bitmapShards]paddedCount
 	// oldData are the data clusters of the table loaded at open, freed with that table once
 	// a store has switched to new ones (read at open, so a store needs no read to free).
-	oldData []HostCluster
+	oldData []hostCluster
 }
 
 // bitmapWords is the number of 64-bit words a bitmap of the disk size at this granularity
@@ -93,7 +93,7 @@ func (b *dirtyBitmap) setRange(off, n uint64) {
 }
 
 // get reports whether granule i is dirty.
-func (b *dirtyBitmap) get(i GranuleIndex) bool {
+func (b *dirtyBitmap) get(i granuleIndex) bool {
 	return b.words[i/64].Load()&(1<<(i%64)) != 0
 }
 

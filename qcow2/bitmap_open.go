@@ -9,14 +9,14 @@ import (
 	"sync/atomic"
 )
 
-// DefaultBitmapMemoryLimit is the memory the bits of an image's loaded bitmaps may take when
+// defaultBitmapMemoryLimit is the memory the bits of an image's loaded bitmaps may take when
 // OpenOptions.BitmapMemoryLimit is 0: 256 MiB, the bits of 32 bitmaps of a 4 TiB disk at
 // 64 KiB granularity.
-const DefaultBitmapMemoryLimit = 256 << 20
+const defaultBitmapMemoryLimit = 256 << 20
 
-// ErrBitmapMemory is a read-write open refused because loading the image's bitmaps would take
+// errBitmapMemory is a read-write open refused because loading the image's bitmaps would take
 // more memory than OpenOptions.BitmapMemoryLimit allows.
-var ErrBitmapMemory = fmt.Errorf("qcow2: persistent bitmaps need more memory than the bitmap memory limit allows")
+var errBitmapMemory = fmt.Errorf("qcow2: persistent bitmaps need more memory than the bitmap memory limit allows")
 
 // openBitmaps is what QEMU's qcow2_load_dirty_bitmaps does at an open: the directory is read
 // and checked (a bad one fails the open, as in QEMU), every bitmap not in-use is loaded, and,
@@ -39,7 +39,7 @@ func (img *Image) openBitmaps() error {
 	}
 	limit := img.opts.BitmapMemoryLimit
 	if limit == 0 {
-		limit = DefaultBitmapMemoryLimit
+		limit = defaultBitmapMemoryLimit
 	}
 	need := uint64(0)
 	for _, e := range entries {
@@ -49,7 +49,7 @@ func (img *Image) openBitmaps() error {
 	}
 	if limit > 0 && need > uint64(limit) {
 		return fmt.Errorf("%w: %s: %d bitmaps need %d bytes of memory, the limit is %d bytes (raise it, or remove bitmaps or use a larger granularity)",
-			ErrBitmapMemory, img.name(), len(entries), need, limit)
+			errBitmapMemory, img.name(), len(entries), need, limit)
 	}
 	mark := false
 	for i := range entries {
@@ -101,7 +101,7 @@ func (img *Image) loadBitmap(bm *dirtyBitmap) error {
 		off := HostOffset(ent & bitmapEntryOffsetMask)
 		switch {
 		case off != 0:
-			bm.oldData = append(bm.oldData, off.Cluster(img.geo))
+			bm.oldData = append(bm.oldData, off.cluster(img.geo))
 			if err := readAtFull(img.file, buf, off); err != nil {
 				return fmt.Errorf("qcow2: Could not read bitmap '%s' from image: %w", e.name, err)
 			}

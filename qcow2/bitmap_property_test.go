@@ -57,9 +57,9 @@ func TestBitmapDirtyBitsMatchTouchedGranules(t *testing.T) {
 				case 0:
 					_, err = img.WriteAt(buf[:n], int64(off))
 				case 1:
-					err = img.Zero(off, n, ZeroFlags(rng.IntN(2))*ZeroMayUnmap)
+					err = img.Zero(GuestOffset(off), n, ZeroFlags(rng.IntN(2))*ZeroMayUnmap)
 				default:
-					err = img.Discard(off, n)
+					err = img.Discard(GuestOffset(off), n)
 				}
 				if err != nil {
 					t.Error(err)
@@ -89,7 +89,7 @@ func TestBitmapDirtyBitsMatchTouchedGranules(t *testing.T) {
 			}
 			bad := 0
 			for i := range bm.granules {
-				if bm.get(GranuleIndex(i)) != shadow[name][i] {
+				if bm.get(granuleIndex(i)) != shadow[name][i] {
 					bad++
 				}
 			}
@@ -125,8 +125,8 @@ func TestBitmapSetRangeWords(t *testing.T) {
 		bm.setRange(c.off, c.n)
 		first, last := c.off/512, min((c.off+c.n-1)/512, bm.granules-1)
 		for i := range bm.granules {
-			if bm.get(GranuleIndex(i)) != (i >= first && i <= last) {
-				t.Errorf("%+v: granule %d is %v", c, i, bm.get(GranuleIndex(i)))
+			if bm.get(granuleIndex(i)) != (i >= first && i <= last) {
+				t.Errorf("%+v: granule %d is %v", c, i, bm.get(granuleIndex(i)))
 			}
 		}
 		if got := bm.countSet(); got != last-first+1 || bm.dirtyGranules() != got {

@@ -85,9 +85,9 @@ func (o bitmapOp) run(t *testing.T, img *Image) {
 	var err error
 	switch o.kind {
 	case "zero":
-		err = img.Zero(o.off, o.n, 0)
+		err = img.Zero(GuestOffset(o.off), o.n, 0)
 	case "discard":
-		err = img.Discard(o.off, o.n)
+		err = img.Discard(GuestOffset(o.off), o.n)
 	default:
 		_, err = img.WriteAt(bytes.Repeat([]byte{7}, int(o.n)), int64(o.off))
 	}
@@ -223,7 +223,7 @@ func TestBitmapsInUseStayInUse(t *testing.T) {
 }
 
 // TestBitmapMemoryLimit: a read-write open whose bitmaps need more memory than the limit is
-// refused with ErrBitmapMemory before anything is written; at the limit it opens.
+// refused with errBitmapMemory before anything is written; at the limit it opens.
 func TestBitmapMemoryLimit(t *testing.T) {
 	dir := t.TempDir()
 	p := bitmapImage(t, dir)
@@ -234,7 +234,7 @@ func TestBitmapMemoryLimit(t *testing.T) {
 	// 4 MiB: b0 64 granules (8 bytes), b1 32 (8 bytes), b2 8192 (1024 bytes).
 	const need = 8 + 8 + 1024
 	_, err = Open(p, OpenOptions{BitmapMemoryLimit: need - 1})
-	if !errors.Is(err, ErrBitmapMemory) || !strings.Contains(err.Error(), "1040 bytes") {
+	if !errors.Is(err, errBitmapMemory) || !strings.Contains(err.Error(), "1040 bytes") {
 		t.Fatalf("open over the limit: %v", err)
 	}
 	if after, _ := os.ReadFile(p); !bytes.Equal(before, after) {

@@ -51,7 +51,7 @@ func (img *Image) storeBitmaps() error {
 		}
 	}
 	raw := encodeBitmapDirectory(entries)
-	dirC, err := img.alloc.allocMeta(img.geo.ClustersFor(uint64(len(raw))), AllocBitmap)
+	dirC, err := img.alloc.allocMeta(img.geo.clustersFor(uint64(len(raw))), AllocBitmap)
 	if err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func (img *Image) storeBitmaps() error {
 	nb.DirectoryStart = dir
 	nb.DirectorySize = uint64(len(raw))
 	img.hdr.Extensions.Bitmaps = &nb
-	img.alloc.free(old.DirectoryStart.Cluster(img.geo), img.geo.ClustersFor(old.DirectoryStart.InCluster(img.geo)+old.DirectorySize), false)
+	img.alloc.free(old.DirectoryStart.cluster(img.geo), img.geo.clustersFor(old.DirectoryStart.inCluster(img.geo)+old.DirectorySize), false)
 	for _, bm := range drop {
 		img.freeBitmapClusters(bm)
 	}
@@ -114,7 +114,7 @@ func (img *Image) storeBitmapData(bm *dirtyBitmap) (HostOffset, uint32, error) {
 		}
 		binary.BigEndian.PutUint64(table[k*8:], uint64(off))
 	}
-	c, err := img.alloc.allocMeta(img.geo.ClustersFor(uint64(len(table))), AllocBitmap)
+	c, err := img.alloc.allocMeta(img.geo.clustersFor(uint64(len(table))), AllocBitmap)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -143,5 +143,5 @@ func (img *Image) freeBitmapClusters(bm *dirtyBitmap) {
 		img.alloc.free(c, 1, false)
 	}
 	e := &bm.entry
-	img.alloc.free(e.tableOff.Cluster(img.geo), img.geo.ClustersFor(uint64(e.tableSize)*8), false)
+	img.alloc.free(e.tableOff.cluster(img.geo), img.geo.clustersFor(uint64(e.tableSize)*8), false)
 }

@@ -36,13 +36,13 @@ func TestCacheModesSyncAndOpenFlagsLikeQemu(t *testing.T) {
 				if err != nil {
 					return nil, err
 				}
-				if fo.Role == RoleImage {
+				if fo.Role == roleImage {
 					fs = f
 				}
 				return f, nil
 			}
 			img := openTestImage(t, p, o)
-			fl, err := fs.Host().Flags()
+			fl, err := fs.host().Flags()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,7 +52,7 @@ func TestCacheModesSyncAndOpenFlagsLikeQemu(t *testing.T) {
 			if got := fl&unix.O_DIRECT != 0; got != tc.direct {
 				t.Errorf("O_DIRECT %v, want %v (flags %#o)", got, tc.direct, fl)
 			}
-			before := fs.Host().Syncs()
+			before := fs.host().Syncs()
 			buf := make([]byte, 4096)
 			for i := range writes {
 				fillPattern(buf, byte(i))
@@ -61,7 +61,7 @@ func TestCacheModesSyncAndOpenFlagsLikeQemu(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			n := fs.Host().Syncs() - before
+			n := fs.host().Syncs() - before
 			if n < tc.minS || n > tc.maxS {
 				t.Errorf("%d syncs during %d writes, want %d to %d", n, writes, tc.minS, tc.maxS)
 			}

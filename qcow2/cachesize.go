@@ -10,10 +10,10 @@ import (
 
 // QEMU's defaults on Linux (docs/allocation.md, "Metadata cache sizes").
 const (
-	// DefaultL2CacheMax is l2-cache-size's default: with 64 KiB clusters it maps 256 GiB.
-	DefaultL2CacheMax = 32 << 20
-	// DefaultCacheCleanInterval is cache-clean-interval's default.
-	DefaultCacheCleanInterval = 600 * time.Second
+	// defaultL2CacheMax is l2-cache-size's default: with 64 KiB clusters it maps 256 GiB.
+	defaultL2CacheMax = 32 << 20
+	// defaultCacheCleanInterval is cache-clean-interval's default.
+	defaultCacheCleanInterval = 600 * time.Second
 	// defaultSliceMax is the L2 cache entry size used when the cache cannot map the whole disk
 	// and l2-cache-entry-size is not given.
 	defaultSliceMax = 4096
@@ -46,7 +46,7 @@ func resolveCacheSizes(o *OpenOptions, g Geometry, virtualSize uint64) (cacheSiz
 
 	combinedSet, l2Set, rcSet, sliceSet := o.CacheBytes > 0, o.L2CacheBytes > 0, o.RefcountCacheBytes > 0, o.L2CacheEntrySize > 0
 	combined := uint64(max(o.CacheBytes, 0))
-	l2Setting := uint64(DefaultL2CacheMax)
+	l2Setting := uint64(defaultL2CacheMax)
 	if l2Set {
 		l2Setting = uint64(o.L2CacheBytes)
 	}
@@ -82,8 +82,8 @@ func resolveCacheSizes(o *OpenOptions, g Geometry, virtualSize uint64) (cacheSiz
 	if l2 < maxL2 && !sliceSet {
 		slice = min(cs, defaultSliceMax)
 	}
-	if slice < 1<<MinClusterBits || slice > cs || slice&(slice-1) != 0 {
-		return cacheSizes{}, fmt.Errorf("%w: L2 cache entry size must be a power of two between %d and the cluster size (%d)", errCacheOption, 1<<MinClusterBits, cs)
+	if slice < 1<<minClusterBits || slice > cs || slice&(slice-1) != 0 {
+		return cacheSizes{}, fmt.Errorf("%w: L2 cache entry size must be a power of two between %d and the cluster size (%d)", errCacheOption, 1<<minClusterBits, cs)
 	}
 	if l2/slice > math.MaxInt32 {
 		return cacheSizes{}, fmt.Errorf("%w: L2 cache size too big", errCacheOption)
@@ -94,7 +94,7 @@ func resolveCacheSizes(o *OpenOptions, g Geometry, virtualSize uint64) (cacheSiz
 	clean := o.CacheCleanInterval
 	switch {
 	case clean == 0:
-		clean = DefaultCacheCleanInterval
+		clean = defaultCacheCleanInterval
 	case clean < 0:
 		clean = 0
 	case clean/time.Second > math.MaxUint32:

@@ -33,8 +33,8 @@ func (img *Image) SetBackingFile(name, format string) error {
 	if img.closed {
 		return ErrClosed
 	}
-	if len(name) > MaxBackingFileSize {
-		return fmt.Errorf("qcow2: backing file name is %d bytes, at most %d allowed: %w", len(name), MaxBackingFileSize, syscall.EINVAL)
+	if len(name) > maxBackingFileSize {
+		return fmt.Errorf("qcow2: backing file name is %d bytes, at most %d allowed: %w", len(name), maxBackingFileSize, syscall.EINVAL)
 	}
 	if name != "" && img.dataRaw {
 		return fmt.Errorf("%w: an image whose external data file is raw (data_file_raw) cannot have a backing file", ErrUnsupported)
@@ -48,7 +48,7 @@ func (img *Image) SetBackingFile(name, format string) error {
 	h.Extensions.BackingFormat = format
 	if h.Version >= 3 {
 		// QEMU writes its own feature name table into every version 3 header it writes.
-		h.Extensions.FeatureNames = DefaultFeatureNames()
+		h.Extensions.FeatureNames = defaultFeatureNames()
 	}
 	if name == "" {
 		h.Extensions.BackingFormat = ""

@@ -13,7 +13,7 @@ const (
 	// RepairNone only reports (qemu-img check).
 	RepairNone RepairMode = iota
 	// RepairLeaks lowers the refcounts of leaked clusters (qemu-img check -r leaks). It refuses,
-	// with ErrNeedRebuild, an image whose refcount structures must be rebuilt.
+	// with errNeedRebuild, an image whose refcount structures must be rebuilt.
 	RepairLeaks
 	// RepairAll also fixes corruptions: refcounts that are too low, wrong COPIED flags, and
 	// broken refcount structures, which it rebuilds from scratch (qemu-img check -r all).
@@ -145,7 +145,7 @@ func Check(path string, mode RepairMode) (*CheckResult, error) {
 //
 // The error is non-nil when the check could not complete (the header is invalid, metadata
 // could not be read, a repair failed, or RepairLeaks met an image that needs a rebuild:
-// ErrNeedRebuild). The result is then still returned, as far as it got, when there is one.
+// errNeedRebuild). The result is then still returned, as far as it got, when there is one.
 // The image must not be open (as an Image, here or in another process) while it is checked:
 // the check reads, and a repair writes, the file directly.
 // Memory use is bounded by the file size: in-memory counts are sparse, and tables are read
@@ -216,7 +216,7 @@ func checkPass(s Storage, h *Header, mode RepairMode) (*CheckResult, error) {
 	return c.res, nil
 }
 
-// RepairDirty makes the refcounts of an image with the dirty bit (lazy refcounts, not closed
+// repairDirty makes the refcounts of an image with the dirty bit (lazy refcounts, not closed
 // cleanly) consistent again and clears the dirty bit, as QEMU does when it opens such an image
 // read-write: a RepairAll check, which rebuilds the refcount structures if needed. h is the
 // image's header as the caller read it from s. It returns the header as it is afterwards.
@@ -224,7 +224,7 @@ func checkPass(s Storage, h *Header, mode RepairMode) (*CheckResult, error) {
 // It fails, leaving the dirty bit set, if the check could not complete or if corruptions remain
 // that a repair cannot fix (references past the end of the file, for example); the error then
 // matches ErrCorrupt and the image should only be used read-only.
-func RepairDirty(s Storage, h *Header) (*Header, error) {
+func repairDirty(s Storage, h *Header) (*Header, error) {
 	res, err := checkWithHeader(s, h, RepairAll)
 	if err != nil {
 		return nil, fmt.Errorf("qcow2: could not repair dirty image: %w", err)

@@ -144,7 +144,7 @@ func ccFuzzSeeds(t *testing.T) []fuzzseed.Seed {
 		}},
 		{name: "c512-leak", opts: "cluster_size=512", size: "64k", io: append(w, "discard 20k 1k"), after: func(p string) {
 			m := ccOpenImg(t, p)
-			for c := HostCluster(1); uint64(c) < uint64(ccFileSize(t, p))/512; c++ {
+			for c := hostCluster(1); uint64(c) < uint64(ccFileSize(t, p))/512; c++ {
 				if m.refcount(c) == 0 {
 					m.setRefcount(c, 1)
 					break

@@ -171,48 +171,48 @@ func (m *ccImg) putU64(off, v uint64) {
 func (m *ccImg) l2EntryOff(g uint64) uint64 {
 	m.t.Helper()
 	geo := m.h.Geometry()
-	l1e := L1Entry(m.u64(uint64(m.h.L1TableOffset) + uint64(GuestOffset(g).L1Index(geo))*8))
-	if l1e.L2Offset() == 0 {
+	l1e := l1Entry(m.u64(uint64(m.h.L1TableOffset) + uint64(GuestOffset(g).l1Index(geo))*8))
+	if l1e.l2Offset() == 0 {
 		m.t.Fatalf("guest %#x has no L2 table", g)
 	}
-	return uint64(l1e.L2Offset()) + uint64(GuestOffset(g).L2Index(geo))*geo.L2EntrySize()
+	return uint64(l1e.l2Offset()) + uint64(GuestOffset(g).l2Index(geo))*geo.l2EntrySize()
 }
 
 func (m *ccImg) l1EntryOff(g uint64) uint64 {
-	return uint64(m.h.L1TableOffset) + uint64(GuestOffset(g).L1Index(m.h.Geometry()))*8
+	return uint64(m.h.L1TableOffset) + uint64(GuestOffset(g).l1Index(m.h.Geometry()))*8
 }
 
 // dataCluster returns the host cluster holding guest offset g.
-func (m *ccImg) dataCluster(g uint64) HostCluster {
+func (m *ccImg) dataCluster(g uint64) hostCluster {
 	m.t.Helper()
-	e := L2Entry(m.u64(m.l2EntryOff(g)))
+	e := l2Entry(m.u64(m.l2EntryOff(g)))
 	if e.Offset() == 0 {
 		m.t.Fatalf("guest %#x not allocated (entry %#x)", g, uint64(e))
 	}
-	return e.Offset().Cluster(m.h.Geometry())
+	return e.Offset().cluster(m.h.Geometry())
 }
 
 // refcount reads cluster c's stored refcount.
-func (m *ccImg) refcount(c HostCluster) Refcount {
+func (m *ccImg) refcount(c hostCluster) refcount {
 	m.t.Helper()
 	g := m.h.Geometry()
-	rt := RefTableEntry(m.u64(uint64(m.h.RefTableOffset) + uint64(c.RefTableIndex(g))*8))
+	rt := refTableEntry(m.u64(uint64(m.h.RefTableOffset) + uint64(c.refTableIndex(g))*8))
 	if rt.Offset() == 0 {
 		return 0
 	}
-	return RefBlock{Data: m.read(uint64(rt.Offset()), int(g.ClusterSize())), Order: g.RefcountOrder}.Get(c.RefBlockIndex(g))
+	return RefBlock{Data: m.read(uint64(rt.Offset()), int(g.ClusterSize())), Order: g.RefcountOrder}.Get(c.refBlockIndex(g))
 }
 
 // setRefcount stores v as cluster c's refcount; its refcount block must exist.
-func (m *ccImg) setRefcount(c HostCluster, v Refcount) {
+func (m *ccImg) setRefcount(c hostCluster, v refcount) {
 	m.t.Helper()
 	g := m.h.Geometry()
-	rt := RefTableEntry(m.u64(uint64(m.h.RefTableOffset) + uint64(c.RefTableIndex(g))*8))
+	rt := refTableEntry(m.u64(uint64(m.h.RefTableOffset) + uint64(c.refTableIndex(g))*8))
 	if rt.Offset() == 0 {
 		m.t.Fatalf("no refcount block for cluster %d", c)
 	}
 	blk := RefBlock{Data: m.read(uint64(rt.Offset()), int(g.ClusterSize())), Order: g.RefcountOrder}
-	blk.Set(c.RefBlockIndex(g), v)
+	blk.Set(c.refBlockIndex(g), v)
 	m.write(uint64(rt.Offset()), blk.Data)
 }
 

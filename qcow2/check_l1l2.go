@@ -79,7 +79,7 @@ func (c *checker) walkTables(tables []l1Ref, fix RepairMode) error {
 		if end >= c.fileSize+c.cs {
 			c.incW(t.off, size, 1) // reports the range past the end of the file
 		} else {
-			clusters = append(clusters, chkInterval{from: uint64(t.off.Cluster(c.g)), to: uint64(HostOffset(end-1).Cluster(c.g)) + 1, w: 1})
+			clusters = append(clusters, chkInterval{from: uint64(t.off.cluster(c.g)), to: uint64(HostOffset(end-1).cluster(c.g)) + 1, w: 1})
 		}
 		// Entries past the end of the file read as zero: only the part inside is swept.
 		var a uint64
@@ -90,7 +90,7 @@ func (c *checker) walkTables(tables []l1Ref, fix RepairMode) error {
 	}
 	_ = weightedSweep(clusters, func(from, to, w, _ uint64) error {
 		for k := from; k < to; k++ {
-			c.incCluster(HostCluster(k), w)
+			c.incCluster(hostCluster(k), w)
 		}
 		return nil
 	})
@@ -108,16 +108,16 @@ func (c *checker) walkTables(tables []l1Ref, fix RepairMode) error {
 				return err
 			}
 			for i := 0; i+l1EntrySize <= len(b); i += l1EntrySize {
-				e := L1Entry(binary.BigEndian.Uint64(b[i:]))
+				e := l1Entry(binary.BigEndian.Uint64(b[i:]))
 				if e == 0 {
 					continue
 				}
-				if e.Reserved() != 0 {
+				if e.reserved() != 0 {
 					c.corruptW(w, "ERROR found L1 entry with reserved bits set: %x", uint64(e))
 				}
-				l2 := e.L2Offset()
+				l2 := e.l2Offset()
 				c.incW(l2, c.cs, w)
-				if l2.InCluster(c.g) != 0 {
+				if l2.inCluster(c.g) != 0 {
 					c.corruptW(w, "ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted", uint64(l2))
 				}
 				if uint64(l2) >= c.fileSize {
@@ -142,7 +142,7 @@ func (c *checker) walkTables(tables []l1Ref, fix RepairMode) error {
 
 	misaligned := 0
 	for _, l2 := range order {
-		if l2.InCluster(c.g) != 0 {
+		if l2.inCluster(c.g) != 0 {
 			if misaligned++; misaligned > maxMisalignedL2Walks {
 				c.res.CheckErrors++
 				c.res.msg("ERROR: more than %d misaligned L2 tables; the others were not checked", maxMisalignedL2Walks)
@@ -171,13 +171,13 @@ func (c *checker) walkL2(l2 HostOffset, w, a uint64, fix RepairMode) error {
 	for i := uint64(0); i < c.l2EntriesInFile(l2); i++ {
 		e, bm := c.l2Entry(buf, i)
 		typ := c.clusterType(e)
-		if typ != chkCompressed && e.Reserved() != 0 {
+		if typ != chkCompressed && e.reserved() != 0 {
 			c.corruptW(w, "ERROR found l2 entry with reserved bits set: %x", uint64(e))
 		}
 		switch typ {
 		case chkCompressed:
-			coff, clen := e.CompressedRange(c.g)
-			if e.Copied() {
+			coff, clen := e.compressedRange(c.g)
+			if e.copied() {
 				c.corruptW(w, "ERROR: coffset=%#x: copied flag must never be set for compressed clusters", uint64(coff))
 			}
 			if dataFile {
@@ -195,10 +195,10 @@ func (c *checker) walkL2(l2 HostOffset, w, a uint64, fix RepairMode) error {
 			c.res.FragmentedClusters += a
 		case chkNormal, chkZeroAlloc:
 			off := e.Offset()
-			if bm.Allocated()&bm.ZeroBits() != 0 {
+			if bm.Allocated()&bm.zeroBits() != 0 {
 				c.corruptW(w, "ERROR offset=%x: Allocated cluster has corrupted subcluster allocation bitmap", uint64(off))
 			}
-			if off.InCluster(c.g) != 0 {
+			if off.inCluster(c.g) != 0 {
 				hasData := uint64(e)&l2Zero == 0
 				if c.g.ExtendedL2 {
 					hasData = bm.Allocated() != 0
@@ -244,12 +244,12 @@ func repairWord(repair bool) string {
 // become one fixed corruption (QEMU fixes it on the first of the w walks; the others find it
 // fixed).
 func (c *checker) zeroEntry(l2 HostOffset, buf []byte, i, w uint64) bool {
-	es := c.g.L2EntrySize()
+	es := c.g.l2EntrySize()
 	ent := buf[i*es : (i+1)*es]
 	if c.g.ExtendedL2 {
 		_, bm := c.l2Entry(buf, i)
 		// Every subcluster that was allocated or zero becomes zero.
-		zero := uint64(bm.Allocated()|bm.ZeroBits()) << 32
+		zero := uint64(bm.Allocated()|bm.zeroBits()) << 32
 		binary.BigEndian.PutUint64(ent, 0)
 		binary.BigEndian.PutUint64(ent[8:], zero)
 	} else {

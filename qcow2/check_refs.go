@@ -15,7 +15,7 @@ import (
 // kept in a map.
 type imrt struct {
 	chunks [][]uint16
-	big    map[HostCluster]Refcount
+	big    map[hostCluster]refcount
 	n      uint64 // one past the highest cluster ever set
 }
 
@@ -28,11 +28,11 @@ const (
 func newIMRT(clusters uint64) *imrt {
 	return &imrt{
 		chunks: make([][]uint16, clusters>>imrtChunkBits+1),
-		big:    map[HostCluster]Refcount{},
+		big:    map[hostCluster]refcount{},
 	}
 }
 
-func (t *imrt) get(c HostCluster) Refcount {
+func (t *imrt) get(c hostCluster) refcount {
 	ci := uint64(c) >> imrtChunkBits
 	if ci >= uint64(len(t.chunks)) || t.chunks[ci] == nil {
 		return 0
@@ -41,10 +41,10 @@ func (t *imrt) get(c HostCluster) Refcount {
 	if v == imrtSaturated {
 		return t.big[c]
 	}
-	return Refcount(v)
+	return refcount(v)
 }
 
-func (t *imrt) set(c HostCluster, v Refcount) {
+func (t *imrt) set(c hostCluster, v refcount) {
 	ci := uint64(c) >> imrtChunkBits
 	for ci >= uint64(len(t.chunks)) {
 		t.chunks = append(t.chunks, nil)
@@ -71,13 +71,13 @@ func (t *imrt) set(c HostCluster, v Refcount) {
 }
 
 // nonZeroIn reports whether any cluster in [from, to) has a count.
-func (t *imrt) nonZeroIn(from, to HostCluster) bool {
+func (t *imrt) nonZeroIn(from, to hostCluster) bool {
 	for c := from; c < to; {
 		ci := uint64(c) >> imrtChunkBits
 		if ci >= uint64(len(t.chunks)) {
 			return false
 		}
-		chunkEnd := HostCluster((ci + 1) << imrtChunkBits)
+		chunkEnd := hostCluster((ci + 1) << imrtChunkBits)
 		end := min(chunkEnd, to)
 		if ch := t.chunks[ci]; ch != nil {
 			for i := uint64(c) & (imrtChunkSize - 1); c < end; c, i = c+1, i+1 {
@@ -120,32 +120,32 @@ type diskRefs struct {
 	s        Storage
 	g        Geometry
 	fileSize uint64
-	table    []RefTableEntry
+	table    []refTableEntry
 
-	cached    RefTableIndex
+	cached    refTableIndex
 	cacheData []byte // nil: no block cached
 	dirty     bool
 }
 
 func loadDiskRefs(s Storage, h *Header, fileSize uint64) (*diskRefs, error) {
 	g := h.Geometry()
-	// Validate bounds the reftable to MaxRefTableBytes inside the file.
+	// Validate bounds the reftable to maxRefTableBytes inside the file.
 	n := uint64(h.RefTableClusters) * g.ClusterSize() / reftableEntrySize
 	buf := make([]byte, n*reftableEntrySize)
 	if err := readAtZero(s, buf, uint64(h.RefTableOffset), fileSize); err != nil {
 		return nil, fmt.Errorf("qcow2: read refcount table: %w", err)
 	}
-	d := &diskRefs{s: s, g: g, fileSize: fileSize, table: make([]RefTableEntry, n)}
+	d := &diskRefs{s: s, g: g, fileSize: fileSize, table: make([]refTableEntry, n)}
 	r := readBuf(buf)
 	for i := range d.table {
-		d.table[i] = RefTableEntry(r.u64())
+		d.table[i] = refTableEntry(r.u64())
 	}
 	return d, nil
 }
 
 // block returns the refcount block at reftable index i, nil if none is allocated (all its
 // refcounts are 0). A block past the end of the file reads as zeros, as in QEMU.
-func (d *diskRefs) block(i RefTableIndex) (RefBlock, error) {
+func (d *diskRefs) block(i refTableIndex) (RefBlock, error) {
 	if uint64(i) >= uint64(len(d.table)) {
 		return RefBlock{}, nil
 	}
@@ -153,7 +153,7 @@ func (d *diskRefs) block(i RefTableIndex) (RefBlock, error) {
 	if off == 0 {
 		return RefBlock{}, nil
 	}
-	if off.InCluster(d.g) != 0 {
+	if off.inCluster(d.g) != 0 {
 		return RefBlock{}, errRefblockUnaligned
 	}
 	if d.cacheData != nil && d.cached == i {
@@ -174,19 +174,19 @@ func (d *diskRefs) block(i RefTableIndex) (RefBlock, error) {
 }
 
 // get returns the stored refcount of cluster c.
-func (d *diskRefs) get(c HostCluster) (Refcount, error) {
-	b, err := d.block(c.RefTableIndex(d.g))
+func (d *diskRefs) get(c hostCluster) (refcount, error) {
+	b, err := d.block(c.refTableIndex(d.g))
 	if err != nil || b.Data == nil {
 		return 0, err
 	}
-	return b.Get(c.RefBlockIndex(d.g)), nil
+	return b.Get(c.refBlockIndex(d.g)), nil
 }
 
 // set stores refcount v for cluster c, whose refcount block must exist inside the file (it
 // does whenever the stored refcount was non-zero, which is when repairs call it). The block
 // is written back by flush.
-func (d *diskRefs) set(c HostCluster, v Refcount) error {
-	i := c.RefTableIndex(d.g)
+func (d *diskRefs) set(c hostCluster, v refcount) error {
+	i := c.refTableIndex(d.g)
 	b, err := d.block(i)
 	if err != nil {
 		return err
@@ -194,7 +194,7 @@ func (d *diskRefs) set(c HostCluster, v Refcount) error {
 	if b.Data == nil || uint64(d.table[i].Offset())+d.g.ClusterSize() > d.fileSize {
 		return fmt.Errorf("qcow2: no refcount block inside the file for cluster %d", c)
 	}
-	b.Set(c.RefBlockIndex(d.g), v)
+	b.Set(c.refBlockIndex(d.g), v)
 	d.dirty = true
 	return nil
 }

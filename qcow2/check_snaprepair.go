@@ -14,15 +14,15 @@ type repairedSnapshots struct {
 	// size is the table's length from its start to the end of the last kept entry's name,
 	// extra data counted as stored (not as cut).
 	size uint64
-	// extraDropped counts entries whose extra data was cut to MaxSnapshotExtraData bytes;
+	// extraDropped counts entries whose extra data was cut to maxSnapshotExtraData bytes;
 	// reduced the entries dropped from the end.
 	extraDropped, reduced int
 }
 
 // readSnapshotsRepairing reads the n-entry snapshot table at start as QEMU does in check -r
 // all: like LoadSnapshots (bytes past the end of the file read as zeros), except that an
-// entry's extra data over MaxSnapshotExtraData bytes is cut to that size ("Discarding too much
-// extra metadata"), and the entry that takes the table past MaxSnapshotTableBytes is dropped
+// entry's extra data over maxSnapshotExtraData bytes is cut to that size ("Discarding too much
+// extra metadata"), and the entry that takes the table past maxSnapshotTableBytes is dropped
 // with all after it ("Discarding N overhanging snapshots"). What it keeps in memory is bounded
 // by the table limit. A read reaching past QEMU's largest offset fails with EIO.
 func (c *checker) readSnapshotsRepairing(n uint32, start HostOffset) (*repairedSnapshots, error) {
@@ -51,10 +51,10 @@ func (c *checker) readSnapshotsRepairing(n uint32, start HostOffset) (*repairedS
 		sn, idLen, nameLen, storedLen := decodeSnapshotFixed(fixed[:], entry)
 		stored := uint64(storedLen)
 		extraLen := stored
-		if stored > MaxSnapshotExtraData {
-			c.res.msg("Discarding too much extra metadata in snapshot table entry %d (%d > %d)", i, stored, MaxSnapshotExtraData)
+		if stored > maxSnapshotExtraData {
+			c.res.msg("Discarding too much extra metadata in snapshot table entry %d (%d > %d)", i, stored, maxSnapshotExtraData)
 			out.extraDropped++
-			extraLen = MaxSnapshotExtraData
+			extraLen = maxSnapshotExtraData
 		}
 		extra := make([]byte, extraLen)
 		known := min(extraLen, snapExtraWritten)
@@ -78,7 +78,7 @@ func (c *checker) readSnapshotsRepairing(n uint32, start HostOffset) (*repairedS
 		sn.ID, sn.Name = cString(id), cString(name)
 		sn.EntrySize = off - uint64(entry)
 		tableLen += snapshotFixedSize + extraLen + uint64(idLen) + uint64(nameLen)
-		if tableLen > MaxSnapshotTableBytes || off-uint64(start) > 1<<31-1 {
+		if tableLen > maxSnapshotTableBytes || off-uint64(start) > 1<<31-1 {
 			c.res.msg("Discarding %d overhanging snapshots (snapshot table is too big)", n-i)
 			out.reduced = int(n - i)
 			off = pre

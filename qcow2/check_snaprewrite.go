@@ -17,14 +17,14 @@ const snapExtraWritten = 24
 // 8-byte aligned, with max(24, stored) bytes of extra data (the known fields from the parsed
 // entry, unknown ones as stored), and the ID and name up to their first NUL byte. dates holds
 // each entry's stored date fields (seconds, nanoseconds), written back as they were. It
-// refuses (EFBIG) a table over MaxSnapshotTableBytes, as QEMU does.
+// refuses (EFBIG) a table over maxSnapshotTableBytes, as QEMU does.
 func encodeSnapshotTable(snaps []Snapshot, dates [][8]byte) ([]byte, error) {
 	var b []byte
 	for i, sn := range snaps {
 		b = append(b, make([]byte, pad8(uint64(len(b)))-uint64(len(b)))...)
 		extra := make([]byte, max(snapExtraWritten, len(sn.ExtraData)))
-		if len(b)+snapshotFixedSize+len(extra)+len(sn.ID)+len(sn.Name) > MaxSnapshotTableBytes {
-			return nil, fmt.Errorf("qcow2: rewritten snapshot table over %d bytes: %w", MaxSnapshotTableBytes, syscall.EFBIG)
+		if len(b)+snapshotFixedSize+len(extra)+len(sn.ID)+len(sn.Name) > maxSnapshotTableBytes {
+			return nil, fmt.Errorf("qcow2: rewritten snapshot table over %d bytes: %w", maxSnapshotTableBytes, syscall.EFBIG)
 		}
 		var h [snapshotFixedSize]byte
 		binary.BigEndian.PutUint64(h[0:], uint64(sn.L1Offset))
@@ -87,12 +87,12 @@ func (c *checker) rewriteSnapshotTable() error {
 		return err
 	}
 	g := c.g
-	n := uint64(g.ClustersFor(uint64(len(tbl)))) // at least one: there is an entry to repair
+	n := uint64(g.clustersFor(uint64(len(tbl)))) // at least one: there is an entry to repair
 	first, err := c.firstFreeRun(disk, n)
 	if err != nil {
 		return err
 	}
-	for k := first; k < first+HostCluster(n); k++ {
+	for k := first; k < first+hostCluster(n); k++ {
 		if err := disk.set(k, 1); err != nil {
 			return err
 		}
@@ -116,13 +116,13 @@ func (c *checker) rewriteSnapshotTable() error {
 // firstFreeRun finds the first n contiguous clusters with stored refcount 0 and no reference,
 // each covered by a refcount block inside the file (so that their refcounts can be set
 // without allocating one).
-func (c *checker) firstFreeRun(disk *diskRefs, n uint64) (HostCluster, error) {
+func (c *checker) firstFreeRun(disk *diskRefs, n uint64) (hostCluster, error) {
 	g := c.g
 	// Past the end of the file (as it is now: a rebuild may have grown it) and of every
 	// counted reference, everything is free.
-	limit := HostCluster(max(uint64(g.ClustersFor(disk.fileSize)), c.refs.n, uint64(c.pastEOFNear)+1) + n + 1)
+	limit := hostCluster(max(uint64(g.clustersFor(disk.fileSize)), c.refs.n, uint64(c.pastEOFNear)+1) + n + 1)
 	run := uint64(0)
-	for k := HostCluster(1); k < limit; k++ {
+	for k := hostCluster(1); k < limit; k++ {
 		if c.pastEOFFarFrom != 0 && k >= c.pastEOFFarFrom {
 			break
 		}
@@ -142,9 +142,9 @@ func (c *checker) firstFreeRun(disk *diskRefs, n uint64) (HostCluster, error) {
 		if run < n {
 			continue
 		}
-		first := k + 1 - HostCluster(n)
+		first := k + 1 - hostCluster(n)
 		for j := first; j <= k; j++ {
-			i := j.RefTableIndex(g)
+			i := j.refTableIndex(g)
 			if uint64(i) >= uint64(len(disk.table)) || disk.table[i].Offset() == 0 ||
 				uint64(disk.table[i].Offset())+c.cs > disk.fileSize {
 				return 0, fmt.Errorf("qcow2: the new snapshot table at cluster %d needs a new refcount block: %w", uint64(j), syscall.ENOTSUP)
@@ -157,7 +157,7 @@ func (c *checker) firstFreeRun(disk *diskRefs, n uint64) (HostCluster, error) {
 
 // switchSnapshotTable points the header at the new table (n clusters from first, at offset
 // at) and frees the old one.
-func (c *checker) switchSnapshotTable(disk *diskRefs, at HostOffset, first HostCluster, n uint64) error {
+func (c *checker) switchSnapshotTable(disk *diskRefs, at HostOffset, first hostCluster, n uint64) error {
 	var hb [12]byte
 	binary.BigEndian.PutUint32(hb[0:], uint32(len(c.snaps)))
 	binary.BigEndian.PutUint64(hb[4:], uint64(at))
@@ -171,16 +171,16 @@ func (c *checker) switchSnapshotTable(disk *diskRefs, at HostOffset, first HostC
 	if oldSize == 0 {
 		return nil
 	}
-	lo, hi := old.Cluster(c.g), HostOffset(uint64(old)+oldSize-1).Cluster(c.g)
+	lo, hi := old.cluster(c.g), HostOffset(uint64(old)+oldSize-1).cluster(c.g)
 	for k := lo; k <= hi; k++ {
 		rc, err := disk.get(k)
-		if err != nil || rc == 0 || (k >= first && k < first+HostCluster(n)) {
+		if err != nil || rc == 0 || (k >= first && k < first+hostCluster(n)) {
 			// qcow2_free_clusters refuses the whole range (EINVAL) and leaves it as it was.
 			c.res.msg("qcow2_free_clusters failed: Invalid argument")
 			return nil
 		}
 	}
-	var freed []HostCluster
+	var freed []hostCluster
 	for k := lo; k <= hi; k++ {
 		rc, _ := disk.get(k)
 		if err := disk.set(k, rc-1); err != nil {

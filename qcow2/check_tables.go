@@ -47,7 +47,7 @@ func (c *checker) walkBitmaps() error {
 		if pos+n > uint64(len(dir)) {
 			return c.bitmapDirErr("entry %d (%d bytes) runs past the end of the %d-byte directory", i, n, len(dir))
 		}
-		if t.off == 0 || t.off.InCluster(c.g) != 0 || t.size == 0 || t.size > maxBitmapTableEntries {
+		if t.off == 0 || t.off.inCluster(c.g) != 0 || t.size == 0 || t.size > maxBitmapTableEntries {
 			return c.bitmapDirErr("entry %d has an invalid bitmap table (offset %#x, %d entries)", i, uint64(t.off), t.size)
 		}
 		tables = append(tables, t)
@@ -69,7 +69,7 @@ func (c *checker) walkBitmaps() error {
 		for j := uint64(0); j < uint64(t.size); j++ {
 			e := binary.BigEndian.Uint64(buf[j*8:])
 			off := HostOffset(e & bitmapEntryOffsetMask)
-			if e&bitmapEntryReservedMask != 0 || (off != 0 && (e&bitmapEntryAllOnes != 0 || off.InCluster(c.g) != 0)) {
+			if e&bitmapEntryReservedMask != 0 || (off != 0 && (e&bitmapEntryAllOnes != 0 || off.inCluster(c.g) != 0)) {
 				c.corrupt("ERROR bitmap table at %#x: invalid entry %d: %#x", uint64(t.off), j, e)
 				continue
 			}
@@ -102,17 +102,17 @@ const bdrvMaxLength = math.MaxInt64 &^ (1<<30 - 1)
 // With RepairAll the entries are read as qemu-img check -r all reads them
 // (readSnapshotsRepairing: extra data over 1 KiB cut, entries past the 64 MiB limit dropped),
 // and cut or incomplete entries are repaired after the refcount check by rewriting the table
-// (rewriteSnapshotTable). More than MaxSnapshots snapshots are refused instead (a check error,
+// (rewriteSnapshotTable). More than maxSnapshots snapshots are refused instead (a check error,
 // before anything is written): QEMU 7.2 drops the excess, then fails to rewrite the table and
 // marks the image corrupt.
 func (c *checker) readSnapshotTable() error {
 	n, start := c.h.SnapshotCount, c.h.SnapshotsOffset
-	if n > MaxSnapshots {
+	if n > maxSnapshots {
 		c.checkError("ERROR snapshot table too large")
-		c.res.msg("You can force-remove all %d overhanging snapshots with qemu-img check -r all", n-MaxSnapshots)
-		return c.snapshotRepairRefused(fmt.Errorf("qcow2: check: %d snapshots (at most %d): %w", n, MaxSnapshots, syscall.EFBIG))
+		c.res.msg("You can force-remove all %d overhanging snapshots with qemu-img check -r all", n-maxSnapshots)
+		return c.snapshotRepairRefused(fmt.Errorf("qcow2: check: %d snapshots (at most %d): %w", n, maxSnapshots, syscall.EFBIG))
 	}
-	if uint64(start) > math.MaxInt64-uint64(n)*snapshotFixedSize || start.InCluster(c.g) != 0 {
+	if uint64(start) > math.MaxInt64-uint64(n)*snapshotFixedSize || start.inCluster(c.g) != 0 {
 		c.checkError("ERROR snapshot table offset invalid")
 		return fmt.Errorf("qcow2: check: snapshot table offset %#x: %w", uint64(start), syscall.EINVAL)
 	}
@@ -143,7 +143,7 @@ func (c *checker) readSnapshotTable() error {
 		if snaps, err = LoadSnapshots(c.s, c.h); err != nil {
 			return c.snapshotReadFailed(err, n)
 		}
-		size = SnapshotTableSize(c.h, snaps)
+		size = snapshotTableSize(c.h, snaps)
 		if uint64(start)+size > bdrvMaxLength {
 			return eio()
 		}
@@ -154,7 +154,7 @@ func (c *checker) readSnapshotTable() error {
 			verb = "Repairing" // rewriteSnapshotTable, once the refcounts are repaired
 		}
 		for i, sn := range snaps {
-			if len(sn.ExtraData) < MinSnapshotExtraDataV3 {
+			if len(sn.ExtraData) < minSnapshotExtraDataV3 {
 				// Counted apart until the refcount check is done: QEMU keeps these in a result
 				// of their own, so they do not stop -r leaks from fixing COPIED flags.
 				c.snapCorruptions++
@@ -191,7 +191,7 @@ func (c *checker) snapshotReadFailed(err error, n uint32) error {
 	return fmt.Errorf("qcow2: check: %v: %w", err, syscall.EIO)
 }
 
-// snapshotRepairRefused is what a RepairAll check does with more snapshots than MaxSnapshots:
+// snapshotRepairRefused is what a RepairAll check does with more snapshots than maxSnapshots:
 // it refuses, with a check error, before writing anything. In the other modes it returns err
 // unchanged (qemu-img's verdict).
 func (c *checker) snapshotRepairRefused(err error) error {

@@ -102,7 +102,7 @@ func ccScenarios() []ccScenario {
 			p := ccNewImage(t, dir, "t.qcow2", "", "64M", append(ccWrites, "discard 1M 64k")...)
 			m := ccOpenImg(t, p)
 			// The discarded cluster is free but still inside the file: give it a refcount.
-			for c := HostCluster(0); uint64(c) < uint64(ccFileSize(t, p))/m.h.ClusterSize(); c++ {
+			for c := hostCluster(0); uint64(c) < uint64(ccFileSize(t, p))/m.h.ClusterSize(); c++ {
 				if m.refcount(c) == 0 {
 					m.setRefcount(c, 1)
 					return p
@@ -117,11 +117,11 @@ func ccScenarios() []ccScenario {
 			m.setRefcount(m.dataCluster(0), 1)
 		})},
 		{name: "l2-to-reftable", want: 2, build: broken("", func(m *ccImg) {
-			m.putU64(m.l2EntryOff(2<<20), uint64(MakeL2Entry(m.h.RefTableOffset, true, false)))
+			m.putU64(m.l2EntryOff(2<<20), uint64(makeL2Entry(m.h.RefTableOffset, true, false)))
 		})},
 		{name: "l2-to-refblock", want: 2, build: broken("", func(m *ccImg) {
-			rb := RefTableEntry(m.u64(uint64(m.h.RefTableOffset))).Offset()
-			m.putU64(m.l2EntryOff(2<<20), uint64(MakeL2Entry(rb, true, false)))
+			rb := refTableEntry(m.u64(uint64(m.h.RefTableOffset))).Offset()
+			m.putU64(m.l2EntryOff(2<<20), uint64(makeL2Entry(rb, true, false)))
 		})},
 		{name: "cross-link", want: 2, build: broken("", func(m *ccImg) {
 			m.putU64(m.l2EntryOff(2<<20), m.u64(m.l2EntryOff(1<<20)))
@@ -156,7 +156,7 @@ func ccScenarios() []ccScenario {
 			m.putU64(o, m.u64(o)|1<<57)
 		})},
 		{name: "past-eof", want: 2, repaired: 2, build: broken("", func(m *ccImg) {
-			m.putU64(m.l2EntryOff(2<<20), uint64(MakeL2Entry(1<<40, true, false)))
+			m.putU64(m.l2EntryOff(2<<20), uint64(makeL2Entry(1<<40, true, false)))
 		})},
 		{name: "refblock-unaligned", want: 1, qemuCannotRepair: true, build: broken("", func(m *ccImg) {
 			m.putU64(uint64(m.h.RefTableOffset), m.u64(uint64(m.h.RefTableOffset))+512)
@@ -167,7 +167,7 @@ func ccScenarios() []ccScenario {
 			p := ccNewImage(t, dir, "t.qcow2", "cluster_size=1k", "80M", "write -P 1 0 1k")
 			m := ccOpenImg(t, p)
 			l1e, l2e := m.u64(m.l1EntryOff(0)), m.u64(m.l2EntryOff(0))
-			l2 := L1Entry(l1e).L2Offset()
+			l2 := l1Entry(l1e).l2Offset()
 			fill := func(n, v uint64) []byte {
 				b := make([]byte, n*8)
 				for i := range n {
@@ -176,7 +176,7 @@ func ccScenarios() []ccScenario {
 				return b
 			}
 			m.write(uint64(m.h.L1TableOffset), fill(uint64(m.h.L1Size), l1e))
-			m.write(uint64(l2), fill(m.h.Geometry().L2Entries(), l2e))
+			m.write(uint64(l2), fill(m.h.Geometry().l2Entries(), l2e))
 			return p
 		}},
 		{name: "extl2-alloc-and-zero", want: 2, repaired: 2, unreadable: true, build: func(t *testing.T, dir string) string {
@@ -197,7 +197,7 @@ func ccScenarios() []ccScenario {
 			ccRun(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "b0")
 			ccIO(t, p, "write -P 2 1M 1M")
 			m := ccOpenImg(t, p)
-			m.setRefcount(m.h.Extensions.Bitmaps.DirectoryStart.Cluster(m.h.Geometry()), 0)
+			m.setRefcount(m.h.Extensions.Bitmaps.DirectoryStart.cluster(m.h.Geometry()), 0)
 			return p
 		}},
 		{name: "datafile-copied-clear", want: 2, build: func(t *testing.T, dir string) string {
@@ -344,7 +344,7 @@ func TestRepairAllMatchesQemu(t *testing.T) {
 }
 
 // TestRepairLeaks checks RepairLeaks: leaks go away, a needed rebuild is refused with
-// ErrNeedRebuild (qemu-img -r leaks exits 1 there), other corruptions stay.
+// errNeedRebuild (qemu-img -r leaks exits 1 there), other corruptions stay.
 func TestRepairLeaks(t *testing.T) {
 	t.Parallel()
 	for _, sc := range ccScenarios() {
@@ -361,7 +361,7 @@ func TestRepairLeaks(t *testing.T) {
 			q := ccQemuImgCheck(t, theirs, "-r", "leaks")
 			res, err := Check(p, RepairLeaks)
 			if q.Exit == 1 {
-				if !errors.Is(err, ErrNeedRebuild) {
+				if !errors.Is(err, errNeedRebuild) {
 					t.Fatalf("qemu-img -r leaks gives up (%s); we returned %v", q.Stderr, err)
 				}
 				return
@@ -386,7 +386,7 @@ func TestRepairClearsCorruptAndDirtyBits(t *testing.T) {
 			dir := t.TempDir()
 			p := ccNewImage(t, dir, "t.qcow2", "lazy_refcounts=on", "64M", ccWrites...)
 			m := ccOpenImg(t, p)
-			m.putU64(offIncompatibleFeatures, m.h.Incompatible|IncompatCorrupt|IncompatDirty)
+			m.putU64(offIncompatibleFeatures, m.h.Incompatible|incompatCorrupt|incompatDirty)
 			q := ccQemuImgCheck(t, p)
 			res, err := Check(p, RepairNone)
 			if err != nil {

@@ -29,8 +29,8 @@ type checker struct {
 	// start within pastEOFWindow clusters of the end) are summed up by the highest cluster
 	// they reach, far ones by the lowest cluster they start at: constant memory however many
 	// broken entries there are.
-	pastEOFNear    HostCluster // highest cluster of a near reference, 0 if none
-	pastEOFFarFrom HostCluster // lowest first cluster of a far reference, 0 if none
+	pastEOFNear    hostCluster // highest cluster of a near reference, 0 if none
+	pastEOFFarFrom hostCluster // lowest first cluster of a far reference, 0 if none
 
 	snaps         []Snapshot
 	snapTableSize uint64
@@ -56,7 +56,7 @@ func newChecker(s Storage, h *Header, mode RepairMode) (*checker, error) {
 		s: s, h: h, g: g, cs: g.ClusterSize(), fileSize: uint64(size), mode: mode,
 		res: &CheckResult{},
 	}
-	c.nb = uint64(g.ClustersFor(c.fileSize))
+	c.nb = uint64(g.clustersFor(c.fileSize))
 	if c.nb > math.MaxInt32 {
 		// QEMU's limit (EFBIG), which also bounds the in-memory counts.
 		c.res.CheckErrors++
@@ -81,7 +81,7 @@ func checkReadHeader(s Storage, fileSize uint64) (*Header, error) {
 		return h, err
 	}
 	// The header was read once, so its cluster size is valid: at most 2 MiB.
-	buf := make([]byte, min(fileSize, uint64(1)<<MaxClusterBits))
+	buf := make([]byte, min(fileSize, uint64(1)<<maxClusterBits))
 	if _, rerr := s.ReadAt(buf, 0); rerr != nil && !errors.Is(rerr, io.EOF) {
 		return nil, fmt.Errorf("qcow2: read first cluster: %w", rerr)
 	}
@@ -120,21 +120,21 @@ func (c *checker) incW(off HostOffset, size, w uint64) {
 		return
 	}
 	end := uint64(off) + size
-	if uint64(off) >= MaxHostOffset<<6 || size >= MaxHostOffset<<6 || end >= c.fileSize+c.cs {
+	if uint64(off) >= maxHostOffset<<6 || size >= maxHostOffset<<6 || end >= c.fileSize+c.cs {
 		c.corruptW(w, "ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset %#x size %#x", uint64(off), size)
-		if uint64(off) < MaxHostOffset<<6 && size < MaxHostOffset<<6 {
-			c.notePastEOF(off.Cluster(c.g), HostOffset(end-1).Cluster(c.g))
+		if uint64(off) < maxHostOffset<<6 && size < maxHostOffset<<6 {
+			c.notePastEOF(off.cluster(c.g), HostOffset(end-1).cluster(c.g))
 		}
 		return
 	}
-	for k := off.Cluster(c.g); k <= HostOffset(end-1).Cluster(c.g); k++ {
+	for k := off.cluster(c.g); k <= HostOffset(end-1).cluster(c.g); k++ {
 		c.incCluster(k, w)
 	}
 }
 
 // incCluster adds w references to cluster k, saturating at the refcount width.
-func (c *checker) incCluster(k HostCluster, w uint64) {
-	max := c.g.MaxRefcount()
+func (c *checker) incCluster(k hostCluster, w uint64) {
+	max := c.g.maxRefcount()
 	v := c.refs.get(k)
 	if room := uint64(max - v); w > room {
 		c.corruptW(w-room, "ERROR: overflow cluster offset=%#x", uint64(k.Offset(c.g)))
@@ -142,7 +142,7 @@ func (c *checker) incCluster(k HostCluster, w uint64) {
 		w = room
 	}
 	if w > 0 {
-		c.refs.set(k, v+Refcount(w))
+		c.refs.set(k, v+refcount(w))
 	}
 }
 
@@ -150,7 +150,7 @@ func (c *checker) incCluster(k HostCluster, w uint64) {
 // near: a rebuild then starts its new structures after it.
 const pastEOFWindow = 1 << 24
 
-func (c *checker) notePastEOF(first, last HostCluster) {
+func (c *checker) notePastEOF(first, last hostCluster) {
 	if uint64(first) < c.nb+pastEOFWindow {
 		c.pastEOFNear = max(c.pastEOFNear, last)
 	} else if c.pastEOFFarFrom == 0 || first < c.pastEOFFarFrom {
@@ -169,7 +169,7 @@ const (
 	chkCompressed
 )
 
-func (c *checker) clusterType(e L2Entry) chkClusterType {
+func (c *checker) clusterType(e l2Entry) chkClusterType {
 	switch {
 	case e.Compressed():
 		return chkCompressed
@@ -181,7 +181,7 @@ func (c *checker) clusterType(e L2Entry) chkClusterType {
 	case e.Offset() == 0:
 		// Offset 0 is a valid data offset in an external data file, where every cluster has
 		// refcount 1 and therefore COPIED set.
-		if c.h.HasDataFile() && e.Copied() {
+		if c.h.HasDataFile() && e.copied() {
 			return chkNormal
 		}
 		return chkUnallocated
@@ -196,17 +196,17 @@ func (c *checker) l2EntriesInFile(l2 HostOffset) uint64 {
 	if uint64(l2) >= c.fileSize {
 		return 0
 	}
-	return min(c.g.L2Entries(), (c.fileSize-uint64(l2)+c.g.L2EntrySize()-1)/c.g.L2EntrySize())
+	return min(c.g.l2Entries(), (c.fileSize-uint64(l2)+c.g.l2EntrySize()-1)/c.g.l2EntrySize())
 }
 
 // l2Entry returns entry i of the L2 table in buf and, with extended L2, its subcluster bitmap.
-func (c *checker) l2Entry(buf []byte, i uint64) (L2Entry, SubclusterBitmap) {
-	es := c.g.L2EntrySize()
-	e := L2Entry(binary.BigEndian.Uint64(buf[i*es:]))
+func (c *checker) l2Entry(buf []byte, i uint64) (l2Entry, subclusterBitmap) {
+	es := c.g.l2EntrySize()
+	e := l2Entry(binary.BigEndian.Uint64(buf[i*es:]))
 	if !c.g.ExtendedL2 {
 		return e, 0
 	}
-	return e, SubclusterBitmap(binary.BigEndian.Uint64(buf[i*es+8:]))
+	return e, subclusterBitmap(binary.BigEndian.Uint64(buf[i*es+8:]))
 }
 
 // calculate counts every reference in the image and checks the refcount blocks.
@@ -217,7 +217,7 @@ func (c *checker) calculate(fix RepairMode) error {
 		c.corrupt("ERROR %d snapshots in image with data file", len(c.snaps))
 	}
 	for _, sn := range c.snaps {
-		if sn.L1Offset.InCluster(c.g) != 0 {
+		if sn.L1Offset.inCluster(c.g) != 0 {
 			c.corrupt("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot table entry corrupted", sn.ID, sn.Name, uint64(sn.L1Offset))
 			continue
 		}
@@ -248,17 +248,17 @@ func (c *checker) calculate(fix RepairMode) error {
 func (c *checker) checkRefblocks(fix RepairMode) {
 	for i, e := range c.disk.table {
 		off := e.Offset()
-		if e.Reserved() != 0 {
+		if e.reserved() != 0 {
 			c.corrupt("ERROR refcount table entry %d has reserved bits set", i)
 			c.rebuild = true
 			continue
 		}
-		if off.InCluster(c.g) != 0 {
+		if off.inCluster(c.g) != 0 {
 			c.corrupt("ERROR refcount block %d is not cluster aligned; refcount table entry corrupted", i)
 			c.rebuild = true
 			continue
 		}
-		if uint64(off.Cluster(c.g)) >= c.nb {
+		if uint64(off.cluster(c.g)) >= c.nb {
 			// QEMU grows the file to cover the block when repairing; a rebuild (which a
 			// block of zeros needs anyway) does the same job without writing past the end.
 			c.corrupt("ERROR refcount block %d is outside image", i)
@@ -271,7 +271,7 @@ func (c *checker) checkRefblocks(fix RepairMode) {
 			continue
 		}
 		c.inc(off, c.cs)
-		if n := c.refs.get(off.Cluster(c.g)); n != 1 {
+		if n := c.refs.get(off.cluster(c.g)); n != 1 {
 			c.corrupt("ERROR refcount block %d refcount=%d", i, n)
 			c.rebuild = true
 		}
@@ -316,7 +316,7 @@ func (c *checker) overlapsMetadata(off HostOffset, n uint64, ignoreActiveL2 bool
 		l1, err := c.readActiveL1()
 		if err == nil {
 			for _, e := range l1 {
-				if o := e.L2Offset(); o != 0 && hit(o, c.cs) {
+				if o := e.l2Offset(); o != 0 && hit(o, c.cs) {
 					return "active L2 table"
 				}
 			}
@@ -327,14 +327,14 @@ func (c *checker) overlapsMetadata(off HostOffset, n uint64, ignoreActiveL2 bool
 
 // readActiveL1 reads the active L1 table, which the header's validation placed inside the file
 // and under the 32 MiB limit.
-func (c *checker) readActiveL1() ([]L1Entry, error) {
+func (c *checker) readActiveL1() ([]l1Entry, error) {
 	buf := make([]byte, uint64(c.h.L1Size)*l1EntrySize)
 	if err := readAtZero(c.s, buf, uint64(c.h.L1TableOffset), c.fileSize); err != nil {
 		return nil, err
 	}
-	l1 := make([]L1Entry, c.h.L1Size)
+	l1 := make([]l1Entry, c.h.L1Size)
 	for i := range l1 {
-		l1[i] = L1Entry(binary.BigEndian.Uint64(buf[i*l1EntrySize:]))
+		l1[i] = l1Entry(binary.BigEndian.Uint64(buf[i*l1EntrySize:]))
 	}
 	return l1, nil
 }

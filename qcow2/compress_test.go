@@ -50,12 +50,12 @@ func TestDecompressQemuImages(t *testing.T) {
 				g := h.Geometry()
 				n := 0
 				dst := make([]byte, cs)
-				forEachL2Entry(t, s, h, h.L1TableOffset, h.L1Size, func(c GuestCluster, e L2Entry) {
+				forEachL2Entry(t, s, h, h.L1TableOffset, h.L1Size, func(c guestCluster, e l2Entry) {
 					if !e.Compressed() {
 						return
 					}
 					n++
-					off, length := e.CompressedRange(g)
+					off, length := e.compressedRange(g)
 					data := readFull(t, s, off, length)
 					if err := decompress(h.CompressionType, data, dst); err != nil {
 						t.Fatalf("cluster %d: %v", c, err)
@@ -264,13 +264,13 @@ func TestQemuReadsOurCompression(t *testing.T) {
 				if _, err := s.WriteAt(out, int64(data)); err != nil {
 					t.Fatal(err)
 				}
-				binary.BigEndian.PutUint64(l2[i*8:], uint64(MakeCompressedL2Entry(g, data, uint64(len(out)))))
+				binary.BigEndian.PutUint64(l2[i*8:], uint64(makeCompressedL2Entry(g, data, uint64(len(out)))))
 				data = data.Add(uint64(len(out)))
 			}
 			if _, err := s.WriteAt(l2, int64(l2Off)); err != nil {
 				t.Fatal(err)
 			}
-			l1 := binary.BigEndian.AppendUint64(nil, uint64(MakeL1Entry(l2Off, false)))
+			l1 := binary.BigEndian.AppendUint64(nil, uint64(makeL1Entry(l2Off, false)))
 			if _, err := s.WriteAt(l1, int64(h.L1TableOffset)); err != nil {
 				t.Fatal(err)
 			}

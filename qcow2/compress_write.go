@@ -64,12 +64,12 @@ func (img *Image) WriteCompressedAt(off uint64, data []byte) error {
 	if img.data != img.file {
 		return fmt.Errorf("%w: compressed writes with an external data file (%w)", ErrUnsupported, syscall.ENOTSUP)
 	}
-	gc := GuestOffset(off).Cluster(g)
+	gc := GuestOffset(off).cluster(g)
 	if _, busy := img.busy[gc]; busy {
 		return fmt.Errorf("qcow2: compressed write into cluster %d while another write is in flight: %w", gc, syscall.EBUSY)
 	}
-	j := gc.L2Index(g)
-	l2c, t, err := img.l2ForWrite(gc.L1Index(g), j, j+1)
+	j := gc.l2Index(g)
+	l2c, t, err := img.l2ForWrite(gc.l1Index(g), j, j+1)
 	if err != nil {
 		return img.fail(err)
 	}
@@ -91,7 +91,7 @@ func (img *Image) WriteCompressedAt(off uint64, data []byte) error {
 		return fmt.Errorf("qcow2: write compressed cluster at %#x: %w", uint64(host), err)
 	}
 	img.publishData(t)
-	t.set(j, slot{e: MakeCompressedL2Entry(g, host, uint64(len(data)))})
+	t.set(j, slot{e: makeCompressedL2Entry(g, host, uint64(len(data)))})
 	img.l2.markDirty(l2c)
 	if img.opts.WriteThrough {
 		return img.flushLocked()
@@ -106,19 +106,19 @@ func (img *Image) allocBytes(n uint64) (HostOffset, error) {
 	g := img.geo
 	a := img.alloc
 	cur := img.cbyte
-	if cur != 0 && cur.InCluster(g) != 0 {
-		rc, err := a.refcount(cur.Cluster(g))
+	if cur != 0 && cur.inCluster(g) != 0 {
+		rc, err := a.refcount(cur.cluster(g))
 		if err != nil {
 			return 0, err
 		}
-		if rc == 0 || rc >= a.g.MaxRefcount() {
+		if rc == 0 || rc >= a.g.maxRefcount() {
 			cur = 0 // freed meanwhile, or counted full: start a new cluster
 		}
 	} else {
 		cur = 0
 	}
-	if cur != 0 && cur.InCluster(g)+n <= g.ClusterSize() {
-		if err := img.countCompressed(cur.Cluster(g)); err != nil {
+	if cur != 0 && cur.inCluster(g)+n <= g.ClusterSize() {
+		if err := img.countCompressed(cur.cluster(g)); err != nil {
 			return 0, err
 		}
 		img.cbyte = cur.Add(n)
@@ -128,9 +128,9 @@ func (img *Image) allocBytes(n uint64) (HostOffset, error) {
 	if err != nil {
 		return 0, err
 	}
-	if cur != 0 && c == cur.Cluster(g)+1 {
+	if cur != 0 && c == cur.cluster(g)+1 {
 		// Runs on into the cluster just allocated (which counts this entry already).
-		if err := img.countCompressed(cur.Cluster(g)); err != nil {
+		if err := img.countCompressed(cur.cluster(g)); err != nil {
 			return 0, err
 		}
 		img.cbyte = cur.Add(n)
@@ -143,7 +143,7 @@ func (img *Image) allocBytes(n uint64) (HostOffset, error) {
 // countCompressed adds one reference to host cluster c, which holds compressed data already.
 // The L2 table that will point at it must not reach the disk before this count does: the L2
 // cache depends on the refcount cache from now on (QEMU's qcow2_cache_set_dependency).
-func (img *Image) countCompressed(c HostCluster) error {
+func (img *Image) countCompressed(c hostCluster) error {
 	a := img.alloc
 	rc, err := a.refcount(c)
 	if err != nil {
@@ -161,8 +161,8 @@ func (img *Image) countCompressed(c HostCluster) error {
 // compressedCursorFreed forgets the compressed cursor when its cluster is freed (called by
 // the allocator when a refcount reaches zero), so that no compressed data is ever appended to
 // a cluster that was given to something else.
-func (img *Image) compressedCursorFreed(c HostCluster) {
-	if img.cbyte != 0 && img.cbyte.InCluster(img.geo) != 0 && img.cbyte.Cluster(img.geo) == c {
+func (img *Image) compressedCursorFreed(c hostCluster) {
+	if img.cbyte != 0 && img.cbyte.inCluster(img.geo) != 0 && img.cbyte.cluster(img.geo) == c {
 		img.cbyte = 0
 	}
 }

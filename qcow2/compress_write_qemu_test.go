@@ -71,25 +71,25 @@ func TestCompressedWritesAreReadByQemu(t *testing.T) {
 			var prevEnd HostOffset
 			crossed, packed := 0, 0
 			for off := 0; off < len(want); off += cs {
-				m, err := img.Map(uint64(off), uint64(cs))
+				m, err := img.Map(GuestOffset(uint64(off)), uint64(cs))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if m[0].Kind != KindCompressed {
+				if m[0].Kind != kindCompressed {
 					continue
 				}
 				img.mu.Lock()
-				c, _, _ := img.l2For(GuestOffset(off).L1Index(img.geo))
+				c, _, _ := img.l2For(GuestOffset(off).l1Index(img.geo))
 				t2, _ := img.l2GetAll(c)
-				e := t2.get(GuestOffset(off).L2Index(img.geo)).e
+				e := t2.get(GuestOffset(off).l2Index(img.geo)).e
 				img.mu.Unlock()
-				host, _ := e.CompressedRange(img.geo)
+				host, _ := e.compressedRange(img.geo)
 				if host == prevEnd {
 					packed++
 				}
 				z, _ := img.CompressCluster(want[off : off+cs])
 				prevEnd = host.Add(uint64(len(z)))
-				if host.Cluster(img.geo) != prevEnd.Add(^uint64(0)).Cluster(img.geo) {
+				if host.cluster(img.geo) != prevEnd.Add(^uint64(0)).cluster(img.geo) {
 					crossed++
 				}
 			}

@@ -72,7 +72,7 @@ func corpusCompare(t *testing.T, img *Image, want func(off int64, p []byte)) {
 		}
 	}
 	for _, e := range ext {
-		if e.Length <= 2*sample || e.Kind == KindData || e.Kind == KindCompressed {
+		if e.Length <= 2*sample || e.Kind == kindData || e.Kind == kindCompressed {
 			check(e.Start, e.Length)
 			continue
 		}
@@ -119,12 +119,12 @@ func TestCorpusWrites(t *testing.T) {
 					engWrite(t, img, int64(off), b)
 					copy(model[off:], b)
 				case 2:
-					if err := img.Zero(off, n, unmapFlag(rng.IntN(2) == 0)); err != nil {
+					if err := img.Zero(GuestOffset(off), n, unmapFlag(rng.IntN(2) == 0)); err != nil {
 						t.Fatal(err)
 					}
 					clear(model[off : off+n])
 				case 3:
-					if err := img.Discard(off, n); err != nil {
+					if err := img.Discard(GuestOffset(off), n); err != nil {
 						t.Fatal(err)
 					}
 					m.discard(off, n)

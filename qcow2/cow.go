@@ -11,7 +11,7 @@ func (g Geometry) scMask(from, to uint64) uint32 {
 	if !g.ExtendedL2 {
 		return 1
 	}
-	scs := g.SubclusterSize()
+	scs := g.subclusterSize()
 	first, last := from/scs, (to-1)/scs
 	return uint32((uint64(1)<<(last+1) - 1) &^ (uint64(1)<<first - 1))
 }
@@ -20,7 +20,7 @@ func (g Geometry) scMask(from, to uint64) uint32 {
 // the write does not cover, leaving out subclusters in keep (already allocated in the target
 // cluster, whose bytes are in place). Without extended L2 the subcluster is the cluster.
 func (g Geometry) edgeFills(from, to uint64, keep uint32) []span {
-	scs := g.SubclusterSize()
+	scs := g.subclusterSize()
 	var out []span
 	first, last := from/scs, (to-1)/scs
 	if from%scs != 0 && keep&(1<<first) == 0 {
@@ -34,7 +34,7 @@ func (g Geometry) edgeFills(from, to uint64, keep uint32) []span {
 
 // wholeSubclusters returns mask as spans of whole subclusters, adjacent ones merged.
 func (g Geometry) wholeSubclusters(mask uint32) []span {
-	scs := g.SubclusterSize()
+	scs := g.subclusterSize()
 	var out []span
 	for mask != 0 {
 		i := uint64(bits.TrailingZeros32(mask))
@@ -71,7 +71,7 @@ func (w *cwrite) cowRegions() [2]span {
 // of the old entry, or wholly in unallocated ones; the latter are returned in below, to be
 // asked of the backing chain (zeroCOWBelow), unless there is none (they read as zeros).
 func (img *Image) zeroCOWHere(w *cwrite) (ok bool, below []span) {
-	scs := img.geo.SubclusterSize()
+	scs := img.geo.subclusterSize()
 	for _, r := range w.cowRegions() {
 		if r.a == r.b {
 			continue
@@ -83,9 +83,9 @@ func (img *Image) zeroCOWHere(w *cwrite) (ok bool, below []span) {
 			}
 		}
 		switch {
-		case kind == KindZero:
-		case kind == KindUnallocated && img.backing == nil:
-		case kind == KindUnallocated:
+		case kind == kindZero:
+		case kind == kindUnallocated && img.backing == nil:
+		case kind == kindUnallocated:
 			below = append(below, r)
 		default:
 			return false, nil
@@ -96,7 +96,7 @@ func (img *Image) zeroCOWHere(w *cwrite) (ok bool, below []span) {
 
 // zeroCOWBelow is the backing chain's half of is_zero_cow for the regions of guest cluster gc
 // that are unallocated in this image. Called without locks.
-func (img *Image) zeroCOWBelow(gc GuestCluster, regions []span) bool {
+func (img *Image) zeroCOWBelow(gc guestCluster, regions []span) bool {
 	base := uint64(gc.Offset(img.geo))
 	for _, r := range regions {
 		if !layerZeroFast(img.backing, base+r.a, r.b-r.a) {
@@ -135,9 +135,9 @@ func layerZeroFast(l layer, off, n uint64) bool {
 		}
 	}
 	switch ext[0].kind {
-	case KindZero:
+	case kindZero:
 		return true
-	case KindUnallocated:
+	case kindUnallocated:
 		return img.backing == nil || layerZeroFast(img.backing, off, n)
 	}
 	return false
@@ -146,12 +146,12 @@ func layerZeroFast(l layer, off, n uint64) bool {
 // readOldView fills dst with bytes [a, a+len(dst)) of guest cluster gc as slot s describes
 // them: the contents the cluster had before the write that is replacing it. comp caches the
 // decompressed cluster across calls for one cluster.
-func (img *Image) readOldView(dst []byte, gc GuestCluster, s slot, a uint64, comp *[]byte) error {
+func (img *Image) readOldView(dst []byte, gc guestCluster, s slot, a uint64, comp *[]byte) error {
 	g := img.geo
 	if s.e.Compressed() {
 		if *comp == nil {
 			buf := make([]byte, g.ClusterSize())
-			host, clen := s.e.CompressedRange(g)
+			host, clen := s.e.compressedRange(g)
 			if err := img.readCompressed(buf, host, clen); err != nil {
 				return err
 			}
@@ -160,7 +160,7 @@ func (img *Image) readOldView(dst []byte, gc GuestCluster, s slot, a uint64, com
 		copy(dst, (*comp)[a:])
 		return nil
 	}
-	scs := g.SubclusterSize()
+	scs := g.subclusterSize()
 	host, _ := img.hostOf(s.e)
 	for len(dst) > 0 {
 		sc := a / scs

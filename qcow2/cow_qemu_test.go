@@ -203,7 +203,7 @@ func hostLayout(t *testing.T, p string) string {
 	var s strings.Builder
 	for off := int64(0); off < fi.Size(); {
 		data, hole, err := NewFileStorage(f).FindAllocation(off)
-		if errors.Is(err, ErrNoMoreData) {
+		if errors.Is(err, errNoMoreData) {
 			break
 		}
 		if err != nil {

@@ -73,7 +73,7 @@ func (env *cwEnv) checkBitmapState(st *memstore.Store) error {
 		}
 		for sec := uint64(0); sec < img.Size()/sectorSize; sec++ {
 			_, gen, _ := readStamp(data[sec*sectorSize:])
-			if gen != env.init[sec] && !bm.get(GranuleIndex(sec*sectorSize>>e.granBits)) {
+			if gen != env.init[sec] && !bm.get(granuleIndex(sec*sectorSize>>e.granBits)) {
 				return fmt.Errorf("bitmaps: %s claims clean at sector %d, whose data changed (generation %d, was %d)", e.name, sec, gen, env.init[sec])
 			}
 		}
@@ -93,7 +93,7 @@ func (env *cwEnv) checkBitmapState(st *memstore.Store) error {
 			return fmt.Errorf("bitmaps: %s has %d dirty granules, neither the old 0 nor the new %d", e.name, set, len(want))
 		}
 		for g := range want {
-			if set != 0 && !bm.get(GranuleIndex(g)) {
+			if set != 0 && !bm.get(granuleIndex(g)) {
 				return fmt.Errorf("bitmaps: %s is neither old nor new: granule %d is clean", e.name, g)
 			}
 		}

@@ -82,13 +82,13 @@ func crRun(t *testing.T, opts string, size uint64, nops, points int, seed uint64
 			copy(model[off:], buf)
 		case r < 6:
 			op.kind = "zero"
-			if err := img.Zero(off, n, unmapFlag(rng.IntN(2) == 0)); err != nil {
+			if err := img.Zero(GuestOffset(off), n, unmapFlag(rng.IntN(2) == 0)); err != nil {
 				t.Fatal(err)
 			}
 			clear(model[off : off+n])
 		case r < 7:
 			op.kind = "discard"
-			if err := img.Discard(off, n); err != nil {
+			if err := img.Discard(GuestOffset(off), n); err != nil {
 				t.Fatal(err)
 			}
 			m := &propModel{shadow: model, cs: cs, v2: img.hdr.Version < 3}

@@ -449,7 +449,7 @@ func buildEnv(t testing.TB, w *cwWorkload) *cwEnv {
 		}
 		n := 0
 		for _, e := range ext {
-			if e.Kind == KindCompressed {
+			if e.Kind == kindCompressed {
 				n++
 			}
 		}

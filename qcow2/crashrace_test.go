@@ -396,8 +396,8 @@ func TestCrashRace(t *testing.T) {
 // hostOf returns the host cluster a guest cluster maps to.
 func (rr *raceRun) hostOf(off uint64) HostOffset {
 	rr.t.Helper()
-	ext, err := rr.img.Map(off, cs64)
-	if err != nil || len(ext) != 1 || ext[0].Kind != KindData || ext[0].Depth != 0 {
+	ext, err := rr.img.Map(GuestOffset(off), cs64)
+	if err != nil || len(ext) != 1 || ext[0].Kind != kindData || ext[0].Depth != 0 {
 		rr.t.Fatalf("map %#x: %v %+v", off, err, ext)
 	}
 	return ext[0].Host

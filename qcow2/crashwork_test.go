@@ -340,7 +340,7 @@ func (r *cwRunner) zeroW(worker int, off, n uint64, unmap bool) error {
 		k = cwZeroUnmap
 	}
 	i := r.begin(cwOp{kind: k, off: off, n: n, a: off, b: off + n, worker: worker})
-	return r.end(i, r.img.Zero(off, n, unmapFlag(unmap)))
+	return r.end(i, r.img.Zero(GuestOffset(off), n, unmapFlag(unmap)))
 }
 
 // discard deallocates the whole clusters of [off, off+n), as Image.Discard promises (the tail
@@ -361,7 +361,7 @@ func (r *cwRunner) discard(off, n uint64) error {
 		a, b = 0, 0
 	}
 	i := r.begin(cwOp{kind: cwDiscard, off: off, n: n, a: a, b: b})
-	return r.end(i, r.img.Discard(off, n))
+	return r.end(i, r.img.Discard(GuestOffset(off), n))
 }
 
 func (r *cwRunner) flush() error { return r.flushW(0) }

@@ -104,7 +104,7 @@ func Create(path string, o CreateOptions) error {
 	if data != nil {
 		ds = data
 	}
-	err = CreateStorage(s, o, ds)
+	err = createStorage(s, o, ds)
 	if data != nil {
 		if cerr := data.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("qcow2: close data file: %w", cerr)
@@ -172,9 +172,9 @@ type createPlan struct {
 	// Cluster indices of each structure, in file order: header (0), reftable, refcount
 	// blocks, L1 table, then (preallocation) each L2 table followed by its data clusters,
 	// or, with a data file, the L2 tables alone.
-	refTable, refBlocks, l1 HostCluster
+	refTable, refBlocks, l1 hostCluster
 	nRT, nRB, nL1           uint64
-	prealloced              HostCluster // first cluster of the preallocated L2/data area
+	prealloced              hostCluster // first cluster of the preallocated L2/data area
 	total                   uint64      // clusters in the image file
 }
 
@@ -197,8 +197,8 @@ func planCreate(o CreateOptions) (*createPlan, error) {
 	if cs == 0 {
 		cs = 64 << 10
 	}
-	if cs&(cs-1) != 0 || cs < 1<<MinClusterBits || cs > 1<<MaxClusterBits {
-		return nil, bad("cluster_size", cs, "must be a power of two between %d and %d", 1<<MinClusterBits, 1<<MaxClusterBits)
+	if cs&(cs-1) != 0 || cs < 1<<minClusterBits || cs > 1<<maxClusterBits {
+		return nil, bad("cluster_size", cs, "must be a power of two between %d and %d", 1<<minClusterBits, 1<<maxClusterBits)
 	}
 	rb := o.RefcountBits
 	if rb == 0 {
@@ -222,8 +222,8 @@ func planCreate(o CreateOptions) (*createPlan, error) {
 			return nil, bad("compression_type", o.CompressionType, "a non-zlib compression type needs compat 1.1")
 		}
 	}
-	if o.ExtendedL2 && p.g.ClusterBits < MinExtendedL2ClusterBits {
-		return nil, bad("extended_l2", true, "needs clusters of at least %d bytes (cluster_size is %d)", 1<<MinExtendedL2ClusterBits, cs)
+	if o.ExtendedL2 && p.g.ClusterBits < minExtendedL2ClusterBits {
+		return nil, bad("extended_l2", true, "needs clusters of at least %d bytes (cluster_size is %d)", 1<<minExtendedL2ClusterBits, cs)
 	}
 	if o.CompressionType != CompressionZlib && o.CompressionType != CompressionZstd {
 		return nil, bad("compression_type", o.CompressionType, "must be 0 (zlib) or 1 (zstd)")
@@ -259,7 +259,7 @@ func planCreate(o CreateOptions) (*createPlan, error) {
 		return nil, bad("size", o.Size, "must be at most %d", int64(math.MaxInt64))
 	}
 	p.size = (o.Size + 511) &^ 511
-	p.l1Entries = p.g.L1EntriesFor(p.size)
+	p.l1Entries = p.g.l1EntriesFor(p.size)
 	if p.l1Entries*l1EntrySize > MaxL1Bytes {
 		return nil, bad("size", p.size, "too large for %d-byte clusters: it needs an L1 table of %d bytes, over the %d-byte (32 MiB) limit; use a larger cluster size",
 			cs, p.l1Entries*l1EntrySize, MaxL1Bytes)
@@ -286,23 +286,23 @@ func (p *createPlan) layout() error {
 	if p.prealloc != preallocOff {
 		prealloc = p.l1Entries // one L2 table per L1 entry
 		if !p.dataFile {
-			prealloc += uint64(p.g.ClustersFor(p.size))
+			prealloc += uint64(p.g.clustersFor(p.size))
 		}
 	}
 	p.nRT, p.nRB = 1, 1
 	for {
 		p.total = 1 + p.nRT + p.nRB + p.nL1 + prealloc
-		rb := (p.total + p.g.RefBlockEntries() - 1) / p.g.RefBlockEntries()
+		rb := (p.total + p.g.refBlockEntries() - 1) / p.g.refBlockEntries()
 		rt := (rb*reftableEntrySize + cs - 1) / cs
 		if rb == p.nRB && rt == p.nRT {
 			break
 		}
 		p.nRB, p.nRT = max(rb, p.nRB), max(rt, p.nRT)
 	}
-	if p.nRT*cs > MaxRefTableBytes {
-		return &FormatError{Off: -1, Field: "size", Val: p.size, Msg: fmt.Sprintf("preallocating it needs a refcount table of %d bytes, over the %d-byte limit; use larger clusters or wider refcounts", p.nRT*cs, MaxRefTableBytes)}
+	if p.nRT*cs > maxRefTableBytes {
+		return &FormatError{Off: -1, Field: "size", Val: p.size, Msg: fmt.Sprintf("preallocating it needs a refcount table of %d bytes, over the %d-byte limit; use larger clusters or wider refcounts", p.nRT*cs, maxRefTableBytes)}
 	}
-	if p.total >= MaxHostOffset/cs {
+	if p.total >= maxHostOffset/cs {
 		return &FormatError{Off: -1, Field: "size", Val: p.size, Msg: "the preallocated image would reach past the largest host offset"}
 	}
 	p.refTable = 1
@@ -319,7 +319,7 @@ func (p *createPlan) header() *Header {
 		Version:          p.version,
 		ClusterBits:      p.g.ClusterBits,
 		Size:             p.size,
-		HeaderLength:     HeaderV3Length,
+		HeaderLength:     headerV3Length,
 		L1Size:           uint32(p.l1Entries),
 		RefTableOffset:   p.refTable.Offset(p.g),
 		RefTableClusters: uint32(p.nRT),
@@ -332,40 +332,40 @@ func (p *createPlan) header() *Header {
 		h.L1TableOffset = p.l1.Offset(p.g)
 	}
 	if p.version == 2 {
-		h.HeaderLength = HeaderV2Length
+		h.HeaderLength = headerV2Length
 		return h
 	}
 	// qemu-img writes the feature name table only into clusters larger than 4 KiB, keeping
 	// small first clusters for the backing file name; so do we, byte for byte.
 	if p.g.ClusterSize() > featureTableMinCluster {
-		h.Extensions.FeatureNames = DefaultFeatureNames()
+		h.Extensions.FeatureNames = defaultFeatureNames()
 	}
 	if p.dataFile {
-		h.Incompatible |= IncompatDataFile
+		h.Incompatible |= incompatDataFile
 	}
 	if o.CompressionType != CompressionZlib {
-		h.Incompatible |= IncompatCompression
+		h.Incompatible |= incompatCompression
 	}
 	if o.ExtendedL2 {
 		h.Incompatible |= IncompatExtendedL2
 	}
 	if o.LazyRefcounts {
-		h.Compatible |= CompatLazyRefcounts
+		h.Compatible |= compatLazyRefcounts
 	}
 	if o.DataFileRaw {
-		h.Autoclear |= AutoclearDataFileRaw
+		h.Autoclear |= autoclearDataFileRaw
 	}
 	return h
 }
 
-// CreateStorage writes a new image into s (truncating it first) with the options' layout, and
+// createStorage writes a new image into s (truncating it first) with the options' layout, and
 // the external data file into dataFile when DataFile is set. It does not look at a backing
 // file: with one, Size must be given (Create fills it in).
 //
 // Write order: guest data space (falloc/full), L2 tables, L1 table, refcount blocks and
 // reftable, fsync; then the header cluster, which points at all of them, last; fsync. A crash
 // before the header lands leaves no valid image, never a half-valid one.
-func CreateStorage(s Storage, o CreateOptions, dataFile Storage) error {
+func createStorage(s Storage, o CreateOptions, dataFile Storage) error {
 	p, err := planCreate(o)
 	if err != nil {
 		return err
@@ -430,14 +430,14 @@ func CreateStorage(s Storage, o CreateOptions, dataFile Storage) error {
 // the reftable.
 func (p *createPlan) writeRefcounts(s Storage) error {
 	cs := p.g.ClusterSize()
-	per := p.g.RefBlockEntries()
+	per := p.g.refBlockEntries()
 	table := make([]byte, p.nRT*cs)
 	block := make([]byte, cs)
 	for i := uint64(0); i < p.nRB; i++ {
 		clear(block)
 		rb := RefBlock{Data: block, Order: p.g.RefcountOrder}
 		for j := uint64(0); j < per && i*per+j < p.total; j++ {
-			rb.Set(RefBlockIndex(j), 1)
+			rb.Set(refBlockIndex(j), 1)
 		}
 		off := p.refBlocks.Add(ClusterCount(i)).Offset(p.g)
 		if _, err := s.WriteAt(block, int64(off)); err != nil {
@@ -459,7 +459,7 @@ func (p *createPlan) writeL1(s Storage) error {
 	if p.prealloc != preallocOff {
 		w := writeBuf(buf)
 		for i := uint64(0); i < p.l1Entries; i++ {
-			w.u64(uint64(MakeL1Entry(p.l2Cluster(L1Index(i)).Offset(p.g), true)))
+			w.u64(uint64(makeL1Entry(p.l2Cluster(l1Index(i)).Offset(p.g), true)))
 		}
 	}
 	if _, err := s.WriteAt(buf, int64(p.l1.Offset(p.g))); err != nil {

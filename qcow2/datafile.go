@@ -42,7 +42,7 @@ func (img *Image) openDataFile() error {
 }
 
 // dataHostFor is where guest cluster gc's data goes in the external data file.
-func (img *Image) dataHostFor(gc GuestCluster) HostOffset {
+func (img *Image) dataHostFor(gc guestCluster) HostOffset {
 	return HostOffset(uint64(gc.Offset(img.geo)))
 }
 

@@ -14,7 +14,7 @@ func (e *headerWriteError) Unwrap() error { return e.err }
 // including compression_type are written: padding and any later fields of a longer header
 // (unknown to us) stay as they are.
 func (img *Image) writeHeaderSync(h *Header) error {
-	b := h.EncodeFixed()
+	b := h.encodeFixed()
 	if len(b) > offCompressionType+1 {
 		b = b[:offCompressionType+1]
 	}
@@ -54,12 +54,12 @@ func (img *Image) prepareWrite() error {
 		return nil
 	}
 	h := img.hdr
-	h.Autoclear &= AutoclearKnown
+	h.Autoclear &= autoclearKnown
 	if !h.bitmapsConsistent() {
 		h.Autoclear &^= AutoclearBitmaps // a bit without bitmaps to go with it
 	}
 	if img.hdr.LazyRefcounts() {
-		h.Incompatible |= IncompatDirty
+		h.Incompatible |= incompatDirty
 	}
 	if h.Autoclear != img.hdr.Autoclear || h.Incompatible != img.hdr.Incompatible {
 		if err := img.writeHeaderSync(&h); err != nil {
@@ -78,7 +78,7 @@ func (img *Image) markClean() error {
 		return nil
 	}
 	h := img.hdr
-	h.Incompatible &^= IncompatDirty
+	h.Incompatible &^= incompatDirty
 	if err := img.writeHeaderSync(&h); err != nil {
 		return err
 	}
@@ -101,7 +101,7 @@ func (img *Image) markCorrupt(err error) error {
 	img.log.Error("qcow2: image is corrupt; further writes are refused", "image", img.name(), "err", err)
 	if !img.readOnly {
 		h := img.hdr
-		h.Incompatible |= IncompatCorrupt
+		h.Incompatible |= incompatCorrupt
 		if werr := img.writeHeaderSync(&h); werr != nil {
 			img.log.Error("qcow2: could not set the corrupt bit", "image", img.name(), "err", werr)
 		} else {

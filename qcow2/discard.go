@@ -25,7 +25,8 @@ import "errors"
 // a zero request over clusters that are zero already). The engine creates or copies a table
 // only to change an entry: the guest and qemu-img map see the same, QEMU's file just holds
 // one more cluster per such table (and later allocations may land elsewhere).
-func (img *Image) Discard(off, n uint64) error {
+func (img *Image) Discard(at GuestOffset, n uint64) error {
+	off := uint64(at)
 	img.gate.RLock()
 	defer img.gate.RUnlock()
 	if err := img.checkRequest(off, n, true); err != nil {
@@ -59,14 +60,14 @@ func (img *Image) Discard(off, n uint64) error {
 // past the end of the image, for its partial last cluster). With full (a shrink), entries
 // are cleared whatever the version, and the backing file shows through.
 func (img *Image) discardClusters(from, to uint64, full bool) error {
-	return img.forEachTable(from, to, func(l1i L1Index, a, b uint64) error {
+	return img.forEachTable(from, to, func(l1i l1Index, a, b uint64) error {
 		return img.discardInTable(l1i, a, b, full)
 	})
 }
 
 // discardInTable is discard_in_l2_slice. The table is neither created nor copied when no
 // entry changes.
-func (img *Image) discardInTable(l1i L1Index, from, to uint64, full bool) error {
+func (img *Image) discardInTable(l1i l1Index, from, to uint64, full bool) error {
 	g := img.geo
 	cs := g.ClusterSize()
 	key, ok, err := img.l2For(l1i)
@@ -86,13 +87,13 @@ func (img *Image) discardInTable(l1i L1Index, from, to uint64, full bool) error 
 	}
 	writable := false
 	for pos := from; pos < to; pos += cs {
-		gc := GuestOffset(pos).Cluster(g)
+		gc := GuestOffset(pos).cluster(g)
 		var old slot
 		if t != nil {
-			if err := t.check(gc.L2Index(g)); err != nil {
+			if err := t.check(gc.l2Index(g)); err != nil {
 				return err
 			}
-			old = t.get(gc.L2Index(g))
+			old = t.get(gc.l2Index(g))
 		}
 		nw := old
 		switch {
@@ -101,9 +102,9 @@ func (img *Image) discardInTable(l1i L1Index, from, to uint64, full bool) error 
 		case hasBacking || img.clusterType(old.e).allocated():
 			switch {
 			case g.ExtendedL2:
-				nw = slot{b: MakeSubclusterBitmap(0, allSubclusters)}
+				nw = slot{b: makeSubclusterBitmap(0, allSubclusters)}
 			case img.hdr.Version >= 3:
-				nw = slot{e: L2Entry(l2Zero)}
+				nw = slot{e: l2Entry(l2Zero)}
 			default:
 				nw = slot{}
 			}
@@ -118,7 +119,7 @@ func (img *Image) discardInTable(l1i L1Index, from, to uint64, full bool) error 
 			}
 			writable = true
 		}
-		t.set(gc.L2Index(g), nw)
+		t.set(gc.l2Index(g), nw)
 		img.l2.markDirty(key)
 		img.freeEntry(old, true)
 	}

@@ -38,12 +38,12 @@ var (
 )
 
 // Sentinels of one operation: a check, a snapshot lookup, a compressed read, the storage.
-// ErrNeedRebuild is returned by a RepairLeaks check of an image whose refcounts can only be
+// errNeedRebuild is returned by a RepairLeaks check of an image whose refcounts can only be
 // repaired by rebuilding the refcount structures (RepairAll); qemu-img says "ERROR need to
 // rebuild refcount structures" and exits with 1.
-var ErrNeedRebuild = errors.New("qcow2: need to rebuild refcount structures (repair with RepairAll)")
+var errNeedRebuild = errors.New("qcow2: need to rebuild refcount structures (repair with RepairAll)")
 
-// ErrSnapshotNotFound is returned by FindSnapshot when no snapshot matches.
+// ErrSnapshotNotFound is returned by findSnapshot when no snapshot matches.
 var ErrSnapshotNotFound = errors.New("qcow2: snapshot not found")
 
 // ErrCompressedData is returned when a compressed cluster does not decode to exactly one
@@ -51,8 +51,8 @@ var ErrSnapshotNotFound = errors.New("qcow2: snapshot not found")
 // qnbd: the error matches syscall.EIO, not ErrCorrupt.
 var ErrCompressedData = &classError{msg: "qcow2: compressed cluster data is invalid", errno: syscall.EIO}
 
-// ErrNoMoreData is FindAllocation's answer for a hole that runs to the end of the store.
-var ErrNoMoreData = errors.New("qcow2: no data at or after this offset")
+// errNoMoreData is FindAllocation's answer for a hole that runs to the end of the store.
+var errNoMoreData = errors.New("qcow2: no data at or after this offset")
 
 // Internal signals between the engine's own layers; they never reach a caller.
 

@@ -29,7 +29,7 @@ type Extensions struct {
 
 // FeatureName is one entry of the feature name table.
 type FeatureName struct {
-	Type uint8 // FeatureIncompatible, FeatureCompatible or FeatureAutoclear
+	Type uint8 // featureIncompatible, featureCompatible or featureAutoclear
 	Bit  uint8
 	Name string
 }
@@ -67,7 +67,7 @@ func decodeExtensions(area []byte, start uint64) (Extensions, error) {
 	for off+extHeaderSize <= end {
 		r := readBuf(area[off:])
 		typ, n := r.u32(), uint64(r.u32())
-		if typ == ExtEnd {
+		if typ == extEnd {
 			return e, nil
 		}
 		dataOff := off + extHeaderSize
@@ -75,7 +75,7 @@ func decodeExtensions(area []byte, start uint64) (Extensions, error) {
 			return e, formatErr(int64(off), "header extension length", n, "extension %#08x runs past the end of the extension area at byte %d", typ, end)
 		}
 		data := area[dataOff : dataOff+n]
-		if typ != ExtFeatureNames && seen[typ] && isKnownExtension(typ) {
+		if typ != extFeatureNames && seen[typ] && isKnownExtension(typ) {
 			return e, formatErr(int64(off), "header extension type", fmt.Sprintf("%#08x", typ), "appears more than once")
 		}
 		seen[typ] = true
@@ -94,7 +94,7 @@ const maxBackingFormatLen = 16
 
 func isKnownExtension(typ uint32) bool {
 	switch typ {
-	case ExtBackingFormat, ExtFeatureNames, ExtBitmaps, ExtFullDiskCrypto, ExtDataFile:
+	case extBackingFormat, extFeatureNames, extBitmaps, extFullDiskCrypto, extDataFile:
 		return true
 	}
 	return false
@@ -102,7 +102,7 @@ func isKnownExtension(typ uint32) bool {
 
 func (e *Extensions) decodeOne(typ uint32, data []byte, off int64) error {
 	switch typ {
-	case ExtBackingFormat:
+	case extBackingFormat:
 		// QEMU reads the format name into a 16-byte buffer and refuses longer ones
 		// ("ext_backing_format: len=%u too large").
 		if len(data) >= maxBackingFormatLen {
@@ -113,13 +113,13 @@ func (e *Extensions) decodeOne(typ uint32, data []byte, off int64) error {
 			return formatErr(off, "backing format extension", len(data), "%v", err)
 		}
 		e.BackingFormat = name
-	case ExtDataFile:
+	case extDataFile:
 		name, err := decodeName("external data file name", data)
 		if err != nil {
 			return formatErr(off, "external data file extension", len(data), "%v", err)
 		}
 		e.DataFile = name
-	case ExtFeatureNames:
+	case extFeatureNames:
 		// Trailing bytes shorter than one entry are ignored, as QEMU does.
 		for r := readBuf(data); len(r) >= featureNameEntrySize; {
 			t, b := r.u8(), r.u8()
@@ -129,7 +129,7 @@ func (e *Extensions) decodeOne(typ uint32, data []byte, off int64) error {
 			}
 			e.FeatureNames = append(e.FeatureNames, FeatureName{Type: t, Bit: b, Name: string(name)})
 		}
-	case ExtBitmaps:
+	case extBitmaps:
 		if len(data) != bitmapsExtSize {
 			return formatErr(off, "bitmaps extension length", len(data), "must be %d", bitmapsExtSize)
 		}
@@ -138,7 +138,7 @@ func (e *Extensions) decodeOne(typ uint32, data []byte, off int64) error {
 		b.DirectorySize = r.u64()
 		b.DirectoryStart = HostOffset(r.u64())
 		e.Bitmaps = b
-	case ExtFullDiskCrypto:
+	case extFullDiskCrypto:
 		if len(data) != cryptoExtSize {
 			return formatErr(off, "encryption extension length", len(data), "must be %d", cryptoExtSize)
 		}
@@ -182,17 +182,17 @@ func (e *Extensions) encode() []byte {
 		out = append(out, rec...)
 	}
 	if e.BackingFormat != "" {
-		add(ExtBackingFormat, []byte(e.BackingFormat))
+		add(extBackingFormat, []byte(e.BackingFormat))
 	}
 	if e.DataFile != "" {
-		add(ExtDataFile, []byte(e.DataFile))
+		add(extDataFile, []byte(e.DataFile))
 	}
 	if e.Crypto != nil {
 		b := make([]byte, cryptoExtSize)
 		w := writeBuf(b)
 		w.u64(uint64(e.Crypto.Offset))
 		w.u64(e.Crypto.Length)
-		add(ExtFullDiskCrypto, b)
+		add(extFullDiskCrypto, b)
 	}
 	if len(e.FeatureNames) > 0 {
 		b := make([]byte, len(e.FeatureNames)*featureNameEntrySize)
@@ -204,7 +204,7 @@ func (e *Extensions) encode() []byte {
 			w.u8(f.Bit)
 			w.bytes(name)
 		}
-		add(ExtFeatureNames, b)
+		add(extFeatureNames, b)
 	}
 	if e.Bitmaps != nil {
 		b := make([]byte, bitmapsExtSize)
@@ -213,7 +213,7 @@ func (e *Extensions) encode() []byte {
 		w.u32(e.Bitmaps.Reserved)
 		w.u64(e.Bitmaps.DirectorySize)
 		w.u64(uint64(e.Bitmaps.DirectoryStart))
-		add(ExtBitmaps, b)
+		add(extBitmaps, b)
 	}
 	for _, u := range e.Unknown {
 		add(u.Type, u.Data)
@@ -240,17 +240,17 @@ func (e *Extensions) describeBits(typ uint8, mask uint64) string {
 	return strings.Join(parts, ", ")
 }
 
-// DefaultFeatureNames is the feature name table qnbd writes into images it creates, naming
+// defaultFeatureNames is the feature name table qnbd writes into images it creates, naming
 // every feature bit it knows, as QEMU does.
-func DefaultFeatureNames() []FeatureName {
+func defaultFeatureNames() []FeatureName {
 	return []FeatureName{
-		{FeatureIncompatible, 0, "dirty bit"},
-		{FeatureIncompatible, 1, "corrupt bit"},
-		{FeatureIncompatible, 2, "external data file"},
-		{FeatureIncompatible, 3, "compression type"},
-		{FeatureIncompatible, 4, "extended L2 entries"},
-		{FeatureCompatible, 0, "lazy refcounts"},
-		{FeatureAutoclear, 0, "bitmaps"},
-		{FeatureAutoclear, 1, "raw external data"},
+		{featureIncompatible, 0, "dirty bit"},
+		{featureIncompatible, 1, "corrupt bit"},
+		{featureIncompatible, 2, "external data file"},
+		{featureIncompatible, 3, "compression type"},
+		{featureIncompatible, 4, "extended L2 entries"},
+		{featureCompatible, 0, "lazy refcounts"},
+		{featureAutoclear, 0, "bitmaps"},
+		{featureAutoclear, 1, "raw external data"},
 	}
 }

@@ -71,10 +71,10 @@ func faultWorkload(img *Image) {
 	for i := int64(0); i < 40; i++ {
 		_, _ = img.WriteAt(buf[:1000+i*300], i*190000%(7<<20))
 		if i%5 == 0 {
-			_ = img.Zero(uint64(i*100000%(6<<20)), 5000, unmapFlag(i%10 == 0))
+			_ = img.Zero(GuestOffset(uint64(i*100000%(6<<20))), 5000, unmapFlag(i%10 == 0))
 		}
 		if i%7 == 0 {
-			_ = img.Discard(uint64(i*150000%(6<<20)), 4096)
+			_ = img.Discard(GuestOffset(uint64(i*150000%(6<<20))), 4096)
 		}
 		if i%9 == 0 {
 			_ = img.Flush()

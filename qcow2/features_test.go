@@ -119,8 +119,8 @@ func (r *engRawImage) put(off, v uint64) {
 // l2EntryOff is the file offset of guest cluster gc's L2 entry (its table must exist).
 func (r *engRawImage) l2EntryOff(gc uint64) uint64 {
 	g := r.h.Geometry()
-	l1e := r.u64(uint64(r.h.L1TableOffset) + (gc>>g.L2Bits())*8)
-	return l1e&l1OffsetMask + (gc&(g.L2Entries()-1))*g.L2EntrySize()
+	l1e := r.u64(uint64(r.h.L1TableOffset) + (gc>>g.l2Bits())*8)
+	return l1e&l1OffsetMask + (gc&(g.l2Entries()-1))*g.l2EntrySize()
 }
 
 func (r *engRawImage) headerIncompat() uint64 { return r.u64(offIncompatibleFeatures) }
@@ -169,7 +169,7 @@ func TestCorruptionMarked(t *testing.T) {
 			if !errors.Is(err, ErrCorrupt) || !errors.Is(err, syscall.EIO) {
 				t.Fatalf("read of the bad cluster: %v, want ErrCorrupt and EIO", err)
 			}
-			if r.headerIncompat()&IncompatCorrupt == 0 {
+			if r.headerIncompat()&incompatCorrupt == 0 {
 				t.Fatal("corrupt bit not set on disk")
 			}
 			if _, err := img.WriteAt(buf, 1<<20); !errors.Is(err, ErrCorrupt) {
@@ -214,7 +214,7 @@ func TestAllocatorRefusesLiveCluster(t *testing.T) {
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("write: %v, want ErrCorrupt", err)
 	}
-	if r.headerIncompat()&IncompatCorrupt == 0 {
+	if r.headerIncompat()&incompatCorrupt == 0 {
 		t.Fatal("corrupt bit not set")
 	}
 	got := make([]byte, 4096)
@@ -321,11 +321,11 @@ func TestHooksAndLazyRefcounts(t *testing.T) {
 	h := &countingHooks{}
 	img := openTestImage(t, p, OpenOptions{Hooks: h, L2CacheBytes: 2048})
 	r := engOpenRaw(t, p)
-	if r.headerIncompat()&IncompatDirty != 0 {
+	if r.headerIncompat()&incompatDirty != 0 {
 		t.Fatal("dirty before any write")
 	}
 	engWrite(t, img, 0, engPattern(10<<20, 1))
-	if r.headerIncompat()&IncompatDirty == 0 {
+	if r.headerIncompat()&incompatDirty == 0 {
 		t.Fatal("dirty bit not on disk after a lazy write")
 	}
 	if err := img.Discard(0, 1<<20); err != nil {
@@ -337,7 +337,7 @@ func TestHooksAndLazyRefcounts(t *testing.T) {
 	if err := img.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if r.headerIncompat()&IncompatDirty != 0 {
+	if r.headerIncompat()&incompatDirty != 0 {
 		t.Fatal("dirty bit still set after close")
 	}
 	h.mu.Lock()

@@ -123,7 +123,7 @@ func (img *Image) publishData(t *l2Table) {
 // beforeL2Write is the L2 cache's beforeWrite: a table that maps data linked since the last
 // data sync, and that needs it durable first, gets that sync now. One sync covers every link
 // made before it, so a run of evictions after it writes without another.
-func (img *Image) beforeL2Write(_ HostCluster, t *l2Table) error {
+func (img *Image) beforeL2Write(_ hostCluster, t *l2Table) error {
 	if t.syncGen <= img.dataSynced {
 		return nil
 	}

@@ -7,15 +7,15 @@ const Magic uint32 = 0x514649fb
 
 // Header layout. "All numbers in qcow2 are stored in Big Endian byte order."
 const (
-	// HeaderV2Length is the fixed size of a version 2 header ("header_length ... For version 2,
+	// headerV2Length is the fixed size of a version 2 header ("header_length ... For version 2,
 	// the value is always 72").
-	HeaderV2Length = 72
-	// HeaderV3MinLength is the smallest header_length a version 3 image may declare
+	headerV2Length = 72
+	// headerV3MinLength is the smallest header_length a version 3 image may declare
 	// ("For version 3 or higher, the header must be at least 104 bytes long").
-	HeaderV3MinLength = 104
-	// HeaderV3Length is the header length qnbd writes: 104 bytes plus the compression_type byte
+	headerV3MinLength = 104
+	// headerV3Length is the header length qnbd writes: 104 bytes plus the compression_type byte
 	// ("Additional fields"), padded to a multiple of 8, as QEMU does.
-	HeaderV3Length = 112
+	headerV3Length = 112
 
 	// Byte offsets of the header fields.
 	offMagic                 = 0
@@ -42,89 +42,89 @@ const (
 // Limits. The spec's own bounds, and QEMU's implementation limits (block/qcow2.h) where the spec
 // leaves the bound to the implementation; an image outside them is refused with a *FormatError.
 const (
-	// MinClusterBits: "cluster_bits ... Must not be less than 9 (i.e. 512 byte clusters)."
-	MinClusterBits = 9
-	// MaxClusterBits: "QEMU as of today has an implementation limit of 2 MB as the maximum
+	// minClusterBits: "cluster_bits ... Must not be less than 9 (i.e. 512 byte clusters)."
+	minClusterBits = 9
+	// maxClusterBits: "QEMU as of today has an implementation limit of 2 MB as the maximum
 	// cluster size".
-	MaxClusterBits = 21
-	// MinExtendedL2ClusterBits: with extended L2 entries "the cluster size must be at least
+	maxClusterBits = 21
+	// minExtendedL2ClusterBits: with extended L2 entries "the cluster size must be at least
 	// 16 KB" (subclusters are at least 512 bytes: 32 per cluster).
-	MinExtendedL2ClusterBits = 14
-	// MaxBackingFileSize: "backing_file_size ... Must not be longer than 1023 bytes."
-	MaxBackingFileSize = 1023
-	// MaxRefcountOrder: "refcount_order ... refcount_bits = 1 << refcount_order ... may not exceed
+	minExtendedL2ClusterBits = 14
+	// maxBackingFileSize: "backing_file_size ... Must not be longer than 1023 bytes."
+	maxBackingFileSize = 1023
+	// maxRefcountOrder: "refcount_order ... refcount_bits = 1 << refcount_order ... may not exceed
 	// 64 bits" (refcount_order <= 6).
-	MaxRefcountOrder = 6
+	maxRefcountOrder = 6
 	// MaxL1Bytes is QEMU's QCOW_MAX_L1_SIZE: the active L1 table may not exceed 32 MiB.
 	MaxL1Bytes = 32 << 20
-	// MaxRefTableBytes is QEMU's QCOW_MAX_REFTABLE_SIZE: the reftable may not exceed 8 MiB.
-	MaxRefTableBytes = 8 << 20
-	// MaxSnapshots is QEMU's QCOW_MAX_SNAPSHOTS.
-	MaxSnapshots = 65536
-	// MaxSnapshotTableBytes is QEMU's QCOW_MAX_SNAPSHOTS_SIZE: the whole table at most 64 MiB.
-	MaxSnapshotTableBytes = 64 << 20
-	// MaxSnapshotExtraData is QEMU's limit on a snapshot entry's extra_data_size.
-	MaxSnapshotExtraData = 1024
-	// MinSnapshotExtraDataV3: "Version 3 images must include extra data at least up to byte 55"
+	// maxRefTableBytes is QEMU's QCOW_MAX_REFTABLE_SIZE: the reftable may not exceed 8 MiB.
+	maxRefTableBytes = 8 << 20
+	// maxSnapshots is QEMU's QCOW_MAX_SNAPSHOTS.
+	maxSnapshots = 65536
+	// maxSnapshotTableBytes is QEMU's QCOW_MAX_SNAPSHOTS_SIZE: the whole table at most 64 MiB.
+	maxSnapshotTableBytes = 64 << 20
+	// maxSnapshotExtraData is QEMU's limit on a snapshot entry's extra_data_size.
+	maxSnapshotExtraData = 1024
+	// minSnapshotExtraDataV3: "Version 3 images must include extra data at least up to byte 55"
 	// of the entry, that is 16 bytes of extra data (vm_state_size_large, disk_size).
-	MinSnapshotExtraDataV3 = 16
+	minSnapshotExtraDataV3 = 16
 	// MaxBitmaps is QEMU's QCOW2_MAX_BITMAPS.
 	MaxBitmaps = 65535
 	// MaxBitmapDirectoryBytes is QEMU's QCOW2_MAX_BITMAP_DIRECTORY_SIZE.
 	MaxBitmapDirectoryBytes = 64 << 20
-	// MaxStringLength bounds the length of names inside header extensions (backing format,
+	// maxStringLength bounds the length of names inside header extensions (backing format,
 	// external data file name). QEMU reads them into 1024-byte buffers.
-	MaxStringLength = 1023
-	// MaxHostOffset is QEMU's QCOW_MAX_CLUSTER_OFFSET: "bits 9-55 of the offset"; any host offset
+	maxStringLength = 1023
+	// maxHostOffset is QEMU's QCOW_MAX_CLUSTER_OFFSET: "bits 9-55 of the offset"; any host offset
 	// at or above 2^56 cannot be represented in an L1/L2 entry.
-	MaxHostOffset = 1 << 56
+	maxHostOffset = 1 << 56
 )
 
 // Feature bits. "Bitmask of incompatible features. An implementation must fail to open an
 // image if an unknown bit is set."
 const (
-	// IncompatDirty: "Dirty bit. If this bit is set then refcounts may be inconsistent, make
+	// incompatDirty: "Dirty bit. If this bit is set then refcounts may be inconsistent, make
 	// sure to scan L1/L2 tables to repair refcounts before accessing the image."
-	IncompatDirty uint64 = 1 << 0
-	// IncompatCorrupt: "Corrupt bit. If this bit is set then any data structure may be
+	incompatDirty uint64 = 1 << 0
+	// incompatCorrupt: "Corrupt bit. If this bit is set then any data structure may be
 	// corrupt and the image must not be written to (unless for regaining consistency)."
-	IncompatCorrupt uint64 = 1 << 1
-	// IncompatDataFile: "External data file bit. If this bit is set, an external data file is
+	incompatCorrupt uint64 = 1 << 1
+	// incompatDataFile: "External data file bit. If this bit is set, an external data file is
 	// used. Guest clusters are then stored in the external data file."
-	IncompatDataFile uint64 = 1 << 2
-	// IncompatCompression: "Compression type bit. If this bit is set, a non-default
+	incompatDataFile uint64 = 1 << 2
+	// incompatCompression: "Compression type bit. If this bit is set, a non-default
 	// compression is used for compressed clusters. The compression_type field must be present
 	// and not zero."
-	IncompatCompression uint64 = 1 << 3
+	incompatCompression uint64 = 1 << 3
 	// IncompatExtendedL2: "Extended L2 Entries. If this bit is set then L2 table entries use
 	// an extended format that allows subcluster-based allocation."
 	IncompatExtendedL2 uint64 = 1 << 4
-	// IncompatKnown is every incompatible bit this implementation understands.
-	IncompatKnown = IncompatDirty | IncompatCorrupt | IncompatDataFile | IncompatCompression | IncompatExtendedL2
+	// incompatKnown is every incompatible bit this implementation understands.
+	incompatKnown = incompatDirty | incompatCorrupt | incompatDataFile | incompatCompression | IncompatExtendedL2
 
-	// CompatLazyRefcounts: "Lazy refcounts bit. If this bit is set then lazy refcount updates
+	// compatLazyRefcounts: "Lazy refcounts bit. If this bit is set then lazy refcount updates
 	// can be used. This means marking the image file dirty and postponing refcount metadata
 	// updates."
-	CompatLazyRefcounts uint64 = 1 << 0
+	compatLazyRefcounts uint64 = 1 << 0
 
 	// AutoclearBitmaps: "Bitmaps extension bit. This bit indicates consistency for the bitmaps
 	// extension data." qnbd does not update bitmaps, so it clears this bit before its first
 	// write, as the spec requires of an implementation that does not.
 	AutoclearBitmaps uint64 = 1 << 0
-	// AutoclearDataFileRaw: "Raw external data bit. If this bit is set, the external data file
+	// autoclearDataFileRaw: "Raw external data bit. If this bit is set, the external data file
 	// can be read as a consistent standalone raw image without looking at the qcow2 metadata."
-	AutoclearDataFileRaw uint64 = 1 << 1
-	// AutoclearKnown is every autoclear bit qnbd keeps when it writes (the bitmaps bit with
+	autoclearDataFileRaw uint64 = 1 << 1
+	// autoclearKnown is every autoclear bit qnbd keeps when it writes (the bitmaps bit with
 	// the bitmaps kept as QEMU keeps them: bitmap_open.go).
-	AutoclearKnown = AutoclearDataFileRaw | AutoclearBitmaps
+	autoclearKnown = autoclearDataFileRaw | AutoclearBitmaps
 )
 
 // Encryption methods (crypt_method). "0 for no encryption, 1 for AES encryption, 2 for LUKS
 // encryption". qnbd serves only unencrypted images.
 const (
-	CryptNone uint32 = 0
-	CryptAES  uint32 = 1
-	CryptLUKS uint32 = 2
+	cryptNone uint32 = 0
+	cryptAES  uint32 = 1
+	cryptLUKS uint32 = 2
 )
 
 // Compression types (compression_type, header byte 104). "0: zlib <https://www.zlib.net/>,
@@ -140,12 +140,12 @@ const (
 // extension data; n - m: Padding to round up the header extension size to the next multiple
 // of 8."
 const (
-	ExtEnd            uint32 = 0x00000000 // "End of the header extension area"
-	ExtBackingFormat  uint32 = 0xe2792aca // "Backing file format name string"
-	ExtFeatureNames   uint32 = 0x6803f857 // "Feature name table"
-	ExtBitmaps        uint32 = 0x23852875 // "Bitmaps extension"
-	ExtFullDiskCrypto uint32 = 0x0537be77 // "Full disk encryption header pointer"
-	ExtDataFile       uint32 = 0x44415441 // "External data file name string"
+	extEnd            uint32 = 0x00000000 // "End of the header extension area"
+	extBackingFormat  uint32 = 0xe2792aca // "Backing file format name string"
+	extFeatureNames   uint32 = 0x6803f857 // "Feature name table"
+	extBitmaps        uint32 = 0x23852875 // "Bitmaps extension"
+	extFullDiskCrypto uint32 = 0x0537be77 // "Full disk encryption header pointer"
+	extDataFile       uint32 = 0x44415441 // "External data file name string"
 
 	// extHeaderSize is the type and length words in front of every extension.
 	extHeaderSize = 8
@@ -161,9 +161,9 @@ const (
 
 // Feature name table types ("Type of feature (select feature bitmap)").
 const (
-	FeatureIncompatible uint8 = 0
-	FeatureCompatible   uint8 = 1
-	FeatureAutoclear    uint8 = 2
+	featureIncompatible uint8 = 0
+	featureCompatible   uint8 = 1
+	featureAutoclear    uint8 = 2
 )
 
 // L1 entries. "Bit 0 - 8: Reserved (set to 0); 9 - 55: Bits 9-55 of the offset into the image

@@ -91,7 +91,7 @@ func fuzzOpenRead(data []byte) error {
 				return fmt.Errorf("read %d+%d inside a %d-byte image: %w", off, n, size, err)
 			}
 		}
-		if _, err := img.Map(off, min(n*64, size-off)); err != nil && errors.Is(err, ErrOutOfRange) {
+		if _, err := img.Map(GuestOffset(off), min(n*64, size-off)); err != nil && errors.Is(err, ErrOutOfRange) {
 			return fmt.Errorf("map %d+%d inside a %d-byte image: %w", off, n*64, size, err)
 		}
 	}

@@ -46,8 +46,8 @@ func FuzzHeader(f *testing.F) {
 		if d := headerDiff(h, h2); d != "" {
 			t.Fatalf("round trip changed the header: %s\nfirst:  %+v\nsecond: %+v", d, h, h2)
 		}
-		// The fixed part EncodeFixed writes is the prefix of the whole cluster.
-		if fixed := h2.EncodeFixed(); !bytes.Equal(fixed, b[:len(fixed)]) {
+		// The fixed part encodeFixed writes is the prefix of the whole cluster.
+		if fixed := h2.encodeFixed(); !bytes.Equal(fixed, b[:len(fixed)]) {
 			t.Fatalf("EncodeFixed differs from the start of EncodeCluster0")
 		}
 	})

@@ -37,7 +37,7 @@ type rawHeader struct {
 	unknownFields []byte
 }
 
-// decodeRawHeader decodes the fixed fields from b, which holds at least HeaderV2Length bytes.
+// decodeRawHeader decodes the fixed fields from b, which holds at least headerV2Length bytes.
 // Version 3 fields are decoded only if present in b; compression_type only if header_length
 // covers it, as the spec says of "Additional fields": "if header_length is smaller than the
 // field's offset, the field is treated as zero".
@@ -57,11 +57,11 @@ func decodeRawHeader(b []byte) rawHeader {
 	h.refcountTableClusters = r.u32()
 	h.nbSnapshots = r.u32()
 	h.snapshotsOffset = r.u64()
-	if h.version < 3 || len(b) < HeaderV3MinLength {
+	if h.version < 3 || len(b) < headerV3MinLength {
 		// "For version 2, the following fields are implied": no features, refcount_order 4,
 		// header_length 72.
 		h.refcountOrder = 4
-		h.headerLength = HeaderV2Length
+		h.headerLength = headerV2Length
 		return h
 	}
 	h.incompatibleFeatures = r.u64()
@@ -152,19 +152,19 @@ func (h *Header) Geometry() Geometry {
 func (h *Header) ClusterSize() uint64 { return 1 << h.ClusterBits }
 
 // Dirty reports the dirty bit (refcounts may be stale).
-func (h *Header) Dirty() bool { return h.Incompatible&IncompatDirty != 0 }
+func (h *Header) Dirty() bool { return h.Incompatible&incompatDirty != 0 }
 
 // Corrupt reports the corrupt bit.
-func (h *Header) Corrupt() bool { return h.Incompatible&IncompatCorrupt != 0 }
+func (h *Header) Corrupt() bool { return h.Incompatible&incompatCorrupt != 0 }
 
 // LazyRefcounts reports the lazy refcounts compatible bit.
-func (h *Header) LazyRefcounts() bool { return h.Compatible&CompatLazyRefcounts != 0 }
+func (h *Header) LazyRefcounts() bool { return h.Compatible&compatLazyRefcounts != 0 }
 
 // HasDataFile reports whether guest data lives in an external data file.
-func (h *Header) HasDataFile() bool { return h.Incompatible&IncompatDataFile != 0 }
+func (h *Header) HasDataFile() bool { return h.Incompatible&incompatDataFile != 0 }
 
 // DataFileRaw reports the raw external data autoclear bit.
-func (h *Header) DataFileRaw() bool { return h.Autoclear&AutoclearDataFileRaw != 0 }
+func (h *Header) DataFileRaw() bool { return h.Autoclear&autoclearDataFileRaw != 0 }
 
 // CompatLevel is "0.10" for version 2 and "1.1" for version 3, as qemu-img names them.
 func (h *Header) CompatLevel() string {
@@ -200,10 +200,10 @@ func (h *Header) raw() rawHeader {
 	}
 }
 
-// EncodeFixed returns the fixed header fields as they are stored at byte 0 of the image
+// encodeFixed returns the fixed header fields as they are stored at byte 0 of the image
 // (HeaderLength bytes). The engine rewrites only these bytes when a pointer or a feature bit
 // changes: one small write inside the first sector.
-func (h *Header) EncodeFixed() []byte {
+func (h *Header) encodeFixed() []byte {
 	r := h.raw()
 	b := make([]byte, r.headerLength)
 	r.encode(b)
@@ -223,8 +223,8 @@ func (h *Header) EncodeCluster0() ([]byte, error) {
 		// A version 2 image without extensions needs no end marker; QEMU still writes one.
 		end = uint64(h.HeaderLength) + extHeaderSize
 	}
-	if len(h.BackingFile) > MaxBackingFileSize {
-		return nil, formatErr(-1, "backing_file_size", len(h.BackingFile), "must be at most %d", MaxBackingFileSize)
+	if len(h.BackingFile) > maxBackingFileSize {
+		return nil, formatErr(-1, "backing_file_size", len(h.BackingFile), "must be at most %d", maxBackingFileSize)
 	}
 	if end+uint64(len(h.BackingFile)) > cs {
 		return nil, fmt.Errorf("%w: header, extensions and backing file name need %d bytes, more than the %d-byte first cluster",
@@ -250,12 +250,12 @@ func ReadHeader(s Storage) (*Header, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qcow2: size of image file: %w", err)
 	}
-	fixed := make([]byte, HeaderV3Length)
+	fixed := make([]byte, headerV3Length)
 	n, err := s.ReadAt(fixed, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("qcow2: read header: %w", err)
 	}
-	if n < HeaderV2Length {
+	if n < headerV2Length {
 		return nil, fmt.Errorf("%w: file is %d bytes, too short for a qcow2 header", ErrFormat, fileSize)
 	}
 	raw := decodeRawHeader(fixed[:n])
@@ -275,10 +275,10 @@ func ReadHeader(s Storage) (*Header, error) {
 // it as the file holds); fileSize is the length of the image file, against which table
 // offsets are checked.
 func DecodeHeader(cluster0 []byte, fileSize uint64) (*Header, error) {
-	if len(cluster0) < HeaderV2Length {
+	if len(cluster0) < headerV2Length {
 		return nil, fmt.Errorf("%w: %d bytes, too short for a qcow2 header", ErrFormat, len(cluster0))
 	}
-	raw := decodeRawHeader(cluster0[:min(len(cluster0), HeaderV3Length)])
+	raw := decodeRawHeader(cluster0[:min(len(cluster0), headerV3Length)])
 	if err := raw.validateFixed(); err != nil {
 		return nil, err
 	}
@@ -295,12 +295,12 @@ func (r *rawHeader) validateFixed() error {
 	if r.version != 2 && r.version != 3 {
 		return &FormatError{Off: offVersion, Field: "version", Val: r.version, Msg: "only versions 2 and 3 exist", Class: ErrUnsupported}
 	}
-	if r.clusterBits < MinClusterBits || r.clusterBits > MaxClusterBits {
-		return formatErr(offClusterBits, "cluster_bits", r.clusterBits, "must be between %d and %d (512 B to 2 MiB clusters)", MinClusterBits, MaxClusterBits)
+	if r.clusterBits < minClusterBits || r.clusterBits > maxClusterBits {
+		return formatErr(offClusterBits, "cluster_bits", r.clusterBits, "must be between %d and %d (512 B to 2 MiB clusters)", minClusterBits, maxClusterBits)
 	}
 	if r.version == 3 {
-		if r.headerLength < HeaderV3MinLength {
-			return formatErr(offHeaderLength, "header_length", r.headerLength, "must be at least %d for version 3", HeaderV3MinLength)
+		if r.headerLength < headerV3MinLength {
+			return formatErr(offHeaderLength, "header_length", r.headerLength, "must be at least %d for version 3", headerV3MinLength)
 		}
 		if r.headerLength%8 != 0 {
 			return formatErr(offHeaderLength, "header_length", r.headerLength, "must be a multiple of 8")
@@ -351,8 +351,8 @@ func decodeHeader(r rawHeader, cluster0 []byte, fileSize uint64) (*Header, error
 		if r.backingFileOffset < uint64(r.headerLength) {
 			return nil, formatErr(offBackingFileOffset, "backing_file_offset", r.backingFileOffset, "overlaps the %d-byte header", r.headerLength)
 		}
-		if r.backingFileSize > MaxBackingFileSize {
-			return nil, formatErr(offBackingFileSize, "backing_file_size", r.backingFileSize, "must be at most %d", MaxBackingFileSize)
+		if r.backingFileSize > maxBackingFileSize {
+			return nil, formatErr(offBackingFileSize, "backing_file_size", r.backingFileSize, "must be at most %d", maxBackingFileSize)
 		}
 		if r.backingFileOffset+uint64(r.backingFileSize) > cs {
 			return nil, formatErr(offBackingFileSize, "backing_file_size", r.backingFileSize, "name at %d runs past the first cluster", r.backingFileOffset)
@@ -393,8 +393,8 @@ func decodeHeader(r rawHeader, cluster0 []byte, fileSize uint64) (*Header, error
 // terminating NUL in the length). A name that is empty that way while its stored length is not
 // is refused, as QEMU refuses to open such an image.
 func decodeName(what string, b []byte) (string, error) {
-	if len(b) > MaxStringLength {
-		return "", fmt.Errorf("%s is %d bytes, more than %d", what, len(b), MaxStringLength)
+	if len(b) > maxStringLength {
+		return "", fmt.Errorf("%s is %d bytes, more than %d", what, len(b), maxStringLength)
 	}
 	name := cString(b)
 	if name == "" && len(b) > 0 {
@@ -405,8 +405,8 @@ func decodeName(what string, b []byte) (string, error) {
 
 // checkName checks a string that will be written into an image: valid length, no NUL bytes.
 func checkName(what string, b []byte) error {
-	if len(b) > MaxStringLength {
-		return fmt.Errorf("%s is %d bytes, more than %d", what, len(b), MaxStringLength)
+	if len(b) > maxStringLength {
+		return fmt.Errorf("%s is %d bytes, more than %d", what, len(b), maxStringLength)
 	}
 	if i := strings.IndexByte(string(b), 0); i >= 0 {
 		return fmt.Errorf("%s contains a NUL byte at %d", what, i)
@@ -422,23 +422,23 @@ func (h *Header) Validate(fileSize uint64) error {
 	g := h.Geometry()
 
 	// Features.
-	if unknown := h.Incompatible &^ IncompatKnown; unknown != 0 {
+	if unknown := h.Incompatible &^ incompatKnown; unknown != 0 {
 		return &FormatError{Off: offIncompatibleFeatures, Field: "incompatible_features", Val: fmt.Sprintf("%#x", h.Incompatible),
-			Msg: "unsupported feature(s): " + h.Extensions.describeBits(FeatureIncompatible, unknown), Class: ErrUnsupported}
+			Msg: "unsupported feature(s): " + h.Extensions.describeBits(featureIncompatible, unknown), Class: ErrUnsupported}
 	}
 	if h.Version == 2 && (h.Incompatible != 0 || h.Compatible != 0 || h.Autoclear != 0) {
 		return formatErr(offIncompatibleFeatures, "incompatible_features", h.Incompatible, "version 2 images have no feature bits")
 	}
-	if g.ExtendedL2 && h.ClusterBits < MinExtendedL2ClusterBits {
-		return formatErr(offClusterBits, "cluster_bits", h.ClusterBits, "extended L2 entries need clusters of at least %d bytes", 1<<MinExtendedL2ClusterBits)
+	if g.ExtendedL2 && h.ClusterBits < minExtendedL2ClusterBits {
+		return formatErr(offClusterBits, "cluster_bits", h.ClusterBits, "extended L2 entries need clusters of at least %d bytes", 1<<minExtendedL2ClusterBits)
 	}
 	switch h.CompressionType {
 	case CompressionZlib:
-		if h.Incompatible&IncompatCompression != 0 {
+		if h.Incompatible&incompatCompression != 0 {
 			return formatErr(offCompressionType, "compression_type", h.CompressionType, "the compression type bit is set, so the type must not be zlib (0)")
 		}
 	case CompressionZstd:
-		if h.Incompatible&IncompatCompression == 0 {
+		if h.Incompatible&incompatCompression == 0 {
 			return formatErr(offCompressionType, "compression_type", h.CompressionType, "a non-zlib compression type needs incompatible bit 3")
 		}
 	default:
@@ -446,8 +446,8 @@ func (h *Header) Validate(fileSize uint64) error {
 	}
 
 	// Refcounts.
-	if h.RefcountOrder > MaxRefcountOrder {
-		return formatErr(offRefcountOrder, "refcount_order", h.RefcountOrder, "must be at most %d (64-bit refcounts)", MaxRefcountOrder)
+	if h.RefcountOrder > maxRefcountOrder {
+		return formatErr(offRefcountOrder, "refcount_order", h.RefcountOrder, "must be at most %d (64-bit refcounts)", maxRefcountOrder)
 	}
 	if h.Version == 2 && h.RefcountOrder != 4 {
 		return formatErr(offRefcountOrder, "refcount_order", h.RefcountOrder, "version 2 images use 16-bit refcounts (order 4)")
@@ -455,12 +455,12 @@ func (h *Header) Validate(fileSize uint64) error {
 
 	// Encryption: not served, but named clearly.
 	switch h.CryptMethod {
-	case CryptNone:
+	case cryptNone:
 		if h.Extensions.Crypto != nil {
 			return formatErr(-1, "full disk encryption header extension", "present", "found in an unencrypted image")
 		}
-	case CryptAES, CryptLUKS:
-		name := map[uint32]string{CryptAES: "AES", CryptLUKS: "LUKS"}[h.CryptMethod]
+	case cryptAES, cryptLUKS:
+		name := map[uint32]string{cryptAES: "AES", cryptLUKS: "LUKS"}[h.CryptMethod]
 		return &FormatError{Off: offCryptMethod, Field: "crypt_method", Val: h.CryptMethod, Msg: name + " encrypted images are not supported", Class: ErrUnsupported}
 	default:
 		return formatErr(offCryptMethod, "crypt_method", h.CryptMethod, "unknown encryption method (0 none, 1 AES, 2 LUKS)")
@@ -484,8 +484,8 @@ func (h *Header) Validate(fileSize uint64) error {
 	if h.RefTableClusters == 0 {
 		return formatErr(offRefcountTableClusters, "refcount_table_clusters", h.RefTableClusters, "the image has no reference count table")
 	}
-	if uint64(h.RefTableClusters)*cs > MaxRefTableBytes {
-		return formatErr(offRefcountTableClusters, "refcount_table_clusters", h.RefTableClusters, "a %d-byte reftable exceeds the %d-byte limit", uint64(h.RefTableClusters)*cs, MaxRefTableBytes)
+	if uint64(h.RefTableClusters)*cs > maxRefTableBytes {
+		return formatErr(offRefcountTableClusters, "refcount_table_clusters", h.RefTableClusters, "a %d-byte reftable exceeds the %d-byte limit", uint64(h.RefTableClusters)*cs, maxRefTableBytes)
 	}
 	if err := checkTable("refcount_table_offset", offRefcountTableOffset, h.RefTableOffset, uint64(h.RefTableClusters)*cs, g, fileSize); err != nil {
 		return err
@@ -495,7 +495,7 @@ func (h *Header) Validate(fileSize uint64) error {
 	if uint64(h.L1Size)*l1EntrySize > MaxL1Bytes {
 		return formatErr(offL1Size, "l1_size", h.L1Size, "a %d-byte L1 table exceeds the %d-byte limit", uint64(h.L1Size)*l1EntrySize, MaxL1Bytes)
 	}
-	need := g.L1EntriesFor(h.Size)
+	need := g.l1EntriesFor(h.Size)
 	if need > math.MaxInt32 {
 		return formatErr(offSize, "size", h.Size, "needs %d L1 entries, more than %d", need, math.MaxInt32)
 	}
@@ -506,7 +506,7 @@ func (h *Header) Validate(fileSize uint64) error {
 		if err := checkTable("l1_table_offset", offL1TableOffset, h.L1TableOffset, uint64(h.L1Size)*l1EntrySize, g, fileSize); err != nil {
 			return err
 		}
-	} else if h.L1TableOffset.InCluster(g) != 0 {
+	} else if h.L1TableOffset.inCluster(g) != 0 {
 		return formatErr(offL1TableOffset, "l1_table_offset", uint64(h.L1TableOffset), "not aligned to a %d-byte cluster", cs)
 	}
 
@@ -514,10 +514,10 @@ func (h *Header) Validate(fileSize uint64) error {
 	// checked here, as QEMU checks them at open (qcow2_validate_table "Snapshot table"): the
 	// table may start anywhere cluster aligned, even past the end of the file, where it reads
 	// as zeros. LoadSnapshots and ReadSnapshots bound the rest.
-	if h.SnapshotCount > MaxSnapshots {
-		return formatErr(offNbSnapshots, "nb_snapshots", h.SnapshotCount, "must be at most %d", MaxSnapshots)
+	if h.SnapshotCount > maxSnapshots {
+		return formatErr(offNbSnapshots, "nb_snapshots", h.SnapshotCount, "must be at most %d", maxSnapshots)
 	}
-	if h.SnapshotsOffset.InCluster(g) != 0 {
+	if h.SnapshotsOffset.inCluster(g) != 0 {
 		return formatErr(offSnapshotsOffset, "snapshots_offset", uint64(h.SnapshotsOffset), "not aligned to a %d-byte cluster", cs)
 	}
 	if uint64(h.SnapshotsOffset) > math.MaxInt64-uint64(h.SnapshotCount)*snapshotFixedSize {
@@ -537,14 +537,14 @@ func (h *Header) Validate(fileSize uint64) error {
 // checkTable checks that a table of n bytes at off is cluster aligned, does not overlap the
 // header cluster, does not overflow, and lies inside the file.
 func checkTable(field string, fieldOff int64, off HostOffset, n uint64, g Geometry, fileSize uint64) error {
-	if off.InCluster(g) != 0 {
+	if off.inCluster(g) != 0 {
 		return formatErr(fieldOff, field, uint64(off), "not aligned to a %d-byte cluster", g.ClusterSize())
 	}
 	if off == 0 {
 		return formatErr(fieldOff, field, uint64(off), "points at the image header")
 	}
 	end, carry := bits.Add64(uint64(off), n, 0)
-	if carry != 0 || end > math.MaxInt64 || end > MaxHostOffset {
+	if carry != 0 || end > math.MaxInt64 || end > maxHostOffset {
 		return formatErr(fieldOff, field, uint64(off), "a %d-byte table there overflows the largest image offset", n)
 	}
 	if end > fileSize {

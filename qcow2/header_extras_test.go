@@ -30,7 +30,7 @@ func rewriteExtensions(t *testing.T, s *memstore.Store, recs [][]byte, noEnd boo
 		t.Fatal(err)
 	}
 	c0 := make([]byte, h.ClusterSize())
-	copy(c0, h.EncodeFixed())
+	copy(c0, h.encodeFixed())
 	off := uint64(h.HeaderLength)
 	for _, r := range recs {
 		off += uint64(copy(c0[off:], r))
@@ -81,14 +81,14 @@ func TestHeaderExtras(t *testing.T) {
 	poke8 := func(off int64, v uint64) func(*testing.T, *memstore.Store) {
 		return func(t *testing.T, s *memstore.Store) { poke(t, s, off, v) }
 	}
-	bf := rawExt(ExtBackingFormat, []byte("raw"))
+	bf := rawExt(extBackingFormat, []byte("raw"))
 	cases := []extra{
 		{name: "duplicate backing format extension", base: withBacking, field: "header extension type", qemuOK: true,
 			why:    "the spec allows each extension once; QEMU keeps the last copy",
 			mutate: func(t *testing.T, s *memstore.Store) { rewriteExtensions(t, s, [][]byte{bf, bf}, false) }},
 		{name: "duplicate feature name table", base: plain, qemuOK: true,
 			mutate: func(t *testing.T, s *memstore.Store) {
-				ft := rawExt(ExtFeatureNames, append([]byte{0, 7}, make([]byte, 46)...))
+				ft := rawExt(extFeatureNames, append([]byte{0, 7}, make([]byte, 46)...))
 				rewriteExtensions(t, s, [][]byte{ft, ft}, false)
 			}},
 		{name: "duplicate unknown extension", base: plain, qemuOK: true,
@@ -107,7 +107,7 @@ func TestHeaderExtras(t *testing.T) {
 			}},
 		{name: "zero-length backing format", base: withBacking, qemuOK: true,
 			mutate: func(t *testing.T, s *memstore.Store) {
-				rewriteExtensions(t, s, [][]byte{rawExt(ExtBackingFormat, nil)}, false)
+				rewriteExtensions(t, s, [][]byte{rawExt(extBackingFormat, nil)}, false)
 			},
 			check: func(t *testing.T, h *Header) {
 				if h.Extensions.BackingFormat != "" || h.BackingFile == "" {
@@ -137,7 +137,7 @@ func TestHeaderExtras(t *testing.T) {
 			mutate: poke8(offIncompatibleFeatures, 0)},
 		{name: "raw-data bit without data-file", base: plain, field: "autoclear_features", qemuOK: true,
 			why:    "the spec forbids it; QEMU ignores the bit when reading",
-			mutate: poke8(offAutoclearFeatures, AutoclearDataFileRaw)},
+			mutate: poke8(offAutoclearFeatures, autoclearDataFileRaw)},
 		{name: "data-file with a backing file (qemu-img made)", base: dataBacking, qemuOK: true,
 			check: func(t *testing.T, h *Header) {
 				if !h.HasDataFile() || h.BackingFile == "" {
@@ -146,22 +146,22 @@ func TestHeaderExtras(t *testing.T) {
 			}},
 		{name: "raw data-file with a backing file", base: dataBacking, field: "backing_file_offset", qemuOK: true,
 			why:    "the spec: backing files are incompatible with raw external data; QEMU only refuses to create it",
-			mutate: poke8(offAutoclearFeatures, AutoclearDataFileRaw)},
+			mutate: poke8(offAutoclearFeatures, autoclearDataFileRaw)},
 		{name: "raw data-file (qemu-img made)", base: dataFileRaw, qemuOK: true},
 		{name: "extended L2 with cluster_bits 13", base: extL2, field: "cluster_bits", qemuOK: false,
 			mutate: func(t *testing.T, s *memstore.Store) { poke(t, s, offClusterBits, uint32(13)) }},
 		{name: "unknown compression type 2 with bit 3", base: plain, field: "compression_type", qemuOK: false,
 			mutate: func(t *testing.T, s *memstore.Store) {
-				poke(t, s, offIncompatibleFeatures, IncompatCompression)
+				poke(t, s, offIncompatibleFeatures, incompatCompression)
 				poke(t, s, offCompressionType, uint8(2))
 			}},
-		{name: "corrupt bit (header accepts; Open refuses read-write)", base: plain, qemuOK: true, mutate: poke8(offIncompatibleFeatures, IncompatCorrupt),
+		{name: "corrupt bit (header accepts; Open refuses read-write)", base: plain, qemuOK: true, mutate: poke8(offIncompatibleFeatures, incompatCorrupt),
 			check: func(t *testing.T, h *Header) {
 				if !h.Corrupt() {
 					t.Error("corrupt bit lost")
 				}
 			}},
-		{name: "dirty bit", base: plain, qemuOK: true, mutate: poke8(offIncompatibleFeatures, IncompatDirty),
+		{name: "dirty bit", base: plain, qemuOK: true, mutate: poke8(offIncompatibleFeatures, incompatDirty),
 			check: func(t *testing.T, h *Header) {
 				if !h.Dirty() {
 					t.Error("dirty bit lost")
@@ -170,13 +170,13 @@ func TestHeaderExtras(t *testing.T) {
 		{name: "unknown incompatible bit named by the feature table", base: plain, field: "incompatible_features", qemuOK: false,
 			mutate: func(t *testing.T, s *memstore.Store) {
 				name := append([]byte("shiny new thing"), make([]byte, 46-15)...)
-				rewriteExtensions(t, s, [][]byte{rawExt(ExtFeatureNames, append([]byte{FeatureIncompatible, 9}, name...))}, false)
+				rewriteExtensions(t, s, [][]byte{rawExt(extFeatureNames, append([]byte{featureIncompatible, 9}, name...))}, false)
 				poke(t, s, offIncompatibleFeatures, uint64(1)<<9)
 			}},
 		{name: "bitmaps extension with garbage, autoclear bit clear", base: bitmapped, qemuOK: true,
 			why: "", mutate: func(t *testing.T, s *memstore.Store) {
 				poke(t, s, offAutoclearFeatures, uint64(0))
-				bm := rawExt(ExtBitmaps, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 0xffffffff_00000007), 1<<40), 12345))
+				bm := rawExt(extBitmaps, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 0xffffffff_00000007), 1<<40), 12345))
 				rewriteExtensions(t, s, [][]byte{bm}, false)
 			},
 			check: func(t *testing.T, h *Header) {
@@ -188,12 +188,12 @@ func TestHeaderExtras(t *testing.T) {
 			mutate: func(t *testing.T, s *memstore.Store) {
 				h, _ := ReadHeader(s)
 				b := *h.Extensions.Bitmaps
-				bm := rawExt(ExtBitmaps, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(b.Count)<<32|1), b.DirectorySize), uint64(b.DirectoryStart)))
+				bm := rawExt(extBitmaps, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(b.Count)<<32|1), b.DirectorySize), uint64(b.DirectoryStart)))
 				rewriteExtensions(t, s, [][]byte{bm}, false)
 			}},
 		{name: "crypto extension in an unencrypted image", base: plain, field: "full disk encryption header extension", qemuOK: false,
 			mutate: func(t *testing.T, s *memstore.Store) {
-				rewriteExtensions(t, s, [][]byte{rawExt(ExtFullDiskCrypto, make([]byte, 16))}, false)
+				rewriteExtensions(t, s, [][]byte{rawExt(extFullDiskCrypto, make([]byte, 16))}, false)
 			}},
 		{name: "header_length 120 with an unknown additional field", base: plain, qemuOK: true,
 			mutate: func(t *testing.T, s *memstore.Store) {
@@ -206,7 +206,7 @@ func TestHeaderExtras(t *testing.T) {
 				}
 			},
 			check: func(t *testing.T, h *Header) {
-				b := h.EncodeFixed()
+				b := h.encodeFixed()
 				if len(b) != 120 || binary.BigEndian.Uint64(b[112:]) != 0xfeedface {
 					t.Errorf("unknown additional field not preserved: % x", b[104:])
 				}

@@ -61,13 +61,13 @@ func makeLimitImage(t *testing.T) *limitImage {
 	li.snapL1 = HostOffset(binary.BigEndian.Uint64(readFull(t, s, h.SnapshotsOffset, 8)))
 	for off := uint64(h.HeaderLength); off+8 <= h.BackingFileOffset; {
 		typ, n := binary.BigEndian.Uint32(c0[off:]), binary.BigEndian.Uint32(c0[off+4:])
-		if typ == ExtEnd {
+		if typ == extEnd {
 			break
 		}
 		li.exts[typ] = int64(off)
 		off += 8 + pad8(uint64(n))
 	}
-	for _, typ := range []uint32{ExtBackingFormat, ExtFeatureNames, ExtBitmaps} {
+	for _, typ := range []uint32{extBackingFormat, extFeatureNames, extBitmaps} {
 		if _, ok := li.exts[typ]; !ok {
 			t.Fatalf("base image lacks extension %#x; qemu-img changed its layout", typ)
 		}
@@ -113,8 +113,8 @@ func (li *limitImage) fields() []limitField {
 	cs := h.ClusterSize()
 	fs := uint64(li.fileSize)
 	endAligned := (fs + cs - 1) &^ (cs - 1) // the first cluster boundary at or past the end
-	need := h.Geometry().L1EntriesFor(h.Size)
-	perL1 := h.Geometry().GuestBytesPerL2()
+	need := h.Geometry().l1EntriesFor(h.Size)
+	perL1 := h.Geometry().guestBytesPerL2()
 	f := func(name string, off int64, width int, names []string, extra ...uint64) limitField {
 		vals := append(common(width), extra...)
 		slices.Sort(vals)
@@ -124,40 +124,40 @@ func (li *limitImage) fields() []limitField {
 		}
 		return limitField{name: name, off: off, width: width, values: vals, names: names}
 	}
-	bm := li.exts[ExtBitmaps]
+	bm := li.exts[extBitmaps]
 	bmNames := []string{"nb_bitmaps", "bitmap_directory_size", "bitmap_directory_offset", "bitmaps extension reserved field", "bitmaps extension length"}
 	return []limitField{
 		f("version", offVersion, 4, nil, 2, 3, 4),
 		f("backing_file_offset", offBackingFileOffset, 8, []string{"backing_file_offset", "backing_file_size", "header extension length", "header extension type"},
 			cs-1, cs, cs+1, h.BackingFileOffset-1, h.BackingFileOffset+1, uint64(h.HeaderLength)-8, cs-5),
-		f("backing_file_size", offBackingFileSize, 4, nil, MaxBackingFileSize-1, MaxBackingFileSize, MaxBackingFileSize+1, cs-h.BackingFileOffset, cs-h.BackingFileOffset+1),
+		f("backing_file_size", offBackingFileSize, 4, nil, maxBackingFileSize-1, maxBackingFileSize, maxBackingFileSize+1, cs-h.BackingFileOffset, cs-h.BackingFileOffset+1),
 		f("cluster_bits", offClusterBits, 4, []string{"cluster_bits", "header_length", "backing_file_offset", "backing_file_size", "l1_size", "l1_table_offset",
 			"refcount_table_offset", "refcount_table_clusters", "snapshots_offset", "bitmap_directory_offset", "header extension length", "size"},
-			MinClusterBits-1, MinClusterBits, MinClusterBits+1, 15, 17, MaxClusterBits-1, MaxClusterBits, MaxClusterBits+1, 32, 64),
+			minClusterBits-1, minClusterBits, minClusterBits+1, 15, 17, maxClusterBits-1, maxClusterBits, maxClusterBits+1, 32, 64),
 		f("size", offSize, 8, []string{"size", "l1_size"}, uint64(h.L1Size)*perL1-1, uint64(h.L1Size)*perL1, uint64(h.L1Size)*perL1+1, 1<<61, 1<<62, 1<<63),
 		f("crypt_method", offCryptMethod, 4, nil, 2, 3),
 		f("l1_size", offL1Size, 4, []string{"l1_size", "l1_table_offset"}, need-1, need, need+1, MaxL1Bytes/8-1, MaxL1Bytes/8, MaxL1Bytes/8+1),
-		f("l1_table_offset", offL1TableOffset, 8, nil, uint64(h.L1TableOffset)+512, uint64(h.L1TableOffset)+cs, endAligned-cs, endAligned, 1<<56, MaxHostOffset-cs),
+		f("l1_table_offset", offL1TableOffset, 8, nil, uint64(h.L1TableOffset)+512, uint64(h.L1TableOffset)+cs, endAligned-cs, endAligned, 1<<56, maxHostOffset-cs),
 		f("refcount_table_offset", offRefcountTableOffset, 8, nil, uint64(h.RefTableOffset)+512, endAligned-cs, endAligned, 1<<56, 1<<63),
 		f("refcount_table_clusters", offRefcountTableClusters, 4, []string{"refcount_table_clusters", "refcount_table_offset"},
-			MaxRefTableBytes/cs-1, MaxRefTableBytes/cs, MaxRefTableBytes/cs+1, 2, 8),
+			maxRefTableBytes/cs-1, maxRefTableBytes/cs, maxRefTableBytes/cs+1, 2, 8),
 		f("nb_snapshots", offNbSnapshots, 4, []string{"nb_snapshots", "snapshots_offset", "snapshot[1].header", "snapshot[1].padding", "snapshot[1].extra_data_size",
 			"snapshot[1].l1_table_offset", "snapshot[1].l1_size", "snapshot[1].id", "snapshot[1].name", "snapshot[1].extra_data"},
-			MaxSnapshots-1, MaxSnapshots, MaxSnapshots+1, 2),
+			maxSnapshots-1, maxSnapshots, maxSnapshots+1, 2),
 		f("snapshots_offset", offSnapshotsOffset, 8, []string{"snapshots_offset", "snapshot[0].header", "snapshot[0].extra_data_size", "snapshot[0].l1_table_offset",
 			"snapshot[0].l1_size", "snapshot[0].id", "snapshot[0].name", "snapshot[0].extra_data"},
 			uint64(h.SnapshotsOffset)+512, endAligned-cs, endAligned, 1<<56),
 		f("incompatible_features", offIncompatibleFeatures, 8, []string{"incompatible_features", "compression_type", "cluster_bits", "refcount_table_offset",
-			"l1_table_offset", "backing_file_offset", "l1_size"}, IncompatKnown, IncompatDirty|IncompatCorrupt, IncompatDataFile, IncompatExtendedL2, IncompatCompression),
-		f("compatible_features", offCompatibleFeatures, 8, nil, CompatLazyRefcounts, 2),
-		f("autoclear_features", offAutoclearFeatures, 8, []string{"autoclear_features", "backing_file_offset"}, AutoclearDataFileRaw, AutoclearBitmaps|AutoclearDataFileRaw, 4),
-		f("refcount_order", offRefcountOrder, 4, nil, 3, 4, 5, MaxRefcountOrder, MaxRefcountOrder+1, 64),
+			"l1_table_offset", "backing_file_offset", "l1_size"}, incompatKnown, incompatDirty|incompatCorrupt, incompatDataFile, IncompatExtendedL2, incompatCompression),
+		f("compatible_features", offCompatibleFeatures, 8, nil, compatLazyRefcounts, 2),
+		f("autoclear_features", offAutoclearFeatures, 8, []string{"autoclear_features", "backing_file_offset"}, autoclearDataFileRaw, AutoclearBitmaps|autoclearDataFileRaw, 4),
+		f("refcount_order", offRefcountOrder, 4, nil, 3, 4, 5, maxRefcountOrder, maxRefcountOrder+1, 64),
 		f("header_length", offHeaderLength, 4, []string{"header_length", "header extension length", "header extension type", "backing_file_offset"},
-			HeaderV2Length, HeaderV3MinLength-1, HeaderV3MinLength, HeaderV3MinLength+1, HeaderV3Length-1, HeaderV3Length, HeaderV3Length+8, cs-1, cs, cs+1),
+			headerV2Length, headerV3MinLength-1, headerV3MinLength, headerV3MinLength+1, headerV3Length-1, headerV3Length, headerV3Length+8, cs-1, cs, cs+1),
 		f("compression_type", offCompressionType, 1, nil, 2, 3),
-		f("ext backing format length", li.exts[ExtBackingFormat]+4, 4, []string{"header extension length", "backing format extension", "header extension type"},
-			MaxStringLength-1, MaxStringLength, MaxStringLength+1, 15, 16, 17, h.BackingFileOffset-uint64(li.exts[ExtBackingFormat])-8, h.BackingFileOffset-uint64(li.exts[ExtBackingFormat])-7),
-		f("ext feature table length", li.exts[ExtFeatureNames]+4, 4, []string{"header extension length", "header extension type", "bitmaps extension length"},
+		f("ext backing format length", li.exts[extBackingFormat]+4, 4, []string{"header extension length", "backing format extension", "header extension type"},
+			maxStringLength-1, maxStringLength, maxStringLength+1, 15, 16, 17, h.BackingFileOffset-uint64(li.exts[extBackingFormat])-8, h.BackingFileOffset-uint64(li.exts[extBackingFormat])-7),
+		f("ext feature table length", li.exts[extFeatureNames]+4, 4, []string{"header extension length", "header extension type", "bitmaps extension length"},
 			featureNameEntrySize-1, featureNameEntrySize, featureNameEntrySize+1),
 		f("ext bitmaps length", bm+4, 4, []string{"header extension length", "bitmaps extension length"}, bitmapsExtSize-1, bitmapsExtSize+1, bitmapsExtSize+8),
 		f("nb_bitmaps", bm+8, 4, bmNames, MaxBitmaps-1, MaxBitmaps, MaxBitmaps+1, 2),
@@ -169,7 +169,7 @@ func (li *limitImage) fields() []limitField {
 		f("snapshot id_str_size", li.snap0+12, 2, []string{"snapshot[0].id", "snapshot[0].name", "snapshot[0].l1_table_offset"}, 0xffff, 0x7fff),
 		f("snapshot name_size", li.snap0+14, 2, []string{"snapshot[0].name"}, 0xffff, 0x7fff),
 		f("snapshot extra_data_size", li.snap0+36, 4, []string{"snapshot[0].extra_data_size", "snapshot[0].extra_data", "snapshot[0].id", "snapshot[0].name", "snapshot[0].l1_table_offset"},
-			MinSnapshotExtraDataV3-1, MinSnapshotExtraDataV3, MaxSnapshotExtraData-1, MaxSnapshotExtraData, MaxSnapshotExtraData+1),
+			minSnapshotExtraDataV3-1, minSnapshotExtraDataV3, maxSnapshotExtraData-1, maxSnapshotExtraData, maxSnapshotExtraData+1),
 	}
 }
 
@@ -286,14 +286,14 @@ func limitDifference(li *limitImage, c limitCase) (string, int) {
 		}
 	case "header_length":
 		// QEMU opens it if the extension area it then reads is empty or ends at once.
-		if v >= HeaderV3MinLength && v < cs && v%8 != 0 && (v >= h.BackingFileOffset || binary.BigEndian.Uint32(li.cluster0[v:]) == 0) {
+		if v >= headerV3MinLength && v < cs && v%8 != 0 && (v >= h.BackingFileOffset || binary.BigEndian.Uint32(li.cluster0[v:]) == 0) {
 			return "header_length not a multiple of 8: the spec forbids it, QEMU does not check", refuseMore
 		}
 		if v == cs {
 			return "a header as long as the cluster leaves the backing name inside it", refuseMore
 		}
 	case "crypt_method":
-		if v == uint64(CryptAES) {
+		if v == uint64(cryptAES) {
 			return "AES encryption: qemu-img still opens it, qnbd serves no encrypted image", refuseMore
 		}
 	case "l1_size":
@@ -309,11 +309,11 @@ func limitDifference(li *limitImage, c limitCase) (string, int) {
 			return outsideWhy, refuseMore
 		}
 	case "refcount_table_clusters":
-		if v*cs <= MaxRefTableBytes && outside(uint64(h.RefTableOffset), v*cs) {
+		if v*cs <= maxRefTableBytes && outside(uint64(h.RefTableOffset), v*cs) {
 			return outsideWhy, refuseMore
 		}
 	case "autoclear_features":
-		if v&AutoclearDataFileRaw != 0 {
+		if v&autoclearDataFileRaw != 0 {
 			return "raw external data bit without an external data file: the spec forbids it, QEMU ignores it when reading", refuseMore
 		}
 	case "size":

@@ -46,7 +46,7 @@ func TestReadHeaderFromQemuImg(t *testing.T) {
 			}
 		}},
 		{"v2", "compat=0.10,cluster_size=4096", "1G", func(t *testing.T, h *Header) {
-			if h.Version != 2 || h.ClusterBits != 12 || h.HeaderLength != HeaderV2Length {
+			if h.Version != 2 || h.ClusterBits != 12 || h.HeaderLength != headerV2Length {
 				t.Errorf("got %+v", h)
 			}
 		}},
@@ -57,7 +57,7 @@ func TestReadHeaderFromQemuImg(t *testing.T) {
 		}},
 		{"extl2-zstd-lazy", "cluster_size=2M,extended_l2=on,compression_type=zstd,lazy_refcounts=on,refcount_bits=64", "4T", func(t *testing.T, h *Header) {
 			g := h.Geometry()
-			if !g.ExtendedL2 || h.CompressionType != CompressionZstd || !h.LazyRefcounts() || h.RefcountOrder != 6 || g.L2Entries() != 2<<20/16 {
+			if !g.ExtendedL2 || h.CompressionType != CompressionZstd || !h.LazyRefcounts() || h.RefcountOrder != 6 || g.l2Entries() != 2<<20/16 {
 				t.Errorf("got %+v", h)
 			}
 		}},

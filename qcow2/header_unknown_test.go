@@ -22,11 +22,11 @@ func unknownFieldsImage(t *testing.T, dir, name string) (string, []byte) {
 	}
 	const cs = 65536
 	c0 := make([]byte, cs)
-	copy(c0, b[:HeaderV3Length])
-	binary.BigEndian.PutUint32(c0[offHeaderLength:], HeaderV3Length+8)
+	copy(c0, b[:headerV3Length])
+	binary.BigEndian.PutUint32(c0[offHeaderLength:], headerV3Length+8)
 	field := []byte{0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7}
-	copy(c0[HeaderV3Length:], field)
-	copy(c0[HeaderV3Length+8:], b[HeaderV3Length:cs-8])
+	copy(c0[headerV3Length:], field)
+	copy(c0[headerV3Length+8:], b[headerV3Length:cs-8])
 	bfo := binary.BigEndian.Uint64(c0[offBackingFileOffset:])
 	binary.BigEndian.PutUint64(c0[offBackingFileOffset:], bfo+8)
 	copy(b, c0)

@@ -17,7 +17,7 @@ type OpenOptions struct {
 	// ReadOnly opens the image (and always its backing files) read-only.
 	ReadOnly bool
 	// Snapshot is the ID or name of an internal snapshot to expose instead of the active
-	// state (read-only; FindSnapshot's syntax), at the image's current virtual size, as
+	// state (read-only; findSnapshot's syntax), at the image's current virtual size, as
 	// qemu-nbd -l does.
 	Snapshot string
 	// DataFile overrides the external data file name stored in the header.
@@ -44,15 +44,15 @@ type OpenOptions struct {
 	// maps the whole image, else 4 KiB).
 	L2CacheEntrySize int64
 	// CacheCleanInterval is cache-clean-interval: metadata cache entries unused for this long
-	// are dropped. 0 means QEMU's default (DefaultCacheCleanInterval); NoCacheClean disables.
+	// are dropped. 0 means QEMU's default (defaultCacheCleanInterval); NoCacheClean disables.
 	CacheCleanInterval time.Duration
 	// Hooks receives engine events; nil means NopHooks.
 	Hooks Hooks
 	// Logger receives warnings (leaked clusters, corruption); nil discards.
 	Logger *slog.Logger
 	// BitmapMemoryLimit caps the memory the bits of the persistent bitmaps loaded at a
-	// read-write open take (bitmap_open.go): 0 means DefaultBitmapMemoryLimit, negative no
-	// limit. An open that would exceed it fails with ErrBitmapMemory.
+	// read-write open take (bitmap_open.go): 0 means defaultBitmapMemoryLimit, negative no
+	// limit. An open that would exceed it fails with errBitmapMemory.
 	BitmapMemoryLimit int64
 	// ReadBitmaps loads the consistent persistent bitmaps of a read-only open too (and of
 	// every qcow2 image in the backing chain), for serving them (qemu-nbd -B); a read-write
@@ -104,11 +104,11 @@ type Image struct {
 	hdr          Header
 	l1           *l1Table
 	snapshotL1   bool // l1 is a snapshot's table
-	l2           *lru[HostCluster, *l2Table]
+	l2           *lru[hostCluster, *l2Table]
 	l2pool       l2Pool
 	occupancy    [2]cacheReport
 	alloc        *allocator // nil when read-only
-	busy         map[GuestCluster]chan struct{}
+	busy         map[guestCluster]chan struct{}
 	pins         pinSet
 	deferred     []deferredFree
 	corrupt      error
@@ -116,7 +116,7 @@ type Image struct {
 	closed       bool
 	prepared     bool // the first-write header updates are done
 	snapshots    []Snapshot
-	snapL1Bad    []bool // per snapshot: its L1 table fails CheckSnapshotL1 (see overlapsFixed)
+	snapL1Bad    []bool // per snapshot: its L1 table fails checkSnapshotL1 (see overlapsFixed)
 	snapTableLen uint64
 	lastHost     uint64
 	linkGen      uint64     // counts links of new data that must be durable first (publishData)
@@ -182,7 +182,7 @@ func openHostFile(o OpenOptions, path string, fo FileOptions) (Storage, error) {
 }
 
 func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img *Image, err error) {
-	img = &Image{path: path, dir: dir, file: s, data: s, opts: o, depth: cs.depth, busy: map[GuestCluster]chan struct{}{}}
+	img = &Image{path: path, dir: dir, file: s, data: s, opts: o, depth: cs.depth, busy: map[guestCluster]chan struct{}{}}
 	opening := img // "return nil, err" sets img to nil before this deferred cleanup runs
 	defer func() {
 		if err != nil {
@@ -208,7 +208,7 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 	}
 	if hdr.Dirty() && !img.readOnly {
 		// Refcounts may be stale (lazy refcounts, unclean close): rebuild them before use.
-		nh, err := RepairDirty(s, hdr)
+		nh, err := repairDirty(s, hdr)
 		if err != nil {
 			return nil, err
 		}
@@ -235,9 +235,9 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 		img.snapshots = snaps
 		img.snapL1Bad = make([]bool, len(snaps))
 		for i, sn := range snaps {
-			img.snapL1Bad[i] = CheckSnapshotL1(hdr, sn) != nil
+			img.snapL1Bad[i] = checkSnapshotL1(hdr, sn) != nil
 		}
-		img.snapTableLen = SnapshotTableSize(hdr, snaps)
+		img.snapTableLen = snapshotTableSize(hdr, snaps)
 	}
 	if err := img.openDataFile(); err != nil {
 		return nil, err
@@ -251,7 +251,7 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 	}
 
 	if o.Snapshot != "" {
-		sn, err := FindSnapshot(img.snapshots, o.Snapshot)
+		sn, err := findSnapshot(img.snapshots, o.Snapshot)
 		if err != nil {
 			// QEMU only says it cannot find the snapshot; a table read past the end of the
 			// file (as zeros) or otherwise damaged is the likely reason: say so.
@@ -263,7 +263,7 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 		img.snapshot = &sn
 		// QEMU (qcow2_snapshot_load_tmp) keeps the image's current virtual size, whatever the
 		// snapshot's disk size; guest clusters past the snapshot's L1 table are unallocated.
-		if err := CheckSnapshotL1(hdr, sn); err != nil {
+		if err := checkSnapshotL1(hdr, sn); err != nil {
 			return nil, err
 		}
 		if img.l1, err = loadL1(s, sn.L1Offset, sn.L1Size); err != nil {
@@ -289,7 +289,7 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 		return nil, err
 	}
 	img.l2pool.init(img.geo, img.caches.sliceBytes)
-	img.l2 = newLRU(CacheL2, img.l2CacheEntries(), cacheBackend[HostCluster, *l2Table](l2Backend{img}), img.hooks, img.file.Sync)
+	img.l2 = newLRU(CacheL2, img.l2CacheEntries(), cacheBackend[hostCluster, *l2Table](l2Backend{img}), img.hooks, img.file.Sync)
 	img.l2.beforeWrite = img.beforeL2Write
 	img.l2.evicted = img.l2pool.put
 	img.l2.weigh = (*l2Table).weight

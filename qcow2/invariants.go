@@ -21,7 +21,7 @@ func (img *Image) checkMappedRefcounts(ranges []hostRange) {
 		if r.n == 0 {
 			continue
 		}
-		for c := r.off.Cluster(g); c <= r.off.Add(r.n-1).Cluster(g); c++ {
+		for c := r.off.cluster(g); c <= r.off.Add(r.n-1).cluster(g); c++ {
 			rc, err := img.alloc.refcount(c)
 			if err != nil {
 				return // an I/O error is reported by the request itself
@@ -39,7 +39,7 @@ func (img *Image) checkMappedRefcounts(ranges []hostRange) {
 // overlap check miss a live structure, or refuse a cluster that is free. A mismatch is an
 // engine bug: panic. Each check scans the table: hits (rare: corruption, or a stale set) are
 // always checked, misses one lookup in 16 (r counts them).
-func checkOverlapIndex(what string, c HostCluster, r *clusterRefs, hit bool, offs iter.Seq[HostOffset]) {
+func checkOverlapIndex(what string, c hostCluster, r *clusterRefs, hit bool, offs iter.Seq[HostOffset]) {
 	if !invariants.Enabled {
 		return
 	}

@@ -14,8 +14,8 @@ import (
 // back by flush, after the L2 tables they point at (see flush.go).
 type l1Table struct {
 	off     HostOffset
-	entries []L1Entry
-	dirty   map[L1Index]struct{}
+	entries []l1Entry
+	dirty   map[l1Index]struct{}
 	// tables counts the clusters of the L2 tables the entries name, for overlap checks
 	// (overlap.go activeL2); nil until first needed, then kept in step by set.
 	tables *clusterRefs
@@ -28,9 +28,9 @@ func loadL1(s Storage, off HostOffset, n uint32) (*l1Table, error) {
 	if err := readAtFull(s, buf, off); err != nil {
 		return nil, fmt.Errorf("qcow2: read L1 table at %#x: %w", uint64(off), err)
 	}
-	t := &l1Table{off: off, entries: make([]L1Entry, n), dirty: map[L1Index]struct{}{}}
+	t := &l1Table{off: off, entries: make([]l1Entry, n), dirty: map[l1Index]struct{}{}}
 	for i := range t.entries {
-		t.entries[i] = L1Entry(binary.BigEndian.Uint64(buf[i*8:]))
+		t.entries[i] = l1Entry(binary.BigEndian.Uint64(buf[i*8:]))
 	}
 	return t, nil
 }
@@ -38,10 +38,10 @@ func loadL1(s Storage, off HostOffset, n uint32) (*l1Table, error) {
 // bytes is the table's size in bytes.
 func (t *l1Table) bytes() uint64 { return uint64(len(t.entries)) * l1EntrySize }
 
-func (t *l1Table) set(i L1Index, e L1Entry) {
+func (t *l1Table) set(i l1Index, e l1Entry) {
 	if t.tables != nil {
-		t.tables.remove(t.entries[i].L2Offset())
-		t.tables.add(e.L2Offset())
+		t.tables.remove(t.entries[i].l2Offset())
+		t.tables.add(e.l2Offset())
 	}
 	t.entries[i] = e
 	t.dirty[i] = struct{}{}
@@ -50,19 +50,19 @@ func (t *l1Table) set(i L1Index, e L1Entry) {
 // l2For validates the L1 entry for index i and returns the host cluster of its L2 table, or
 // false when none is allocated. An entry with reserved bits, an unaligned offset, or one
 // pointing outside the file or at the header is corruption.
-func (img *Image) l2For(i L1Index) (HostCluster, bool, error) {
+func (img *Image) l2For(i l1Index) (hostCluster, bool, error) {
 	if uint64(i) >= uint64(len(img.l1.entries)) {
 		return 0, false, nil
 	}
 	e := img.l1.entries[i]
-	off := e.L2Offset()
-	if e.Reserved() != 0 {
+	off := e.l2Offset()
+	if e.reserved() != 0 {
 		return 0, false, corruptf("L1 index %d (entry %#016x): reserved bits set", i, uint64(e))
 	}
 	if off == 0 {
 		return 0, false, nil
 	}
-	c, ok := off.CheckedCluster(img.geo)
+	c, ok := off.checkedCluster(img.geo)
 	if !ok {
 		return 0, false, corruptf("L1 index %d: L2 table offset %#x not aligned to a cluster", i, uint64(off))
 	}
@@ -111,7 +111,7 @@ func (img *Image) writeL1Dirty() error {
 
 // writeL1Entry writes the sector holding entry i now and syncs (used when a shared L2 table
 // was copied: the old table's refcount may only drop once the L1 points away from it).
-func (img *Image) writeL1Entry(i L1Index) error {
+func (img *Image) writeL1Entry(i l1Index) error {
 	img.l1.dirty[i] = struct{}{}
 	if err := img.writeL1Dirty(); err != nil {
 		return err
@@ -121,7 +121,7 @@ func (img *Image) writeL1Entry(i L1Index) error {
 
 // encodeL1 returns the whole table, padded with zeros to n clusters.
 func (t *l1Table) encode(g Geometry, entries uint64) []byte {
-	b := make([]byte, g.Bytes(g.ClustersFor(entries*l1EntrySize)))
+	b := make([]byte, g.Bytes(g.clustersFor(entries*l1EntrySize)))
 	for i, e := range t.entries {
 		if uint64(i) >= entries {
 			break
@@ -146,7 +146,7 @@ func (img *Image) growL1(n uint64) error {
 	}
 	want := n
 	g := img.geo
-	clusters := g.ClustersFor(want * l1EntrySize)
+	clusters := g.clustersFor(want * l1EntrySize)
 	if err := img.flushL2(); err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (img *Image) growL1(n uint64) error {
 	if err != nil {
 		return err
 	}
-	newT := &l1Table{off: c.Offset(g), entries: make([]L1Entry, want), dirty: map[L1Index]struct{}{}}
+	newT := &l1Table{off: c.Offset(g), entries: make([]l1Entry, want), dirty: map[l1Index]struct{}{}}
 	copy(newT.entries, old.entries)
 	buf := newT.encode(g, want)
 	if err := img.checkMetadataWrite(newT.off, uint64(len(buf)), metaL1, 0); err != nil {
@@ -192,7 +192,7 @@ func (img *Image) growL1(n uint64) error {
 	img.hdr = hdr
 	img.l1 = newT
 	if old.off != 0 && len(old.entries) > 0 {
-		img.alloc.free(old.off.Cluster(g), g.ClustersFor(old.bytes()), false)
+		img.alloc.free(old.off.cluster(g), g.clustersFor(old.bytes()), false)
 	}
 	img.stateChanged()
 	return nil

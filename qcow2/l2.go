@@ -12,14 +12,14 @@ const allSubclusters = ^uint32(0)
 // "unallocated", except with an external data file, where offset 0 with COPIED set is the
 // data file's first cluster (the spec: "The offset may only be 0 with bit 63 set ... when an
 // external data file is used").
-func (img *Image) hostOf(e L2Entry) (HostOffset, bool) {
+func (img *Image) hostOf(e l2Entry) (HostOffset, bool) {
 	if e.Compressed() {
 		return 0, false
 	}
 	if off := e.Offset(); off != 0 {
 		return off, true
 	}
-	if img.data != img.file && e.Copied() {
+	if img.data != img.file && e.copied() {
 		return 0, true
 	}
 	return 0, false
@@ -29,42 +29,42 @@ func (img *Image) hostOf(e L2Entry) (HostOffset, bool) {
 // is one subcluster).
 func (img *Image) subKind(s slot, sc uint32) Kind {
 	if s.e.Compressed() {
-		return KindCompressed
+		return kindCompressed
 	}
 	if !img.geo.ExtendedL2 {
 		if s.e.Zero() {
-			return KindZero
+			return kindZero
 		}
 		if _, ok := img.hostOf(s.e); ok {
-			return KindData
+			return kindData
 		}
-		return KindUnallocated
+		return kindUnallocated
 	}
 	switch {
 	case s.b.Allocated()&(1<<sc) != 0:
-		return KindData
-	case s.b.ZeroBits()&(1<<sc) != 0:
-		return KindZero
+		return kindData
+	case s.b.zeroBits()&(1<<sc) != 0:
+		return kindZero
 	}
-	return KindUnallocated
+	return kindUnallocated
 }
 
 // validateL2 checks the entries [lo, hi) of a table just read from disk at l2Off, and records
 // in t.bad the ones the spec forbids or that point outside the file: corruption, reported (and
 // marked) when a request uses them.
-func (img *Image) validateL2(t *l2Table, l2Off HostOffset, lo, hi L2Index) {
+func (img *Image) validateL2(t *l2Table, l2Off HostOffset, lo, hi l2Index) {
 	fileEnd, dataEnd := img.fileEnd(), img.dataEnd()
 	for i := lo; i < hi; i++ {
 		if err := img.validateEntry(t.get(i), l2Off, i, fileEnd, dataEnd); err != nil {
 			if t.bad == nil {
-				t.bad = map[L2Index]error{}
+				t.bad = map[l2Index]error{}
 			}
 			t.bad[i] = err
 		}
 	}
 }
 
-func (img *Image) validateEntry(s slot, l2Off HostOffset, i L2Index, fileEnd, dataEnd uint64) error {
+func (img *Image) validateEntry(s slot, l2Off HostOffset, i l2Index, fileEnd, dataEnd uint64) error {
 	g := img.geo
 	e := s.e
 	where := func() string { return fmt.Sprintf("L2 table %#x index %d (entry %#016x)", uint64(l2Off), i, uint64(e)) }
@@ -72,8 +72,8 @@ func (img *Image) validateEntry(s slot, l2Off HostOffset, i L2Index, fileEnd, da
 		if img.data != img.file {
 			return corruptf("%s: compressed cluster in an image with an external data file", where())
 		}
-		off, _ := e.CompressedRange(g)
-		if off >= MaxHostOffset {
+		off, _ := e.compressedRange(g)
+		if off >= maxHostOffset {
 			return corruptf("%s: compressed data offset beyond 2^56", where())
 		}
 		if uint64(off) >= fileEnd {
@@ -84,19 +84,19 @@ func (img *Image) validateEntry(s slot, l2Off HostOffset, i L2Index, fileEnd, da
 		}
 		return nil
 	}
-	if e.Reserved() != 0 {
+	if e.reserved() != 0 {
 		return corruptf("%s: reserved bits set", where())
 	}
 	if uint64(e)&l2Zero != 0 && (img.hdr.Version < 3 || g.ExtendedL2) {
 		return corruptf("%s: zero flag in a version 2 or extended-L2 image", where())
 	}
 	off := e.Offset()
-	if off.InCluster(g) != 0 {
+	if off.inCluster(g) != 0 {
 		return corruptf("%s: host offset %#x not aligned to a cluster", where(), uint64(off))
 	}
 	host, has := img.hostOf(e)
 	if g.ExtendedL2 {
-		alloc, zero := s.b.Allocated(), s.b.ZeroBits()
+		alloc, zero := s.b.Allocated(), s.b.zeroBits()
 		if alloc&zero != 0 {
 			return corruptf("%s: subclusters %#x both allocated and reading as zero", where(), alloc&zero)
 		}
@@ -126,13 +126,13 @@ type l2Backend struct{ img *Image }
 
 // load returns the table of cluster k with no slice loaded: Image.l2Get reads the slices a
 // request needs.
-func (b l2Backend) load(HostCluster) (*l2Table, error) { return b.img.l2pool.table(), nil }
+func (b l2Backend) load(hostCluster) (*l2Table, error) { return b.img.l2pool.table(), nil }
 
 // flush writes the dirty slices of t, each run of adjacent ones in one write. QEMU writes its
 // dirty L2 cache entries (slices of l2-cache-entry-size: the whole table when the cache maps
 // the whole disk, else 4 KiB): the same blocks here, so the host file gets the same allocated
 // extents.
-func (b l2Backend) flush(k HostCluster, t *l2Table) error {
+func (b l2Backend) flush(k hostCluster, t *l2Table) error {
 	img := b.img
 	if t.ndirty == 0 {
 		return nil

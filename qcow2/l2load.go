@@ -6,7 +6,7 @@ import "fmt"
 // l2Get returns the L2 table in cluster c with the slices holding entries [lo, hi) loaded
 // (hi > lo). A lookup is a cache hit when every one of those slices was in memory: hits and
 // misses are counted per slice range, as QEMU's cache counts per entry. Called with mu held.
-func (img *Image) l2Get(c HostCluster, lo, hi L2Index) (*l2Table, error) {
+func (img *Image) l2Get(c hostCluster, lo, hi l2Index) (*l2Table, error) {
 	t, err := img.l2.get(c)
 	if err != nil {
 		return nil, err
@@ -32,15 +32,15 @@ func (img *Image) l2Get(c HostCluster, lo, hi L2Index) (*l2Table, error) {
 }
 
 // l2GetAll returns the L2 table in cluster c with every slice loaded.
-func (img *Image) l2GetAll(c HostCluster) (*l2Table, error) {
-	return img.l2Get(c, 0, L2Index(img.geo.L2Entries()))
+func (img *Image) l2GetAll(c hostCluster) (*l2Table, error) {
+	return img.l2Get(c, 0, l2Index(img.geo.l2Entries()))
 }
 
 // loadSlices reads the slices [a, b) of t that are not in memory, each run of adjacent ones
 // in one read, and validates their entries.
-func (img *Image) loadSlices(c HostCluster, t *l2Table, a, b int) error {
+func (img *Image) loadSlices(c hostCluster, t *l2Table, a, b int) error {
 	sb := img.caches.sliceBytes
-	per := L2Index(1) << t.shift
+	per := l2Index(1) << t.shift
 	off := c.Offset(img.geo)
 	for k := a; k < b; {
 		if t.loaded(k) {
@@ -59,7 +59,7 @@ func (img *Image) loadSlices(c HostCluster, t *l2Table, a, b int) error {
 		for j := k; j < e; j++ {
 			t.decodeSlice(j, buf[uint64(j-k)*sb:uint64(j-k+1)*sb])
 			if !t.shared(j) {
-				img.validateL2(t, off, L2Index(j)*per, L2Index(j+1)*per)
+				img.validateL2(t, off, l2Index(j)*per, l2Index(j+1)*per)
 			}
 		}
 		k = e
@@ -69,6 +69,6 @@ func (img *Image) loadSlices(c HostCluster, t *l2Table, a, b int) error {
 
 // l2Span returns the L2 indexes [lo, hi) of the guest range [from, to) (to > from), which lies
 // inside one table.
-func (g Geometry) l2Span(from, to uint64) (L2Index, L2Index) {
-	return GuestOffset(from).Cluster(g).L2Index(g), GuestOffset(to-1).Cluster(g).L2Index(g) + 1
+func (g Geometry) l2Span(from, to uint64) (l2Index, l2Index) {
+	return GuestOffset(from).cluster(g).l2Index(g), GuestOffset(to-1).cluster(g).l2Index(g) + 1
 }

@@ -22,7 +22,7 @@ type l2Table struct {
 	owned int
 	// bad holds the loaded entries that failed validation: a request that uses one fails
 	// (and marks the image corrupt); the rest of the table stays usable.
-	bad map[L2Index]error
+	bad map[l2Index]error
 	// syncGen is the Image.linkGen of the last link into this table whose data must be
 	// durable before the table is written (publishData); 0 for none.
 	syncGen uint64
@@ -34,7 +34,7 @@ type l2Table struct {
 }
 
 // check returns the validation error of entry i, if it had one.
-func (t *l2Table) check(i L2Index) error {
+func (t *l2Table) check(i l2Index) error {
 	if t.bad == nil {
 		return nil
 	}
@@ -43,15 +43,15 @@ func (t *l2Table) check(i L2Index) error {
 
 // slot is one L2 entry with its subcluster bitmap (zero without extended L2).
 type slot struct {
-	e L2Entry
-	b SubclusterBitmap
+	e l2Entry
+	b subclusterBitmap
 }
 
 // slices is the number of slices of the table.
 func (t *l2Table) slices() int { return len(t.sl) }
 
 // sliceOf returns the slice holding entry i.
-func (t *l2Table) sliceOf(i L2Index) int { return int(i >> t.shift) }
+func (t *l2Table) sliceOf(i l2Index) int { return int(i >> t.shift) }
 
 // loaded reports whether slice k is in memory.
 func (t *l2Table) loaded(k int) bool { return t.sl[k] != nil }
@@ -62,7 +62,7 @@ func (t *l2Table) shared(k int) bool { return len(t.sl[k]) > 0 && &t.sl[k][0] ==
 // words returns the words of entry i's slice and the entry's first word in it. Reading an
 // entry whose slice was not loaded is a bug in the caller (every lookup goes through l2Get
 // with the range it uses), not a state of the image.
-func (t *l2Table) words(i L2Index) ([]uint64, int) {
+func (t *l2Table) words(i l2Index) ([]uint64, int) {
 	s := t.sl[i>>t.shift]
 	if s == nil {
 		panic("qcow2: L2 entry read from a slice that was not loaded")
@@ -74,15 +74,15 @@ func (t *l2Table) words(i L2Index) ([]uint64, int) {
 	return s, j
 }
 
-func (t *l2Table) get(i L2Index) slot {
+func (t *l2Table) get(i l2Index) slot {
 	s, j := t.words(i)
 	if t.ext {
-		return slot{L2Entry(s[j]), SubclusterBitmap(s[j+1])}
+		return slot{l2Entry(s[j]), subclusterBitmap(s[j+1])}
 	}
-	return slot{e: L2Entry(s[j])}
+	return slot{e: l2Entry(s[j])}
 }
 
-func (t *l2Table) set(i L2Index, v slot) {
+func (t *l2Table) set(i l2Index, v slot) {
 	if t.bad != nil {
 		delete(t.bad, i)
 	}
@@ -158,7 +158,7 @@ func (t *l2Table) clone() *l2Table {
 		c.setSlice(k, n)
 	}
 	if t.bad != nil {
-		c.bad = make(map[L2Index]error, len(t.bad))
+		c.bad = make(map[l2Index]error, len(t.bad))
 		for k, v := range t.bad {
 			c.bad[k] = v
 		}
@@ -254,7 +254,7 @@ func (p *l2Pool) init(g Geometry, sliceBytes uint64) {
 	per := sliceBytes / eb
 	p.ext = g.ExtendedL2
 	p.shift = uint(bits.TrailingZeros64(per))
-	p.nslices = int(g.L2Entries() / per)
+	p.nslices = int(g.l2Entries() / per)
 	p.sliceWords = int(sliceBytes / 8)
 	p.zero = make([]uint64, p.sliceWords)
 }

@@ -71,7 +71,7 @@ func TestL2MissReadsOneSlice(t *testing.T) {
 	img := openTestImage(t, p, OpenOptions{ReadOnly: true, L2CacheBytes: 64 << 10, Hooks: hooks,
 		Opener: func(path string, fo FileOptions) (Storage, error) {
 			f, err := OpenFile(path, fo)
-			if err != nil || fo.Role != RoleImage {
+			if err != nil || fo.Role != roleImage {
 				return f, err
 			}
 			rec.FileStorage = f
@@ -81,7 +81,7 @@ func TestL2MissReadsOneSlice(t *testing.T) {
 		t.Fatalf("slice size %d, want 4096", img.caches.sliceBytes)
 	}
 	for _, e := range img.l1.entries {
-		if off := e.L2Offset(); off != 0 {
+		if off := e.l2Offset(); off != 0 {
 			rec.tables[off] = true
 		}
 	}

@@ -39,20 +39,20 @@ func readFull(t testing.TB, s Storage, off HostOffset, n uint64) []byte {
 
 // forEachL2Entry calls fn for every allocated L2 entry reachable from the L1 table at l1Off
 // with l1Size entries, with the guest cluster it maps.
-func forEachL2Entry(t testing.TB, s Storage, h *Header, l1Off HostOffset, l1Size uint32, fn func(GuestCluster, L2Entry)) {
+func forEachL2Entry(t testing.TB, s Storage, h *Header, l1Off HostOffset, l1Size uint32, fn func(guestCluster, l2Entry)) {
 	t.Helper()
 	g := h.Geometry()
 	l1 := readFull(t, s, l1Off, uint64(l1Size)*l1EntrySize)
 	for i := uint64(0); i < uint64(l1Size); i++ {
-		e := L1Entry(binary.BigEndian.Uint64(l1[i*8:]))
-		if e.L2Offset() == 0 {
+		e := l1Entry(binary.BigEndian.Uint64(l1[i*8:]))
+		if e.l2Offset() == 0 {
 			continue
 		}
-		l2 := readFull(t, s, e.L2Offset(), g.ClusterSize())
-		for j := uint64(0); j < g.L2Entries(); j++ {
-			le := L2Entry(binary.BigEndian.Uint64(l2[j*g.L2EntrySize():]))
+		l2 := readFull(t, s, e.l2Offset(), g.ClusterSize())
+		for j := uint64(0); j < g.l2Entries(); j++ {
+			le := l2Entry(binary.BigEndian.Uint64(l2[j*g.l2EntrySize():]))
 			if le != 0 {
-				fn(L1Index(i).FirstCluster(g)+GuestCluster(j), le)
+				fn(l1Index(i).firstCluster(g)+guestCluster(j), le)
 			}
 		}
 	}

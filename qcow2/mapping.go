@@ -8,11 +8,11 @@ type readExt struct {
 	off  uint64 // guest offset
 	n    uint64
 	kind Kind
-	// host is, for KindData, the host byte offset of off; for KindCompressed, the start of the
+	// host is, for kindData, the host byte offset of off; for kindCompressed, the start of the
 	// compressed bytes.
 	host HostOffset
-	clen uint64 // KindCompressed: bytes of compressed data at host
-	cin  uint64 // KindCompressed: offset of off within the decompressed cluster
+	clen uint64 // kindCompressed: bytes of compressed data at host
+	cin  uint64 // kindCompressed: offset of off within the decompressed cluster
 }
 
 // hostRange is a byte range of the image file.
@@ -54,7 +54,7 @@ func (p *pinSet) overlaps(off HostOffset, n uint64) bool {
 
 // deferredFree is a free waiting to be applied (see freeClusters).
 type deferredFree struct {
-	c     HostCluster
+	c     hostCluster
 	n     ClusterCount
 	punch bool
 }
@@ -78,7 +78,7 @@ func (img *Image) unpin(id uint64) {
 // nothing can reuse them early. With punch, the bytes of clusters whose refcount reaches 0
 // are deallocated in the host file then; a cluster still counted elsewhere (shared with a
 // snapshot, or holding other compressed clusters) keeps its bytes.
-func (img *Image) freeClusters(c HostCluster, n ClusterCount, punch bool) {
+func (img *Image) freeClusters(c hostCluster, n ClusterCount, punch bool) {
 	if img.alloc == nil || n == 0 {
 		return
 	}
@@ -137,7 +137,7 @@ func (img *Image) applyFrees() error {
 // which is what the request asked for. The refcount still drops only in applyFrees. (The
 // host file's allocation is what QEMU's metadata-preallocation heuristic measures, so it
 // should shrink when QEMU's does.)
-func (img *Image) punchEarly(c HostCluster, n ClusterCount) {
+func (img *Image) punchEarly(c hostCluster, n ClusterCount) {
 	g := img.geo
 	for k := ClusterCount(0); k < n; k++ {
 		cl := c.Add(k)
@@ -163,7 +163,7 @@ func (img *Image) punchEarly(c HostCluster, n ClusterCount) {
 }
 
 // freeNow drops the refcounts of [c, c+n) at once (the caller has ordered it).
-func (img *Image) freeNow(c HostCluster, n ClusterCount, punch bool) {
+func (img *Image) freeNow(c hostCluster, n ClusterCount, punch bool) {
 	img.alloc.free(c, n, punch)
 }
 
@@ -173,8 +173,8 @@ func (img *Image) freeNow(c HostCluster, n ClusterCount, punch bool) {
 func (img *Image) freeEntry(s slot, punch bool) {
 	g := img.geo
 	if s.e.Compressed() {
-		off, n := s.e.CompressedRange(g)
-		first, last := off.Cluster(g), off.Add(n-1).Cluster(g)
+		off, n := s.e.compressedRange(g)
+		first, last := off.cluster(g), off.Add(n-1).cluster(g)
 		img.freeClusters(first, ClusterCount(last-first+1), punch)
 		return
 	}
@@ -188,7 +188,7 @@ func (img *Image) freeEntry(s slot, punch bool) {
 		}
 		return
 	}
-	img.freeClusters(host.Cluster(g), 1, punch)
+	img.freeClusters(host.cluster(g), 1, punch)
 }
 
 // punchHost deallocates a host range (the guest discarded it). Stores that cannot punch
@@ -203,7 +203,7 @@ func (img *Image) punchHost(s Storage, off HostOffset, n uint64) {
 
 // waitBusy returns the channel of an in-flight change to one of the guest clusters in
 // [first, last], or nil.
-func (img *Image) waitBusy(first, last GuestCluster) chan struct{} {
+func (img *Image) waitBusy(first, last guestCluster) chan struct{} {
 	if len(img.busy) == 0 {
 		return nil
 	}
@@ -224,7 +224,7 @@ func (img *Image) waitBusy(first, last GuestCluster) chan struct{} {
 }
 
 // release ends in-flight changes, waking their waiters.
-func (img *Image) release(gcs []GuestCluster) {
+func (img *Image) release(gcs []guestCluster) {
 	for _, gc := range gcs {
 		if ch, ok := img.busy[gc]; ok {
 			close(ch)
@@ -251,13 +251,13 @@ func (img *Image) trimCaches() {
 func (img *Image) mapRead(off, n uint64, ext []readExt) ([]readExt, []hostRange, error) {
 	g := img.geo
 	cs := g.ClusterSize()
-	scs := g.SubclusterSize()
+	scs := g.subclusterSize()
 	end := off + n
 	add := func(e readExt) {
 		if len(ext) > 0 {
 			p := &ext[len(ext)-1]
-			if p.kind == e.kind && p.off+p.n == e.off && e.kind != KindCompressed &&
-				(e.kind != KindData || p.host.Add(p.n) == e.host) {
+			if p.kind == e.kind && p.off+p.n == e.off && e.kind != kindCompressed &&
+				(e.kind != kindData || p.host.Add(p.n) == e.host) {
 				p.n += e.n
 				return
 			}
@@ -265,15 +265,15 @@ func (img *Image) mapRead(off, n uint64, ext []readExt) ([]readExt, []hostRange,
 		ext = append(ext, e)
 	}
 	for pos := off; pos < end; {
-		l1i := GuestOffset(pos).L1Index(g)
-		tableEnd := uint64(l1i.FirstCluster(g).Offset(g)) + g.GuestBytesPerL2()
+		l1i := GuestOffset(pos).l1Index(g)
+		tableEnd := uint64(l1i.firstCluster(g).Offset(g)) + g.guestBytesPerL2()
 		stop := min(end, tableEnd)
 		c, ok, err := img.l2For(l1i)
 		if err != nil {
 			return ext, nil, err
 		}
 		if !ok {
-			add(readExt{off: pos, n: stop - pos, kind: KindUnallocated})
+			add(readExt{off: pos, n: stop - pos, kind: kindUnallocated})
 			pos = stop
 			continue
 		}
@@ -283,16 +283,16 @@ func (img *Image) mapRead(off, n uint64, ext []readExt) ([]readExt, []hostRange,
 			return ext, nil, err
 		}
 		for pos < stop {
-			gc := GuestOffset(pos).Cluster(g)
-			if err := t.check(gc.L2Index(g)); err != nil {
+			gc := GuestOffset(pos).cluster(g)
+			if err := t.check(gc.l2Index(g)); err != nil {
 				return ext, nil, err
 			}
-			s := t.get(gc.L2Index(g))
-			in := GuestOffset(pos).InCluster(g)
+			s := t.get(gc.l2Index(g))
+			in := GuestOffset(pos).inCluster(g)
 			cend := min(cs, in+(stop-pos))
 			if s.e.Compressed() {
-				host, clen := s.e.CompressedRange(g)
-				add(readExt{off: pos, n: cend - in, kind: KindCompressed, host: host, clen: clen, cin: in})
+				host, clen := s.e.compressedRange(g)
+				add(readExt{off: pos, n: cend - in, kind: kindCompressed, host: host, clen: clen, cin: in})
 				pos += cend - in
 				continue
 			}
@@ -302,7 +302,7 @@ func (img *Image) mapRead(off, n uint64, ext []readExt) ([]readExt, []hostRange,
 				scEnd := min(cend, uint64(sc+1)*scs)
 				k := img.subKind(s, sc)
 				e := readExt{off: pos, n: scEnd - in, kind: k}
-				if k == KindData {
+				if k == kindData {
 					e.host = host.Add(in)
 				}
 				add(e)
@@ -314,9 +314,9 @@ func (img *Image) mapRead(off, n uint64, ext []readExt) ([]readExt, []hostRange,
 	var pins []hostRange
 	for _, e := range ext {
 		switch {
-		case e.kind == KindCompressed:
+		case e.kind == kindCompressed:
 			pins = append(pins, hostRange{e.host, e.clen})
-		case e.kind == KindData && img.data == img.file:
+		case e.kind == kindData && img.data == img.file:
 			pins = append(pins, hostRange{e.host, e.n})
 		}
 	}
@@ -337,7 +337,7 @@ func (img *Image) lockedMapRead(off, n uint64) ([]readExt, uint64, error) {
 	}
 	if img.data == img.file {
 		for _, e := range ext {
-			if e.kind == KindData {
+			if e.kind == kindData {
 				if what := img.overlapsFixed(e.host, e.n); what != "" {
 					return nil, 0, img.fail(corruptf("guest data at %#x maps to host %#x, inside the %s", e.off, uint64(e.host), what))
 				}

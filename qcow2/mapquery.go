@@ -4,21 +4,22 @@ package qcow2
 // Extent describes a guest range whose bytes all come from the same kind of place.
 type Extent struct {
 	Start, Length uint64
-	// Kind is KindData, KindCompressed, KindZero (reads as zeros by metadata), or
-	// KindUnallocated (allocated nowhere in the chain: reads as zeros).
+	// Kind is kindData, kindCompressed, kindZero (reads as zeros by metadata), or
+	// kindUnallocated (allocated nowhere in the chain: reads as zeros).
 	Kind Kind
 	// Depth is the layer that provides the range: 0 for this image, 1 for its backing file,
-	// and so on; for KindUnallocated it is the number of layers below this image.
+	// and so on; for kindUnallocated it is the number of layers below this image.
 	Depth int
-	// Host is where the data starts in HostFile (KindData), or the start of the compressed
-	// bytes (KindCompressed); 0 otherwise.
+	// Host is where the data starts in HostFile (kindData), or the start of the compressed
+	// bytes (kindCompressed); 0 otherwise.
 	Host HostOffset
 	// HostFile is the file holding the data ("" when none).
 	HostFile string
 }
 
 // Map describes [off, off+n) of the virtual disk as a list of adjacent extents.
-func (img *Image) Map(off, n uint64) ([]Extent, error) {
+func (img *Image) Map(at GuestOffset, n uint64) ([]Extent, error) {
+	off := uint64(at)
 	img.gate.RLock()
 	defer img.gate.RUnlock()
 	if err := img.checkRequest(off, n, false); err != nil {
@@ -49,7 +50,7 @@ func (img *Image) Map(off, n uint64) ([]Extent, error) {
 		if len(out) > 0 {
 			p := &out[len(out)-1]
 			if p.Kind == e.Kind && p.Depth == e.Depth && p.HostFile == e.HostFile && p.Start+p.Length == e.Start &&
-				(e.Kind != KindData || p.Host.Add(p.Length) == e.Host) && e.Kind != KindCompressed {
+				(e.Kind != kindData || p.Host.Add(p.Length) == e.Host) && e.Kind != kindCompressed {
 				p.Length += e.Length
 				return
 			}
@@ -58,15 +59,15 @@ func (img *Image) Map(off, n uint64) ([]Extent, error) {
 	}
 	for _, e := range ext {
 		switch e.kind {
-		case KindData:
-			add(Extent{Start: e.off, Length: e.n, Kind: KindData, Host: e.host, HostFile: img.dataFileName()})
-		case KindCompressed:
-			add(Extent{Start: e.off, Length: e.n, Kind: KindCompressed, Host: e.host, HostFile: img.path})
-		case KindZero:
-			add(Extent{Start: e.off, Length: e.n, Kind: KindZero})
-		case KindUnallocated:
+		case kindData:
+			add(Extent{Start: e.off, Length: e.n, Kind: kindData, Host: e.host, HostFile: img.dataFileName()})
+		case kindCompressed:
+			add(Extent{Start: e.off, Length: e.n, Kind: kindCompressed, Host: e.host, HostFile: img.path})
+		case kindZero:
+			add(Extent{Start: e.off, Length: e.n, Kind: kindZero})
+		case kindUnallocated:
 			if img.backing == nil {
-				add(Extent{Start: e.off, Length: e.n, Kind: KindUnallocated})
+				add(Extent{Start: e.off, Length: e.n, Kind: kindUnallocated})
 				continue
 			}
 			sub, err := img.backing.mapLayer(e.off, e.n)

@@ -16,7 +16,7 @@ func (img *Image) metadataPreallocated() (bool, error) {
 		return img.prealloc, nil
 	}
 	img.preallocChecked = true
-	as, ok := img.file.(AllocatedSizer)
+	as, ok := img.file.(allocatedSizer)
 	if !ok {
 		return false, nil
 	}
@@ -31,7 +31,7 @@ func (img *Image) metadataPreallocated() (bool, error) {
 	g := img.geo
 	realClusters := uint64(real) / g.ClusterSize()
 	threshold := max(realClusters*10/9, realClusters+2)
-	end := uint64(g.ClustersFor(alignUp(uint64(size), 512)))
+	end := uint64(g.clustersFor(alignUp(uint64(size), 512)))
 	count, err := img.countUsedClusters(end, threshold)
 	if err != nil {
 		img.log.Debug("qcow2: metadata preallocation check failed", "err", err)
@@ -46,11 +46,11 @@ func (img *Image) metadataPreallocated() (bool, error) {
 // read-only one reads the refcount structures, checking each reftable entry before use.
 func (img *Image) countUsedClusters(end, limit uint64) (uint64, error) {
 	g := img.geo
-	per := g.RefBlockEntries()
+	per := g.refBlockEntries()
 	var count uint64
 	if img.alloc != nil {
 		for c := uint64(0); c < end && count < limit; c++ {
-			rc, err := img.alloc.refcount(HostCluster(c))
+			rc, err := img.alloc.refcount(hostCluster(c))
 			if err != nil {
 				return 0, err
 			}
@@ -71,7 +71,7 @@ func (img *Image) countUsedClusters(end, limit uint64) (uint64, error) {
 		if off == 0 {
 			continue
 		}
-		if e.Reserved() != 0 || off.InCluster(g) != 0 || uint64(off)+g.ClusterSize() > img.fileEnd() {
+		if e.reserved() != 0 || off.inCluster(g) != 0 || uint64(off)+g.ClusterSize() > img.fileEnd() {
 			return 0, fmt.Errorf("reftable entry %d (%#x) is invalid", i, uint64(e))
 		}
 		if err := readAtFull(img.file, block, off); err != nil {
@@ -79,7 +79,7 @@ func (img *Image) countUsedClusters(end, limit uint64) (uint64, error) {
 		}
 		rb := RefBlock{Data: block, Order: g.RefcountOrder}
 		for j := uint64(0); j < per && i*per+j < end && count < limit; j++ {
-			if rb.Get(RefBlockIndex(j)) != 0 {
+			if rb.Get(refBlockIndex(j)) != 0 {
 				count++
 			}
 		}

@@ -68,13 +68,13 @@ func TestRandomWritesWithoutFlushDoNotSync(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		if fo.Role == RoleImage {
+		if fo.Role == roleImage {
 			counter = &syncCounter{FileStorage: f}
 			return counter, nil
 		}
 		return f, nil
 	}})
-	fl, err := counter.Host().Flags()
+	fl, err := counter.host().Flags()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestRandomWritesWithoutFlushDoNotSync(t *testing.T) {
 		t.Fatalf("image file opened with flags %#o: O_SYNC or O_DSYNC set", fl)
 	}
 	counter.take() // opening
-	opened := counter.Host().Syncs()
+	opened := counter.host().Syncs()
 
 	rng := rand.New(rand.NewPCG(11, 7))
 	size := img.Size()
@@ -96,7 +96,7 @@ func TestRandomWritesWithoutFlushDoNotSync(t *testing.T) {
 		}
 	}
 	sites := counter.take()
-	if n := counter.Host().Syncs() - opened; n != uint64(len(sites)) {
+	if n := counter.host().Syncs() - opened; n != uint64(len(sites)) {
 		t.Errorf("the image file saw %d fdatasync, Storage.Sync was called %d times: a sync bypasses the storage layer", n, len(sites))
 	}
 	reservations := 0

@@ -244,12 +244,12 @@ func TestOpenDataFileWithoutName(t *testing.T) {
 	}
 	// Turn the data file name extension into an unknown one.
 	found := false
-	for pos := uint64(HeaderV3Length); pos+8 <= uint64(len(b)); {
+	for pos := uint64(headerV3Length); pos+8 <= uint64(len(b)); {
 		typ, n := binary.BigEndian.Uint32(b[pos:]), binary.BigEndian.Uint32(b[pos+4:])
 		if typ == 0 {
 			break
 		}
-		if typ == ExtDataFile {
+		if typ == extDataFile {
 			binary.BigEndian.PutUint32(b[pos:], 0x7a7a7a7a)
 			found = true
 			break

@@ -27,7 +27,7 @@ func rangesOverlap(a HostOffset, an uint64, b HostOffset, bn uint64) bool {
 // overlapsFixed returns the name of the fixed-position metadata structure (header, active L1,
 // reftable, snapshot table, snapshot L1 tables, bitmap directory) that [off, off+n) overlaps,
 // or "". It checks what is read (guest data, L2 tables and refcount blocks being loaded), so
-// a snapshot L1 table that CheckSnapshotL1 refuses does not count: QEMU opens images with
+// a snapshot L1 table that checkSnapshotL1 refuses does not count: QEMU opens images with
 // such a table and reads them (it never loads that table); writes still keep off it
 // (overlapsAny).
 func (img *Image) overlapsFixed(off HostOffset, n uint64) string {
@@ -40,7 +40,7 @@ func (img *Image) overlapsExcept(off HostOffset, n uint64, self metaKind, writin
 	if self != metaHeader && rangesOverlap(off, n, 0, cs) {
 		return metaHeader.String()
 	}
-	if self != metaL1 && img.l1 != nil && !img.snapshotL1 && rangesOverlap(off, n, img.l1.off, g.Bytes(g.ClustersFor(img.l1.bytes()))) {
+	if self != metaL1 && img.l1 != nil && !img.snapshotL1 && rangesOverlap(off, n, img.l1.off, g.Bytes(g.clustersFor(img.l1.bytes()))) {
 		return metaL1.String()
 	}
 	if self != metaRefTable {
@@ -74,7 +74,7 @@ func (img *Image) overlapsExcept(off HostOffset, n uint64, self metaKind, writin
 // not set yet): QEMU's default "cached" overlap-check level, whose active-L2 and
 // refcount-block checks walk the whole L1 table and reftable. skipKind/skipKey name the
 // structure being written, which may overlap itself.
-func (img *Image) overlapsAny(off HostOffset, n uint64, skipKind metaKind, skipKey HostCluster) string {
+func (img *Image) overlapsAny(off HostOffset, n uint64, skipKind metaKind, skipKey hostCluster) string {
 	if what := img.overlapsExcept(off, n, skipKind, true); what != "" {
 		return what
 	}
@@ -82,7 +82,7 @@ func (img *Image) overlapsAny(off HostOffset, n uint64, skipKind metaKind, skipK
 		return ""
 	}
 	g := img.geo
-	first, last := off.Cluster(g), off.Add(n-1).Cluster(g)
+	first, last := off.cluster(g), off.Add(n-1).cluster(g)
 	for c := first; c <= last; c++ {
 		if img.l2 != nil && !(skipKind == metaL2 && skipKey == c) && (img.l2.contains(c) || img.activeL2(c)) {
 			return metaL2.String()
@@ -102,17 +102,17 @@ func (img *Image) overlapsAny(off HostOffset, n uint64, skipKind metaKind, skipK
 // until both entries are gone.
 type clusterRefs struct {
 	bits   uint32
-	n      map[HostCluster]uint32
+	n      map[hostCluster]uint32
 	checks uint32 // lookups, for sampling the invariant check (checkOverlapIndex)
 }
 
 func newClusterRefs(bits uint32, size int) *clusterRefs {
-	return &clusterRefs{bits: bits, n: make(map[HostCluster]uint32, size)}
+	return &clusterRefs{bits: bits, n: make(map[hostCluster]uint32, size)}
 }
 
 // span returns the clusters a one-cluster structure at off covers.
-func (r *clusterRefs) span(off HostOffset) (HostCluster, HostCluster) {
-	return HostCluster(uint64(off) >> r.bits), HostCluster((uint64(off) + 1<<r.bits - 1) >> r.bits)
+func (r *clusterRefs) span(off HostOffset) (hostCluster, hostCluster) {
+	return hostCluster(uint64(off) >> r.bits), hostCluster((uint64(off) + 1<<r.bits - 1) >> r.bits)
 }
 
 func (r *clusterRefs) add(off HostOffset) {
@@ -139,11 +139,11 @@ func (r *clusterRefs) remove(off HostOffset) {
 	}
 }
 
-func (r *clusterRefs) has(c HostCluster) bool { return r.n[c] > 0 }
+func (r *clusterRefs) has(c hostCluster) bool { return r.n[c] > 0 }
 
 // activeL2 reports whether an entry of the active L1 table names an L2 table covering host
 // cluster c. The set is built on first use (once per L1 table: a grown one starts without).
-func (img *Image) activeL2(c HostCluster) bool {
+func (img *Image) activeL2(c hostCluster) bool {
 	t := img.l1
 	if t == nil || img.snapshotL1 {
 		return false
@@ -151,13 +151,13 @@ func (img *Image) activeL2(c HostCluster) bool {
 	if t.tables == nil {
 		t.tables = newClusterRefs(img.geo.ClusterBits, len(t.entries))
 		for _, e := range t.entries {
-			t.tables.add(e.L2Offset())
+			t.tables.add(e.l2Offset())
 		}
 	}
 	hit := t.tables.has(c)
 	checkOverlapIndex("active-L2", c, t.tables, hit, func(yield func(HostOffset) bool) {
 		for _, e := range t.entries {
-			if !yield(e.L2Offset()) {
+			if !yield(e.l2Offset()) {
 				return
 			}
 		}
@@ -167,7 +167,7 @@ func (img *Image) activeL2(c HostCluster) bool {
 
 // isRefBlock reports whether a reftable entry names a refcount block covering host cluster c.
 // The set is built on first use (once per reftable: a grown one starts without).
-func (a *allocator) isRefBlock(c HostCluster) bool {
+func (a *allocator) isRefBlock(c hostCluster) bool {
 	if a.blocks == nil {
 		a.blocks = newClusterRefs(a.g.ClusterBits, len(a.table))
 		for _, e := range a.table {
@@ -188,7 +188,7 @@ func (a *allocator) isRefBlock(c HostCluster) bool {
 // checkMetadataWrite refuses a write of kind at [off, off+n) that would overwrite another
 // structure: the image is marked corrupt (something handed out a cluster twice) and the
 // write fails.
-func (img *Image) checkMetadataWrite(off HostOffset, n uint64, kind metaKind, self HostCluster) error {
+func (img *Image) checkMetadataWrite(off HostOffset, n uint64, kind metaKind, self hostCluster) error {
 	if what := img.overlapsAny(off, n, kind, self); what != "" {
 		return img.markCorrupt(corruptf("refusing to write %s at %#x (%d bytes): it overlaps the %s", kind, uint64(off), n, what))
 	}

@@ -13,19 +13,19 @@ import "fmt"
 // offset k * cluster_size of the data file (QEMU's identity mapping).
 
 // l2Cluster is the host cluster of the preallocated L2 table at L1 index i.
-func (p *createPlan) l2Cluster(i L1Index) HostCluster {
+func (p *createPlan) l2Cluster(i l1Index) hostCluster {
 	if p.dataFile {
 		return p.prealloced.Add(ClusterCount(i))
 	}
-	return p.prealloced.Add(ClusterCount(uint64(i) * (1 + p.g.L2Entries())))
+	return p.prealloced.Add(ClusterCount(uint64(i) * (1 + p.g.l2Entries())))
 }
 
 // dataOffset is the host offset (in the image, or in the data file) of guest cluster c.
-func (p *createPlan) dataOffset(c GuestCluster) HostOffset {
+func (p *createPlan) dataOffset(c guestCluster) HostOffset {
 	if p.dataFile {
 		return HostOffset(c.Offset(p.g))
 	}
-	return p.l2Cluster(c.L1Index(p.g)).Add(ClusterCount(1 + uint64(c.L2Index(p.g)))).Offset(p.g)
+	return p.l2Cluster(c.l1Index(p.g)).Add(ClusterCount(1 + uint64(c.l2Index(p.g)))).Offset(p.g)
 }
 
 // writePrealloc reserves (falloc) or zeroes (full) the data clusters in the image, then writes
@@ -37,12 +37,12 @@ func (p *createPlan) writePrealloc(s Storage) error {
 		return nil
 	}
 	cs := p.g.ClusterSize()
-	es := p.g.L2EntrySize()
-	guest := uint64(p.g.ClustersFor(p.size))
+	es := p.g.l2EntrySize()
+	guest := uint64(p.g.clustersFor(p.size))
 	buf := make([]byte, cs)
 	for i := uint64(0); i < p.l1Entries; i++ {
-		first := L1Index(i).FirstCluster(p.g)
-		n := min(p.g.L2Entries(), guest-uint64(first))
+		first := l1Index(i).firstCluster(p.g)
+		n := min(p.g.l2Entries(), guest-uint64(first))
 		if !p.dataFile && p.prealloc != preallocMetadata {
 			if err := reserve(s, uint64(p.dataOffset(first)), n*cs, p.prealloc); err != nil {
 				return fmt.Errorf("qcow2: preallocate data clusters: %w", err)
@@ -51,9 +51,9 @@ func (p *createPlan) writePrealloc(s Storage) error {
 		clear(buf)
 		for j := uint64(0); j < n; j++ {
 			w := writeBuf(buf[j*es:])
-			w.u64(uint64(MakeL2Entry(p.dataOffset(first+GuestCluster(j)), true, false)))
+			w.u64(uint64(makeL2Entry(p.dataOffset(first+guestCluster(j)), true, false)))
 		}
-		if _, err := s.WriteAt(buf, int64(p.l2Cluster(L1Index(i)).Offset(p.g))); err != nil {
+		if _, err := s.WriteAt(buf, int64(p.l2Cluster(l1Index(i)).Offset(p.g))); err != nil {
 			return fmt.Errorf("qcow2: write L2 table: %w", err)
 		}
 	}

@@ -202,13 +202,13 @@ func runProperty(t *testing.T, cfg propConfig, ops int, seed uint64) {
 		case r < 78:
 			unmap := rng.IntN(2) == 0
 			log = append(log, fmt.Sprintf("zero %d %d unmap=%v", off, n, unmap))
-			if err := img.Zero(off, n, unmapFlag(unmap)); err != nil {
+			if err := img.Zero(GuestOffset(off), n, unmapFlag(unmap)); err != nil {
 				fail("zero %d+%d: %v", off, n, err)
 			}
 			clear(m.shadow[off : off+n])
 		case r < 88:
 			log = append(log, fmt.Sprintf("discard %d %d", off, n))
-			if err := img.Discard(off, n); err != nil {
+			if err := img.Discard(GuestOffset(off), n); err != nil {
 				fail("discard %d+%d: %v", off, n, err)
 			}
 			m.discard(off, n)

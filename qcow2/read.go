@@ -62,19 +62,19 @@ func (img *Image) readExtents(p []byte, base uint64, ext []readExt) error {
 
 func (img *Image) readExtent(dst []byte, e readExt) error {
 	switch e.kind {
-	case KindZero:
+	case kindZero:
 		clear(dst)
-	case KindUnallocated:
+	case kindUnallocated:
 		if img.backing == nil {
 			clear(dst)
 			return nil
 		}
 		return img.backing.readLayer(dst, e.off)
-	case KindData:
+	case kindData:
 		if err := readAtFull(img.data, dst, e.host); err != nil {
 			return fmt.Errorf("qcow2: read data at %#x: %w", uint64(e.host), err)
 		}
-	case KindCompressed:
+	case kindCompressed:
 		buf := getCluster(img.geo.ClusterSize())
 		defer putCluster(buf)
 		if err := img.readCompressed(*buf, e.host, e.clen); err != nil {

@@ -122,7 +122,7 @@ func engCompareMap(t *testing.T, img *Image, path string) {
 	}
 	var ol []uint64
 	for _, e := range ours {
-		os, ol, od = append(os, e.Start), append(ol, e.Length), append(od, e.Kind == KindData || e.Kind == KindCompressed)
+		os, ol, od = append(os, e.Start), append(ol, e.Length), append(od, e.Kind == kindData || e.Kind == kindCompressed)
 	}
 	a := engMapClasses(img.Size(), qs, ql, qd)
 	b := engMapClasses(img.Size(), os, ol, od)

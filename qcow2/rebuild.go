@@ -12,7 +12,7 @@ import (
 // check counted, then counts again against the new structures and frees what the old ones
 // occupied (they are now leaks), as QEMU's rebuild path does. It returns the checker of the
 // new structures, for the COPIED check, and the highest used cluster.
-func (c *checker) rebuildAndRecount() (*checker, HostCluster, error) {
+func (c *checker) rebuildAndRecount() (*checker, hostCluster, error) {
 	old := c.res.counters()
 	c.res.msg("Rebuilding refcount structure")
 	if err := c.writeNewRefcounts(); err != nil {
@@ -69,16 +69,16 @@ func (c *checker) rebuildAndRecount() (*checker, HostCluster, error) {
 //	                  ^ start = first cluster past the file and every counted reference
 func (c *checker) writeNewRefcounts() error {
 	g, cs := c.g, c.cs
-	per := g.RefBlockEntries()
+	per := g.refBlockEntries()
 	used := c.usedRefblocks()
-	start := HostCluster(max(c.nb, c.refs.n))
+	start := hostCluster(max(c.nb, c.refs.n))
 	if c.pastEOFNear != 0 {
 		// A broken entry points just past the end: keep the new structures off it.
 		start = max(start, c.pastEOFNear+1)
 	}
 	var nRB, nRT uint64
 	for {
-		if uint64(start) >= MaxHostOffset/cs {
+		if uint64(start) >= maxHostOffset/cs {
 			return fmt.Errorf("no room for new refcount structures below the largest host offset")
 		}
 		end := uint64(start) + nRB + nRT
@@ -93,8 +93,8 @@ func (c *checker) writeNewRefcounts() error {
 		}
 		needRT := (maxIdx + 1) * reftableEntrySize
 		needRT = (needRT + cs - 1) / cs
-		if needRT*cs > MaxRefTableBytes {
-			return fmt.Errorf("a reftable of %d clusters would exceed the %d-byte limit", needRT, MaxRefTableBytes)
+		if needRT*cs > maxRefTableBytes {
+			return fmt.Errorf("a reftable of %d clusters would exceed the %d-byte limit", needRT, maxRefTableBytes)
 		}
 		if c.pastEOFFarFrom != 0 && start.Add(ClusterCount(count+needRT)) > c.pastEOFFarFrom {
 			return fmt.Errorf("new refcount structures at cluster %d would overlap cluster %d, which a broken entry points at", start, c.pastEOFFarFrom)
@@ -106,11 +106,11 @@ func (c *checker) writeNewRefcounts() error {
 	}
 
 	// Assign the blocks: the old indices, then those covering the new area.
-	idx := append([]RefTableIndex(nil), used...)
+	idx := append([]refTableIndex(nil), used...)
 	if nRB > uint64(len(used)) {
 		for i := uint64(start) / per; uint64(len(idx)) < nRB; i++ {
-			if RefTableIndex(i) != used[len(used)-1] {
-				idx = append(idx, RefTableIndex(i))
+			if refTableIndex(i) != used[len(used)-1] {
+				idx = append(idx, refTableIndex(i))
 			}
 		}
 	}
@@ -130,10 +130,10 @@ func (c *checker) writeNewRefcounts() error {
 		block := batch[len(batch)-int(cs):]
 		clear(block)
 		rb := RefBlock{Data: block, Order: g.RefcountOrder}
-		first := ri.FirstCluster(g)
+		first := ri.firstCluster(g)
 		for j := uint64(0); j < per && uint64(first)+j < c.refs.n; j++ {
 			if v := c.refs.get(first.Add(ClusterCount(j))); v != 0 {
-				rb.Set(RefBlockIndex(j), v)
+				rb.Set(refBlockIndex(j), v)
 			}
 		}
 		if len(batch)+int(cs) > cap(batch) || i == len(idx)-1 {
@@ -165,12 +165,12 @@ func (c *checker) writeNewRefcounts() error {
 
 // usedRefblocks lists, in order, the reftable indices whose clusters have counted references.
 // The header cluster is always counted, so the list is never empty.
-func (c *checker) usedRefblocks() []RefTableIndex {
-	per := c.g.RefBlockEntries()
-	var out []RefTableIndex
+func (c *checker) usedRefblocks() []refTableIndex {
+	per := c.g.refBlockEntries()
+	var out []refTableIndex
 	for base := uint64(0); base < c.refs.n; base += per {
-		if c.refs.nonZeroIn(HostCluster(base), HostCluster(min(base+per, c.refs.n))) {
-			out = append(out, HostCluster(base).RefTableIndex(c.g))
+		if c.refs.nonZeroIn(hostCluster(base), hostCluster(min(base+per, c.refs.n))) {
+			out = append(out, hostCluster(base).refTableIndex(c.g))
 		}
 	}
 	if len(out) == 0 {

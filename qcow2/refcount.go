@@ -12,7 +12,7 @@ import (
 // reservation translates its reserved clusters on the way in and out (alloc_reserve.go).
 type refBlock struct {
 	data  []byte
-	idx   RefTableIndex
+	idx   refTableIndex
 	bound bool
 }
 
@@ -23,7 +23,7 @@ func (a *allocator) view(rb *refBlock) RefBlock {
 // refBlockBackend loads and writes refcount blocks of an image.
 type refBlockBackend struct{ img *Image }
 
-func (b refBlockBackend) load(k HostCluster) (*refBlock, error) {
+func (b refBlockBackend) load(k hostCluster) (*refBlock, error) {
 	off := k.Offset(b.img.geo)
 	rb := &refBlock{data: make([]byte, b.img.geo.ClusterSize())}
 	if err := readAtFull(b.img.file, rb.data, off); err != nil {
@@ -32,7 +32,7 @@ func (b refBlockBackend) load(k HostCluster) (*refBlock, error) {
 	return rb, nil
 }
 
-func (b refBlockBackend) flush(k HostCluster, rb *refBlock) error {
+func (b refBlockBackend) flush(k hostCluster, rb *refBlock) error {
 	off := k.Offset(b.img.geo)
 	if err := b.img.checkMetadataWrite(off, b.img.geo.ClusterSize(), metaRefBlock, k); err != nil {
 		return err
@@ -48,15 +48,15 @@ func (b refBlockBackend) flush(k HostCluster, rb *refBlock) error {
 }
 
 // loadRefTable reads the reftable the header points at. Its size was bounded by Validate
-// (at most MaxRefTableBytes).
-func loadRefTable(s Storage, h *Header) ([]RefTableEntry, error) {
+// (at most maxRefTableBytes).
+func loadRefTable(s Storage, h *Header) ([]refTableEntry, error) {
 	buf := make([]byte, uint64(h.RefTableClusters)*h.ClusterSize())
 	if err := readAtFull(s, buf, h.RefTableOffset); err != nil {
 		return nil, fmt.Errorf("qcow2: read refcount table at %#x: %w", uint64(h.RefTableOffset), err)
 	}
-	t := make([]RefTableEntry, len(buf)/reftableEntrySize)
+	t := make([]refTableEntry, len(buf)/reftableEntrySize)
 	for i := range t {
-		t[i] = RefTableEntry(binary.BigEndian.Uint64(buf[i*8:]))
+		t[i] = refTableEntry(binary.BigEndian.Uint64(buf[i*8:]))
 	}
 	return t, nil
 }
@@ -64,19 +64,19 @@ func loadRefTable(s Storage, h *Header) ([]RefTableEntry, error) {
 // refblockFor returns the refcount block at reftable index i, or false when there is none
 // (all refcounts it would hold are 0). A reftable entry with reserved bits, an unaligned
 // offset, or one pointing outside the file or at fixed metadata is corruption.
-func (a *allocator) refblockFor(i RefTableIndex) (*refBlock, HostCluster, bool, error) {
+func (a *allocator) refblockFor(i refTableIndex) (*refBlock, hostCluster, bool, error) {
 	if uint64(i) >= uint64(len(a.table)) {
 		return nil, 0, false, nil
 	}
 	e := a.table[i]
-	if e.Reserved() != 0 {
+	if e.reserved() != 0 {
 		return nil, 0, false, corruptf("reftable index %d (entry %#016x): reserved bits set", i, uint64(e))
 	}
 	off := e.Offset()
 	if off == 0 {
 		return nil, 0, false, nil
 	}
-	c, ok := off.CheckedCluster(a.g)
+	c, ok := off.checkedCluster(a.g)
 	if !ok {
 		return nil, 0, false, corruptf("reftable index %d: refcount block offset %#x not aligned to a cluster", i, uint64(off))
 	}
@@ -104,33 +104,33 @@ func (a *allocator) refblockFor(i RefTableIndex) (*refBlock, HostCluster, bool, 
 }
 
 // refcount returns the refcount of host cluster c.
-func (a *allocator) refcount(c HostCluster) (Refcount, error) {
-	rb, _, ok, err := a.refblockFor(c.RefTableIndex(a.g))
+func (a *allocator) refcount(c hostCluster) (refcount, error) {
+	rb, _, ok, err := a.refblockFor(c.refTableIndex(a.g))
 	if err != nil || !ok {
 		return 0, err
 	}
-	return a.view(rb).Get(c.RefBlockIndex(a.g)), nil
+	return a.view(rb).Get(c.refBlockIndex(a.g)), nil
 }
 
 // setRefcount stores v as the refcount of c, whose refcount block must exist.
-func (a *allocator) setRefcount(c HostCluster, v Refcount) error {
-	rb, key, ok, err := a.refblockFor(c.RefTableIndex(a.g))
+func (a *allocator) setRefcount(c hostCluster, v refcount) error {
+	rb, key, ok, err := a.refblockFor(c.refTableIndex(a.g))
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return fmt.Errorf("qcow2: internal error: no refcount block for cluster %d", c)
 	}
-	if v > a.g.MaxRefcount() {
+	if v > a.g.maxRefcount() {
 		return fmt.Errorf("qcow2: refcount of cluster %d would overflow %d bits", c, a.g.RefcountBits())
 	}
-	a.view(rb).Set(c.RefBlockIndex(a.g), v)
+	a.view(rb).Set(c.refBlockIndex(a.g), v)
 	a.cache.markDirty(key)
 	return nil
 }
 
 // setTableEntry changes reftable entry i in memory (written back by writeRefTableDirty).
-func (a *allocator) setTableEntry(i RefTableIndex, e RefTableEntry) {
+func (a *allocator) setTableEntry(i refTableIndex, e refTableEntry) {
 	if a.blocks != nil {
 		a.blocks.remove(a.table[i].Offset())
 		a.blocks.add(e.Offset())

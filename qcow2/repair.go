@@ -26,7 +26,7 @@ func (c *checker) run() error {
 	if err := c.readSnapshotTable(); err != nil {
 		return err
 	}
-	c.res.TotalClusters = uint64(c.g.ClustersFor(c.h.Size))
+	c.res.TotalClusters = uint64(c.g.clustersFor(c.h.Size))
 	if err := c.calculate(c.mode); err != nil {
 		return err
 	}
@@ -44,7 +44,7 @@ func (c *checker) run() error {
 	case c.mode != RepairNone && c.rebuild:
 		c.res.CheckErrors++
 		c.res.msg("ERROR need to rebuild refcount structures")
-		return ErrNeedRebuild
+		return errNeedRebuild
 	case c.mode != RepairNone && (c.res.Leaks > 0 || c.res.Corruptions > 0):
 		// Compare again, this time repairing; the first run's findings are replaced.
 		c.res.setCounters(pre)
@@ -64,14 +64,14 @@ func (c *checker) run() error {
 // refcounts that are too low with RepairAll. A stored refcount of 0 under a referenced
 // cluster cannot be repaired in place (the refcount block may not even exist): it calls for a
 // rebuild. It returns the highest cluster that is referenced or has a refcount.
-func (c *checker) compare(fix RepairMode) (HostCluster, error) {
-	var highest HostCluster
+func (c *checker) compare(fix RepairMode) (hostCluster, error) {
+	var highest hostCluster
 	n := max(c.nb, c.refs.n)
-	per := c.g.RefBlockEntries()
+	per := c.g.refBlockEntries()
 	changed := false
 	for base := uint64(0); base < n; base += per {
 		end := min(base+per, n)
-		blk, err := c.disk.block(HostCluster(base).RefTableIndex(c.g))
+		blk, err := c.disk.block(hostCluster(base).refTableIndex(c.g))
 		if err != nil {
 			for cl := base; cl < end; cl++ {
 				c.res.CheckErrors++
@@ -79,13 +79,13 @@ func (c *checker) compare(fix RepairMode) (HostCluster, error) {
 			}
 			continue
 		}
-		if blk.Data == nil && !c.refs.nonZeroIn(HostCluster(base), HostCluster(end)) {
+		if blk.Data == nil && !c.refs.nonZeroIn(hostCluster(base), hostCluster(end)) {
 			continue
 		}
-		for cl := HostCluster(base); cl < HostCluster(end); cl++ {
-			var stored Refcount
+		for cl := hostCluster(base); cl < hostCluster(end); cl++ {
+			var stored refcount
 			if blk.Data != nil {
-				stored = blk.Get(cl.RefBlockIndex(c.g))
+				stored = blk.Get(cl.refBlockIndex(c.g))
 			}
 			refs := c.refs.get(cl)
 			if stored > 0 || refs > 0 {
@@ -159,7 +159,7 @@ func (c *checker) checkCopied(fix RepairMode) error {
 	refs := map[HostOffset]uint64{}
 	var order []HostOffset
 	for i, e := range l1 {
-		l2 := e.L2Offset()
+		l2 := e.l2Offset()
 		if l2 == 0 {
 			continue
 		}
@@ -167,17 +167,17 @@ func (c *checker) checkCopied(fix RepairMode) error {
 			order = append(order, l2)
 		}
 		refs[l2]++
-		rc, err := c.disk.get(l2.Cluster(c.g))
+		rc, err := c.disk.get(l2.cluster(c.g))
 		if err != nil {
-			c.refcountReadFailed(l2.Cluster(c.g), err)
+			c.refcountReadFailed(l2.cluster(c.g), err)
 			continue
 		}
-		if (rc == 1) == e.Copied() {
+		if (rc == 1) == e.copied() {
 			continue
 		}
 		c.corrupt("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d", repairWord(repair), i, uint64(e), rc)
 		if repair {
-			ne := MakeL1Entry(l2, rc == 1) | L1Entry(e.Reserved())
+			ne := makeL1Entry(l2, rc == 1) | l1Entry(e.reserved())
 			var b [l1EntrySize]byte
 			binary.BigEndian.PutUint64(b[:], uint64(ne))
 			if _, err := c.s.WriteAt(b[:], int64(uint64(c.h.L1TableOffset)+uint64(i)*l1EntrySize)); err != nil {
@@ -216,21 +216,21 @@ func (c *checker) checkCopiedL2(l2 HostOffset, n uint64, repair bool) (bool, err
 	}
 	dataFile := c.h.HasDataFile()
 	dirty := 0
-	es := c.g.L2EntrySize()
+	es := c.g.l2EntrySize()
 	for j := uint64(0); j < c.l2EntriesInFile(l2); j++ {
 		e, _ := c.l2Entry(buf, j)
 		if t := c.clusterType(e); t != chkNormal && t != chkZeroAlloc {
 			continue
 		}
-		rc := Refcount(1) // clusters in an external data file always have refcount 1
+		rc := refcount(1) // clusters in an external data file always have refcount 1
 		if !dataFile {
 			var err error
-			if rc, err = c.disk.get(e.Offset().Cluster(c.g)); err != nil {
-				c.refcountReadFailed(e.Offset().Cluster(c.g), err)
+			if rc, err = c.disk.get(e.Offset().cluster(c.g)); err != nil {
+				c.refcountReadFailed(e.Offset().cluster(c.g), err)
 				continue
 			}
 		}
-		if (rc == 1) == e.Copied() {
+		if (rc == 1) == e.copied() {
 			continue
 		}
 		if !repair {
@@ -267,7 +267,7 @@ func (c *checker) checkCopiedL2(l2 HostOffset, n uint64, repair bool) (bool, err
 // refcountReadFailed accounts for a refcount the COPIED check could not read. QEMU stays silent
 // here because the comparison has already reported the cluster; that holds for a misaligned
 // refcount block, not for an I/O error that happens only now, which must not go unnoticed.
-func (c *checker) refcountReadFailed(cl HostCluster, err error) {
+func (c *checker) refcountReadFailed(cl hostCluster, err error) {
 	if err == errRefblockUnaligned {
 		return
 	}
@@ -283,14 +283,14 @@ func (c *checker) markClean() error {
 	if err != nil {
 		return err
 	}
-	if h.Version < 3 || h.Incompatible&(IncompatDirty|IncompatCorrupt) == 0 {
+	if h.Version < 3 || h.Incompatible&(incompatDirty|incompatCorrupt) == 0 {
 		return nil
 	}
 	if err := c.s.Sync(); err != nil {
 		return fmt.Errorf("qcow2: sync before clearing the dirty bit: %w", err)
 	}
 	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], h.Incompatible&^(IncompatDirty|IncompatCorrupt))
+	binary.BigEndian.PutUint64(b[:], h.Incompatible&^(incompatDirty|incompatCorrupt))
 	if _, err := c.s.WriteAt(b[:], offIncompatibleFeatures); err != nil {
 		return fmt.Errorf("qcow2: clear the dirty bit: %w", err)
 	}

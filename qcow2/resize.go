@@ -65,7 +65,7 @@ func (img *Image) grow(newSize, old uint64) error {
 		return fmt.Errorf("%w: cannot grow a version 2 image over a longer backing file: the new area would show the backing file, and zeroing it needs the zero flag (QEMU: Failed to zero out new clusters)", ErrUnsupported)
 	}
 	img.mu.Lock()
-	err := img.growL1(img.geo.L1EntriesFor(newSize))
+	err := img.growL1(img.geo.l1EntriesFor(newSize))
 	img.mu.Unlock()
 	if err != nil {
 		return err
@@ -83,7 +83,7 @@ func (img *Image) grow(newSize, old uint64) error {
 	}
 	// QEMU's BDRV_REQ_ZERO_WRITE truncate: zero flags from the first whole subcluster, written
 	// zeros for the unaligned head.
-	sc := img.geo.SubclusterSize()
+	sc := img.geo.subclusterSize()
 	zs := alignUp(old, sc)
 	if newSize > zs {
 		if err := img.zeroize(zs, newSize-zs, 0, false); err != nil {
@@ -110,7 +110,7 @@ func (img *Image) zeroStaleTail(old, newSize uint64) error {
 		return err
 	}
 	for _, e := range ext {
-		if e.kind == KindData || e.kind == KindCompressed {
+		if e.kind == kindData || e.kind == kindCompressed {
 			if err := img.writeZeroRange(e.off, e.n); err != nil {
 				return err
 			}
@@ -125,9 +125,9 @@ func (img *Image) zeroStaleTail(old, newSize uint64) error {
 func (img *Image) mapRawData(from, to uint64) error {
 	g := img.geo
 	cs := g.ClusterSize()
-	return img.forEachTable(alignDown(from, cs), to, func(l1i L1Index, a, b uint64) error {
+	return img.forEachTable(alignDown(from, cs), to, func(l1i l1Index, a, b uint64) error {
 		for pos := a; pos < b; pos += cs {
-			gc := GuestOffset(pos).Cluster(g)
+			gc := GuestOffset(pos).cluster(g)
 			old, err := img.entryAt(l1i, gc)
 			if err != nil {
 				return err
@@ -135,11 +135,11 @@ func (img *Image) mapRawData(from, to uint64) error {
 			if img.clusterType(old.e) == ctNormal {
 				continue
 			}
-			key, t, err := img.l2ForWrite(l1i, gc.L2Index(g), gc.L2Index(g)+1)
+			key, t, err := img.l2ForWrite(l1i, gc.l2Index(g), gc.l2Index(g)+1)
 			if err != nil {
 				return err
 			}
-			t.set(gc.L2Index(g), slot{e: MakeL2Entry(img.dataHostFor(gc), true, false)})
+			t.set(gc.l2Index(g), slot{e: makeL2Entry(img.dataHostFor(gc), true, false)})
 			img.l2.markDirty(key)
 		}
 		return nil
@@ -182,7 +182,7 @@ func (img *Image) shrink(newSize, old uint64) error {
 	img.mu.Lock()
 	err := img.flushLocked()
 	if err == nil {
-		err = img.shrinkL1(img.geo.L1EntriesFor(newSize))
+		err = img.shrinkL1(img.geo.l1EntriesFor(newSize))
 	}
 	if err == nil {
 		err = img.flushLocked()
@@ -204,11 +204,11 @@ func (img *Image) shrink(newSize, old uint64) error {
 // once the cleared entries are on disk (the next flush). Called with mu held, after a flush.
 func (img *Image) shrinkL1(n uint64) error {
 	for i := n; i < uint64(len(img.l1.entries)); i++ {
-		c, ok, err := img.l2For(L1Index(i))
+		c, ok, err := img.l2For(l1Index(i))
 		if err != nil {
 			return err
 		}
-		img.l1.set(L1Index(i), 0)
+		img.l1.set(l1Index(i), 0)
 		if !ok {
 			continue
 		}
@@ -227,9 +227,9 @@ func (img *Image) truncateTail() error {
 	if err != nil {
 		return err
 	}
-	last := int64(g.ClustersFor(uint64(size))) - 1
+	last := int64(g.clustersFor(uint64(size))) - 1
 	for ; last >= 0; last-- {
-		rc, err := img.alloc.refcount(HostCluster(last))
+		rc, err := img.alloc.refcount(hostCluster(last))
 		if err != nil {
 			return err
 		}

@@ -34,7 +34,7 @@ func TestReview_RefTableGrowthWithPendingFrees(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := uint64(0); i < 512; i++ {
-		if err := img.Discard(2*i*512, 512); err != nil {
+		if err := img.Discard(GuestOffset(2*i*512), 512); err != nil {
 			t.Fatal(err)
 		}
 	}

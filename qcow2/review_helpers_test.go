@@ -27,13 +27,13 @@ func rvWriteTouches(op memstore.Op, off, n int64) bool {
 // cluster size), with the two host offsets; the test fails if either write is missing.
 func rvDataThenL2(t *testing.T, img *Image, log []memstore.Op, target uint64, cs int64) (host, l2off int64, dataAt, l2At int) {
 	t.Helper()
-	ext, err := img.Map(target, uint64(cs))
-	if err != nil || ext[0].Kind != KindData {
+	ext, err := img.Map(GuestOffset(target), uint64(cs))
+	if err != nil || ext[0].Kind != kindData {
 		t.Fatalf("after write: %v %+v", err, ext)
 	}
 	host = int64(ext[0].Host)
 	img.mu.Lock()
-	l2off = int64(img.l1.entries[GuestOffset(target).L1Index(img.geo)].L2Offset())
+	l2off = int64(img.l1.entries[GuestOffset(target).l1Index(img.geo)].l2Offset())
 	img.mu.Unlock()
 	dataAt, l2At = -1, -1
 	for i, op := range log {

@@ -58,7 +58,7 @@ func TestReview_FreeAppliedBeforeL1Switch(t *testing.T) {
 	// Discard every other cluster of the copied table: maxPendingFrees frees (data clusters
 	// shared with s1, refcount 2 -> 1), applied as one batch; then a Flush.
 	for i := 0; i < maxPendingFrees; i++ {
-		if err := img.Discard(uint64(2*i+1)*cs, cs); err != nil {
+		if err := img.Discard(GuestOffset(uint64(2*i+1)*cs), cs); err != nil {
 			t.Fatal(err)
 		}
 	}

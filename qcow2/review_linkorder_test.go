@@ -34,12 +34,12 @@ func TestReview_LinkAppliesFreesBeforeDataSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer img.Close()
-	if ext, err := img.Map(target, cs); err != nil || ext[0].Kind != KindCompressed {
+	if ext, err := img.Map(GuestOffset(target), cs); err != nil || ext[0].Kind != kindCompressed {
 		t.Fatalf("setup: %v %+v", err, ext)
 	}
 	// maxPendingFrees-1 frees that cannot merge (every other cluster).
 	for i := 0; i < maxPendingFrees-1; i++ {
-		if err := img.Discard(uint64(2*i)*cs, cs); err != nil {
+		if err := img.Discard(GuestOffset(uint64(2*i)*cs), cs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -144,7 +144,7 @@ func TestReview_LinkAppliesFreesBeforeDataSyncAccurate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 1; i < maxPendingFrees; i++ {
-		if err := img.Discard(uint64(2*i)*cs, cs); err != nil {
+		if err := img.Discard(GuestOffset(uint64(2*i)*cs), cs); err != nil {
 			t.Fatal(err)
 		}
 	}

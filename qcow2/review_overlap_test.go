@@ -32,14 +32,14 @@ func rvCrafted(t *testing.T, dir, opts, lowData string, craft func(s *memstore.S
 		t.Fatal(err)
 	}
 	g := h.Geometry()
-	l1 := func(i L1Index) HostOffset {
+	l1 := func(i l1Index) HostOffset {
 		var e [8]byte
 		if _, err := s.ReadAt(e[:], int64(h.L1TableOffset)+int64(i)*8); err != nil {
 			t.Fatal(err)
 		}
-		return L1Entry(binary.BigEndian.Uint64(e[:])).L2Offset()
+		return l1Entry(binary.BigEndian.Uint64(e[:])).l2Offset()
 	}
-	t1, t2 := l1(0), l1(GuestOffset(512<<20).L1Index(g))
+	t1, t2 := l1(0), l1(GuestOffset(512<<20).l1Index(g))
 	if t1 == 0 || t2 == 0 {
 		t.Fatalf("setup: L2 tables %#x %#x", uint64(t1), uint64(t2))
 	}
@@ -118,7 +118,7 @@ func TestReview_DataWriteOverUncachedL2Table(t *testing.T) {
 	dir := t.TempDir()
 	s := rvCrafted(t, dir, "cluster_size=64k", "64k", func(s *memstore.Store, _ *Header, t1, t2 HostOffset) {
 		var e [8]byte
-		binary.BigEndian.PutUint64(e[:], uint64(MakeL2Entry(t2, true, false)))
+		binary.BigEndian.PutUint64(e[:], uint64(makeL2Entry(t2, true, false)))
 		if _, err := s.WriteAt(e[:], int64(t1)); err != nil {
 			t.Fatal(err)
 		}
@@ -141,13 +141,13 @@ func TestReview_AllocationOverUncachedL2Table(t *testing.T) {
 		if _, err := s.ReadAt(e[:], int64(h.RefTableOffset)); err != nil {
 			t.Fatal(err)
 		}
-		rb := RefTableEntry(binary.BigEndian.Uint64(e[:])).Offset()
-		c := t2.Cluster(g)
-		if c.RefTableIndex(g) != 0 {
+		rb := refTableEntry(binary.BigEndian.Uint64(e[:])).Offset()
+		c := t2.cluster(g)
+		if c.refTableIndex(g) != 0 {
 			t.Fatalf("setup: L2 table %#x not counted by the first refcount block", uint64(t2))
 		}
 		// 16-bit refcounts (the default).
-		if _, err := s.WriteAt([]byte{0, 0}, int64(rb)+int64(c.RefBlockIndex(g))*2); err != nil {
+		if _, err := s.WriteAt([]byte{0, 0}, int64(rb)+int64(c.refBlockIndex(g))*2); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -166,7 +166,7 @@ func TestReview_RefBlockOverUncachedL2Table(t *testing.T) {
 	dir := t.TempDir()
 	s := rvCrafted(t, dir, "cluster_size=4k", "4M", func(s *memstore.Store, h *Header, _, t2 HostOffset) {
 		g := h.Geometry()
-		if end, _ := s.Size(); uint64(end) >= g.Bytes(ClusterCount(g.RefBlockEntries())) {
+		if end, _ := s.Size(); uint64(end) >= g.Bytes(ClusterCount(g.refBlockEntries())) {
 			t.Fatalf("setup: the file (%d bytes) reaches past the first refcount block's region", end)
 		}
 		var e [8]byte

@@ -12,8 +12,8 @@ import (
 // rvHost returns the host offset of the data cluster mapping guest offset off.
 func rvHost(t *testing.T, img *Image, off uint64) HostOffset {
 	t.Helper()
-	ext, err := img.Map(off, img.geo.ClusterSize())
-	if err != nil || len(ext) != 1 || ext[0].Kind != KindData {
+	ext, err := img.Map(GuestOffset(off), img.geo.ClusterSize())
+	if err != nil || len(ext) != 1 || ext[0].Kind != kindData {
 		t.Fatalf("map %#x: %v %+v", off, err, ext)
 	}
 	return ext[0].Host
@@ -41,7 +41,7 @@ func TestReview_FreedClusterReusedOnlyAfterL2OnDisk(t *testing.T) {
 	const g1, g2, g3 = 2 * cs, 4 << 20, 4<<20 + 64<<10
 	h := rvHost(t, img, g1)
 	img.mu.Lock()
-	t1 := int64(img.l1.entries[GuestOffset(g1).L1Index(img.geo)].L2Offset())
+	t1 := int64(img.l1.entries[GuestOffset(g1).l1Index(img.geo)].l2Offset())
 	img.mu.Unlock()
 	s.StartLog()
 	if err := img.Discard(g1, cs); err != nil {

@@ -18,7 +18,7 @@ type Snapshot struct {
 	ID, Name string
 	// L1Offset and L1Size locate the snapshot's L1 table. ReadSnapshots has checked that the
 	// table is cluster aligned, at most MaxL1Bytes long and inside the image file;
-	// LoadSnapshots leaves that to CheckSnapshotL1.
+	// LoadSnapshots leaves that to checkSnapshotL1.
 	L1Offset HostOffset
 	L1Size   uint32
 	// Date is when the snapshot was taken.
@@ -53,9 +53,9 @@ const (
 // ReadSnapshots parses the snapshot table described by h strictly, to the letter of the spec
 // (Open uses it to say why a snapshot asked for with -l is missing; check reads the table as
 // QEMU's check does: check_snaprepair.go), bounding everything it reads by QEMU's limits
-// (docs/qcow2-spec-notes.md): at most MaxSnapshots entries and MaxSnapshotTableBytes in all,
-// inside the file, each entry's extra data at most MaxSnapshotExtraData bytes and, in version
-// 3 images, at least MinSnapshotExtraDataV3, and each snapshot's L1 table cluster aligned, at
+// (docs/qcow2-spec-notes.md): at most maxSnapshots entries and maxSnapshotTableBytes in all,
+// inside the file, each entry's extra data at most maxSnapshotExtraData bytes and, in version
+// 3 images, at least minSnapshotExtraDataV3, and each snapshot's L1 table cluster aligned, at
 // most MaxL1Bytes and inside the file. A violation is a *FormatError naming the entry and field. It reads the
 // table sequentially and allocates in proportion to what it has read, never to a length it
 // has not checked.
@@ -63,25 +63,25 @@ func ReadSnapshots(s Storage, h *Header) ([]Snapshot, error) { return readSnapsh
 
 // LoadSnapshots parses the snapshot table as QEMU does when it opens an image
 // (qcow2_read_snapshots): only the limits QEMU enforces there refuse the table (at most
-// MaxSnapshots entries and MaxSnapshotTableBytes in all, at most MaxSnapshotExtraData bytes of
+// maxSnapshots entries and maxSnapshotTableBytes in all, at most maxSnapshotExtraData bytes of
 // extra data per entry); bytes past the end of the file read as zeros, version 3 entries may
 // have less extra data than the spec asks, and the snapshots' L1 tables are not checked:
-// CheckSnapshotL1 does that where a snapshot's L1 table is used. Everything read is still
+// checkSnapshotL1 does that where a snapshot's L1 table is used. Everything read is still
 // bounded as in ReadSnapshots.
 func LoadSnapshots(s Storage, h *Header) ([]Snapshot, error) { return readSnapshots(s, h, false) }
 
-// CheckSnapshotL1 checks a snapshot's L1 table as QEMU does before using it
+// checkSnapshotL1 checks a snapshot's L1 table as QEMU does before using it
 // (qcow2_validate_table "Snapshot L1 table"): at most MaxL1Bytes, cluster aligned, and not
 // overflowing the largest file offset. It may lie past the end of the file (it reads as
 // zeros there).
-func CheckSnapshotL1(h *Header, sn Snapshot) error {
+func checkSnapshotL1(h *Header, sn Snapshot) error {
 	g := h.Geometry()
 	at := int64(sn.EntryOffset)
 	if uint64(sn.L1Size)*l1EntrySize > MaxL1Bytes {
 		return formatErr(at+8, "snapshot l1_size", sn.L1Size, "snapshot %s: a %d-byte L1 table exceeds the %d-byte limit (Snapshot L1 table too large)",
 			sn.ID, uint64(sn.L1Size)*l1EntrySize, MaxL1Bytes)
 	}
-	if sn.L1Offset.InCluster(g) != 0 || uint64(sn.L1Offset) > math.MaxInt64-uint64(sn.L1Size)*l1EntrySize {
+	if sn.L1Offset.inCluster(g) != 0 || uint64(sn.L1Offset) > math.MaxInt64-uint64(sn.L1Size)*l1EntrySize {
 		return formatErr(at, "snapshot l1_table_offset", uint64(sn.L1Offset), "snapshot %s: Snapshot L1 table offset invalid", sn.ID)
 	}
 	return nil
@@ -91,12 +91,12 @@ func readSnapshots(s Storage, h *Header, strict bool) ([]Snapshot, error) {
 	if h.SnapshotCount == 0 {
 		return nil, nil
 	}
-	if h.SnapshotCount > MaxSnapshots {
-		return nil, formatErr(offNbSnapshots, "nb_snapshots", h.SnapshotCount, "must be at most %d", MaxSnapshots)
+	if h.SnapshotCount > maxSnapshots {
+		return nil, formatErr(offNbSnapshots, "nb_snapshots", h.SnapshotCount, "must be at most %d", maxSnapshots)
 	}
 	g := h.Geometry()
 	start := h.SnapshotsOffset
-	if (strict && start == 0) || start.InCluster(g) != 0 {
+	if (strict && start == 0) || start.inCluster(g) != 0 {
 		return nil, formatErr(offSnapshotsOffset, "snapshots_offset", uint64(start), "must be a non-zero multiple of the %d-byte cluster size", g.ClusterSize())
 	}
 	fileSize, err := s.Size()
@@ -104,13 +104,13 @@ func readSnapshots(s Storage, h *Header, strict bool) ([]Snapshot, error) {
 		return nil, fmt.Errorf("qcow2: size of image file: %w", err)
 	}
 	var src io.Reader
-	limit := uint64(MaxSnapshotTableBytes)
+	limit := uint64(maxSnapshotTableBytes)
 	if strict {
 		if uint64(start) >= uint64(fileSize) {
 			return nil, formatErr(offSnapshotsOffset, "snapshots_offset", uint64(start), "lies past the end of the %d-byte file", fileSize)
 		}
-		// The table may extend at most to the end of the file and at most MaxSnapshotTableBytes.
-		limit = min(uint64(fileSize)-uint64(start), MaxSnapshotTableBytes)
+		// The table may extend at most to the end of the file and at most maxSnapshotTableBytes.
+		limit = min(uint64(fileSize)-uint64(start), maxSnapshotTableBytes)
 		src = io.NewSectionReader(s, int64(start), int64(limit))
 	} else {
 		if uint64(start) > math.MaxInt64-limit {
@@ -122,7 +122,7 @@ func readSnapshots(s Storage, h *Header, strict bool) ([]Snapshot, error) {
 		r:     bufio.NewReaderSize(src, 64<<10),
 		start: start,
 		limit: limit,
-		full:  limit == MaxSnapshotTableBytes,
+		full:  limit == maxSnapshotTableBytes,
 	}
 	snaps := make([]Snapshot, 0, min(h.SnapshotCount, 1024))
 	for i := range h.SnapshotCount {
@@ -170,7 +170,7 @@ func (t *tableReader) next(n uint64, field string, i uint32) ([]byte, error) {
 	if n > t.limit-t.pos {
 		why := fmt.Sprintf("runs past the end of the file (%d bytes after the table start)", t.limit)
 		if t.full {
-			why = fmt.Sprintf("makes the snapshot table larger than %d bytes", uint64(MaxSnapshotTableBytes))
+			why = fmt.Sprintf("makes the snapshot table larger than %d bytes", uint64(maxSnapshotTableBytes))
 		}
 		return nil, formatErr(int64(uint64(t.start)+t.pos), fmt.Sprintf("snapshot[%d].%s", i, field), n, "%s", why)
 	}
@@ -198,11 +198,11 @@ func (t *tableReader) entry(i uint32, h *Header, g Geometry, fileSize uint64, st
 
 	field := func(name string) string { return fmt.Sprintf("snapshot[%d].%s", i, name) }
 	at := func(rel int64) int64 { return int64(entryOff) + rel }
-	if extraLen > MaxSnapshotExtraData {
-		return Snapshot{}, formatErr(at(36), field("extra_data_size"), extraLen, "must be at most %d", MaxSnapshotExtraData)
+	if extraLen > maxSnapshotExtraData {
+		return Snapshot{}, formatErr(at(36), field("extra_data_size"), extraLen, "must be at most %d", maxSnapshotExtraData)
 	}
-	if strict && h.Version >= 3 && extraLen < MinSnapshotExtraDataV3 {
-		return Snapshot{}, formatErr(at(36), field("extra_data_size"), extraLen, "version 3 images need at least %d bytes (up to byte 55 of the entry)", MinSnapshotExtraDataV3)
+	if strict && h.Version >= 3 && extraLen < minSnapshotExtraDataV3 {
+		return Snapshot{}, formatErr(at(36), field("extra_data_size"), extraLen, "version 3 images need at least %d bytes (up to byte 55 of the entry)", minSnapshotExtraDataV3)
 	}
 	extra, err := t.next(uint64(extraLen), "extra_data", i)
 	if err != nil {
@@ -232,7 +232,7 @@ func (t *tableReader) entry(i uint32, h *Header, g Geometry, fileSize uint64, st
 		if err := checkTable(field("l1_table_offset"), at(0), sn.L1Offset, uint64(sn.L1Size)*l1EntrySize, g, fileSize); err != nil {
 			return Snapshot{}, err
 		}
-	} else if sn.L1Offset.InCluster(g) != 0 {
+	} else if sn.L1Offset.inCluster(g) != 0 {
 		return Snapshot{}, formatErr(at(0), field("l1_table_offset"), uint64(sn.L1Offset), "not aligned to a %d-byte cluster", g.ClusterSize())
 	}
 	return sn, nil
@@ -246,9 +246,9 @@ func cString(b []byte) string {
 	return string(b)
 }
 
-// SnapshotTableSize returns the bytes the snapshot table occupies from h.SnapshotsOffset up to
+// snapshotTableSize returns the bytes the snapshot table occupies from h.SnapshotsOffset up to
 // the end of the last entry's name (what QEMU calls snapshots_size), for refcounting it.
-func SnapshotTableSize(h *Header, snaps []Snapshot) uint64 {
+func snapshotTableSize(h *Header, snaps []Snapshot) uint64 {
 	if len(snaps) == 0 {
 		return 0
 	}
@@ -260,11 +260,11 @@ func SnapshotTableSize(h *Header, snaps []Snapshot) uint64 {
 // snapshot.name=[NAME]").
 const snapshotOptPrefix = "snapshot."
 
-// FindSnapshot resolves a snapshot the way qemu-nbd -l/--load-snapshot does. The parameter is
+// findSnapshot resolves a snapshot the way qemu-nbd -l/--load-snapshot does. The parameter is
 // either "snapshot.id=ID,snapshot.name=NAME" (either part optional, at least one present; with
 // both, one snapshot must match both; a comma inside a value is written ",,"), or a bare string
 // that is matched against IDs first and then against names.
-func FindSnapshot(snaps []Snapshot, param string) (Snapshot, error) {
+func findSnapshot(snaps []Snapshot, param string) (Snapshot, error) {
 	if !strings.HasPrefix(param, snapshotOptPrefix) {
 		for _, sn := range snaps {
 			if sn.ID == param {

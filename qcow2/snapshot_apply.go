@@ -45,7 +45,7 @@ func (img *Image) ApplySnapshot(idOrName string) error {
 	if !ok {
 		return fmt.Errorf("%w: no snapshot has the ID or name %q", ErrSnapshotNotFound, idOrName)
 	}
-	if err := CheckSnapshotL1(&img.hdr, sn); err != nil {
+	if err := checkSnapshotL1(&img.hdr, sn); err != nil {
 		return err
 	}
 	if sn.DiskSize != img.Size() {
@@ -69,9 +69,9 @@ func (img *Image) ApplySnapshot(idOrName string) error {
 	}
 	g := img.geo
 	old := img.l1
-	entries := make([]L1Entry, len(old.entries))
+	entries := make([]l1Entry, len(old.entries))
 	for i, e := range snL1.entries {
-		entries[i] = e &^ L1Entry(entryCopied)
+		entries[i] = e &^ l1Entry(entryCopied)
 	}
 	// 1. The snapshot's clusters get the active table's reference.
 	if err := img.addRefs(entries, refRaise); err != nil {
@@ -81,8 +81,8 @@ func (img *Image) ApplySnapshot(idOrName string) error {
 		return err
 	}
 	// 2. The new active table, then the switch.
-	n := g.ClustersFor(uint64(len(entries)) * l1EntrySize)
-	newT := &l1Table{entries: entries, dirty: map[L1Index]struct{}{}}
+	n := g.clustersFor(uint64(len(entries)) * l1EntrySize)
+	newT := &l1Table{entries: entries, dirty: map[l1Index]struct{}{}}
 	if n > 0 {
 		c, err := img.alloc.allocMeta(n, AllocL1)
 		if err != nil {
@@ -118,8 +118,8 @@ func (img *Image) ApplySnapshot(idOrName string) error {
 	if err := img.addRefs(old.entries, refDrop); err != nil {
 		return err
 	}
-	if k := g.ClustersFor(old.bytes()); k > 0 && old.off != 0 {
-		img.alloc.free(old.off.Cluster(g), k, false)
+	if k := g.clustersFor(old.bytes()); k > 0 && old.off != 0 {
+		img.alloc.free(old.off.cluster(g), k, false)
 	}
 	if err := img.alloc.flush(); err != nil {
 		return err

@@ -20,8 +20,8 @@ type SnapshotSpec struct {
 	ICount   int64
 }
 
-// ErrSnapshotExists is returned by CreateSnapshot for an ID already in use (QEMU: -EEXIST).
-var ErrSnapshotExists = fmt.Errorf("qcow2: snapshot ID already exists: %w", syscall.EEXIST)
+// errSnapshotExists is returned by CreateSnapshot for an ID already in use (QEMU: -EEXIST).
+var errSnapshotExists = fmt.Errorf("qcow2: snapshot ID already exists: %w", syscall.EEXIST)
 
 // nextSnapshotID is QEMU's find_new_snapshot_id: one more than the largest numeric ID (an
 // ID that is not a number counts as 0).
@@ -64,12 +64,12 @@ func (img *Image) prepareMetadataWrite() error {
 		return fmt.Errorf("qcow2: image refuses writes until reopened: %w", img.broken)
 	}
 	h := img.hdr
-	h.Autoclear &= AutoclearKnown
+	h.Autoclear &= autoclearKnown
 	if !h.bitmapsConsistent() {
 		h.Autoclear &^= AutoclearBitmaps
 	}
 	if img.hdr.LazyRefcounts() {
-		h.Incompatible |= IncompatDirty
+		h.Incompatible |= incompatDirty
 	}
 	if h.Autoclear != img.hdr.Autoclear || h.Incompatible != img.hdr.Incompatible {
 		if err := img.writeHeaderSync(&h); err != nil {
@@ -93,8 +93,8 @@ func (img *Image) CreateSnapshot(spec SnapshotSpec) (Snapshot, error) {
 	if err := img.snapshotOpErr(); err != nil {
 		return Snapshot{}, err
 	}
-	if len(img.snapshots) >= MaxSnapshots {
-		return Snapshot{}, fmt.Errorf("qcow2: already %d snapshots: %w", MaxSnapshots, syscall.EFBIG)
+	if len(img.snapshots) >= maxSnapshots {
+		return Snapshot{}, fmt.Errorf("qcow2: already %d snapshots: %w", maxSnapshots, syscall.EFBIG)
 	}
 	id := spec.ID
 	if id == "" {
@@ -102,7 +102,7 @@ func (img *Image) CreateSnapshot(spec SnapshotSpec) (Snapshot, error) {
 	}
 	for _, sn := range img.snapshots {
 		if sn.ID == id {
-			return Snapshot{}, ErrSnapshotExists
+			return Snapshot{}, errSnapshotExists
 		}
 	}
 	if err := img.flushLocked(); err != nil {
@@ -115,7 +115,7 @@ func (img *Image) CreateSnapshot(spec SnapshotSpec) (Snapshot, error) {
 	}
 	// 1. The copy of the active L1 table, entries as they are (COPIED flags included, as
 	// QEMU copies them).
-	n := g.ClustersFor(img.l1.bytes())
+	n := g.clustersFor(img.l1.bytes())
 	if n > 0 {
 		c, err := img.alloc.allocMeta(n, AllocL1)
 		if err != nil {

@@ -71,19 +71,19 @@ func snapshotDamages() []snapshotDamage {
 			return b[:st+snapshotFixedSize+int(binary.BigEndian.Uint32(b[st+36:]))+1]
 		}},
 		{name: "count-max", fn: func(_ *testing.T, b []byte) []byte {
-			binary.BigEndian.PutUint32(b[offNbSnapshots:], MaxSnapshots)
+			binary.BigEndian.PutUint32(b[offNbSnapshots:], maxSnapshots)
 			return b
 		}, slow: true},
 		{name: "count-over-max", fn: func(_ *testing.T, b []byte) []byte {
-			binary.BigEndian.PutUint32(b[offNbSnapshots:], MaxSnapshots+1)
+			binary.BigEndian.PutUint32(b[offNbSnapshots:], maxSnapshots+1)
 			return b
 		}},
 		{name: "offset-overflows", fn: func(_ *testing.T, b []byte) []byte {
 			binary.BigEndian.PutUint64(b[offSnapshotsOffset:], 0x7fffffffffff0000)
 			return b
 		}},
-		{name: "extra-at-limit", fn: set32(36, MaxSnapshotExtraData)},
-		{name: "extra-over-limit", fn: set32(36, MaxSnapshotExtraData+1)},
+		{name: "extra-at-limit", fn: set32(36, maxSnapshotExtraData)},
+		{name: "extra-over-limit", fn: set32(36, maxSnapshotExtraData+1)},
 		{name: "extra-none-v3", fn: set32(36, 0)},
 		// s1's entry and 511 of the largest entries (131126 bytes, 131128 padded) fit in the
 		// 64 MiB QEMU allows; one more does not.

@@ -28,7 +28,7 @@ func (img *Image) DeleteSnapshot(id, name string) error {
 		return fmt.Errorf("%w: no snapshot with ID %q and name %q", ErrSnapshotNotFound, id, name)
 	}
 	sn := img.snapshots[k]
-	if err := CheckSnapshotL1(&img.hdr, sn); err != nil {
+	if err := checkSnapshotL1(&img.hdr, sn); err != nil {
 		return err
 	}
 	if err := img.flushLocked(); err != nil {
@@ -46,8 +46,8 @@ func (img *Image) DeleteSnapshot(id, name string) error {
 		return err
 	}
 	g := img.geo
-	if n := g.ClustersFor(uint64(sn.L1Size) * l1EntrySize); n > 0 {
-		img.alloc.free(sn.L1Offset.Cluster(g), n, true)
+	if n := g.clustersFor(uint64(sn.L1Size) * l1EntrySize); n > 0 {
+		img.alloc.free(sn.L1Offset.cluster(g), n, true)
 	}
 	if err := img.alloc.flush(); err != nil {
 		return err

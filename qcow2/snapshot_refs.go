@@ -18,15 +18,15 @@ const (
 
 // snapL2 validates an L1 entry of any L1 table (active or a snapshot's) and returns its L2
 // table's cluster, or false when the entry maps nothing.
-func (img *Image) snapL2(i int, e L1Entry) (HostCluster, bool, error) {
-	off := e.L2Offset()
-	if e.Reserved() != 0 {
+func (img *Image) snapL2(i int, e l1Entry) (hostCluster, bool, error) {
+	off := e.l2Offset()
+	if e.reserved() != 0 {
 		return 0, false, corruptf("L1 index %d (entry %#016x): reserved bits set", i, uint64(e))
 	}
 	if off == 0 {
 		return 0, false, nil
 	}
-	c, ok := off.CheckedCluster(img.geo)
+	c, ok := off.checkedCluster(img.geo)
 	if !ok || uint64(off)+img.geo.ClusterSize() > img.fileEnd() {
 		return 0, false, corruptf("L1 index %d: L2 table offset %#x invalid", i, uint64(off))
 	}
@@ -38,18 +38,18 @@ func (img *Image) snapL2(i int, e L1Entry) (HostCluster, bool, error) {
 
 // entryClusters returns the host clusters of the image file an L2 entry references (a data
 // or preallocated zero cluster, or the clusters a compressed range touches), n == 0 for none.
-func (img *Image) entryClusters(s slot) (first HostCluster, n ClusterCount) {
+func (img *Image) entryClusters(s slot) (first hostCluster, n ClusterCount) {
 	g := img.geo
 	if s.e.Compressed() {
-		off, l := s.e.CompressedRange(g)
-		lo, hi := off.Cluster(g), off.Add(l-1).Cluster(g)
+		off, l := s.e.compressedRange(g)
+		lo, hi := off.cluster(g), off.Add(l-1).cluster(g)
 		return lo, ClusterCount(hi - lo + 1)
 	}
 	host, ok := img.hostOf(s.e)
 	if !ok || img.data != img.file {
 		return 0, 0
 	}
-	return host.Cluster(g), 1
+	return host.cluster(g), 1
 }
 
 // addRefs applies add to the refcount of every cluster that the L1 entries reach: each L2
@@ -59,9 +59,9 @@ func (img *Image) entryClusters(s slot) (first HostCluster, n ClusterCount) {
 //
 // A raise that cannot be made (a refcount at its maximum, as with refcount_bits=1) is undone
 // in memory and fails with EINVAL, as QEMU's update_refcount reverts its partial update.
-func (img *Image) addRefs(entries []L1Entry, add refAddend) (err error) {
+func (img *Image) addRefs(entries []l1Entry, add refAddend) (err error) {
 	a := img.alloc
-	var raised []HostCluster
+	var raised []hostCluster
 	defer func() {
 		if err == nil || add != refRaise {
 			return
@@ -72,7 +72,7 @@ func (img *Image) addRefs(entries []L1Entry, add refAddend) (err error) {
 			}
 		}
 	}()
-	bump := func(c HostCluster, n ClusterCount) error {
+	bump := func(c hostCluster, n ClusterCount) error {
 		for k := range n {
 			cl := c.Add(k)
 			if add == refDrop {
@@ -89,7 +89,7 @@ func (img *Image) addRefs(entries []L1Entry, add refAddend) (err error) {
 			if rc == 0 {
 				return img.markCorrupt(corruptf("snapshot: cluster %d is referenced but has refcount 0", cl))
 			}
-			if rc >= a.g.MaxRefcount() {
+			if rc >= a.g.maxRefcount() {
 				return fmt.Errorf("qcow2: refcount of cluster %d would overflow %d bits: %w", cl, a.g.RefcountBits(), syscall.EINVAL)
 			}
 			if err := a.setRefcount(cl, rc+1); err != nil {
@@ -111,7 +111,7 @@ func (img *Image) addRefs(entries []L1Entry, add refAddend) (err error) {
 		if err != nil {
 			return err
 		}
-		for j := range L2Index(img.geo.L2Entries()) {
+		for j := range l2Index(img.geo.l2Entries()) {
 			if err := t.check(j); err != nil {
 				return img.markCorrupt(err)
 			}
@@ -147,7 +147,7 @@ func (img *Image) fixCopied() error {
 			return err
 		}
 		changed := false
-		for j := range L2Index(img.geo.L2Entries()) {
+		for j := range l2Index(img.geo.l2Entries()) {
 			s := t.get(j)
 			if s.e.Compressed() {
 				continue
@@ -160,8 +160,8 @@ func (img *Image) fixCopied() error {
 			if err != nil {
 				return err
 			}
-			if want := rc == 1; want != s.e.Copied() {
-				s.e ^= L2Entry(entryCopied)
+			if want := rc == 1; want != s.e.copied() {
+				s.e ^= l2Entry(entryCopied)
 				t.set(j, s)
 				changed = true
 			}
@@ -173,8 +173,8 @@ func (img *Image) fixCopied() error {
 		if err != nil {
 			return err
 		}
-		if want := rc == 1; want != e.Copied() {
-			img.l1.set(L1Index(i), e^L1Entry(entryCopied))
+		if want := rc == 1; want != e.copied() {
+			img.l1.set(l1Index(i), e^l1Entry(entryCopied))
 		}
 	}
 	if err := img.flushL2(); err != nil {

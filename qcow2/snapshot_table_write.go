@@ -47,8 +47,8 @@ func (img *Image) writeSnapshotTable(snaps []Snapshot) error {
 		return err
 	}
 	var at HostOffset
-	var first HostCluster
-	n := g.ClustersFor(uint64(len(tbl)))
+	var first hostCluster
+	n := g.clustersFor(uint64(len(tbl)))
 	if n > 0 {
 		if first, err = img.alloc.allocMeta(n, AllocL1); err != nil {
 			return err
@@ -81,7 +81,7 @@ func (img *Image) writeSnapshotTable(snaps []Snapshot) error {
 		return err
 	}
 	if oldLen > 0 {
-		lo, hi := oldOff.Cluster(g), oldOff.Add(oldLen-1).Cluster(g)
+		lo, hi := oldOff.cluster(g), oldOff.Add(oldLen-1).cluster(g)
 		img.alloc.free(lo, ClusterCount(hi-lo+1), true)
 	}
 	return img.alloc.flush()
@@ -97,8 +97,8 @@ func (img *Image) reloadSnapshots() error {
 	img.snapshots = snaps
 	img.snapL1Bad = make([]bool, len(snaps))
 	for i, sn := range snaps {
-		img.snapL1Bad[i] = CheckSnapshotL1(&img.hdr, sn) != nil
+		img.snapL1Bad[i] = checkSnapshotL1(&img.hdr, sn) != nil
 	}
-	img.snapTableLen = SnapshotTableSize(&img.hdr, snaps)
+	img.snapTableLen = snapshotTableSize(&img.hdr, snaps)
 	return nil
 }

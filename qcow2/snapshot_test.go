@@ -105,18 +105,18 @@ func TestReadSnapshotsFromQemuImg(t *testing.T) {
 				if sn.DiskSize != wantDisk {
 					t.Errorf("snapshot %d: disk size %d, want %d", i, sn.DiskSize, wantDisk)
 				}
-				if len(sn.ExtraData) < MinSnapshotExtraDataV3 {
+				if len(sn.ExtraData) < minSnapshotExtraDataV3 {
 					t.Errorf("snapshot %d: %d bytes of extra data", i, len(sn.ExtraData))
 				}
 				checkSnapshotData(t, dir, img, s, h, sn)
 			}
-			if got := SnapshotTableSize(h, snaps); got == 0 || got > 3*(snapshotFixedSize+1024+32) {
+			if got := snapshotTableSize(h, snaps); got == 0 || got > 3*(snapshotFixedSize+1024+32) {
 				t.Errorf("snapshot table size %d", got)
 			}
-			// FindSnapshot on real entries: "1" is the first snapshot's ID and the third's name.
+			// findSnapshot on real entries: "1" is the first snapshot's ID and the third's name.
 			for param, wantID := range map[string]string{"1": "1", "with,comma": "2", "snapshot.name=1": "3",
 				"snapshot.id=2": "2", "snapshot.name=with,,comma": "2", "snapshot.id=3,snapshot.name=1": "3", "first": "1"} {
-				sn, err := FindSnapshot(snaps, param)
+				sn, err := findSnapshot(snaps, param)
 				if err != nil || sn.ID != wantID {
 					t.Errorf("FindSnapshot(%q) = %q, %v; want ID %s", param, sn.ID, err, wantID)
 				}
@@ -142,7 +142,7 @@ func checkSnapshotData(t *testing.T, dir, img string, s Storage, h *Header, sn S
 	}
 	g := h.Geometry()
 	n := 0
-	forEachL2Entry(t, s, h, sn.L1Offset, sn.L1Size, func(c GuestCluster, e L2Entry) {
+	forEachL2Entry(t, s, h, sn.L1Offset, sn.L1Size, func(c guestCluster, e l2Entry) {
 		if e.Compressed() || e.Zero() || e.Offset() == 0 || uint64(c.Offset(g)) >= min(sn.DiskSize, h.Size) {
 			return
 		}
@@ -182,7 +182,7 @@ func TestFindSnapshot(t *testing.T) {
 		{"snapshot.id=1,snapshot.id=2", "2"}, // the last value wins, as in QemuOpts
 	}
 	for _, c := range cases {
-		sn, err := FindSnapshot(snaps, c.param)
+		sn, err := findSnapshot(snaps, c.param)
 		switch c.wantID {
 		case "":
 			if !errors.Is(err, ErrSnapshotNotFound) {
@@ -304,7 +304,7 @@ func TestReadSnapshotsV2ShortExtra(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Entry 1 now starts 16 bytes earlier: move the rest of the table down.
-	rest := readFull(t, s, snaps[1].EntryOffset, SnapshotTableSize(h, snaps)-uint64(snaps[1].EntryOffset-h.SnapshotsOffset))
+	rest := readFull(t, s, snaps[1].EntryOffset, snapshotTableSize(h, snaps)-uint64(snaps[1].EntryOffset-h.SnapshotsOffset))
 	if _, err := s.WriteAt(rest, int64(snaps[1].EntryOffset)-16); err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func TestReadSnapshotsTableLimits(t *testing.T) {
 		return s
 	}
 	per := pad8(snapshotFixedSize + 16 + 65535 + 65535)
-	fits := int(MaxSnapshotTableBytes / per)
+	fits := int(maxSnapshotTableBytes / per)
 	t.Run("64 MiB cap", func(t *testing.T) {
 		h := *h
 		h.SnapshotCount = uint32(fits + 1)
@@ -370,8 +370,8 @@ func TestReadSnapshotsTableLimits(t *testing.T) {
 	})
 	t.Run("65536 entries", func(t *testing.T) {
 		h := *h
-		h.SnapshotCount = MaxSnapshots
-		s := entries(MaxSnapshots, 5, 7, 0)
+		h.SnapshotCount = maxSnapshots
+		s := entries(maxSnapshots, 5, 7, 0)
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
@@ -379,13 +379,13 @@ func TestReadSnapshotsTableLimits(t *testing.T) {
 		got, err := ReadSnapshots(s, &h)
 		el := time.Since(start)
 		runtime.ReadMemStats(&after)
-		if err != nil || len(got) != MaxSnapshots {
+		if err != nil || len(got) != maxSnapshots {
 			t.Fatalf("%d, %v", len(got), err)
 		}
 		if a := after.TotalAlloc - before.TotalAlloc; a > 256<<20 || el > 30*time.Second { // time: a bound on a runaway, not a speed test
 			t.Fatalf("65536 snapshots: %d MiB allocated in %v", a>>20, el)
 		}
-		h.SnapshotCount = MaxSnapshots + 1
+		h.SnapshotCount = maxSnapshots + 1
 		if _, err := ReadSnapshots(s, &h); !errors.Is(err, ErrFormat) {
 			t.Fatalf("65537 snapshots: %v", err)
 		}

@@ -61,7 +61,8 @@ func (l *statusList) add(s Status) {
 // file (QEMU synthesizes them there). qemu-nbd builds NBD base:allocation from it (HOLE unless
 // Data, ZERO when Zero) and qemu:allocation-depth (Depth+1 when Allocated, else 0); the engine
 // uses it to tell whether a range reads as zeros (QEMU's is_zero).
-func (img *Image) BlockStatus(off, n uint64) ([]Status, error) {
+func (img *Image) BlockStatus(at GuestOffset, n uint64) ([]Status, error) {
+	off := uint64(at)
 	return img.chainStatus(off, n, true)
 }
 
@@ -69,7 +70,8 @@ func (img *Image) BlockStatus(off, n uint64) ([]Status, error) {
 // goes down the backing chain only while a layer says neither Data nor Zero. A range past
 // the end of a shorter backing file therefore stays at the layer above it, unallocated and
 // Zero.
-func (img *Image) MapStatus(off, n uint64) ([]Status, error) {
+func (img *Image) MapStatus(at GuestOffset, n uint64) ([]Status, error) {
+	off := uint64(at)
 	return img.chainStatus(off, n, false)
 }
 
@@ -187,13 +189,13 @@ func (img *Image) layerStatus(off, n uint64) ([]Status, error) {
 func (img *Image) l2Status(off, n uint64, out statusList) (statusList, error) {
 	g := img.geo
 	cs := g.ClusterSize()
-	scs := g.SubclusterSize()
+	scs := g.subclusterSize()
 	end := off + n
 	unalloc := Status{Zero: img.backing == nil}
 	dataFile := img.dataFileName()
 	for pos := off; pos < end; {
-		l1i := GuestOffset(pos).L1Index(g)
-		stop := min(end, uint64(l1i.FirstCluster(g).Offset(g))+g.GuestBytesPerL2())
+		l1i := GuestOffset(pos).l1Index(g)
+		stop := min(end, uint64(l1i.firstCluster(g).Offset(g))+g.guestBytesPerL2())
 		c, ok, err := img.l2For(l1i)
 		if err != nil {
 			return out, err
@@ -211,12 +213,12 @@ func (img *Image) l2Status(off, n uint64, out statusList) (statusList, error) {
 			return out, err
 		}
 		for pos < stop {
-			gc := GuestOffset(pos).Cluster(g)
-			if err := t.check(gc.L2Index(g)); err != nil {
+			gc := GuestOffset(pos).cluster(g)
+			if err := t.check(gc.l2Index(g)); err != nil {
 				return out, err
 			}
-			sl := t.get(gc.L2Index(g))
-			in := GuestOffset(pos).InCluster(g)
+			sl := t.get(gc.l2Index(g))
+			in := GuestOffset(pos).inCluster(g)
 			cend := min(cs, in+(stop-pos))
 			if sl.e.Compressed() {
 				out.add(Status{Start: pos, Length: cend - in, Data: true, Allocated: true, Compressed: true})
@@ -229,10 +231,10 @@ func (img *Image) l2Status(off, n uint64, out statusList) (statusList, error) {
 				scEnd := min(cend, uint64(sc+1)*scs)
 				s := Status{Start: pos, Length: scEnd - in}
 				switch img.subKind(sl, sc) {
-				case KindData:
+				case kindData:
 					s.Data, s.Allocated = true, true
 					s.HasOffset, s.Offset, s.File = true, host.Add(in), dataFile
-				case KindZero:
+				case kindZero:
 					s.Zero, s.Allocated = true, true
 					// QEMU: ZERO_ALLOC (a zero flag on an entry with a host offset, or a
 					// zero subcluster of an allocated cluster) keeps its offset.
@@ -313,14 +315,14 @@ func hostStatus(s Storage, off, n uint64) (uint64, bool) {
 	if off >= total {
 		return n, true
 	}
-	fa, ok := s.(AllocationFinder)
+	fa, ok := s.(allocationFinder)
 	if !ok {
 		return n, false
 	}
 	limit := min(n, total-off)
 	data, hole, err := fa.FindAllocation(int64(off))
 	switch {
-	case errors.Is(err, ErrNoMoreData):
+	case errors.Is(err, errNoMoreData):
 		return n, true // a hole to the end of the file: zeros, also past it
 	case err != nil:
 		return limit, false

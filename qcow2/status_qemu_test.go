@@ -253,7 +253,7 @@ func compareStatusWithQemu(t *testing.T, p string) {
 		// A query of a part answers the same as the whole, cut to the part.
 		if sz := img.Size(); sz > 3*65536 {
 			a, b := uint64(65536+512), 65536+512+sz/2
-			part, err := img.MapStatus(a, b-a)
+			part, err := img.MapStatus(GuestOffset(a), b-a)
 			if err != nil {
 				t.Fatal(err)
 			}

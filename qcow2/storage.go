@@ -30,10 +30,10 @@ type HolePuncher interface {
 	PunchHole(off, n int64) error
 }
 
-// ZeroRanger is implemented by stores that can make a byte range read as zeros without writing
+// zeroRanger is implemented by stores that can make a byte range read as zeros without writing
 // it, keeping it allocated (fallocate ZERO_RANGE). Like QEMU (handle_alloc_space), the engine
 // uses it for the copy-on-write parts of a newly allocated cluster that read as zeros.
-type ZeroRanger interface {
+type zeroRanger interface {
 	ZeroRange(off, n int64) error
 }
 
@@ -43,18 +43,18 @@ type Preallocator interface {
 	Allocate(off, n int64) error
 }
 
-// AllocationFinder is implemented by stores that can tell data from holes (lseek SEEK_DATA and
+// allocationFinder is implemented by stores that can tell data from holes (lseek SEEK_DATA and
 // SEEK_HOLE), which QEMU's file driver reports in block status.
-type AllocationFinder interface {
+type allocationFinder interface {
 	// FindAllocation answers for off inside the store: data == off and hole > off (the next
 	// hole, or the end of the store) when off holds data; hole == off and data > off (the next
-	// data) when off is in a hole; ErrNoMoreData when no data lies at or after off.
+	// data) when off is in a hole; errNoMoreData when no data lies at or after off.
 	FindAllocation(off int64) (data, hole int64, err error)
 }
 
-// AllocatedSizer is implemented by stores that know how many bytes they occupy on disk
+// allocatedSizer is implemented by stores that know how many bytes they occupy on disk
 // (st_blocks), which QEMU's metadata-preallocation heuristic compares with the refcounts.
-type AllocatedSizer interface {
+type allocatedSizer interface {
 	AllocatedBytes() (int64, error)
 }
 
@@ -78,8 +78,8 @@ type FileOptions struct {
 type FileRole int
 
 const (
-	// RoleImage is the image file Open was given.
-	RoleImage FileRole = iota
+	// roleImage is the image file Open was given.
+	roleImage FileRole = iota
 	// RoleBacking is a backing file (qcow2 or raw, at any depth), opened read-only.
 	RoleBacking
 	// RoleDataFile is an external data file.

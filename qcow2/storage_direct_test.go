@@ -181,10 +181,10 @@ func TestDirectImage(t *testing.T) {
 				var err error
 				switch r.IntN(5) {
 				case 0:
-					err = img.Zero(off, n, unmapFlag(r.IntN(2) == 0))
+					err = img.Zero(GuestOffset(off), n, unmapFlag(r.IntN(2) == 0))
 					clear(shadow[off : off+n])
 				case 1:
-					err = img.Discard(off, n)
+					err = img.Discard(GuestOffset(off), n)
 					// Version 3: discarded clusters read as zeros (the zero flag hides a
 					// backing file).
 					cs := img.geo.ClusterSize()
@@ -259,10 +259,10 @@ func TestDirectImageConcurrent(t *testing.T) {
 				var err error
 				switch r.IntN(6) {
 				case 0:
-					err = img.Zero(off, n, unmapFlag(r.IntN(2) == 0))
+					err = img.Zero(GuestOffset(off), n, unmapFlag(r.IntN(2) == 0))
 					clear(shadow[off : off+n])
 				case 1:
-					err = img.Discard(off, n)
+					err = img.Discard(GuestOffset(off), n)
 					for c := alignUp(off, 512); c+512 <= off+n; c += 512 {
 						clear(shadow[c : c+512])
 					}

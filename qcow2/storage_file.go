@@ -48,8 +48,8 @@ func (s *FileStorage) DirectAlign() int {
 // File returns the underlying file.
 func (s *FileStorage) File() *os.File { return s.h.OS() }
 
-// Host returns the host-file layer under the storage: its sync count and open flags.
-func (s *FileStorage) Host() *hostfile.File { return s.h }
+// host returns the host-file layer under the storage: its sync count and open flags.
+func (s *FileStorage) host() *hostfile.File { return s.h }
 
 // ReadAt reads len(p) bytes at off; reading past the end of the file returns io.EOF.
 func (s *FileStorage) ReadAt(p []byte, off int64) (int, error) {
@@ -96,18 +96,18 @@ func (s *FileStorage) PunchHole(off, n int64) error {
 func (s *FileStorage) Allocate(off, n int64) error { return storageErr(s.h.Allocate(off, n)) }
 
 // FindAllocation reports data and holes with lseek SEEK_DATA / SEEK_HOLE, as QEMU's
-// find_allocation does (AllocationFinder).
+// find_allocation does (allocationFinder).
 func (s *FileStorage) FindAllocation(off int64) (data, hole int64, err error) {
 	data, hole, err = s.h.FindAllocation(off)
 	return data, hole, storageErr(err)
 }
 
 // AllocatedBytes is the file's allocated size (st_blocks * 512), as QEMU's
-// bdrv_get_allocated_file_size reports it (AllocatedSizer).
+// bdrv_get_allocated_file_size reports it (allocatedSizer).
 func (s *FileStorage) AllocatedBytes() (int64, error) { return s.h.AllocatedBytes() }
 
 // ZeroRange makes [off, off+n) read as zeros with fallocate ZERO_RANGE, growing the file if
-// needed (ZeroRanger); ErrUnsupported where the file system cannot.
+// needed (zeroRanger); ErrUnsupported where the file system cannot.
 func (s *FileStorage) ZeroRange(off, n int64) error {
 	if s.dio != nil {
 		defer s.dio.lockRange(off, n)()
@@ -116,13 +116,13 @@ func (s *FileStorage) ZeroRange(off, n int64) error {
 }
 
 // storageErr gives the host-file layer's classes the engine's names: what the file system
-// cannot do is ErrUnsupported, no data ahead is ErrNoMoreData.
+// cannot do is ErrUnsupported, no data ahead is errNoMoreData.
 func storageErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, hostfile.ErrNoMoreData):
-		return ErrNoMoreData
+		return errNoMoreData
 	case errors.Is(err, hostfile.ErrUnsupported):
 		return fmt.Errorf("%w: %w", ErrUnsupported, err)
 	}

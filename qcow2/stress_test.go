@@ -169,7 +169,7 @@ func runStress(t *testing.T, opts string, withBacking bool) {
 						return
 					}
 				case 3:
-					if err := img.Zero(lo+off, n, unmapFlag(rng.IntN(2) == 0)); err != nil {
+					if err := img.Zero(GuestOffset(lo+off), n, unmapFlag(rng.IntN(2) == 0)); err != nil {
 						errs <- err
 						return
 					}
@@ -193,7 +193,7 @@ func runStress(t *testing.T, opts string, withBacking bool) {
 					// Discard whole clusters of the private region (cluster aligned region).
 					a := alignUp(off, cs)
 					if a+cs <= region {
-						if err := img.Discard(lo+a, cs); err != nil {
+						if err := img.Discard(GuestOffset(lo+a), cs); err != nil {
 							errs <- err
 							return
 						}

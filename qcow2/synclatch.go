@@ -74,7 +74,7 @@ func (s *syncLatch) PunchHole(off, n int64) error {
 
 // FindAllocation forwards to the wrapped file (all data if it cannot tell).
 func (s *syncLatch) FindAllocation(off int64) (int64, int64, error) {
-	if fa, ok := s.Storage.(AllocationFinder); ok {
+	if fa, ok := s.Storage.(allocationFinder); ok {
 		return fa.FindAllocation(off)
 	}
 	return 0, 0, ErrUnsupported
@@ -82,7 +82,7 @@ func (s *syncLatch) FindAllocation(off int64) (int64, int64, error) {
 
 // AllocatedBytes forwards to the wrapped file.
 func (s *syncLatch) AllocatedBytes() (int64, error) {
-	if as, ok := s.Storage.(AllocatedSizer); ok {
+	if as, ok := s.Storage.(allocatedSizer); ok {
 		return as.AllocatedBytes()
 	}
 	return 0, ErrUnsupported
@@ -90,7 +90,7 @@ func (s *syncLatch) AllocatedBytes() (int64, error) {
 
 // ZeroRange forwards to the wrapped file (ErrUnsupported if it cannot).
 func (s *syncLatch) ZeroRange(off, n int64) error {
-	if zr, ok := s.Storage.(ZeroRanger); ok {
+	if zr, ok := s.Storage.(zeroRanger); ok {
 		err := zr.ZeroRange(off, n)
 		if err == nil {
 			s.noteEnd(uint64(off + n))

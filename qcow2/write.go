@@ -10,8 +10,8 @@ import (
 
 // cwrite is the part of a write plan for one guest cluster.
 type cwrite struct {
-	gc       GuestCluster
-	l2       HostCluster // the L2 table holding gc's entry
+	gc       guestCluster
+	l2       hostCluster // the L2 table holding gc's entry
 	from, to uint64      // bytes of the cluster the guest writes
 	host     HostOffset  // the cluster the bytes go to
 	// inPlace: host is the cluster's own data cluster, writable in place (COPIED, and with
@@ -38,7 +38,7 @@ type cwrite struct {
 type writePlan struct {
 	n    uint64 // guest bytes covered, from the request's offset
 	cl   []cwrite
-	busy []GuestCluster
+	busy []guestCluster
 	pin  uint64
 }
 
@@ -139,10 +139,10 @@ func (img *Image) mapWrite(off, n uint64) (plan *writePlan, wait chan struct{}, 
 	pos := off
 outer:
 	for pos < end {
-		l1i := GuestOffset(pos).L1Index(g)
-		tableEnd := uint64(l1i.FirstCluster(g).Offset(g)) + g.GuestBytesPerL2()
+		l1i := GuestOffset(pos).l1Index(g)
+		tableEnd := uint64(l1i.firstCluster(g).Offset(g)) + g.guestBytesPerL2()
 		stop := min(end, tableEnd)
-		if ch := img.busy[GuestOffset(pos).Cluster(g)]; ch != nil {
+		if ch := img.busy[GuestOffset(pos).cluster(g)]; ch != nil {
 			if len(plan.cl) == 0 {
 				return nil, ch, nil
 			}
@@ -156,7 +156,7 @@ outer:
 		start := len(plan.cl)
 		nalloc := 0
 		for pos < stop {
-			gc := GuestOffset(pos).Cluster(g)
+			gc := GuestOffset(pos).cluster(g)
 			if ch := img.busy[gc]; ch != nil {
 				if len(plan.cl) == 0 {
 					return nil, ch, nil
@@ -164,11 +164,11 @@ outer:
 				stop = pos
 				break
 			}
-			if err := t.check(gc.L2Index(g)); err != nil {
+			if err := t.check(gc.l2Index(g)); err != nil {
 				return plan, nil, err
 			}
-			in := GuestOffset(pos).InCluster(g)
-			w := cwrite{gc: gc, l2: key, from: in, to: min(cs, in+(stop-pos)), old: t.get(gc.L2Index(g))}
+			in := GuestOffset(pos).inCluster(g)
+			w := cwrite{gc: gc, l2: key, from: in, to: min(cs, in+(stop-pos)), old: t.get(gc.l2Index(g))}
 			img.decide(&w)
 			if w.needAlloc && img.data != img.file {
 				// External data file: the cluster's place is its guest offset.
@@ -201,7 +201,7 @@ outer:
 			if w.inPlace {
 				pins = append(pins, hostRange{w.host, cs})
 			} else {
-				w.next = slot{e: MakeL2Entry(w.host, true, false), b: w.next.b}
+				w.next = slot{e: makeL2Entry(w.host, true, false), b: w.next.b}
 				if len(w.fills) > 0 {
 					w.zeroCOW, w.cowBelow = img.zeroCOWHere(w)
 				}
@@ -209,7 +209,7 @@ outer:
 				plan.busy = append(plan.busy, w.gc)
 				if w.freeOld && img.data == img.file {
 					if w.old.e.Compressed() {
-						h, l := w.old.e.CompressedRange(g)
+						h, l := w.old.e.compressedRange(g)
 						pins = append(pins, hostRange{h, l})
 					} else if h, ok := img.hostOf(w.old.e); ok {
 						pins = append(pins, hostRange{h, cs})
@@ -240,16 +240,16 @@ func (img *Image) decide(w *cwrite) {
 	if !g.ExtendedL2 {
 		w.fills = g.edgeFills(w.from, w.to, 0)
 		switch img.subKind(s, 0) {
-		case KindData:
-			if s.e.Copied() {
+		case kindData:
+			if s.e.copied() {
 				w.inPlace, w.host, w.fills = true, host, nil
 				return
 			}
 			w.needAlloc, w.freeOld = true, true
-		case KindCompressed:
+		case kindCompressed:
 			w.needAlloc, w.freeOld = true, true
-		case KindZero:
-			if has && s.e.Copied() {
+		case kindZero:
+			if has && s.e.copied() {
 				// A preallocated zero cluster of our own: reuse it, writing the zeros around.
 				w.host = host
 				return
@@ -261,21 +261,21 @@ func (img *Image) decide(w *cwrite) {
 		return
 	}
 	W := g.scMask(w.from, w.to)
-	oldA, oldZ := s.b.Allocated(), s.b.ZeroBits()
+	oldA, oldZ := s.b.Allocated(), s.b.zeroBits()
 	switch {
 	case s.e.Compressed():
 		// Compressed clusters have no subclusters: the new cluster is allocated whole.
 		w.needAlloc, w.freeOld = true, true
 		w.fills = append(g.wholeSubclusters(^W), g.edgeFills(w.from, w.to, 0)...)
-		w.next.b = MakeSubclusterBitmap(allSubclusters, 0)
-	case has && s.e.Copied():
+		w.next.b = makeSubclusterBitmap(allSubclusters, 0)
+	case has && s.e.copied():
 		if oldA&W == W {
 			w.inPlace, w.host = true, host
 			return
 		}
 		w.host = host
 		w.fills = g.edgeFills(w.from, w.to, oldA)
-		w.next.b = MakeSubclusterBitmap(oldA|W, oldZ&^W)
+		w.next.b = makeSubclusterBitmap(oldA|W, oldZ&^W)
 	case has:
 		// Shared with a snapshot: a new cluster gets everything from the first allocated or
 		// written subcluster to the last one, zero and unallocated subclusters in between
@@ -284,11 +284,11 @@ func (img *Image) decide(w *cwrite) {
 		run := subclusterRun(oldA | W)
 		w.needAlloc, w.freeOld = true, true
 		w.fills = append(g.wholeSubclusters(run&^W), g.edgeFills(w.from, w.to, 0)...)
-		w.next.b = MakeSubclusterBitmap(run, oldZ&^run)
+		w.next.b = makeSubclusterBitmap(run, oldZ&^run)
 	default:
 		w.needAlloc = true
 		w.fills = g.edgeFills(w.from, w.to, 0)
-		w.next.b = MakeSubclusterBitmap(W, oldZ&^W)
+		w.next.b = makeSubclusterBitmap(W, oldZ&^W)
 	}
 }
 
@@ -301,13 +301,13 @@ func subclusterRun(m uint32) uint32 {
 // l2ForWrite returns the L2 table for L1 index i, ready to change its entries [lo, hi) (whose
 // slices are loaded): a new one if there is none, or a private copy if the table is shared
 // with a snapshot (its L1 entry lacks COPIED).
-func (img *Image) l2ForWrite(i L1Index, lo, hi L2Index) (HostCluster, *l2Table, error) {
+func (img *Image) l2ForWrite(i l1Index, lo, hi l2Index) (hostCluster, *l2Table, error) {
 	g := img.geo
 	c, ok, err := img.l2For(i)
 	if err != nil {
 		return 0, nil, err
 	}
-	if ok && img.l1.entries[i].Copied() {
+	if ok && img.l1.entries[i].copied() {
 		t, err := img.l2Get(c, lo, hi)
 		return c, t, err
 	}
@@ -340,7 +340,7 @@ func (img *Image) l2ForWrite(i L1Index, lo, hi L2Index) (HostCluster, *l2Table, 
 		t.markAllDirty()
 	}
 	img.l2.insertNew(nc, t)
-	img.l1.set(i, MakeL1Entry(nc.Offset(g), true))
+	img.l1.set(i, makeL1Entry(nc.Offset(g), true))
 	if ok {
 		// The copy must be durable before the L1 entry points at it, and the L1 entry before
 		// the shared table's refcount drops.
@@ -378,7 +378,7 @@ func (w *cwrite) filled() bool { return !w.skipFill && len(w.fills) > 0 }
 // clusters that are contiguous on the host.
 func (img *Image) execWrite(p []byte, off uint64, plan *writePlan) error {
 	cs := img.geo.ClusterSize()
-	zr, canZero := img.data.(ZeroRanger)
+	zr, canZero := img.data.(zeroRanger)
 	for k := range plan.cl {
 		w := &plan.cl[k]
 		if !w.zeroCOW || !img.zeroCOWBelow(w.gc, w.cowBelow) {
@@ -464,7 +464,7 @@ func (img *Image) linkWrite(plan *writePlan) error {
 		if w.inPlace {
 			continue
 		}
-		idx := w.gc.L2Index(g)
+		idx := w.gc.l2Index(g)
 		t, err := img.l2Get(w.l2, idx, idx+1)
 		if err != nil {
 			firstErr = cmpErr(firstErr, err)
@@ -520,7 +520,7 @@ func (img *Image) mustSyncFirst(w *cwrite) bool {
 		return !s.e.Zero()
 	}
 	newly := w.next.b.Allocated()
-	return s.b.ZeroBits()&newly != newly
+	return s.b.zeroBits()&newly != newly
 }
 
 // abortWrite undoes a plan whose data could not be written: clusters it allocated are freed
@@ -531,7 +531,7 @@ func (img *Image) abortWrite(plan *writePlan) {
 	}
 	for _, w := range plan.cl {
 		if w.newAlloc {
-			img.alloc.free(w.host.Cluster(img.geo), 1, false)
+			img.alloc.free(w.host.cluster(img.geo), 1, false)
 		}
 	}
 	img.release(plan.busy)

@@ -38,7 +38,8 @@ const (
 //
 // With a raw external data file its bytes are zeroed too, first. Zeros promised here never
 // expose backing data.
-func (img *Image) Zero(off, n uint64, f ZeroFlags) error {
+func (img *Image) Zero(at GuestOffset, n uint64, f ZeroFlags) error {
+	off := uint64(at)
 	img.gate.RLock()
 	defer img.gate.RUnlock()
 	if err := img.checkRequest(off, n, true); err != nil {
@@ -66,7 +67,7 @@ func (img *Image) zero(off, n uint64, f ZeroFlags) error {
 		}
 		f &^= ZeroMayUnmap
 	}
-	align := img.geo.SubclusterSize()
+	align := img.geo.subclusterSize()
 	head, tail := off%align, (off+n)%align
 	for n > 0 {
 		num := n
@@ -93,7 +94,7 @@ func (img *Image) zero(off, n uint64, f ZeroFlags) error {
 
 // zeroPiece is qcow2_co_pwrite_zeroes for one piece: errNeedFallback asks for written zeros.
 func (img *Image) zeroPiece(off, n uint64, f ZeroFlags) error {
-	sc := img.geo.SubclusterSize()
+	sc := img.geo.subclusterSize()
 	size := img.size.Load()
 	head := off % sc
 	tail := alignUp(off+n, sc) - (off + n)
@@ -154,7 +155,7 @@ func (img *Image) zeroize(off, n uint64, f ZeroFlags, onlyIfZero bool) error {
 		}
 	}
 	if whole < stop {
-		err := img.forEachTable(whole, stop, func(l1i L1Index, from, to uint64) error {
+		err := img.forEachTable(whole, stop, func(l1i l1Index, from, to uint64) error {
 			return img.zeroClusters(l1i, from, to, f, onlyIfZero)
 		})
 		if err != nil {
@@ -181,7 +182,7 @@ const (
 	ctCompressed
 )
 
-func (img *Image) clusterType(e L2Entry) qemuClusterType {
+func (img *Image) clusterType(e l2Entry) qemuClusterType {
 	switch {
 	case e.Compressed():
 		return ctCompressed
@@ -192,7 +193,7 @@ func (img *Image) clusterType(e L2Entry) qemuClusterType {
 		return ctZeroPlain
 	case e.Offset() == 0:
 		// Offset 0 is a cluster of an external data file when COPIED is set.
-		if img.data != img.file && e.Copied() {
+		if img.data != img.file && e.copied() {
 			return ctNormal
 		}
 		return ctUnallocated
@@ -211,7 +212,7 @@ func (img *Image) subclusterIsZero(off uint64) bool {
 	img.mu.Lock()
 	defer img.mu.Unlock()
 	ext, _, err := img.mapRead(off, 1, nil)
-	return err == nil && len(ext) == 1 && (ext[0].kind == KindUnallocated || ext[0].kind == KindZero)
+	return err == nil && len(ext) == 1 && (ext[0].kind == kindUnallocated || ext[0].kind == kindZero)
 }
 
 // zeroSubclusters is zero_l2_subclusters: the n bytes (whole subclusters) at off lie inside
@@ -219,8 +220,8 @@ func (img *Image) subclusterIsZero(off uint64) bool {
 // allocated); a compressed cluster cannot be zeroed in part.
 func (img *Image) zeroSubclusters(off, n uint64, onlyIfZero bool) error {
 	g := img.geo
-	return img.forEachTable(off, off+n, func(l1i L1Index, from, to uint64) error {
-		gc := GuestOffset(from).Cluster(g)
+	return img.forEachTable(off, off+n, func(l1i l1Index, from, to uint64) error {
+		gc := GuestOffset(from).cluster(g)
 		old, err := img.entryAt(l1i, gc)
 		if err != nil {
 			return err
@@ -228,41 +229,41 @@ func (img *Image) zeroSubclusters(off, n uint64, onlyIfZero bool) error {
 		if old.e.Compressed() {
 			return errNeedFallback
 		}
-		in := GuestOffset(from).InCluster(g)
+		in := GuestOffset(from).inCluster(g)
 		mask := g.scMask(in, in+(to-from))
-		if onlyIfZero && img.subKind(old, uint32(in/g.SubclusterSize())) != KindUnallocated &&
-			img.subKind(old, uint32(in/g.SubclusterSize())) != KindZero {
+		if onlyIfZero && img.subKind(old, uint32(in/g.subclusterSize())) != kindUnallocated &&
+			img.subKind(old, uint32(in/g.subclusterSize())) != kindZero {
 			return errNeedFallback
 		}
-		nw := slot{e: old.e, b: MakeSubclusterBitmap(old.b.Allocated()&^mask, old.b.ZeroBits()|mask)}
+		nw := slot{e: old.e, b: makeSubclusterBitmap(old.b.Allocated()&^mask, old.b.zeroBits()|mask)}
 		if nw == old {
 			return nil
 		}
-		key, t, err := img.l2ForWrite(l1i, gc.L2Index(g), gc.L2Index(g)+1)
+		key, t, err := img.l2ForWrite(l1i, gc.l2Index(g), gc.l2Index(g)+1)
 		if err != nil {
 			return err
 		}
-		t.set(gc.L2Index(g), nw)
+		t.set(gc.l2Index(g), nw)
 		img.l2.markDirty(key)
 		return nil
 	})
 }
 
 // entryAt returns the L2 entry of gc (zero when its table is not allocated), with mu held.
-func (img *Image) entryAt(l1i L1Index, gc GuestCluster) (slot, error) {
+func (img *Image) entryAt(l1i l1Index, gc guestCluster) (slot, error) {
 	key, ok, err := img.l2For(l1i)
 	if err != nil || !ok {
 		return slot{}, err
 	}
-	i := gc.L2Index(img.geo)
+	i := gc.l2Index(img.geo)
 	t, err := img.l2Get(key, i, i+1)
 	if err != nil {
 		return slot{}, err
 	}
-	if err := t.check(gc.L2Index(img.geo)); err != nil {
+	if err := t.check(gc.l2Index(img.geo)); err != nil {
 		return slot{}, err
 	}
-	return t.get(gc.L2Index(img.geo)), nil
+	return t.get(gc.l2Index(img.geo)), nil
 }
 
 // zeroClusters is zero_in_l2_slice for the whole clusters of [from, to) in the table of l1i
@@ -270,14 +271,14 @@ func (img *Image) entryAt(l1i L1Index, gc GuestCluster) (slot, error) {
 // bits with extended L2); an allocated one is released when unmap is allowed, a compressed
 // one always. The L2 table is created (or copied from a snapshot's) when needed, as QEMU's
 // get_cluster_table does.
-func (img *Image) zeroClusters(l1i L1Index, from, to uint64, f ZeroFlags, onlyIfZero bool) error {
+func (img *Image) zeroClusters(l1i l1Index, from, to uint64, f ZeroFlags, onlyIfZero bool) error {
 	g := img.geo
 	cs := g.ClusterSize()
 	unmapOK := f&ZeroMayUnmap != 0
-	var key HostCluster
+	var key hostCluster
 	var t *l2Table
 	for pos := from; pos < to; pos += cs {
-		gc := GuestOffset(pos).Cluster(g)
+		gc := GuestOffset(pos).cluster(g)
 		var old slot
 		if t == nil {
 			var err error
@@ -285,13 +286,13 @@ func (img *Image) zeroClusters(l1i L1Index, from, to uint64, f ZeroFlags, onlyIf
 				return err
 			}
 		} else {
-			if err := t.check(gc.L2Index(g)); err != nil {
+			if err := t.check(gc.l2Index(g)); err != nil {
 				return err
 			}
-			old = t.get(gc.L2Index(g))
+			old = t.get(gc.l2Index(g))
 		}
 		if onlyIfZero {
-			if k := img.subKind(old, 0); k != KindUnallocated && k != KindZero {
+			if k := img.subKind(old, 0); k != kindUnallocated && k != kindZero {
 				return errNeedFallback
 			}
 		}
@@ -302,9 +303,9 @@ func (img *Image) zeroClusters(l1i L1Index, from, to uint64, f ZeroFlags, onlyIf
 			nw.e = 0
 		}
 		if g.ExtendedL2 {
-			nw.b = MakeSubclusterBitmap(0, allSubclusters)
+			nw.b = makeSubclusterBitmap(0, allSubclusters)
 		} else {
-			nw.e |= L2Entry(l2Zero)
+			nw.e |= l2Entry(l2Zero)
 		}
 		if nw == old {
 			continue
@@ -316,7 +317,7 @@ func (img *Image) zeroClusters(l1i L1Index, from, to uint64, f ZeroFlags, onlyIf
 				return err
 			}
 		}
-		t.set(gc.L2Index(g), nw)
+		t.set(gc.l2Index(g), nw)
 		img.l2.markDirty(key)
 		if unmap {
 			img.freeEntry(old, true)
@@ -327,17 +328,17 @@ func (img *Image) zeroClusters(l1i L1Index, from, to uint64, f ZeroFlags, onlyIf
 
 // forEachTable calls fn with mu held for each L2 table's part of [from, to), after waiting
 // (without the lock) until no cluster of that part is in flight.
-func (img *Image) forEachTable(from, to uint64, fn func(l1i L1Index, from, to uint64) error) error {
+func (img *Image) forEachTable(from, to uint64, fn func(l1i l1Index, from, to uint64) error) error {
 	g := img.geo
 	for pos := from; pos < to; {
-		l1i := GuestOffset(pos).L1Index(g)
-		stop := min(to, uint64(l1i.FirstCluster(g).Offset(g))+g.GuestBytesPerL2())
+		l1i := GuestOffset(pos).l1Index(g)
+		stop := min(to, uint64(l1i.firstCluster(g).Offset(g))+g.guestBytesPerL2())
 		img.mu.Lock()
 		if err := img.prepareWrite(); err != nil {
 			img.mu.Unlock()
 			return err
 		}
-		if ch := img.waitBusy(GuestOffset(pos).Cluster(g), GuestOffset(stop-1).Cluster(g)); ch != nil {
+		if ch := img.waitBusy(GuestOffset(pos).cluster(g), GuestOffset(stop-1).cluster(g)); ch != nil {
 			img.mu.Unlock()
 			<-ch
 			continue

@@ -43,9 +43,9 @@ func (o zop) run(img *Image) error {
 		_, err := img.WriteAt(bytes.Repeat([]byte{o.fill}, int(o.n)), int64(o.off))
 		return err
 	case "zero":
-		return img.Zero(o.off, o.n, unmapFlag(o.unmap))
+		return img.Zero(GuestOffset(o.off), o.n, unmapFlag(o.unmap))
 	}
-	return img.Discard(o.off, o.n)
+	return img.Discard(GuestOffset(o.off), o.n)
 }
 
 // zeroCase is an image shape; ops run on it after prefill (done by qemu-io on both copies).
@@ -231,7 +231,7 @@ func TestZeroNoFallbackLikeQemu(t *testing.T) {
 				if op.unmap {
 					f |= ZeroMayUnmap
 				}
-				err := img.Zero(op.off, op.n, f)
+				err := img.Zero(GuestOffset(op.off), op.n, f)
 				got = append(got, fmt.Sprint(err == nil))
 				if err != nil && !strings.Contains(err.Error(), "would write data") {
 					t.Fatalf("%s: %v", op.qemuIO(), err)

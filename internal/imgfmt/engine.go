@@ -22,7 +22,7 @@ type engineImage interface {
 	Size() uint64
 	ReadAt(p []byte, off int64) (int, error)
 	WriteAt(p []byte, off int64) (int, error)
-	Zero(off, n uint64, f qcow2.ZeroFlags) error
+	Zero(off qcow2.GuestOffset, n uint64, f qcow2.ZeroFlags) error
 	Flush() error
 	Close() error
 	Resize(newSize uint64) error
@@ -42,7 +42,7 @@ func engineOpen(path string, o OpenOptions) (engineImage, error) {
 // backing chain (Image.MapStatus), in this package's terms. File names are the engine's (the
 // adapter renames them).
 func engineMap(img engineImage, off, n uint64) ([]Extent, error) {
-	st, err := img.(*qcow2.Image).MapStatus(off, n)
+	st, err := img.(*qcow2.Image).MapStatus(qcow2.GuestOffset(off), n)
 	if err != nil {
 		return nil, err
 	}

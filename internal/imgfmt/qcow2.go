@@ -75,8 +75,10 @@ func (d *qcow2Disk) ReadAt(p []byte, off int64) (int, error) { return d.img.Read
 func (d *qcow2Disk) WriteAt(p []byte, off int64) (int, error) {
 	return d.img.WriteAt(p, off)
 }
-func (d *qcow2Disk) WriteZeroes(off, n uint64) error { return d.img.Zero(off, n, qcow2.ZeroMayUnmap) }
-func (d *qcow2Disk) Flush() error                    { return d.img.Flush() }
+func (d *qcow2Disk) WriteZeroes(off, n uint64) error {
+	return d.img.Zero(qcow2.GuestOffset(off), n, qcow2.ZeroMayUnmap)
+}
+func (d *qcow2Disk) Flush() error { return d.img.Flush() }
 
 func (d *qcow2Disk) Resize(size uint64, prealloc Prealloc) error {
 	if prealloc != PreallocOff && prealloc != "" {

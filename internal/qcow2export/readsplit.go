@@ -43,7 +43,7 @@ func (b *Backend) ReadExtents(ctx context.Context, off, length uint64) ([]server
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	st, err := b.img.BlockStatus(off, length)
+	st, err := b.img.BlockStatus(qcow2.GuestOffset(off), length)
 	if err != nil {
 		return nil, classify(err)
 	}

@@ -75,7 +75,7 @@ func (b *Backend) walk(ctx context.Context, off, length uint64, fn func(qcow2.St
 			return err
 		}
 		n := min(end-pos, mapChunk)
-		st, err := b.img.BlockStatus(pos, n)
+		st, err := b.img.BlockStatus(qcow2.GuestOffset(pos), n)
 		if err != nil {
 			return classify(err)
 		}

@@ -17,7 +17,7 @@ func (b *Backend) Trim(_ context.Context, off, length uint64, fua bool) error {
 	if !b.opts.Discard {
 		return nil
 	}
-	err := b.img.Discard(off, length)
+	err := b.img.Discard(qcow2.GuestOffset(off), length)
 	if err != nil && !errors.Is(err, qcow2.ErrUnsupported) {
 		return classify(err)
 	}
@@ -38,7 +38,7 @@ func (b *Backend) WriteZeroes(_ context.Context, off, length uint64, f server.Ze
 	if f.FastZero {
 		flags |= qcow2.ZeroNoFallback
 	}
-	if err := b.img.Zero(off, length, flags); err != nil {
+	if err := b.img.Zero(qcow2.GuestOffset(off), length, flags); err != nil {
 		return classify(err)
 	}
 	return b.fua(f.FUA)
