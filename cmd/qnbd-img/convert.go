@@ -101,23 +101,7 @@ func (a *app) convert(argv []string) int {
 			}
 		}
 	}
-	if !r.outFmtGiven {
-		r.outFmt = "raw"
-	}
-	if explicitSparse && copyRange {
-		a.errorf("Cannot enable copy offloading when -S is used")
-		return 1
-	}
-	if r.compress && copyRange {
-		a.errorf("Cannot enable copy offloading when -c is used")
-		return 1
-	}
-	if r.skipCreate && r.haveOptions {
-		a.errorf("-o has no effect when skipping image creation")
-		return 1
-	}
-	if r.targetIsZero && !r.skipCreate {
-		a.errorf("--target-is-zero requires use of -n flag")
+	if !a.convertFlagsAgree(&r, explicitSparse, copyRange) {
 		return 1
 	}
 	ops := g.Operands()
@@ -141,6 +125,31 @@ func (a *app) convert(argv []string) int {
 	}
 	r.cache = cache
 	return a.doConvert(r)
+}
+
+// convertFlagsAgree defaults the output format and refuses the flag combinations qemu-img
+// refuses, in qemu-img's order; false means it printed the error.
+func (a *app) convertFlagsAgree(r *convertRequest, explicitSparse, copyRange bool) bool {
+	if !r.outFmtGiven {
+		r.outFmt = "raw"
+	}
+	if explicitSparse && copyRange {
+		a.errorf("Cannot enable copy offloading when -S is used")
+		return false
+	}
+	if r.compress && copyRange {
+		a.errorf("Cannot enable copy offloading when -c is used")
+		return false
+	}
+	if r.skipCreate && r.haveOptions {
+		a.errorf("-o has no effect when skipping image creation")
+		return false
+	}
+	if r.targetIsZero && !r.skipCreate {
+		a.errorf("--target-is-zero requires use of -n flag")
+		return false
+	}
+	return true
 }
 
 // sparseSize reads -S, the run of zeros that convert leaves unallocated; ok is false after
