@@ -384,14 +384,6 @@ func (img *Image) execWrite(p []byte, off uint64, plan *writePlan) error {
 		if !w.zeroCOW || !img.zeroCOWBelow(w.gc, w.cowBelow) {
 			continue
 		}
-		if w.fresh {
-			// A fresh cluster reads as zeros already (a hole the reservation's extension
-			// left): zeroing it again would only cost a fallocate per allocating write, and
-			// the file's data and holes, as SEEK_DATA reports them, are the same
-			// (docs/allocation.md, "Fresh clusters").
-			w.skipFill = true
-			continue
-		}
 		if canZero {
 			a, b := w.from, w.to
 			for _, f := range w.fills {
