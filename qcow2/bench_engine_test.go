@@ -43,29 +43,35 @@ func BenchmarkEngineWrite(b *testing.B) {
 			defer img.Close()
 			b.SetBytes(4096)
 			b.ResetTimer()
-			var wg sync.WaitGroup
-			per := b.N/8 + 1
-			for g := 0; g < 8; g++ {
-				wg.Add(1)
-				go func(g int) {
-					defer wg.Done()
-					rng := rand.New(rand.NewPCG(uint64(g), 1))
-					buf := make([]byte, 4096)
-					for i := 0; i < per; i++ {
-						off := int64(rng.IntN(256<<20/4096)) * 4096
-						var err error
-						if op == "randwrite4k" {
-							_, err = img.WriteAt(buf, off)
-						} else {
-							_, err = img.ReadAt(buf, off)
-						}
-						if err != nil {
-							panic(fmt.Sprint(err))
-						}
-					}
-				}(g)
-			}
-			wg.Wait()
+			randomIO4k(b, img, 8, b.N/8+1, 1, 256<<20, op == "randwrite4k")
 		})
 	}
+}
+
+// randomIO4k runs n goroutines that each write (or read) per random 4 KiB blocks of img's
+// first span bytes, seeded by seed and the goroutine's number; an I/O error panics.
+func randomIO4k(b *testing.B, img *Image, n, per int, seed uint64, span int64, write bool) {
+	b.Helper()
+	var wg sync.WaitGroup
+	for g := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), seed))
+			buf := make([]byte, 4096)
+			for range per {
+				off := rng.Int64N(span/4096) * 4096
+				var err error
+				if write {
+					_, err = img.WriteAt(buf, off)
+				} else {
+					_, err = img.ReadAt(buf, off)
+				}
+				if err != nil {
+					panic(fmt.Sprint(err))
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

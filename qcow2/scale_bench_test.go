@@ -1,9 +1,6 @@
 package qcow2
 
 import (
-	"fmt"
-	"math/rand/v2"
-	"sync"
 	"testing"
 )
 
@@ -33,29 +30,7 @@ func BenchmarkScaleRandom(b *testing.B) {
 				}
 				b.SetBytes(4096)
 				b.ResetTimer()
-				var wg sync.WaitGroup
-				per := b.N/16 + 1
-				for g := 0; g < 16; g++ {
-					wg.Add(1)
-					go func(g int) {
-						defer wg.Done()
-						rng := rand.New(rand.NewPCG(uint64(g), 2))
-						buf := make([]byte, 4096)
-						for i := 0; i < per; i++ {
-							off := rng.Int64N(vs/4096) * 4096
-							var err error
-							if op == "write" {
-								_, err = img.WriteAt(buf, off)
-							} else {
-								_, err = img.ReadAt(buf, off)
-							}
-							if err != nil {
-								panic(fmt.Sprint(err))
-							}
-						}
-					}(g)
-				}
-				wg.Wait()
+				randomIO4k(b, img, 16, b.N/16+1, 2, vs, op == "write")
 			})
 		}
 	}
