@@ -16,13 +16,7 @@ import (
 func amendImages(t *testing.T, dir string) []string {
 	t.Helper()
 	q := func(args ...string) { sh(t, dir, "qemu-img", args...) }
-	io := func(img string, cmds ...string) {
-		var args []string
-		for _, c := range cmds {
-			args = append(args, "-c", c)
-		}
-		sh(t, dir, "qemu-io", append(args, img)...)
-	}
+	io := func(img string, cmds ...string) { qemuIO(t, dir, img, cmds...) }
 	q("create", "-q", "-f", "qcow2", "base.qcow2", "8M")
 	io("base.qcow2", "write -P 0xaa 0 8M")
 	q("create", "-q", "-f", "qcow2", "v3.qcow2", "8M")

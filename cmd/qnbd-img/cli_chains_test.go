@@ -25,13 +25,7 @@ var chainFiles = []string{"base.qcow2", "top.qcow2", "longer.qcow2", "base.raw",
 func chainImages(t *testing.T, dir string) {
 	t.Helper()
 	q := func(args ...string) { sh(t, dir, "qemu-img", args...) }
-	io := func(img string, cmds ...string) {
-		var args []string
-		for _, c := range cmds {
-			args = append(args, "-c", c)
-		}
-		sh(t, dir, "qemu-io", append(args, img)...)
-	}
+	io := func(img string, cmds ...string) { qemuIO(t, dir, img, cmds...) }
 	q("create", "-q", "-f", "qcow2", "base.qcow2", "4M")
 	io("base.qcow2", "write -P 0xaa 0 1M", "write -P 0xbb 2M 4k", "write -P 0xcc 3M 64k")
 	q("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2")

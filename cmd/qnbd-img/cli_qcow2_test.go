@@ -13,13 +13,7 @@ import (
 func qcow2Images(t *testing.T, dir string) []string {
 	t.Helper()
 	q := func(args ...string) { sh(t, dir, "qemu-img", args...) }
-	io := func(img string, cmds ...string) {
-		var args []string
-		for _, c := range cmds {
-			args = append(args, "-c", c)
-		}
-		sh(t, dir, "qemu-io", append(args, img)...)
-	}
+	io := func(img string, cmds ...string) { qemuIO(t, dir, img, cmds...) }
 	q("create", "-q", "-f", "qcow2", "base.qcow2", "16M")
 	io("base.qcow2", "write -P 0xaa 0 1M", "write -z 2M 1M", "write -P 0xbb 5M 4k", "write -P 0xcc 14M 64k")
 	q("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2")
@@ -243,4 +237,14 @@ func TestCompareQcow2(t *testing.T) {
 	} {
 		same(t, dir, args...)
 	}
+}
+
+// qemuIO runs qemu-io in dir with each of cmds as a -c command on img.
+func qemuIO(t *testing.T, dir, img string, cmds ...string) {
+	t.Helper()
+	var args []string
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	sh(t, dir, "qemu-io", append(args, img)...)
 }

@@ -242,17 +242,7 @@ func (a *app) doConvert(r convertRequest) int {
 		cp.cluster = cs.ClusterSize()
 	}
 	err := cp.run()
-	if cerr := dst.Close(); err == nil && cerr != nil {
-		a.errorf("Could not close the new file: %s", strerror(cerr))
-		err = cerr
-	}
-	if err != nil {
-		p.end()
-		return 1
-	}
-	p.print(100, 0)
-	p.end()
-	return 0
+	return a.finishConvert(dst, p, err)
 }
 
 // convertTarget creates the target (unless -n) and opens it for writing. nil means the
@@ -310,4 +300,21 @@ func (a *app) convertTarget(r convertRequest, total uint64) (imgfmt.Disk, int) {
 		return nil, 1
 	}
 	return dst, 0
+}
+
+// finishConvert closes the new image after a copy that ended with err, reports a close
+// failure as qemu-img does, and completes the progress bar only on success; it returns
+// the exit code.
+func (a *app) finishConvert(dst imgfmt.Disk, p *progress, err error) int {
+	if cerr := dst.Close(); err == nil && cerr != nil {
+		a.errorf("Could not close the new file: %s", strerror(cerr))
+		err = cerr
+	}
+	if err != nil {
+		p.end()
+		return 1
+	}
+	p.print(100, 0)
+	p.end()
+	return 0
 }

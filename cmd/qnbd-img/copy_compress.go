@@ -59,17 +59,7 @@ func (a *app) convertCompressed(r convertRequest, srcs []imgfmt.Disk, dst imgfmt
 	close(jobs)
 	wg.Wait()
 	err := c.err
-	if cerr := dst.Close(); err == nil && cerr != nil {
-		a.errorf("Could not close the new file: %s", strerror(cerr))
-		err = cerr
-	}
-	if err != nil {
-		p.end()
-		return 1
-	}
-	p.print(100, 0)
-	p.end()
-	return 0
+	return a.finishConvert(dst, p, err)
 }
 
 // readConcat fills b with the concatenated sources' bytes from off.
