@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qnbd/qnbd/internal/testing/loopport"
 	"github.com/qnbd/qnbd/internal/testing/syncbuf"
 	nbd "github.com/qnbd/qnbd/server"
 )
@@ -64,6 +65,23 @@ func startQemuNBD(t *testing.T, cfg serverConfig) *server {
 
 func startServer(t *testing.T, bin string, cfg serverConfig) *server {
 	t.Helper()
+	// A port can be taken by another test between the choice and the bind: then the server
+	// exits at once with "Address already in use", and a new port is tried.
+	for attempt := 1; ; attempt++ {
+		s := launchServer(t, bin, cfg)
+		if s.waitReady(attempt < maxBindAttempts) {
+			return s
+		}
+		t.Logf("%s: port taken before it bound, attempt %d: %s", bin, attempt, s.out)
+	}
+}
+
+// maxBindAttempts bounds the retries of a server whose TCP port was taken before it bound.
+const maxBindAttempts = 5
+
+// launchServer starts bin as cfg says, without waiting for it to listen.
+func launchServer(t *testing.T, bin string, cfg serverConfig) *server {
+	t.Helper()
 	s := &server{t: t, bin: bin, out: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	var args []string
 	if !cfg.OneShot {
@@ -100,12 +118,18 @@ func startServer(t *testing.T, bin string, cfg serverConfig) *server {
 			s.Stop()
 		}
 	})
-	s.waitReady()
 	return s
 }
 
-// waitReady waits until the server accepts a connection (and serves metrics, if asked).
-func (s *server) waitReady() {
+// bindFailed reports whether the server's output says its listening address was taken.
+func (s *server) bindFailed() bool {
+	return (s.Port != 0 || s.MetricsAddr != "") && strings.Contains(strings.ToLower(s.out.String()), "address already in use")
+}
+
+// waitReady waits until the server accepts a connection (and serves metrics, if asked). It
+// returns false, instead of failing the test, when the server exited because its port was
+// taken and retry allows another attempt.
+func (s *server) waitReady(retry bool) bool {
 	s.t.Helper()
 	network, addr := "unix", s.Sock
 	if s.Sock == "" {
@@ -121,6 +145,9 @@ func (s *server) waitReady() {
 		select {
 		case <-s.exited:
 			s.stopped = true
+			if retry && s.bindFailed() {
+				return false
+			}
 			s.t.Fatalf("%s %q exited before listening: %v\n%s", s.bin, s.cmd.Args[1:], s.waitErr, s.out)
 		default:
 		}
@@ -134,7 +161,7 @@ func (s *server) waitReady() {
 			c, err := net.DialTimeout("tcp", s.MetricsAddr, time.Second)
 			if err == nil {
 				c.Close()
-				return
+				return true
 			}
 			if time.Now().After(deadline) {
 				s.t.Fatalf("metrics endpoint %s not accepting after 30s: %v\n%s", s.MetricsAddr, err, s.out)
@@ -142,6 +169,7 @@ func (s *server) waitReady() {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	return true
 }
 
 // abortHandshake ends the readiness probe's connection the way a polite client does: it
@@ -236,15 +264,11 @@ func (s *server) checkRace() {
 	}
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a TCP port on 127.0.0.1, below the ephemeral range, that was free a
+// moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return loopport.Free(t)
 }
 
 // shortTempDir is a per-test directory with a short path: Unix socket paths are limited to

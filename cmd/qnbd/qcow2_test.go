@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/qnbd/qnbd/internal/testing/corpus"
+	"github.com/qnbd/qnbd/internal/testing/loopport"
 )
 
 const testVersion = "9.9.9-qcow2-test"
@@ -415,16 +416,11 @@ func testDirtyRepair(t *testing.T, bin string) {
 	checkImage(t, cp.Path)
 }
 
-// freeAddr returns a loopback TCP address nothing listens on right now.
+// freeAddr returns a loopback TCP address, below the ephemeral range, that nothing
+// listened on a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return loopport.Addr(t)
 }
 
 func httpGet(t *testing.T, url string) (int, string) {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qnbd/qnbd/internal/testing/loopport"
 )
 
 // server is a running reference NBD server.
@@ -105,15 +107,11 @@ func startNbdkitMemory(t *testing.T, size string) string {
 	return sock
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a TCP port on 127.0.0.1, below the ephemeral range, that was free a
+// moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return loopport.Free(t)
 }
 
 // connect opens a handle, applies setup (may be nil), connects to sock and closes the handle
