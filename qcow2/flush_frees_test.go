@@ -1,5 +1,5 @@
-// Review reproduction: frees applied while the active L1 on disk still points at the L2 table
-// that holds the freed references.
+// Flush order, frees: a batch of frees is never applied while the active L1 on disk still
+// points at the L2 table that holds the freed references.
 package qcow2
 
 import (
@@ -11,7 +11,7 @@ import (
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
-// TestReview_FreeAppliedBeforeL1Switch: when copying an L2 table shared with a snapshot fails
+// TestFreesWaitForL1EntryOnDisk: when copying an L2 table shared with a snapshot fails
 // to write the L1 entry (transient EIO), l2ForWrite keeps the switch in memory (L1 entry dirty,
 // pointing at the copy). Later changes to the copy free the data clusters it no longer
 // references; the on-disk L1 still points at the old, shared table, whose entries still
@@ -21,7 +21,7 @@ import (
 // writes the dirty L1 entries (after the L2 tables) before any free. Every crash state from
 // the discards on (the durable prefix at each barrier, and just before each L1 write) must
 // check without corruption, by qemu-img and by our check.
-func TestReview_FreeAppliedBeforeL1Switch(t *testing.T) {
+func TestFreesWaitForL1EntryOnDisk(t *testing.T) {
 	const cs = 16 << 10
 	dir := t.TempDir()
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=16k", "1G")
@@ -75,7 +75,7 @@ func TestReview_FreeAppliedBeforeL1Switch(t *testing.T) {
 		if op.Kind != memstore.OpSync {
 			points = append(points, i)
 		}
-		if rvWriteTouches(op, l1off, 512) {
+		if writeTouches(op, l1off, 512) {
 			l1Writes++
 		}
 	}
@@ -84,7 +84,7 @@ func TestReview_FreeAppliedBeforeL1Switch(t *testing.T) {
 	}
 	points = append(points, len(log))
 	for _, at := range points {
-		st := rvReplay(t, base, log, at, nil)
+		st := replayLog(t, base, log, at, nil)
 		path := filepath.Join(dir, "crashed.qcow2")
 		if err := st.WriteFile(path); err != nil {
 			t.Fatal(err)
