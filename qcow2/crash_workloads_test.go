@@ -1,4 +1,4 @@
-// Crash and fault workloads, definitions: the images they start from and the guest operations
+// Crash and fault workloads: the images they start from and the guest operations
 // they perform, deterministic for a seed.
 package qcow2
 

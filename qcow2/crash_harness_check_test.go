@@ -1,4 +1,4 @@
-// Crash and fault workloads, checks: everything required of one state a crash or a failure
+// Crash and fault harness, checks: everything required of one state a crash or a failure
 // left (qemu-img check as the oracle, our check agreeing, data per the model, a repairing
 // read-write open, and writes after it that must not land on anything live).
 package qcow2
