@@ -1,5 +1,5 @@
-// Test helpers: opening test images with our engine, reading them whole, poking bytes at
-// offsets read from an image's own header, test data, and scratch memory for models.
+// Test helpers: opening test images with our engine, writing and reading them, poking bytes
+// at offsets read from an image's own header, test data, and scratch memory for models.
 package qcow2
 
 import (
@@ -316,4 +316,17 @@ func mappedScratch(t testing.TB, n int) []byte {
 	}
 	t.Cleanup(func() { unix.Munmap(b) })
 	return b
+}
+
+func engPattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	fillPattern(b, seed)
+	return b
+}
+
+func engWrite(t *testing.T, img *Image, off int64, b []byte) {
+	t.Helper()
+	if _, err := img.WriteAt(b, off); err != nil {
+		t.Fatalf("write %d+%d: %v", off, len(b), err)
+	}
 }

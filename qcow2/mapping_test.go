@@ -1,5 +1,5 @@
-// Reuse of freed clusters: a discarded cluster is handed out again only after the L2 table
-// that dropped its old mapping is on disk (a regression test from the code review).
+// Deferred frees (mapping.go): a discarded cluster is handed out again only after the L2
+// table that dropped its old mapping is on disk (a regression test from the code review).
 package qcow2
 
 import (

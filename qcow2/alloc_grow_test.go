@@ -1,4 +1,4 @@
-// Refcount-table growth: the table grows while refcount decrements are
+// Refcount-table growth (alloc_grow.go): the table grows while refcount decrements are
 // still batched, and every crash state of that stays free of corruption.
 package qcow2
 
