@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
@@ -69,8 +70,8 @@ func TestRefTableGrowthWithPendingFreesIsCrashSafe(t *testing.T) {
 			if err := st.WriteFile(path); err != nil {
 				t.Fatal(err)
 			}
-			if code, out := engQemuCheck(t, path); code != 0 && code != 3 {
-				t.Fatalf("crash state %+v: qemu-img check exit %d\n%s", pt, code, out)
+			if q := corpus.QemuCheck(t, path, corpus.CheckOptions{}); q.ExitCode != 0 && q.ExitCode != 3 {
+				t.Fatalf("crash state %+v: qemu-img check %v", pt, q)
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
@@ -89,7 +90,8 @@ func TestFreesWaitForL1EntryOnDisk(t *testing.T) {
 		if err := st.WriteFile(path); err != nil {
 			t.Fatal(err)
 		}
-		code, out := engQemuCheck(t, path)
+		q := corpus.QemuCheck(t, path, corpus.CheckOptions{Human: true})
+		code, out := q.ExitCode, q.Text
 		if os.Getenv("QNBD_REVIEW_VERBOSE") != "" {
 			t.Logf("crash at log %d: qemu-img check exit %d\n%s", at, code, out)
 		}
@@ -97,7 +99,7 @@ func TestFreesWaitForL1EntryOnDisk(t *testing.T) {
 			lines := strings.Split(out, "\n")
 			// What deleting the snapshot then makes of it: refcount 0 under a live reference.
 			engQemu(t, "qemu-img", "snapshot", "-d", "s1", path)
-			_, after := engQemuCheck(t, path)
+			after := corpus.QemuCheck(t, path, corpus.CheckOptions{Human: true}).Text
 			first := ""
 			for _, l := range strings.Split(after, "\n") {
 				if strings.Contains(l, "refcount=0 reference=1") {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
@@ -67,7 +68,8 @@ func TestL2TableWaitsForDataSyncLazyRefcounts(t *testing.T) {
 	if err := st.WriteFile(path); err != nil {
 		t.Fatal(err)
 	}
-	code, out := engQemuCheck(t, path)
+	q := corpus.QemuCheck(t, path, corpus.CheckOptions{Human: true})
+	code, out := q.ExitCode, q.Text
 	var keep []string
 	for _, l := range strings.Split(out, "\n") {
 		if !strings.Contains(l, "Leaked cluster") {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,7 +30,7 @@ func openTestImage(t testing.TB, path string, o OpenOptions) *Image {
 			t.Errorf("close %s: %v", path, err)
 		}
 		if !t.Failed() {
-			engRequireClean(t, path)
+			corpus.RequireClean(t, path)
 		}
 	})
 	return img

@@ -1,5 +1,6 @@
-// Test helpers: QEMU's tools as oracles (qemu-img create, check, convert, compare and map,
-// qemu-io), run from the engine's tests.
+// Test helpers: QEMU's tools as oracles (qemu-img create, convert, compare and map, qemu-io),
+// run from the engine's tests. qemu-img check is internal/testing/corpus's QemuCheck and
+// RequireClean, shared with every other package; ccCompareWithQemu holds our Check to it.
 package qcow2
 
 import (
@@ -12,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // longTests enables the heavy engine runs (bigger randomized and stress runs).
@@ -65,92 +68,26 @@ func engCreate(t testing.TB, dir, name, opts, size string) string {
 	return p
 }
 
-// engQemuCheck runs qemu-img check and returns its exit code and output.
-func engQemuCheck(t testing.TB, path string) (int, string) {
-	t.Helper()
-	out, err := exec.Command("qemu-img", "check", path).CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode(), string(out)
-	}
-	if err != nil {
-		t.Fatalf("qemu-img check %s: %v", path, err)
-	}
-	return 0, string(out)
-}
-
-// engRequireClean fails unless qemu-img check finds the image consistent (exit 0).
-func engRequireClean(t testing.TB, path string) {
-	t.Helper()
-	if code, out := engQemuCheck(t, path); code != 0 {
-		t.Errorf("qemu-img check %s: exit %d\n%s", path, code, out)
-	}
-}
-
-// ccQemuCheck is the oracle's verdict on an image: qemu-img check's exit status and JSON.
-type ccQemuCheck struct {
-	Exit             int
-	Corruptions      int    `json:"corruptions"`
-	Leaks            int    `json:"leaks"`
-	CheckErrors      int    `json:"check-errors"`
-	CorruptionsFixed int    `json:"corruptions-fixed"`
-	LeaksFixed       int    `json:"leaks-fixed"`
-	ImageEndOffset   uint64 `json:"image-end-offset"`
-	TotalClusters    uint64 `json:"total-clusters"`
-	Allocated        uint64 `json:"allocated-clusters"`
-	Fragmented       uint64 `json:"fragmented-clusters"`
-	Compressed       uint64 `json:"compressed-clusters"`
-	Stderr           string
-}
-
-// ccQemuImgCheck runs qemu-img check --output=json [extra...] on path.
-func ccQemuImgCheck(t testing.TB, path string, extra ...string) ccQemuCheck {
-	t.Helper()
-	args := append([]string{"check", "--output=json"}, extra...)
-	args = append(args, path)
-	var out, errb bytes.Buffer
-	cmd := exec.Command("qemu-img", args...)
-	// Relative data file names resolve against qemu-img's working directory.
-	cmd.Dir, cmd.Stdout, cmd.Stderr = filepath.Dir(path), &out, &errb
-	err := cmd.Run()
-	var r ccQemuCheck
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.Exit = ee.ExitCode()
-	default:
-		t.Fatalf("qemu-img check: %v", err)
-	}
-	r.Stderr = errb.String()
-	if out.Len() > 0 {
-		if jerr := json.Unmarshal(out.Bytes(), &r); jerr != nil {
-			t.Fatalf("qemu-img check output %q: %v", out.String(), jerr)
-		}
-	}
-	return r
-}
-
 // ccCompareWithQemu fails the test unless our result agrees with qemu-img check's on every
 // counter and the exit class.
-func ccCompareWithQemu(t testing.TB, ours *CheckResult, q ccQemuCheck) {
+func ccCompareWithQemu(t testing.TB, ours *CheckResult, q *corpus.CheckResult) {
 	t.Helper()
 	type row struct {
 		name      string
 		got, want uint64
 	}
 	rows := []row{
-		{"exit", uint64(ours.ExitCode()), uint64(q.Exit)},
+		{"exit", uint64(ours.ExitCode()), uint64(q.ExitCode)},
 		{"corruptions", uint64(ours.Corruptions), uint64(q.Corruptions)},
 		{"leaks", uint64(ours.Leaks), uint64(q.Leaks)},
 		{"check-errors", uint64(ours.CheckErrors), uint64(q.CheckErrors)},
 		{"corruptions-fixed", uint64(ours.CorruptionsFixed), uint64(q.CorruptionsFixed)},
 		{"leaks-fixed", uint64(ours.LeaksFixed), uint64(q.LeaksFixed)},
-		{"image-end-offset", ours.ImageEndOffset, q.ImageEndOffset},
-		{"total-clusters", ours.TotalClusters, q.TotalClusters},
-		{"allocated-clusters", ours.AllocatedClusters, q.Allocated},
-		{"fragmented-clusters", ours.FragmentedClusters, q.Fragmented},
-		{"compressed-clusters", ours.CompressedClusters, q.Compressed},
+		{"image-end-offset", ours.ImageEndOffset, uint64(q.ImageEndOffset)},
+		{"total-clusters", ours.TotalClusters, uint64(q.TotalClusters)},
+		{"allocated-clusters", ours.AllocatedClusters, uint64(q.AllocatedClusters)},
+		{"fragmented-clusters", ours.FragmentedClusters, uint64(q.FragmentedClusters)},
+		{"compressed-clusters", ours.CompressedClusters, uint64(q.CompressedClusters)},
 	}
 	for _, r := range rows {
 		if r.got != r.want {

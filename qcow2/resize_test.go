@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // TestResizeMovesL1AndZeroesGrownRange grows with 512-byte clusters (the L1 table moves by copy-then-switch), shrinks
@@ -46,7 +48,7 @@ func TestResizeMovesL1AndZeroesGrownRange(t *testing.T) {
 	if err := img.Close(); err != nil {
 		t.Fatal(err)
 	}
-	engRequireClean(t, p)
+	corpus.RequireClean(t, p)
 	if got := engConvertRaw(t, p); !bytes.Equal(got, shadow) {
 		t.Fatalf("qemu reads differently: %s", engFirstDiff(got, shadow))
 	}

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // TestSnapshotStaysIntactUnderActiveWrites serves an internal snapshot read-only, and writes to the active
@@ -49,7 +51,7 @@ func TestSnapshotStaysIntactUnderActiveWrites(t *testing.T) {
 	if err := img.Close(); err != nil {
 		t.Fatal(err)
 	}
-	engRequireClean(t, p)
+	corpus.RequireClean(t, p)
 	if got := engConvertRaw(t, p, "-l", "snapshot.name=s1"); !bytes.Equal(got, snapWant) {
 		t.Fatalf("snapshot changed by writes to the active layer: %s", engFirstDiff(got, snapWant))
 	}

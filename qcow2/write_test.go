@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
@@ -33,7 +34,7 @@ func TestWriteThroughIsDurableOnReturn(t *testing.T) {
 	if err := crashed.WriteFile(f); err != nil {
 		t.Fatal(err)
 	}
-	engRequireClean(t, f)
+	corpus.RequireClean(t, f)
 	got := engConvertRaw(t, f)
 	if !bytes.Equal(got[5000:15000], want) {
 		t.Fatal("write-through data lost in a crash")

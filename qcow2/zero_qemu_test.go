@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // zop is one operation, written as qemu-io takes it.
@@ -142,7 +144,8 @@ func buildZeroCase(t *testing.T, dir string, c zeroCase) string {
 // checkSummary is what qemu-img check says, besides its exit code, about allocation.
 func checkSummary(t *testing.T, p string) string {
 	t.Helper()
-	code, out := engQemuCheck(t, p)
+	q := corpus.QemuCheck(t, p, corpus.CheckOptions{Human: true})
+	code, out := q.ExitCode, q.Text
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	return fmt.Sprintf("exit %d: %s", code, strings.Join(lines[max(0, len(lines)-2):], " / "))
 }
@@ -251,7 +254,7 @@ func TestZeroNoFallbackLikeQemu(t *testing.T) {
 			if a != b {
 				t.Errorf("map after the fast zeroes:\n ours:\n%s\n qemu:\n%s", a, b)
 			}
-			engRequireClean(t, ours)
+			corpus.RequireClean(t, ours)
 		})
 	}
 }
