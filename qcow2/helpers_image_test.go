@@ -17,8 +17,8 @@ import (
 )
 
 // openTestImage opens path with our engine and registers a cleanup that closes the image and
-// then requires `qemu-img check` to report it consistent (exit 0): every test that writes an
-// image uses it, so a test that leaves a leak or a corruption behind fails.
+// then requires the image consistent (requireConsistent): every test that writes an image
+// through the engine uses it, so a test that leaves a leak or a corruption behind fails.
 func openTestImage(t testing.TB, path string, o OpenOptions) *Image {
 	t.Helper()
 	img, err := Open(path, o)
@@ -30,10 +30,27 @@ func openTestImage(t testing.TB, path string, o OpenOptions) *Image {
 			t.Errorf("close %s: %v", path, err)
 		}
 		if !t.Failed() {
-			corpus.RequireClean(t, path)
+			requireConsistent(t, path)
 		}
 	})
 	return img
+}
+
+// requireConsistent requires `qemu-img check` (the oracle) to find the image at path clean,
+// and our own Check to agree with it on every counter: a test image closed by the engine is
+// checked both ways, so a bug of either the writer or the checker shows.
+func requireConsistent(t testing.TB, path string) {
+	t.Helper()
+	q := corpus.QemuCheck(t, path, corpus.CheckOptions{})
+	if !q.Clean() {
+		t.Errorf("qemu-img check %s: %v", path, q)
+	}
+	ours, err := Check(path, RepairNone)
+	if err != nil {
+		t.Errorf("our check of %s: %v", path, err)
+		return
+	}
+	ccCompareWithQemu(t, ours, q)
 }
 
 // openStorage opens path read-only as a Storage closed at the end of the test.

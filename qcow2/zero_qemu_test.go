@@ -176,10 +176,7 @@ func TestZeroDiscardMatchQemu(t *testing.T) {
 			ops := zeroOps(c.size)
 			theirs := copyImage(t, orig, t.TempDir(), data)
 			ours := copyImage(t, orig, t.TempDir(), data)
-			img, err := Open(ours, OpenOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			img := openTestImage(t, ours, OpenOptions{})
 			for i, op := range ops {
 				engQemu(t, "qemu-io", "-f", "qcow2", "-c", op.qemuIO(), theirs)
 				if err := op.run(img); err != nil {
@@ -221,10 +218,7 @@ func TestZeroNoFallbackLikeQemu(t *testing.T) {
 			orig := buildZeroCase(t, dir, c)
 			data := strings.Contains(c.opts, "data_file")
 			ours := copyImage(t, orig, t.TempDir(), data)
-			img, err := Open(ours, OpenOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			img := openTestImage(t, ours, OpenOptions{})
 			var got []string
 			for _, op := range zeroOps(c.size) {
 				if op.kind != "zero" {
