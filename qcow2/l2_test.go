@@ -56,9 +56,10 @@ func engOpenRaw(t *testing.T, p string) *engRawImage {
 	return &engRawImage{t, f, h}
 }
 
-// TestBadL2EntryFailsAndMarksCorrupt: an L2 entry pointing into metadata, or with reserved bits, fails the
-// request with an error matching ErrCorrupt and EIO, sets the corrupt bit, refuses further
-// writes; a read-write open of the marked image is refused, a read-only open works.
+// TestBadL2EntryFailsAndMarksCorrupt: an L2 entry pointing into metadata, or with reserved
+// bits, fails the request with an error matching ErrCorrupt and EIO, sets the corrupt bit,
+// refuses further writes; a read-write open of the marked image is refused, a read-only open
+// works.
 func TestBadL2EntryFailsAndMarksCorrupt(t *testing.T) {
 	for _, c := range []struct {
 		name   string
