@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/datadriven"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // describeAlloc dumps the allocator's view of the refcount structures, in clusters.
@@ -111,8 +112,8 @@ func TestAllocatorScripts(t *testing.T) {
 					return "close error: " + err.Error()
 				}
 				img = nil
-				code, out := engQemuCheck(t, p)
-				return fmt.Sprintf("exit %d\n%s", code, summarizeCheck(out))
+				q := corpus.QemuCheck(t, p, corpus.CheckOptions{Human: true})
+				return fmt.Sprintf("exit %d\n%s", q.ExitCode, summarizeCheck(q.Text))
 			}
 			t.Fatalf("unknown command %s", d.Cmd)
 			return ""

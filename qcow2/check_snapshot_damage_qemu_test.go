@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
@@ -66,7 +67,7 @@ func damagedSnapshotImages(t *testing.T) []damagedSnapshotImage {
 // ccCompareAllMessages requires our messages to be qemu-img check's stderr line for line,
 // "qemu-img: " (error_report's prefix) aside, up to the "Check failed" line that the command
 // line adds, and without the repair summary that qemu-img prints on stdout.
-func ccCompareAllMessages(t *testing.T, res *CheckResult, q ccQemuCheck) {
+func ccCompareAllMessages(t *testing.T, res *CheckResult, q *corpus.CheckResult) {
 	t.Helper()
 	var want []string
 	for _, line := range strings.Split(strings.TrimRight(q.Stderr, "\n"), "\n") {
@@ -92,9 +93,9 @@ func ccCompareAllMessages(t *testing.T, res *CheckResult, q ccQemuCheck) {
 // ccCompareCheck compares a Check (or repair) with qemu-img check's run of the same mode: a
 // check that qemu-img could not complete (exit 1) must fail here too, with the same errno
 // ("Check failed: ...") and messages; otherwise every counter and message must agree.
-func ccCompareCheck(t *testing.T, res *CheckResult, err error, q ccQemuCheck) {
+func ccCompareCheck(t *testing.T, res *CheckResult, err error, q *corpus.CheckResult) {
 	t.Helper()
-	if q.Exit == 1 {
+	if q.ExitCode == 1 {
 		if err == nil || res == nil || res.CheckErrors == 0 {
 			t.Fatalf("qemu-img check failed (%s); ours: %v %+v", q.Stderr, err, res)
 		}
@@ -115,11 +116,11 @@ func ccCompareCheck(t *testing.T, res *CheckResult, err error, q ccQemuCheck) {
 	if err != nil {
 		t.Fatalf("Check: %v (%q)\nqemu-img: %s", err, res.Messages, q.Stderr)
 	}
-	if strings.Contains(q.Stderr, "Rebuilding refcount structure") && res.ImageEndOffset > q.ImageEndOffset {
+	if strings.Contains(q.Stderr, "Rebuilding refcount structure") && res.ImageEndOffset > uint64(q.ImageEndOffset) {
 		// A deliberate difference (rebuild.go): the rebuilt refcount structures go past the
 		// end of the file, where QEMU reuses free clusters, so the image may end later.
 		t.Logf("after a rebuild: image end %d, qemu-img's %d", res.ImageEndOffset, q.ImageEndOffset)
-		q.ImageEndOffset = res.ImageEndOffset
+		q.ImageEndOffset = int64(res.ImageEndOffset)
 	}
 	ccCompareWithQemu(t, res, q)
 	ccCompareAllMessages(t, res, q)
@@ -143,17 +144,17 @@ func TestCheckSnapshotDamageMatchesQemu(t *testing.T) {
 			if err := writeSparse(img, im.b); err != nil {
 				t.Fatal(err)
 			}
-			q := ccQemuImgCheck(t, img)
+			q := corpus.QemuCheck(t, img, corpus.CheckOptions{})
 			res, err := Check(img, RepairNone)
 			ccCompareCheck(t, res, err, q)
 			mu.Lock()
-			wantExit[im.name] = q.Exit
+			wantExit[im.name] = q.ExitCode
 			mu.Unlock()
 
 			for _, mode := range []RepairMode{RepairLeaks, RepairAll} {
 				theirs := ccCopy(t, img, dir, "theirs-"+mode.String()+".qcow2")
 				ours := ccCopy(t, img, dir, "ours-"+mode.String()+".qcow2")
-				q := ccQemuImgCheck(t, theirs, "-r", mode.String())
+				q := corpus.QemuCheck(t, theirs, corpus.CheckOptions{Repair: mode.String()})
 				res, err := Check(ours, mode)
 				if mode == RepairAll && errors.Is(err, syscall.ENOTSUP) {
 					if res == nil || res.CheckErrors == 0 {
@@ -172,8 +173,8 @@ func TestCheckSnapshotDamageMatchesQemu(t *testing.T) {
 					continue
 				}
 				ccCompareCheck(t, res, err, q)
-				if a, b := ccQemuImgCheck(t, ours), ccQemuImgCheck(t, theirs); a.Exit != b.Exit {
-					t.Errorf("-r %v: qemu-img check afterwards: ours %d, theirs %d\nours: %s\ntheirs: %s", mode, a.Exit, b.Exit, a.Stderr, b.Stderr)
+				if a, b := corpus.QemuCheck(t, ours, corpus.CheckOptions{}), corpus.QemuCheck(t, theirs, corpus.CheckOptions{}); a.ExitCode != b.ExitCode {
+					t.Errorf("-r %v: qemu-img check afterwards: ours %d, theirs %d\nours: %s\ntheirs: %s", mode, a.ExitCode, b.ExitCode, a.Stderr, b.Stderr)
 				}
 				// The snapshot table as QEMU reads it afterwards (rewritten by -r all).
 				list := func(p string) string {
@@ -273,8 +274,8 @@ func TestRepairSnapshotTableCrashSafety(t *testing.T) {
 					if err := cs.WriteFile(p); err != nil {
 						t.Fatal(err)
 					}
-					if q := ccQemuImgCheck(t, p); q.Exit != 0 {
-						t.Fatalf("%s: qemu-img check after the repair: %d\n%s", what, q.Exit, q.Stderr)
+					if q := corpus.QemuCheck(t, p, corpus.CheckOptions{}); q.ExitCode != 0 {
+						t.Fatalf("%s: qemu-img check after the repair: %d\n%s", what, q.ExitCode, q.Stderr)
 					}
 					if !ccSameGuest(t, ref, p) {
 						t.Fatalf("%s: guest data changed", what)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // ccNewImage makes an image with qemu-img create -o opts and runs qemu-io commands on it.
@@ -258,9 +260,9 @@ func TestCheckMatchesQemu(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()
 			p := sc.build(t, t.TempDir())
-			q := ccQemuImgCheck(t, p)
-			if q.Exit != sc.want {
-				t.Fatalf("scenario is not what it claims: qemu-img check exit %d, want %d\n%s", q.Exit, sc.want, q.Stderr)
+			q := corpus.QemuCheck(t, p, corpus.CheckOptions{})
+			if q.ExitCode != sc.want {
+				t.Fatalf("scenario is not what it claims: qemu-img check exit %d, want %d\n%s", q.ExitCode, sc.want, q.Stderr)
 			}
 			res, err := Check(p, RepairNone)
 			if sc.want == 1 {
@@ -281,7 +283,7 @@ func TestCheckMatchesQemu(t *testing.T) {
 
 // ccCompareMessages requires that every finding qemu-img prints (lines starting with ERROR,
 // Leaked or Repairing) is among ours, word for word.
-func ccCompareMessages(t testing.TB, res *CheckResult, q ccQemuCheck) {
+func ccCompareMessages(t testing.TB, res *CheckResult, q *corpus.CheckResult) {
 	t.Helper()
 	ours := map[string]bool{}
 	for _, m := range res.Messages {
@@ -308,32 +310,32 @@ func TestRepairAllMatchesQemu(t *testing.T) {
 			p := sc.build(t, dir)
 			before := ccCopy(t, p, dir, "before.qcow2")
 			theirs := ccCopy(t, p, dir, "theirs.qcow2")
-			q := ccQemuImgCheck(t, theirs, "-r", "all")
+			q := corpus.QemuCheck(t, theirs, corpus.CheckOptions{Repair: "all"})
 			res, err := Check(p, RepairAll)
 			if err != nil {
 				t.Fatalf("RepairAll: %v (%q)", err, res.Messages)
 			}
-			after := ccQemuImgCheck(t, p)
-			if after.Exit != sc.repaired {
-				t.Errorf("qemu-img check after our repair: exit %d, want %d\n%s\nours: %q", after.Exit, sc.repaired, after.Stderr, res.Messages)
+			after := corpus.QemuCheck(t, p, corpus.CheckOptions{})
+			if after.ExitCode != sc.repaired {
+				t.Errorf("qemu-img check after our repair: exit %d, want %d\n%s\nours: %q", after.ExitCode, sc.repaired, after.Stderr, res.Messages)
 			}
-			if res.ExitCode() != after.Exit {
-				t.Errorf("our verdict after repair %d, qemu-img's %d", res.ExitCode(), after.Exit)
+			if res.ExitCode() != after.ExitCode {
+				t.Errorf("our verdict after repair %d, qemu-img's %d", res.ExitCode(), after.ExitCode)
 			}
 			if sc.qemuCannotRepair {
-				if q.Exit != 1 {
-					t.Errorf("qemu-img check -r all: exit %d, the scenario says it gives up", q.Exit)
+				if q.ExitCode != 1 {
+					t.Errorf("qemu-img check -r all: exit %d, the scenario says it gives up", q.ExitCode)
 				}
-			} else if q.Exit != sc.repaired {
-				t.Errorf("qemu-img check -r all: exit %d, want %d (scenario expectation wrong?)", q.Exit, sc.repaired)
-			} else if res.CorruptionsFixed != q.CorruptionsFixed || res.LeaksFixed != q.LeaksFixed {
+			} else if q.ExitCode != sc.repaired {
+				t.Errorf("qemu-img check -r all: exit %d, want %d (scenario expectation wrong?)", q.ExitCode, sc.repaired)
+			} else if int64(res.CorruptionsFixed) != q.CorruptionsFixed || int64(res.LeaksFixed) != q.LeaksFixed {
 				t.Errorf("fixed: ours corruptions %d leaks %d, qemu-img corruptions %d leaks %d\nours: %q\nqemu: %s",
 					res.CorruptionsFixed, res.LeaksFixed, q.CorruptionsFixed, q.LeaksFixed, res.Messages, q.Stderr)
 			}
 			if sc.want != 0 && sc.repaired == 0 && res.CorruptionsFixed+res.LeaksFixed == 0 {
 				t.Errorf("nothing repaired on a broken image: %q", res.Messages)
 			}
-			if h := ccOpenImg(t, p).h; h.Dirty() && after.Exit == 0 {
+			if h := ccOpenImg(t, p).h; h.Dirty() && after.ExitCode == 0 {
 				t.Errorf("dirty bit still set after a successful repair")
 			}
 			if !sc.unreadable && !ccSameGuest(t, before, p) {
@@ -358,9 +360,9 @@ func TestRepairLeaks(t *testing.T) {
 			dir := t.TempDir()
 			p := sc.build(t, dir)
 			theirs := ccCopy(t, p, dir, "theirs.qcow2")
-			q := ccQemuImgCheck(t, theirs, "-r", "leaks")
+			q := corpus.QemuCheck(t, theirs, corpus.CheckOptions{Repair: "leaks"})
 			res, err := Check(p, RepairLeaks)
-			if q.Exit == 1 {
+			if q.ExitCode == 1 {
 				if !errors.Is(err, errNeedRebuild) {
 					t.Fatalf("qemu-img -r leaks gives up (%s); we returned %v", q.Stderr, err)
 				}
@@ -370,8 +372,8 @@ func TestRepairLeaks(t *testing.T) {
 				t.Fatalf("RepairLeaks: %v (%q)", err, res.Messages)
 			}
 			ccCompareWithQemu(t, res, q)
-			if after := ccQemuImgCheck(t, p); after.Exit != q.Exit {
-				t.Errorf("after our -r leaks qemu-img says %d, after its own %d", after.Exit, q.Exit)
+			if after := corpus.QemuCheck(t, p, corpus.CheckOptions{}); after.ExitCode != q.ExitCode {
+				t.Errorf("after our -r leaks qemu-img says %d, after its own %d", after.ExitCode, q.ExitCode)
 			}
 		})
 	}
@@ -387,7 +389,7 @@ func TestRepairClearsCorruptAndDirtyBits(t *testing.T) {
 			p := ccNewImage(t, dir, "t.qcow2", "lazy_refcounts=on", "64M", ccWrites...)
 			m := ccOpenImg(t, p)
 			m.putU64(offIncompatibleFeatures, m.h.Incompatible|incompatCorrupt|incompatDirty)
-			q := ccQemuImgCheck(t, p)
+			q := corpus.QemuCheck(t, p, corpus.CheckOptions{})
 			res, err := Check(p, RepairNone)
 			if err != nil {
 				t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"syscall"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // compressibleCluster is text-like data that deflates to a fraction of its size.
@@ -99,7 +101,7 @@ func TestCompressedWritesAreReadByQemu(t *testing.T) {
 			if err := img.Close(); err != nil {
 				t.Fatal(err)
 			}
-			engRequireClean(t, p)
+			corpus.RequireClean(t, p)
 			if got := engConvertRaw(t, p); !bytes.Equal(got, want) {
 				t.Fatalf("qemu-img reads: %s", engFirstDiff(got, want))
 			}

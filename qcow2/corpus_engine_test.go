@@ -141,7 +141,7 @@ func TestCorpusWrites(t *testing.T) {
 			if err := img.Close(); err != nil {
 				t.Fatal(err)
 			}
-			engRequireClean(t, cp.Path)
+			corpus.RequireClean(t, cp.Path)
 			engCompare(t, cp.Path, raw)
 		})
 	}

@@ -60,10 +60,7 @@ func TestSharedSubclusterCOWMatchesQemu(t *testing.T) {
 				theirs := copyImage(t, orig, t.TempDir(), false)
 				ours := copyImage(t, orig, t.TempDir(), false)
 				engQemu(t, "qemu-io", "-f", "qcow2", "-c", cmd, theirs)
-				img, err := Open(ours, OpenOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
+				img := openTestImage(t, ours, OpenOptions{})
 				if _, err := img.WriteAt(fill(0x07, int(w.n)), int64(w.off)); err != nil {
 					t.Fatalf("%s: %v", cmd, err)
 				}
@@ -149,10 +146,7 @@ func TestZeroCOWLikeQemu(t *testing.T) {
 			theirs := copyImage(t, orig, t.TempDir(), false)
 			ours := copyImage(t, orig, t.TempDir(), false)
 			engQemu(t, "qemu-io", "-f", "qcow2", "-c", cmd, theirs)
-			img, err := Open(ours, OpenOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			img := openTestImage(t, ours, OpenOptions{})
 			if _, err := img.WriteAt(fill(0x07, int(c.n)), int64(c.off)); err != nil {
 				t.Fatal(err)
 			}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
@@ -146,9 +147,9 @@ func crVerify(t *testing.T, what, dir string, crashed *memstore.Store, want []by
 	if err := crashed.WriteFile(file); err != nil {
 		t.Fatal(err)
 	}
-	code, out := engQemuCheck(t, file)
-	if !lazy && code != 0 && code != 3 {
-		t.Fatalf("%s: qemu-img check exit %d\n%s", what, code, out)
+	q := corpus.QemuCheck(t, file, corpus.CheckOptions{})
+	if !lazy && q.ExitCode != 0 && q.ExitCode != 3 {
+		t.Fatalf("%s: qemu-img check %v", what, q)
 	}
 	// Read-only open works as is (even dirty), and the flushed data is there.
 	ro, err := OpenStorage(crashed.Clone(), dir, OpenOptions{ReadOnly: true})
@@ -161,7 +162,7 @@ func crVerify(t *testing.T, what, dir string, crashed *memstore.Store, want []by
 	rwStore := crashed.Clone()
 	rw, err := OpenStorage(rwStore, dir, OpenOptions{})
 	if err != nil {
-		t.Fatalf("%s: read-write open: %v (qemu-img check exit %d)\n%s", what, err, code, out)
+		t.Fatalf("%s: read-write open: %v (qemu-img check %v)", what, err, q)
 	}
 	crCheckFlushed(t, what+" (read-write)", rw, want, touched)
 	if err := rw.Close(); err != nil {
@@ -170,8 +171,8 @@ func crVerify(t *testing.T, what, dir string, crashed *memstore.Store, want []by
 	if err := rwStore.Reopen().WriteFile(file); err != nil {
 		t.Fatal(err)
 	}
-	if code2, out2 := engQemuCheck(t, file); code2 != 0 && code2 != 3 || (lazy && code2 != 0) {
-		t.Fatalf("%s: after our open and close, qemu-img check exit %d\n%s", what, code2, out2)
+	if q2 := corpus.QemuCheck(t, file, corpus.CheckOptions{}); q2.ExitCode != 0 && q2.ExitCode != 3 || (lazy && q2.ExitCode != 0) {
+		t.Fatalf("%s: after our open and close, qemu-img check %v", what, q2)
 	}
 }
 

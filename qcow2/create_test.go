@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // ccCreateCase is one set of create options, given both as CreateOptions and as qemu-img -o.
@@ -164,13 +166,13 @@ func TestCreateMatchesQemuImg(t *testing.T) {
 			ccQemuIn(t, theirs, args...)
 			tp := filepath.Join(theirs, "t.qcow2")
 
-			q := ccQemuImgCheck(t, op)
-			if q.Exit != 0 {
-				t.Fatalf("qemu-img check on our image: exit %d\n%s", q.Exit, q.Stderr)
+			q := corpus.QemuCheck(t, op, corpus.CheckOptions{})
+			if q.ExitCode != 0 {
+				t.Fatalf("qemu-img check on our image: exit %d\n%s", q.ExitCode, q.Stderr)
 			}
-			qt := ccQemuImgCheck(t, tp)
-			if q.Allocated != qt.Allocated || q.TotalClusters != qt.TotalClusters {
-				t.Errorf("allocated/total clusters: ours %d/%d, qemu-img's %d/%d", q.Allocated, q.TotalClusters, qt.Allocated, qt.TotalClusters)
+			qt := corpus.QemuCheck(t, tp, corpus.CheckOptions{})
+			if q.AllocatedClusters != qt.AllocatedClusters || q.TotalClusters != qt.TotalClusters {
+				t.Errorf("allocated/total clusters: ours %d/%d, qemu-img's %d/%d", q.AllocatedClusters, q.TotalClusters, qt.AllocatedClusters, qt.TotalClusters)
 			}
 			if tc.sameEnd && q.ImageEndOffset != qt.ImageEndOffset {
 				t.Errorf("image-end-offset: ours %d, qemu-img's %d", q.ImageEndOffset, qt.ImageEndOffset)
@@ -239,8 +241,8 @@ func TestCreatedImagesAreUsable(t *testing.T) {
 			if err := cmd.Run(); err != nil || strings.Contains(out.String(), "Pattern verification failed") {
 				t.Fatalf("qemu-io: %v\n%s%s", err, out.String(), errb.String())
 			}
-			if q := ccQemuImgCheck(t, p); q.Exit != 0 {
-				t.Fatalf("qemu-img check after writes: exit %d\n%s", q.Exit, q.Stderr)
+			if q := corpus.QemuCheck(t, p, corpus.CheckOptions{}); q.ExitCode != 0 {
+				t.Fatalf("qemu-img check after writes: exit %d\n%s", q.ExitCode, q.Stderr)
 			}
 			if res, err := Check(p, RepairNone); err != nil || !res.Clean() {
 				t.Fatalf("Check after writes: %v %+v", err, res)
@@ -334,8 +336,8 @@ func TestCreateLargeQuickly(t *testing.T) {
 			if ours, theirs := diskUse(t, p), diskUse(t, q); ours > theirs+theirs/10+1<<20 {
 				t.Errorf("Create allocated %d bytes on disk, qemu-img %d", ours, theirs)
 			}
-			if q := ccQemuImgCheck(t, p); q.Exit != 0 {
-				t.Fatalf("qemu-img check: exit %d\n%s", q.Exit, q.Stderr)
+			if q := corpus.QemuCheck(t, p, corpus.CheckOptions{}); q.ExitCode != 0 {
+				t.Fatalf("qemu-img check: exit %d\n%s", q.ExitCode, q.Stderr)
 			}
 			info := ccInfo(t, filepath.Dir(p), p)
 			if vs, _ := info["virtual-size"].(float64); uint64(vs) != o.Size {

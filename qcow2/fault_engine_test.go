@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
@@ -92,7 +93,7 @@ func faultCheck(t *testing.T, name, dir string, s *memstore.Store) {
 	if err := s.WriteFile(f); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := engQemuCheck(t, f); code != 0 && code != 3 {
-		t.Fatalf("%s: qemu-img check exit %d\n%s", name, code, out)
+	if q := corpus.QemuCheck(t, f, corpus.CheckOptions{}); q.ExitCode != 0 && q.ExitCode != 3 {
+		t.Fatalf("%s: qemu-img check %v", name, q)
 	}
 }

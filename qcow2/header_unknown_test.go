@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // unknownFieldsImage makes an image with a backing file whose header is 120 bytes long, bytes
@@ -111,6 +113,6 @@ func TestUnknownHeaderFieldsKept(t *testing.T) {
 	if hl := binary.BigEndian.Uint32(got[offHeaderLength:]); hl != 120 {
 		t.Errorf("header_length %d, want 120", hl)
 	}
-	engRequireClean(t, ours)
+	corpus.RequireClean(t, ours)
 	engQemu(t, "qemu-io", "-r", "-f", "qcow2", "-c", "read -P 7 0 4k", "-c", "read -P 0 4k 60k", "-c", "read -P 0 2G 64k", ours)
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // propConfig is one image configuration of the randomized property test.
@@ -241,8 +243,8 @@ func runProperty(t *testing.T, cfg propConfig, ops int, seed uint64) {
 			if err := img.Close(); err != nil {
 				fail("close: %v", err)
 			}
-			if code, out := engQemuCheck(t, p); code != 0 {
-				fail("qemu-img check after close: exit %d\n%s", code, out)
+			if q := corpus.QemuCheck(t, p, corpus.CheckOptions{}); q.ExitCode != 0 {
+				fail("qemu-img check after close: %v", q)
 			}
 			img = open()
 		}
@@ -254,8 +256,8 @@ func runProperty(t *testing.T, cfg propConfig, ops int, seed uint64) {
 	if err := img.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := engQemuCheck(t, p); code != 0 {
-		fail("qemu-img check: exit %d\n%s", code, out)
+	if q := corpus.QemuCheck(t, p, corpus.CheckOptions{}); q.ExitCode != 0 {
+		fail("qemu-img check: %v", q)
 	}
 	ro, err := Open(p, OpenOptions{ReadOnly: true})
 	if err != nil {

@@ -104,10 +104,7 @@ func TestRandomOpsMatchQemu(t *testing.T) {
 			}
 			theirs := copyImage(t, orig, t.TempDir(), false)
 			ours := copyImage(t, orig, t.TempDir(), false)
-			img, err := Open(ours, OpenOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			img := openTestImage(t, ours, OpenOptions{})
 			defer img.Close()
 			gran := uint64(4 << 10)
 			if strings.Contains(sh.opts, "cluster_size=512") {

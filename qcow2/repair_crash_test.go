@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
@@ -72,8 +73,8 @@ func TestRepairCrashSafety(t *testing.T) {
 						if err := cs.WriteFile(p); err != nil {
 							t.Fatal(err)
 						}
-						if q := ccQemuImgCheck(t, p); q.Exit != 0 {
-							t.Fatalf("%s: qemu-img check after repair: %d\n%s", what, q.Exit, q.Stderr)
+						if q := corpus.QemuCheck(t, p, corpus.CheckOptions{}); q.ExitCode != 0 {
+							t.Fatalf("%s: qemu-img check after repair: %d\n%s", what, q.ExitCode, q.Stderr)
 						}
 						if !ccSameGuest(t, orig, p) {
 							t.Fatalf("%s: guest data changed", what)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // snapWrite writes b at off through the engine and returns it.
@@ -54,7 +56,7 @@ func TestSnapshotsCreatedByUsAreQemus(t *testing.T) {
 			if err := img.Close(); err != nil {
 				t.Fatal(err)
 			}
-			engRequireClean(t, p)
+			corpus.RequireClean(t, p)
 			list := engQemu(t, "qemu-img", "snapshot", "-l", p)
 			if !strings.Contains(list, "1         s1") || !strings.Contains(list, "2         s2") {
 				t.Fatalf("qemu-img snapshot -l:\n%s", list)
@@ -72,7 +74,7 @@ func TestSnapshotsCreatedByUsAreQemus(t *testing.T) {
 			}
 			engQemu(t, "qemu-img", "snapshot", "-d", "s1", p)
 			engQemu(t, "qemu-img", "snapshot", "-d", "s2", p)
-			engRequireClean(t, p)
+			corpus.RequireClean(t, p)
 		})
 	}
 }
@@ -113,7 +115,7 @@ func TestSnapshotsCreatedByQemuApplyAndDelete(t *testing.T) {
 			if err := img.Close(); err != nil {
 				t.Fatal(err)
 			}
-			engRequireClean(t, p)
+			corpus.RequireClean(t, p)
 			if got := engConvertRaw(t, p); !bytes.Equal(got, second) {
 				t.Fatalf("final contents: %s", engFirstDiff(got, second))
 			}
@@ -165,9 +167,8 @@ func TestSnapshotCreateRefusedWhenRefcountsAreFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As QEMU: the L1 copy leaks, nothing else changes.
-	code, out := engQemuCheck(t, p)
-	if code != 3 || !strings.Contains(out, "1 leaked clusters were found") {
-		t.Fatalf("qemu-img check: exit %d\n%s", code, out)
+	if q := corpus.QemuCheck(t, p, corpus.CheckOptions{}); q.ExitCode != 3 || q.Leaks != 1 || q.Corruptions != 0 {
+		t.Fatalf("qemu-img check %v, want exactly 1 leaked cluster", q)
 	}
 	if got, want := engConvertRaw(t, p), append(bytes.Repeat([]byte{0x11}, 1<<20), make([]byte, 3<<20)...); !bytes.Equal(got, want) {
 		t.Fatalf("contents: %s", engFirstDiff(got, want))

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"golang.org/x/sys/unix"
 )
 
@@ -214,7 +215,7 @@ func TestDirectImage(t *testing.T) {
 				t.Fatal(err)
 			}
 			engCompareShadow(t, p, shadow)
-			engRequireClean(t, p)
+			corpus.RequireClean(t, p)
 		})
 	}
 }
@@ -299,7 +300,7 @@ func TestDirectImageConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	engCompareShadow(t, p, shadow)
-	engRequireClean(t, p)
+	corpus.RequireClean(t, p)
 }
 
 // TestDirectStorageZeroVsNeighbourWrite: ZeroRange and PunchHole over part of a block race

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // stressBlock is the unit of the shared region: every write there writes whole blocks, each
@@ -242,7 +244,7 @@ func runStress(t *testing.T, opts string, withBacking bool) {
 	if err := img.Close(); err != nil {
 		t.Fatal(err)
 	}
-	engRequireClean(t, p)
+	corpus.RequireClean(t, p)
 	raw := filepath.Join(dir, "want.raw")
 	if err := os.WriteFile(raw, want, 0o644); err != nil {
 		t.Fatal(err)

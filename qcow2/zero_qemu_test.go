@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // zop is one operation, written as qemu-io takes it.
@@ -142,7 +144,8 @@ func buildZeroCase(t *testing.T, dir string, c zeroCase) string {
 // checkSummary is what qemu-img check says, besides its exit code, about allocation.
 func checkSummary(t *testing.T, p string) string {
 	t.Helper()
-	code, out := engQemuCheck(t, p)
+	q := corpus.QemuCheck(t, p, corpus.CheckOptions{Human: true})
+	code, out := q.ExitCode, q.Text
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	return fmt.Sprintf("exit %d: %s", code, strings.Join(lines[max(0, len(lines)-2):], " / "))
 }
@@ -173,10 +176,7 @@ func TestZeroDiscardMatchQemu(t *testing.T) {
 			ops := zeroOps(c.size)
 			theirs := copyImage(t, orig, t.TempDir(), data)
 			ours := copyImage(t, orig, t.TempDir(), data)
-			img, err := Open(ours, OpenOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			img := openTestImage(t, ours, OpenOptions{})
 			for i, op := range ops {
 				engQemu(t, "qemu-io", "-f", "qcow2", "-c", op.qemuIO(), theirs)
 				if err := op.run(img); err != nil {
@@ -218,10 +218,7 @@ func TestZeroNoFallbackLikeQemu(t *testing.T) {
 			orig := buildZeroCase(t, dir, c)
 			data := strings.Contains(c.opts, "data_file")
 			ours := copyImage(t, orig, t.TempDir(), data)
-			img, err := Open(ours, OpenOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			img := openTestImage(t, ours, OpenOptions{})
 			var got []string
 			for _, op := range zeroOps(c.size) {
 				if op.kind != "zero" {
@@ -251,7 +248,7 @@ func TestZeroNoFallbackLikeQemu(t *testing.T) {
 			if a != b {
 				t.Errorf("map after the fast zeroes:\n ours:\n%s\n qemu:\n%s", a, b)
 			}
-			engRequireClean(t, ours)
+			corpus.RequireClean(t, ours)
 		})
 	}
 }

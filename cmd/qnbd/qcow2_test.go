@@ -115,10 +115,7 @@ func qemuIOScript(t *testing.T, format, target string, cmds ...string) string {
 // checkImage requires qemu-img check to be clean and the dirty bit clear.
 func checkImage(t *testing.T, path string) {
 	t.Helper()
-	out, err := exec.Command("qemu-img", "check", path).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "No errors were found") {
-		t.Errorf("qemu-img check %s: %v\n%s", path, err, out)
-	}
+	corpus.RequireClean(t, path)
 	if dirty(t, path) {
 		t.Errorf("%s: dirty bit still set", path)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/qnbd/qnbd/e2e/libnbd"
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/server"
 )
 
@@ -291,10 +292,7 @@ func jsonField(js, key string) string {
 // checkClean requires qemu-img check to find nothing and the dirty bit to be clear.
 func checkClean(t *testing.T, path string) {
 	t.Helper()
-	out, err := exec.Command("qemu-img", "check", path).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "No errors were found") {
-		t.Errorf("qemu-img check %s: %v\n%s", path, err, out)
-	}
+	corpus.RequireClean(t, path)
 	info := qemuImg(t, "info", "--output=json", path)
 	if strings.Contains(info, `"dirty-flag": true`) {
 		t.Errorf("%s: dirty bit still set", path)

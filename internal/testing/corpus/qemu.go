@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -137,6 +138,9 @@ type CheckOptions struct {
 	Format string
 	// Repair is "", "leaks" or "all" (qemu-img check -r).
 	Repair string
+	// Human asks for qemu-img check's default, human-readable output instead of JSON: the
+	// result then has ExitCode and Text only (its counters are 0).
+	Human bool
 }
 
 // CheckResult is qemu-img check --output=json, plus its exit code. Counters QEMU leaves out
@@ -147,6 +151,9 @@ type CheckResult struct {
 	ExitCode int `json:"-"`
 	// Stderr holds the human-readable findings ("ERROR cluster 6 refcount=0 reference=1").
 	Stderr string `json:"-"`
+	// Text is the whole human-readable output, stdout and stderr interleaved as qemu-img
+	// wrote them; set only with CheckOptions.Human.
+	Text string `json:"-"`
 
 	Filename           string `json:"filename"`
 	Format             string `json:"format"`
@@ -167,11 +174,19 @@ func (r *CheckResult) Clean() bool {
 	return r.ExitCode == 0 && r.Corruptions == 0 && r.Leaks == 0 && r.CheckErrors == 0
 }
 
-// Check runs qemu-img check --output=json. Any exit code is a result, not an error; the
-// error is set only when qemu-img could not run or printed no JSON where it must (exit 0,
-// 2 or 3).
+// Check runs qemu-img check --output=json (or, with opts.Human, its default output) in the
+// image's directory, so that relative backing and data file names resolve as they do for
+// QEMU. Any exit code is a result, not an error; the error is set only when qemu-img could
+// not run or printed no JSON where it must (exit 0, 2 or 3).
 func Check(ctx context.Context, path string, opts CheckOptions) (*CheckResult, error) {
-	args := []string{"check", "--output=json"}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"check"}
+	if !opts.Human {
+		args = append(args, "--output=json")
+	}
 	if opts.Format != "" {
 		args = append(args, "-f", opts.Format)
 	}
@@ -180,16 +195,28 @@ func Check(ctx context.Context, path string, opts CheckOptions) (*CheckResult, e
 	} else {
 		args = append(args, "-U")
 	}
-	args = append(args, path)
-	stdout, stderr, code, err := runToolCode(ctx, "qemu-img", args...)
-	if err != nil {
-		return nil, err
+	args = append(args, abs)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "qemu-img", args...)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = filepath.Dir(abs), &stdout, &stderr
+	if opts.Human {
+		cmd.Stderr = &stdout
 	}
-	res := &CheckResult{}
-	if perr := json.Unmarshal(firstJSON(stdout), res); perr != nil && (code == 0 || code == 2 || code == 3) {
-		return nil, fmt.Errorf("corpus: qemu-img %s: exit %d, unparsable output %q: %v", strings.Join(args, " "), code, stdout, perr)
+	code := 0
+	var ee *exec.ExitError
+	if err := cmd.Run(); errors.As(err, &ee) && ee.ExitCode() >= 0 {
+		code = ee.ExitCode()
+	} else if err != nil {
+		return nil, fmt.Errorf("corpus: qemu-img %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
-	res.ExitCode, res.Stderr = code, string(stderr)
+	res := &CheckResult{ExitCode: code, Stderr: stderr.String()}
+	if opts.Human {
+		res.Text = stdout.String()
+		return res, nil
+	}
+	if perr := json.Unmarshal(firstJSON(stdout.Bytes()), res); perr != nil && (code == 0 || code == 2 || code == 3) {
+		return nil, fmt.Errorf("corpus: qemu-img %s: exit %d, unparsable output %q: %v", strings.Join(args, " "), code, stdout.String(), perr)
+	}
 	return res, nil
 }
 

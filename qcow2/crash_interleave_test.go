@@ -267,10 +267,11 @@ func dataWrite(off int64, b []byte) bool {
 	return len(b) == int(cs64) && binary.BigEndian.Uint64(b) == stampMagic
 }
 
-// TestCrashRace replays 046-style interleavings: A is stopped at a chosen point of its I/O,
-// B races into the same cluster (a write before, after, over or across A's range, a zero, a
-// discard), and must wait for A; readers must not wait and see the old contents.
-func TestCrashRace(t *testing.T) {
+// TestInterleavedRequestsStayConsistent replays 046-style interleavings: A is stopped at a
+// chosen point of its I/O, B races into the same cluster (a write before, after, over or
+// across A's range, a zero, a discard), and must wait for A; readers must not wait and see the
+// old contents.
+func TestInterleavedRequestsStayConsistent(t *testing.T) {
 	env := buildEnv(t, raceWorkload)
 	var cnt cwCounters
 	t.Cleanup(func() {

@@ -1,5 +1,5 @@
-// Review reproduction: frees applied while the active L1 on disk still points at the L2 table
-// that holds the freed references.
+// Flush order, frees: a batch of frees is never applied while the active L1 on disk still
+// points at the L2 table that holds the freed references.
 package qcow2
 
 import (
@@ -8,10 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
-// TestReview_FreeAppliedBeforeL1Switch: when copying an L2 table shared with a snapshot fails
+// TestFreesWaitForL1EntryOnDisk: when copying an L2 table shared with a snapshot fails
 // to write the L1 entry (transient EIO), l2ForWrite keeps the switch in memory (L1 entry dirty,
 // pointing at the copy). Later changes to the copy free the data clusters it no longer
 // references; the on-disk L1 still points at the old, shared table, whose entries still
@@ -21,7 +22,7 @@ import (
 // writes the dirty L1 entries (after the L2 tables) before any free. Every crash state from
 // the discards on (the durable prefix at each barrier, and just before each L1 write) must
 // check without corruption, by qemu-img and by our check.
-func TestReview_FreeAppliedBeforeL1Switch(t *testing.T) {
+func TestFreesWaitForL1EntryOnDisk(t *testing.T) {
 	const cs = 16 << 10
 	dir := t.TempDir()
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=16k", "1G")
@@ -75,7 +76,7 @@ func TestReview_FreeAppliedBeforeL1Switch(t *testing.T) {
 		if op.Kind != memstore.OpSync {
 			points = append(points, i)
 		}
-		if rvWriteTouches(op, l1off, 512) {
+		if writeTouches(op, l1off, 512) {
 			l1Writes++
 		}
 	}
@@ -84,12 +85,13 @@ func TestReview_FreeAppliedBeforeL1Switch(t *testing.T) {
 	}
 	points = append(points, len(log))
 	for _, at := range points {
-		st := rvReplay(t, base, log, at, nil)
+		st := replayLog(t, base, log, at, nil)
 		path := filepath.Join(dir, "crashed.qcow2")
 		if err := st.WriteFile(path); err != nil {
 			t.Fatal(err)
 		}
-		code, out := engQemuCheck(t, path)
+		q := corpus.QemuCheck(t, path, corpus.CheckOptions{Human: true})
+		code, out := q.ExitCode, q.Text
 		if os.Getenv("QNBD_REVIEW_VERBOSE") != "" {
 			t.Logf("crash at log %d: qemu-img check exit %d\n%s", at, code, out)
 		}
@@ -97,7 +99,7 @@ func TestReview_FreeAppliedBeforeL1Switch(t *testing.T) {
 			lines := strings.Split(out, "\n")
 			// What deleting the snapshot then makes of it: refcount 0 under a live reference.
 			engQemu(t, "qemu-img", "snapshot", "-d", "s1", path)
-			_, after := engQemuCheck(t, path)
+			after := corpus.QemuCheck(t, path, corpus.CheckOptions{Human: true}).Text
 			first := ""
 			for _, l := range strings.Split(after, "\n") {
 				if strings.Contains(l, "refcount=0 reference=1") {

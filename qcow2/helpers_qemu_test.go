@@ -1,15 +1,20 @@
+// Test helpers: QEMU's tools as oracles (qemu-img create, convert, compare and map, qemu-io),
+// run from the engine's tests. qemu-img check is internal/testing/corpus's QemuCheck and
+// RequireClean, shared with every other package; ccCompareWithQemu holds our Check to it.
 package qcow2
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // longTests enables the heavy engine runs (bigger randomized and stress runs).
@@ -25,6 +30,32 @@ func engQemu(t testing.TB, name string, args ...string) string {
 	return string(out)
 }
 
+// qemuImgOutput runs qemu-img and returns its standard output, failing the test on error.
+func qemuImgOutput(t testing.TB, args ...string) []byte {
+	t.Helper()
+	out, err := exec.Command("qemu-img", args...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("qemu-img %v: %v\n%s", args, err, ee.Stderr)
+		}
+		t.Fatalf("qemu-img %v: %v", args, err)
+	}
+	return out
+}
+
+// ccRun runs a command and returns its stdout; it fails the test if the command fails.
+func ccRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %v: %v\n%s%s", name, args, err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
 // engCreate makes an image with qemu-img: opts is the -o string ("" for defaults).
 func engCreate(t testing.TB, dir, name, opts, size string) string {
 	t.Helper()
@@ -37,46 +68,32 @@ func engCreate(t testing.TB, dir, name, opts, size string) string {
 	return p
 }
 
-// engQemuCheck runs qemu-img check and returns its exit code and output.
-func engQemuCheck(t testing.TB, path string) (int, string) {
+// ccCompareWithQemu fails the test unless our result agrees with qemu-img check's on every
+// counter and the exit class.
+func ccCompareWithQemu(t testing.TB, ours *CheckResult, q *corpus.CheckResult) {
 	t.Helper()
-	out, err := exec.Command("qemu-img", "check", path).CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode(), string(out)
+	type row struct {
+		name      string
+		got, want uint64
 	}
-	if err != nil {
-		t.Fatalf("qemu-img check %s: %v", path, err)
+	rows := []row{
+		{"exit", uint64(ours.ExitCode()), uint64(q.ExitCode)},
+		{"corruptions", uint64(ours.Corruptions), uint64(q.Corruptions)},
+		{"leaks", uint64(ours.Leaks), uint64(q.Leaks)},
+		{"check-errors", uint64(ours.CheckErrors), uint64(q.CheckErrors)},
+		{"corruptions-fixed", uint64(ours.CorruptionsFixed), uint64(q.CorruptionsFixed)},
+		{"leaks-fixed", uint64(ours.LeaksFixed), uint64(q.LeaksFixed)},
+		{"image-end-offset", ours.ImageEndOffset, uint64(q.ImageEndOffset)},
+		{"total-clusters", ours.TotalClusters, uint64(q.TotalClusters)},
+		{"allocated-clusters", ours.AllocatedClusters, uint64(q.AllocatedClusters)},
+		{"fragmented-clusters", ours.FragmentedClusters, uint64(q.FragmentedClusters)},
+		{"compressed-clusters", ours.CompressedClusters, uint64(q.CompressedClusters)},
 	}
-	return 0, string(out)
-}
-
-// engRequireClean fails unless qemu-img check finds the image consistent (exit 0).
-func engRequireClean(t testing.TB, path string) {
-	t.Helper()
-	if code, out := engQemuCheck(t, path); code != 0 {
-		t.Errorf("qemu-img check %s: exit %d\n%s", path, code, out)
-	}
-}
-
-// openTestImage opens path with our engine and registers a cleanup that closes the image and
-// then requires `qemu-img check` to report it consistent (exit 0): every test that writes an
-// image uses it, so a test that leaves a leak or a corruption behind fails.
-func openTestImage(t testing.TB, path string, o OpenOptions) *Image {
-	t.Helper()
-	img, err := Open(path, o)
-	if err != nil {
-		t.Fatalf("open %s: %v", path, err)
-	}
-	t.Cleanup(func() {
-		if err := img.Close(); err != nil {
-			t.Errorf("close %s: %v", path, err)
+	for _, r := range rows {
+		if r.got != r.want {
+			t.Errorf("%s: ours %d, qemu-img %d\nours: %q\nqemu-img stderr:\n%s", r.name, r.got, r.want, ours.Messages, q.Stderr)
 		}
-		if !t.Failed() {
-			engRequireClean(t, path)
-		}
-	})
-	return img
+	}
 }
 
 // engConvertRaw returns the guest contents of an image as qemu-img sees them.
@@ -112,31 +129,22 @@ func engCompareShadow(t testing.TB, img string, shadow []byte) {
 	engCompare(t, img, raw)
 }
 
-// engReadAll reads the whole guest through our engine.
-func engReadAll(t testing.TB, img *Image) []byte {
+// ccSameGuest reports whether two qcow2 images hold the same guest data (qemu-img compare,
+// which reads sparsely and so copes with multi-TiB virtual disks).
+func ccSameGuest(t testing.TB, a, b string) bool {
 	t.Helper()
-	b := make([]byte, img.Size())
-	if _, err := img.ReadAt(b, 0); err != nil {
-		t.Fatalf("read: %v", err)
+	cmd := exec.Command("qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", a, b)
+	cmd.Dir = filepath.Dir(a)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &ee) && ee.ExitCode() == 1:
+		return false
 	}
-	return b
-}
-
-// engFirstDiff describes where two byte slices differ.
-func engFirstDiff(a, b []byte) string {
-	if len(a) != len(b) {
-		return "lengths differ"
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			j := i
-			for j < len(a) && a[j] != b[j] {
-				j++
-			}
-			return fmt.Sprintf("first difference at %d for %d bytes", i, j-i)
-		}
-	}
-	return ""
+	t.Fatalf("qemu-img compare %s %s: %v\n%s", a, b, err, out)
+	return false
 }
 
 // qemuMapExtent is one entry of qemu-img map --output=json.

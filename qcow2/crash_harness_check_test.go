@@ -1,54 +1,24 @@
-// Crash and fault workloads, checks: everything required of one state a crash or a failure
+// Crash and fault harness, checks: everything required of one state a crash or a failure
 // left (qemu-img check as the oracle, our check agreeing, data per the model, a repairing
 // read-write open, and writes after it that must not land on anything live).
 package qcow2
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"iter"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
-
-// qemuCheckResult is qemu-img check --output=json (missing counters are 0).
-type qemuCheckResult struct {
-	Corruptions int `json:"corruptions"`
-	Leaks       int `json:"leaks"`
-	CheckErrors int `json:"check-errors"`
-}
-
-// qemuCheckJSON runs qemu-img check --output=json on path.
-func qemuCheckJSON(path string) (int, qemuCheckResult, string, error) {
-	cmd := exec.Command("qemu-img", "check", "--output=json", path)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		return 0, qemuCheckResult{}, "", err
-	}
-	var res qemuCheckResult
-	out := stdout.String() + stderr.String()
-	if code != 1 {
-		if jerr := json.Unmarshal(stdout.Bytes(), &res); jerr != nil {
-			return code, res, out, fmt.Errorf("parse qemu-img check output: %v\n%s", jerr, out)
-		}
-	}
-	return code, res, out, nil
-}
 
 // cwCounters are totals reported at the end of a test.
 type cwCounters struct {
@@ -115,16 +85,17 @@ func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, c
 		if err != nil {
 			return err
 		}
-		code, q, out, err := qemuCheckJSON(path)
+		q, err := corpus.Check(context.Background(), path, corpus.CheckOptions{})
 		os.Remove(path)
 		cnt.qemuChecks.Add(1)
 		if err != nil {
 			return err
 		}
+		code, out := q.ExitCode, q.String()
 		if !slices.Contains(allowed, code) {
 			return fmt.Errorf("qemu-img check exit %d (allowed %v)\n%s", code, allowed, out)
 		}
-		if code != class || q.Leaks != ours.Leaks || q.Corruptions != ours.Corruptions || q.CheckErrors != ours.CheckErrors {
+		if code != class || q.Leaks != int64(ours.Leaks) || q.Corruptions != int64(ours.Corruptions) || q.CheckErrors != int64(ours.CheckErrors) {
 			return fmt.Errorf("our check (class %d: %d corruptions, %d leaks, %d check errors) disagrees with qemu-img (exit %d)\n%s\nours:\n%s",
 				class, ours.Corruptions, ours.Leaks, ours.CheckErrors, code, out, strings.Join(ours.Messages, "\n"))
 		}
@@ -216,12 +187,13 @@ func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, c
 		if err != nil {
 			return err
 		}
-		code, _, out, err := qemuCheckJSON(path)
+		q, err := corpus.Check(context.Background(), path, corpus.CheckOptions{})
 		os.Remove(path)
 		cnt.qemuChecks.Add(1)
 		if err != nil {
 			return err
 		}
+		code, out := q.ExitCode, q.String()
 		if code != 0 {
 			return fmt.Errorf("after our read-write open, writes, close (and leak repair): qemu-img check exit %d\n%s", code, out)
 		}

@@ -1,5 +1,5 @@
-// Review reproduction: a batch of frees applied inside linkWrite writes the L2 table before the
-// data sync the new entry needs.
+// Flush order, data before L2: an L2 table holding a new entry is never written before the
+// data sync that entry needs, even when a batch of frees runs inside linkWrite.
 package qcow2
 
 import (
@@ -9,17 +9,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
-// TestReview_LinkAppliesFreesBeforeDataSync: linkWrite sets the new L2 entry, then frees the
+// TestL2TableWaitsForDataSyncLazyRefcounts: linkWrite sets the new L2 entry, then frees the
 // old one (freeEntry -> freeClusters); when that free is the maxPendingFrees-th pending one,
 // applyFrees runs at once and flushes the L2 cache, with the new entry in it, before linkWrite
 // has marked the table as needing a data sync first (publishData). With lazy refcounts (no refcount dependency whose sync
 // would cover the data) the L2 table is written with no fsync after the cluster's data: a
 // crash then leaves an L2 entry pointing at a cluster whose data (including the copy-on-write
 // of the untouched part of the cluster) never reached the disk.
-func TestReview_LinkAppliesFreesBeforeDataSync(t *testing.T) {
+func TestL2TableWaitsForDataSyncLazyRefcounts(t *testing.T) {
 	const cs = 4096
 	dir := t.TempDir()
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=4k,lazy_refcounts=on", "16M")
@@ -53,8 +54,8 @@ func TestReview_LinkAppliesFreesBeforeDataSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := s.Log()
-	host, l2off, dataAt, l2At := rvDataThenL2(t, img, log, target, cs)
-	if !rvNoSyncBetween(log, dataAt, l2At) {
+	host, l2off, dataAt, l2At := dataThenL2(t, img, log, target, cs)
+	if !noSyncBetween(log, dataAt, l2At) {
 		t.Logf("data at log %d, L2 table at log %d, with a sync between: ordering holds", dataAt, l2At)
 		return
 	}
@@ -62,12 +63,13 @@ func TestReview_LinkAppliesFreesBeforeDataSync(t *testing.T) {
 
 	// The crash state: everything up to and including the L2 write reached the disk, except
 	// the data write (allowed: no sync in between).
-	st := rvReplay(t, base, log, l2At+1, func(i int, _ memstore.Op) bool { return i == dataAt })
+	st := replayLog(t, base, log, l2At+1, func(i int, _ memstore.Op) bool { return i == dataAt })
 	path := filepath.Join(dir, "crashed.qcow2")
 	if err := st.WriteFile(path); err != nil {
 		t.Fatal(err)
 	}
-	code, out := engQemuCheck(t, path)
+	q := corpus.QemuCheck(t, path, corpus.CheckOptions{Human: true})
+	code, out := q.ExitCode, q.Text
 	var keep []string
 	for _, l := range strings.Split(out, "\n") {
 		if !strings.Contains(l, "Leaked cluster") {
@@ -90,7 +92,7 @@ func TestReview_LinkAppliesFreesBeforeDataSync(t *testing.T) {
 	}
 }
 
-// TestReview_LinkAppliesFreesBeforeDataSyncAccurate is the same ordering bug on an image with
+// TestL2TableWaitsForDataSyncAfterConcurrentFlush is the same ordering bug on an image with
 // accurate refcounts: there, the refcount flush that the L2 cache's dependency forces before its
 // first write also syncs the data (same file), but only while that dependency is still
 // declared. A Flush that runs while the writer's data write is in flight writes the dirty L2
@@ -98,7 +100,7 @@ func TestReview_LinkAppliesFreesBeforeDataSync(t *testing.T) {
 // sync). (Since batch reservation there is no such dependency at all; publishData alone
 // orders the data before the table.) When the writer then links and its free is the maxPendingFrees-th, applyFrees
 // writes the L2 table with the new entry and no sync after the data.
-func TestReview_LinkAppliesFreesBeforeDataSyncAccurate(t *testing.T) {
+func TestL2TableWaitsForDataSyncAfterConcurrentFlush(t *testing.T) {
 	const cs = 4096
 	dir := t.TempDir()
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=4k", "16M")
@@ -153,9 +155,9 @@ func TestReview_LinkAppliesFreesBeforeDataSyncAccurate(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := s.Log()
-	host, l2off, dataAt, l2At := rvDataThenL2(t, img, log, target, cs)
-	if rvNoSyncBetween(log, dataAt, l2At) {
-		st := rvReplay(t, base, log, l2At+1, func(i int, _ memstore.Op) bool { return i == dataAt })
+	host, l2off, dataAt, l2At := dataThenL2(t, img, log, target, cs)
+	if noSyncBetween(log, dataAt, l2At) {
+		st := replayLog(t, base, log, l2At+1, func(i int, _ memstore.Op) bool { return i == dataAt })
 		ro, err := OpenStorage(st, dir, OpenOptions{ReadOnly: true})
 		if err != nil {
 			t.Fatalf("L2 table at %#x (log %d) written with no sync after the data of %#x (log %d); the crash state does not open: %v", l2off, l2At, host, dataAt, err)

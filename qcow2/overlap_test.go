@@ -1,4 +1,4 @@
-// Review reproduction: guest data writes, allocations and refcount writes are checked against
+// Overlap checks: guest data writes, allocations and refcount writes are checked against
 // every table the active L1 and the reftable name, not only the cached ones (QEMU's default
 // "cached" overlap check covers all of them); QEMU (qemu-io) is the oracle.
 package qcow2
@@ -16,10 +16,10 @@ import (
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
-// rvCrafted is an image made by qemu-io with guest data at 0 and at 512M, then changed by
+// overlapImage is an image made by qemu-io with guest data at 0 and at 512M, then changed by
 // craft, which gets the store and the host offsets of the two L2 tables (t1 for the guest
 // range at 0, t2 for the one at 512M).
-func rvCrafted(t *testing.T, dir, opts, lowData string, craft func(s *memstore.Store, h *Header, t1, t2 HostOffset)) *memstore.Store {
+func overlapImage(t *testing.T, dir, opts, lowData string, craft func(s *memstore.Store, h *Header, t1, t2 HostOffset)) *memstore.Store {
 	t.Helper()
 	p := engCreate(t, dir, "a.qcow2", opts, "1G")
 	engQemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 "+lowData, "-c", "write -P 0x22 512M 4k", p)
@@ -50,9 +50,9 @@ func rvCrafted(t *testing.T, dir, opts, lowData string, craft func(s *memstore.S
 	return s
 }
 
-// rvQemuRefuses runs qemu-io's write on a copy of s and requires QEMU's refusal: the overlap
+// qemuRefusesOverlap runs qemu-io's write on a copy of s and requires QEMU's refusal: the overlap
 // check's message and the corrupt bit.
-func rvQemuRefuses(t *testing.T, dir string, s *memstore.Store, write string) {
+func qemuRefusesOverlap(t *testing.T, dir string, s *memstore.Store, write string) {
 	t.Helper()
 	qp := filepath.Join(dir, "qemu.qcow2")
 	if err := s.WriteFile(qp); err != nil {
@@ -67,10 +67,10 @@ func rvQemuRefuses(t *testing.T, dir string, s *memstore.Store, write string) {
 	}
 }
 
-// rvEngineRefuses opens s, runs write, and requires what QEMU does: the request fails with
+// engineRefusesOverlap opens s, runs write, and requires what QEMU does: the request fails with
 // EIO (ErrCorrupt), the image is marked corrupt on disk, and the 0x22 at guest 512M (mapped
 // by the L2 table in danger) still reads back.
-func rvEngineRefuses(t *testing.T, dir string, s *memstore.Store, write func(img *Image) error) {
+func engineRefusesOverlap(t *testing.T, dir string, s *memstore.Store, write func(img *Image) error) {
 	t.Helper()
 	img, err := OpenStorage(s, dir, OpenOptions{})
 	if err != nil {
@@ -108,34 +108,34 @@ func rvEngineRefuses(t *testing.T, dir string, s *memstore.Store, write func(img
 	}
 }
 
-// TestReview_DataWriteOverUncachedL2Table: an image whose L2 entry for guest cluster 0 points
+// TestOverlapRefusesDataWriteOverUncachedL2: an image whose L2 entry for guest cluster 0 points
 // (COPIED) at the active L2 table of another part of the disk, which qemu-img check reports
 // as corrupt. QEMU refuses a guest write there ("Preventing invalid write on metadata
 // (overlaps with active L2 table)") and marks the image corrupt. The engine checked the write
 // against the L2 tables in its cache only; the other table was never loaded, so the guest's
 // bytes overwrote it and the data mapped through it was lost.
-func TestReview_DataWriteOverUncachedL2Table(t *testing.T) {
+func TestOverlapRefusesDataWriteOverUncachedL2(t *testing.T) {
 	dir := t.TempDir()
-	s := rvCrafted(t, dir, "cluster_size=64k", "64k", func(s *memstore.Store, _ *Header, t1, t2 HostOffset) {
+	s := overlapImage(t, dir, "cluster_size=64k", "64k", func(s *memstore.Store, _ *Header, t1, t2 HostOffset) {
 		var e [8]byte
 		binary.BigEndian.PutUint64(e[:], uint64(makeL2Entry(t2, true, false)))
 		if _, err := s.WriteAt(e[:], int64(t1)); err != nil {
 			t.Fatal(err)
 		}
 	})
-	rvQemuRefuses(t, dir, s, "write -P 0xaa 0 64k")
-	rvEngineRefuses(t, dir, s, func(img *Image) error {
+	qemuRefusesOverlap(t, dir, s, "write -P 0xaa 0 64k")
+	engineRefusesOverlap(t, dir, s, func(img *Image) error {
 		_, err := img.WriteAt(bytes.Repeat([]byte{0xaa}, 64<<10), 0)
 		return err
 	})
 }
 
-// TestReview_AllocationOverUncachedL2Table: the refcount of an active L2 table is 0 (crafted),
+// TestOverlapRefusesAllocationOverUncachedL2: the refcount of an active L2 table is 0 (crafted),
 // so the allocator's first free cluster is that table. QEMU hands it out and then refuses the
 // data write over it; the engine's claim must refuse it too, although the table is not cached.
-func TestReview_AllocationOverUncachedL2Table(t *testing.T) {
+func TestOverlapRefusesAllocationOverUncachedL2(t *testing.T) {
 	dir := t.TempDir()
-	s := rvCrafted(t, dir, "cluster_size=64k", "64k", func(s *memstore.Store, h *Header, _, t2 HostOffset) {
+	s := overlapImage(t, dir, "cluster_size=64k", "64k", func(s *memstore.Store, h *Header, _, t2 HostOffset) {
 		g := h.Geometry()
 		var e [8]byte
 		if _, err := s.ReadAt(e[:], int64(h.RefTableOffset)); err != nil {
@@ -151,20 +151,20 @@ func TestReview_AllocationOverUncachedL2Table(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	rvQemuRefuses(t, dir, s, "write -P 0xaa 1M 64k")
-	rvEngineRefuses(t, dir, s, func(img *Image) error {
+	qemuRefusesOverlap(t, dir, s, "write -P 0xaa 1M 64k")
+	engineRefusesOverlap(t, dir, s, func(img *Image) error {
 		_, err := img.WriteAt(bytes.Repeat([]byte{0xaa}, 64<<10), 1<<20)
 		return err
 	})
 }
 
-// TestReview_RefBlockOverUncachedL2Table: a reftable entry (crafted) names an active L2 table
+// TestOverlapRefusesRefBlockOverUncachedL2: a reftable entry (crafted) names an active L2 table
 // as the refcount block of the next 8M of the file. An allocation reaching that region must
 // not take L2 entries for refcounts and write refcounts over the table: QEMU refuses that
 // write and marks the image corrupt; the engine refuses the block when it loads it.
-func TestReview_RefBlockOverUncachedL2Table(t *testing.T) {
+func TestOverlapRefusesRefBlockOverUncachedL2(t *testing.T) {
 	dir := t.TempDir()
-	s := rvCrafted(t, dir, "cluster_size=4k", "4M", func(s *memstore.Store, h *Header, _, t2 HostOffset) {
+	s := overlapImage(t, dir, "cluster_size=4k", "4M", func(s *memstore.Store, h *Header, _, t2 HostOffset) {
 		g := h.Geometry()
 		if end, _ := s.Size(); uint64(end) >= g.Bytes(ClusterCount(g.refBlockEntries())) {
 			t.Fatalf("setup: the file (%d bytes) reaches past the first refcount block's region", end)
@@ -175,8 +175,8 @@ func TestReview_RefBlockOverUncachedL2Table(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	rvQemuRefuses(t, dir, s, "write -P 0x33 16M 8M")
-	rvEngineRefuses(t, dir, s, func(img *Image) error {
+	qemuRefusesOverlap(t, dir, s, "write -P 0x33 16M 8M")
+	engineRefusesOverlap(t, dir, s, func(img *Image) error {
 		_, err := img.WriteAt(bytes.Repeat([]byte{0x33}, 8<<20), 16<<20)
 		return err
 	})

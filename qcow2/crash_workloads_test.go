@@ -1,4 +1,4 @@
-// Crash and fault workloads, definitions: the images they start from and the guest operations
+// Crash and fault workloads: the images they start from and the guest operations
 // they perform, deterministic for a seed.
 package qcow2
 
@@ -272,7 +272,7 @@ var crashWorkloads = []*cwWorkload{
 		}},
 	{name: "lazy-frees", opts: "cluster_size=512,lazy_refcounts=on", size: 2 * mib, snapshot: true,
 		// A copy-on-write whose free of the old cluster is the maxPendingFrees-th: the batch
-		// runs inside the link (found by review, TestReview_LinkAppliesFreesBeforeDataSync).
+		// runs inside the link (found by review, TestL2TableWaitsForDataSyncLazyRefcounts).
 		// With lazy refcounts no refcount flush syncs the new cluster's data first.
 		setup: func(r *cwRunner) { r.write(0, 1536*kib) },
 		run: func(r *cwRunner) {

@@ -1,4 +1,4 @@
-// Review regression test (passing): the refcount table grows while refcount decrements are
+// Refcount-table growth (alloc_grow.go): the table grows while refcount decrements are
 // still batched, and every crash state of that stays free of corruption.
 package qcow2
 
@@ -8,15 +8,16 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
-// TestReview_RefTableGrowthWithPendingFrees: 512 discards wait in the free batch while a write
+// TestRefTableGrowthWithPendingFreesIsCrashSafe: 512 discards wait in the free batch while a write
 // needs a larger refcount table (512-byte clusters, 64-bit refcounts: one reftable cluster
 // covers 2 MiB), then Flush applies the frees through the new table and later writes reuse
 // the freed clusters. Every crash state of the log (torn sectors included) must check
 // without corruption, by our check and, for a sample, by qemu-img.
-func TestReview_RefTableGrowthWithPendingFrees(t *testing.T) {
+func TestRefTableGrowthWithPendingFreesIsCrashSafe(t *testing.T) {
 	dir := t.TempDir()
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=512,refcount_bits=64", "4M")
 	engQemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 1792k", p)
@@ -69,8 +70,8 @@ func TestReview_RefTableGrowthWithPendingFrees(t *testing.T) {
 			if err := st.WriteFile(path); err != nil {
 				t.Fatal(err)
 			}
-			if code, out := engQemuCheck(t, path); code != 0 && code != 3 {
-				t.Fatalf("crash state %+v: qemu-img check exit %d\n%s", pt, code, out)
+			if q := corpus.QemuCheck(t, path, corpus.CheckOptions{}); q.ExitCode != 0 && q.ExitCode != 3 {
+				t.Fatalf("crash state %+v: qemu-img check %v", pt, q)
 			}
 		}
 	}
