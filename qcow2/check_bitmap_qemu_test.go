@@ -123,7 +123,7 @@ func bmDamages() []bmDamage {
 // bmQemuNoise drops from qemu-img's stderr what its read-write open and close of the bitmaps
 // add around a repair (the bitmaps are loaded, then stored again at close, freeing the old
 // tables: "qcow2_free_clusters failed" where they were damaged), and the open's warning about
-// a cleared autoclear bit, which qnbd-img does not print (docs/bitmaps.md).
+// a cleared autoclear bit, which qnbd-img check prints, not the engine (docs/bitmaps.md).
 func bmQemuNoise(s string) string {
 	var keep []string
 	for _, line := range strings.SplitAfter(s, "\n") {
