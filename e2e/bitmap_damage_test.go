@@ -62,7 +62,9 @@ func TestDamagedBitmapsRefusedLikeQemuNbd(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, ro := range [][]string{{"-r"}, nil} {
-				args := append(append([]string{}, ro...), "-f", "qcow2", img)
+				// Both servers listen before they open the image: a socket of their own.
+				sock := filepath.Join(shortTempDir(t), "nbd.sock")
+				args := append(append([]string{"-k", sock}, ro...), "-f", "qcow2", img)
 				got := runCode(t, append([]string{qnbdBin}, args...)...)
 				want := runCode(t, append([]string{"qemu-nbd"}, args...)...)
 				if want.Code == 0 || !strings.Contains(want.Stderr, "Failed to blk_new_open") {
