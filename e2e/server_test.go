@@ -32,6 +32,9 @@ type serverConfig struct {
 	OneShot bool
 	// Metrics adds --metrics-addr on a free loopback port (qnbd only).
 	Metrics bool
+	// MayRefuse lets the server exit before it listens (an image or option it refuses):
+	// startServer then returns a server whose Refused reports it, instead of failing.
+	MayRefuse bool
 }
 
 // server is a running NBD server process started by a test.
@@ -43,12 +46,17 @@ type server struct {
 	// MetricsAddr is host:port of --metrics-addr, "" without metrics.
 	MetricsAddr string
 
-	cmd     *exec.Cmd
-	out     *syncbuf.Buffer
-	exited  chan struct{}
-	waitErr error
-	stopped bool
+	cmd                *exec.Cmd
+	out                *syncbuf.Buffer
+	exited             chan struct{}
+	waitErr            error
+	stopped            bool
+	mayRefuse, refused bool
 }
+
+// Refused reports whether a server started with MayRefuse exited before listening; its
+// output says why.
+func (s *server) Refused() bool { return s.refused }
 
 // startQnbd starts the qnbd under test and stops it at the end of the test with the full
 // stop check, unless the test stopped or killed it first.
@@ -82,7 +90,7 @@ const maxBindAttempts = 5
 // launchServer starts bin as cfg says, without waiting for it to listen.
 func launchServer(t *testing.T, bin string, cfg serverConfig) *server {
 	t.Helper()
-	s := &server{t: t, bin: bin, out: &syncbuf.Buffer{}, exited: make(chan struct{})}
+	s := &server{t: t, bin: bin, out: &syncbuf.Buffer{}, exited: make(chan struct{}), mayRefuse: cfg.MayRefuse}
 	var args []string
 	if !cfg.OneShot {
 		args = append(args, "-t")
@@ -139,14 +147,21 @@ func (s *server) waitReady(retry bool) bool {
 	for {
 		c, err := net.DialTimeout(network, addr, time.Second)
 		if err == nil {
-			abortHandshake(c)
-			break
+			// A server that may refuse can accept on its socket before it refuses: only
+			// its greeting says it serves.
+			if abortHandshake(c) || !s.mayRefuse {
+				break
+			}
 		}
 		select {
 		case <-s.exited:
 			s.stopped = true
 			if retry && s.bindFailed() {
 				return false
+			}
+			if s.mayRefuse {
+				s.refused = true
+				return true
 			}
 			s.t.Fatalf("%s %q exited before listening: %v\n%s", s.bin, s.cmd.Args[1:], s.waitErr, s.out)
 		default:
@@ -176,22 +191,23 @@ func (s *server) waitReady(retry bool) bool {
 // reads the greeting, then sends NBD_OPT_ABORT and waits for the server to answer or close.
 // A probe that hung up at once would make both qnbd and qemu-nbd print "write failed: Unable
 // to write to socket: Broken pipe" (measured on qemu-nbd 7.2), which tests that compare
-// the server's stderr must not see.
-func abortHandshake(c net.Conn) {
+// the server's stderr must not see. It reports whether the server sent its greeting.
+func abortHandshake(c net.Conn) bool {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second)) // a bound on a hang
 	var greeting [18]byte
 	if _, err := io.ReadFull(c, greeting[:]); err != nil {
-		return
+		return false
 	}
 	msg := binary.BigEndian.AppendUint32(nil, uint32(nbd.FlagCFixedNewstyle|nbd.FlagCNoZeroes))
 	msg = binary.BigEndian.AppendUint64(msg, nbd.MagicIHaveOpt)
 	msg = binary.BigEndian.AppendUint32(msg, uint32(nbd.OptAbort))
 	msg = binary.BigEndian.AppendUint32(msg, 0)
 	if _, err := c.Write(msg); err != nil {
-		return
+		return true
 	}
 	io.Copy(io.Discard, c) // the ABORT reply, then the server's close
+	return true
 }
 
 // URI is the NBD URI of export name on this server.

@@ -5,7 +5,6 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"sync/atomic"
 )
 
@@ -177,21 +176,4 @@ func (img *Image) markDirty(off, n uint64) {
 	for _, bm := range img.markBitmaps {
 		bm.setRange(off, n)
 	}
-}
-
-// bitmapResizeError refuses a resize of an image with persistent bitmaps (resizing them is
-// not implemented; QEMU resizes the ones it has loaded).
-func (img *Image) bitmapResizeError() error {
-	if !img.hdr.bitmapsConsistent() {
-		return nil
-	}
-	var names []string
-	for _, bm := range img.bitmaps {
-		names = append(names, bm.entry.name)
-	}
-	if len(names) == 0 {
-		names = []string{"?"}
-	}
-	return fmt.Errorf("%w: cannot resize an image with persistent bitmaps ('%s'): qnbd does not resize them; remove them first (qemu-img bitmap --remove)",
-		ErrUnsupported, strings.Join(names, "', '"))
 }

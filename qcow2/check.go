@@ -151,6 +151,9 @@ func Check(path string, mode RepairMode) (*CheckResult, error) {
 // Memory use is bounded by the file size: in-memory counts are sparse, and tables are read
 // only where they lie inside the file.
 func CheckStorage(s Storage, mode RepairMode) (*CheckResult, error) {
+	if err := checkOpenBitmaps(s); err != nil {
+		return nil, err
+	}
 	return checkWithHeader(s, nil, mode)
 }
 

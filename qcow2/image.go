@@ -300,6 +300,10 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 			return nil, err
 		}
 	}
+	// Every open judges the bitmaps as QEMU's does (docs/bitmaps.md, "Damaged bitmaps").
+	if err := validateBitmapsAtOpen(img.file, &img.hdr, img.fileSize, img.size.Load()); err != nil {
+		return nil, err
+	}
 	if !img.readOnly || (o.ReadBitmaps && o.Snapshot == "") {
 		if err := img.openBitmaps(); err != nil {
 			return nil, err

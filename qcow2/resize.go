@@ -23,7 +23,7 @@ import "fmt"
 // refcount blocks left counting nothing, and truncates the file after its last used
 // cluster. The header's L1 size stays, as QEMU leaves it.
 //
-// An image with persistent bitmaps is refused (bitmap_open.go).
+// Persistent bitmaps follow the new size; an in-use one refuses the resize (bitmap_resize.go).
 func (img *Image) Resize(newSize uint64) error {
 	img.gate.Lock()
 	defer img.gate.Unlock()
@@ -35,7 +35,7 @@ func (img *Image) Resize(newSize uint64) error {
 	}
 	img.mu.Lock()
 	old := img.size.Load()
-	err := img.bitmapResizeError()
+	err := img.bitmapResizeError(newSize)
 	if err == nil && img.hdr.Version < 3 && img.hdr.SnapshotCount > 0 {
 		// A version 2 snapshot need not record its disk size, so it could not be restored
 		// at the size it had (refused even at the same size, as QEMU does).
@@ -53,9 +53,14 @@ func (img *Image) Resize(newSize uint64) error {
 		return err
 	}
 	if newSize < old {
-		return img.shrink(newSize, old)
+		err = img.shrink(newSize, old)
+	} else {
+		err = img.grow(newSize, old)
 	}
-	return img.grow(newSize, old)
+	if err == nil {
+		img.resizeBitmaps(newSize) // bitmap_resize.go
+	}
+	return err
 }
 
 // grow is the growing half of Resize, with the gate held exclusively.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/qnbd/qnbd/internal/probe"
 	"github.com/qnbd/qnbd/internal/rawfile"
+	"github.com/qnbd/qnbd/qcow2"
 	"github.com/qnbd/qnbd/server"
 )
 
@@ -89,6 +90,10 @@ func openBackend(e exportConfig, cfg *config, env openEnv) (server.Backend, io.C
 func openError(path string, err error) error {
 	if text, ok := lockErrorText(path, err); ok {
 		return errors.New(text)
+	}
+	var be *qcow2.BitmapOpenError
+	if errors.As(err, &be) {
+		return blkOpenError(path, "%s", be.Error()) // bitmaps QEMU refuses to load
 	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
