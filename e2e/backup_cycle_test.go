@@ -216,8 +216,10 @@ func TestBackupCycleThreeGenerations(t *testing.T) {
 	if r := qemuCheck(t, img, ""); r.Corruptions != 0 || r.CheckErrors != 0 {
 		t.Fatalf("qemu-img check after kill -9: %d corruptions, %d check errors\n%s", r.Corruptions, r.CheckErrors, r.Stderr)
 	}
-	got := runCode(t, qnbdBin, "-r", "-B", "g4", "-f", "qcow2", img)
-	want := runCode(t, "qemu-nbd", "-r", "-B", "g4", "-f", "qcow2", img)
+	// Own Unix sockets: both bind before they open the image, and the default TCP port
+	// could be taken by a concurrent test.
+	got := runCode(t, qnbdBin, "-k", filepath.Join(shortTempDir(t), "s"), "-r", "-B", "g4", "-f", "qcow2", img)
+	want := runCode(t, "qemu-nbd", "-k", filepath.Join(shortTempDir(t), "s"), "-r", "-B", "g4", "-f", "qcow2", img)
 	if got.Code != want.Code || strings.TrimPrefix(got.Stderr, "qnbd: ") != strings.TrimPrefix(want.Stderr, "qemu-nbd: ") {
 		t.Errorf("-B g4 after kill -9: qnbd exit %d %q, qemu-nbd exit %d %q", got.Code, got.Stderr, want.Code, want.Stderr)
 	}

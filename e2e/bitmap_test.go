@@ -153,9 +153,12 @@ func TestBitmapRefusedLikeQemuNbd(t *testing.T) {
 	ours, _ := bitmapImages(t, t.TempDir())
 	killed := exec.Command("qemu-io", "-f", "qcow2", "-c", "write 0 4k", "-c", "sigraise 9", ours)
 	killed.Run() // killed by its own SIGKILL: b0 and b2 stay in-use
+	// Each listens on its own Unix socket (both bind before they open the image): the default
+	// TCP port 10809 could be taken by a concurrent test, and would be the wrong error.
+	sock := func() string { return filepath.Join(shortTempDir(t), "s") }
 	for _, bm := range []string{"nope", "b0"} {
-		got := runCode(t, qnbdBin, "-r", "-B", bm, "-f", "qcow2", ours)
-		want := runCode(t, "qemu-nbd", "-r", "-B", bm, "-f", "qcow2", ours)
+		got := runCode(t, qnbdBin, "-k", sock(), "-r", "-B", bm, "-f", "qcow2", ours)
+		want := runCode(t, "qemu-nbd", "-k", sock(), "-r", "-B", bm, "-f", "qcow2", ours)
 		if got.Code != want.Code || strings.TrimPrefix(got.Stderr, "qnbd: ") != strings.TrimPrefix(want.Stderr, "qemu-nbd: ") {
 			t.Errorf("-B %s: qnbd exit %d %q, qemu-nbd exit %d %q", bm, got.Code, got.Stderr, want.Code, want.Stderr)
 		}
