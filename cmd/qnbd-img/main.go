@@ -30,6 +30,7 @@ var commands []command
 func init() {
 	commands = []command{
 		{"amend", (*app).amend},
+		{"bitmap", (*app).bitmap},
 		{"check", (*app).check},
 		{"commit", (*app).commit},
 		{"compare", (*app).compare},

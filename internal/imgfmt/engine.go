@@ -31,7 +31,7 @@ type engineImage interface {
 // engineOpen opens a qcow2 image.
 func engineOpen(path string, o OpenOptions) (engineImage, error) {
 	img, err := qcow2.Open(path, qcow2.OpenOptions{ReadOnly: o.ReadOnly, NoBacking: o.NoBacking,
-		File: qcow2.FileOptions{NoSync: o.NoFlush}, Opener: newChainNamer(path, qcow2lock.Opener(lockRequest(o), nil)).opener})
+		ReadBitmaps: o.ReadBitmaps, File: qcow2.FileOptions{NoSync: o.NoFlush}, Opener: newChainNamer(path, qcow2lock.Opener(lockRequest(o), nil)).opener})
 	if err != nil {
 		return nil, err
 	}
