@@ -35,13 +35,15 @@ func (a *app) bitmap(argv []string) int {
 	if !ok {
 		return code
 	}
-	d := a.openImage(r.filename, r.format, imgfmt.OpenOptions{})
+	// qemu-img opens the image read-write without the resize permission, and the source
+	// read-only as its other commands do (lock.go).
+	d := a.openImage(r.filename, r.format, imgfmt.OpenOptions{Lock: &convertTargetLock})
 	if d == nil {
 		return 1
 	}
 	src := d
 	if r.srcFile != "" {
-		src = a.openImage(r.srcFile, r.srcFormat, imgfmt.OpenOptions{ReadOnly: true, ReadBitmaps: true, Lock: &convertSourceLock})
+		src = a.openImage(r.srcFile, r.srcFormat, imgfmt.OpenOptions{ReadOnly: true, ReadBitmaps: true})
 		if src == nil {
 			d.Close()
 			return 1

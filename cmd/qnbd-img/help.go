@@ -16,6 +16,7 @@ flags, output and exit codes
 
 Command syntax:
   amend [-p] [-q] [-f fmt] [-t cache] -o options filename
+  bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [-f fmt] filename bitmap
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename
   commit [-q] [-f fmt] [-t cache] [-b base] [-d] [-p] [-r rate] filename
   compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2
