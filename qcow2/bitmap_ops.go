@@ -8,6 +8,7 @@ package qcow2
 import (
 	"fmt"
 	"math/bits"
+	"slices"
 	"sync/atomic"
 )
 
@@ -111,7 +112,12 @@ func (img *Image) AddBitmap(name string, granularity uint64, disabled bool) erro
 		}
 		bm := newDirtyBitmap(e, size)
 		bm.words = make([]atomic.Uint64, bitmapWords(size, gb))
-		img.bitmaps = append(img.bitmaps, bm)
+		// QEMU stores the bitmaps found on disk first, then the new ones newest first.
+		at := len(img.bitmaps)
+		for at > 0 && img.bitmaps[at-1].entry.tableOff == 0 {
+			at--
+		}
+		img.bitmaps = slices.Insert(img.bitmaps, at, bm)
 		img.bitmapsEdited = true
 		return nil
 	})

@@ -3,18 +3,14 @@
 // place naming them.
 package imgfmt
 
-import (
-	"errors"
-
-	"github.com/qnbd/qnbd/qcow2"
-)
+import "github.com/qnbd/qnbd/qcow2"
 
 // BitmapError is a refused bitmap operation with QEMU's text (qcow2.BitmapError).
 type BitmapError = qcow2.BitmapError
 
 // ErrBitmapsUnsupported is QEMU's answer to storing a persistent bitmap in an image whose
 // format has none (raw): "Can't store persistent bitmaps to NODE: Operation not supported".
-var ErrBitmapsUnsupported = errors.New("Operation not supported")
+var ErrBitmapsUnsupported error = QemuError("Operation not supported")
 
 // engineBitmaps is the engine image of a qcow2 Disk, or nil for another format.
 func engineBitmaps(d Disk) *qcow2.Image {
@@ -80,4 +76,25 @@ func MergeBitmap(d Disk, dst string, src Disk, srcName string) error {
 		return &BitmapError{Msg: "Dirty bitmap '" + dst + "' not found"}
 	}
 	return img.MergeBitmap(dst, engineBitmaps(src), srcName)
+}
+
+// SupportsBitmaps reports whether d can hold persistent bitmaps: a version 3 qcow2 image
+// (QEMU's bdrv_supports_persistent_dirty_bitmap).
+func SupportsBitmaps(d Disk) bool {
+	img := engineBitmaps(d)
+	return img != nil && img.Header().Version >= 3
+}
+
+// ListBitmaps lists d's own persistent bitmaps in directory order (a read-only qcow2 image
+// must be opened with ReadBitmaps).
+func ListBitmaps(d Disk) []Bitmap {
+	img := engineBitmaps(d)
+	if img == nil {
+		return nil
+	}
+	var out []Bitmap
+	for _, b := range img.Bitmaps() {
+		out = append(out, Bitmap{Name: b.Name, Granularity: b.Granularity, InUse: b.InUse, Auto: b.Enabled})
+	}
+	return out
 }
