@@ -15,12 +15,9 @@ func convertBitmapsCases(t *testing.T, dir string) {
 	for _, a := range []string{
 		"--bitmaps -O qcow2 base.qcow2 out.qcow2",
 		"--bitmaps -O qcow2 src.qcow2 out.qcow2",
-		"--bitmaps -O qcow2 plain.qcow2 out.qcow2",
 		"--bitmaps -c -O qcow2 base.qcow2 out.qcow2",
-		"--bitmaps -O qcow2 -o cluster_size=512 base.qcow2 out.qcow2",
 		"--bitmaps -O qcow2 -o cluster_size=2M src.qcow2 out.qcow2",
 		"--bitmaps --skip-broken-bitmaps -O qcow2 inuse.qcow2 out.qcow2",
-		"--bitmaps --skip-broken-bitmaps -O qcow2 base.qcow2 out.qcow2",
 		"--bitmaps -n -O qcow2 base.qcow2 nzz.qcow2",
 		// Refusals.
 		"--bitmaps -O qcow2 inuse.qcow2 out.qcow2",
