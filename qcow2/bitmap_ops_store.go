@@ -140,3 +140,31 @@ func (img *Image) syncBitmapFiles() error {
 	}
 	return nil
 }
+
+// BitmapsIgnored reports a bitmaps extension QEMU ignores because the autoclear bit is off (a
+// program without bitmap support wrote the image, or a crash came in the middle of a change
+// of the extension): QEMU warns about it at every open, and a read-write open drops it.
+func (h *Header) BitmapsIgnored() bool {
+	return h.Extensions.Bitmaps != nil && h.Autoclear&AutoclearBitmaps == 0
+}
+
+// dropIgnoredBitmapExt removes, at a read-write open, a bitmaps extension QEMU ignores, as
+// QEMU's open does (its clusters stay leaked, for check -r). The autoclear bit is off already,
+// so a torn header write leaves an extension that is ignored all the same.
+func (img *Image) dropIgnoredBitmapExt() error {
+	img.bitmapsIgnored = img.hdr.BitmapsIgnored()
+	if img.readOnly || !img.bitmapsIgnored {
+		return nil
+	}
+	h := img.hdr
+	h.Extensions.Bitmaps = nil
+	return img.rewriteHeader(&h)
+}
+
+// BitmapsIgnoredAtOpen reports whether the image had, when it was opened, a bitmaps extension
+// QEMU ignores (Header.BitmapsIgnored; a read-write open has dropped it since).
+func (img *Image) BitmapsIgnoredAtOpen() bool {
+	img.mu.Lock()
+	defer img.mu.Unlock()
+	return img.bitmapsIgnored || img.hdr.BitmapsIgnored()
+}

@@ -133,6 +133,7 @@ type Image struct {
 	// stores even when none was loaded; removedBitmaps are freed once it has.
 	bitmapsEdited  bool
 	removedBitmaps []*dirtyBitmap
+	bitmapsIgnored bool // the header had an ignored bitmaps extension at open
 
 	caches    cacheSizes    // resolved from the cache options at open
 	cleanStop chan struct{} // closed by Close: stops cleanCaches

@@ -19,6 +19,7 @@ func convertBitmapsCases(t *testing.T, dir string) {
 		"--bitmaps -O qcow2 -o cluster_size=2M src.qcow2 out.qcow2",
 		"--bitmaps --skip-broken-bitmaps -O qcow2 inuse.qcow2 out.qcow2",
 		"--bitmaps -n -O qcow2 base.qcow2 nzz.qcow2",
+		"--bitmaps -O qcow2 stale.qcow2 out.qcow2",
 		// Refusals.
 		"--bitmaps -O qcow2 inuse.qcow2 out.qcow2",
 		"--bitmaps -O raw base.qcow2 out.raw",
@@ -67,7 +68,7 @@ func convertBitmapsMatchesQemu(t *testing.T, src string, images, args []string) 
 // images with enabled, disabled and in-use bitmaps.
 func bitmapInfoCases(t *testing.T, dir string) {
 	var cases [][]string
-	for _, img := range []string{"base.qcow2", "inuse.qcow2", "src.qcow2"} {
+	for _, img := range []string{"base.qcow2", "inuse.qcow2", "src.qcow2", "stale.qcow2"} {
 		cases = append(cases, []string{"info", img}, []string{"info", "--output=json", img},
 			[]string{"measure", img}, []string{"measure", "--output=json", "-O", "qcow2", img},
 			[]string{"measure", "-O", "qcow2", "-o", "cluster_size=4k", img},

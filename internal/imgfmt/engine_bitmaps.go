@@ -98,3 +98,14 @@ func ListBitmaps(d Disk) []Bitmap {
 	}
 	return out
 }
+
+// BitmapsIgnored reports whether d had a bitmaps extension QEMU ignores when it was opened
+// (the autoclear bit off: qcow2.Header.BitmapsIgnored), and whether d is a version 2 image:
+// QEMU words its warning differently then.
+func BitmapsIgnored(d Disk) (ignored, v2 bool) {
+	img := engineBitmaps(d)
+	if img == nil {
+		return false, false
+	}
+	return img.BitmapsIgnoredAtOpen(), img.Header().Version < 3
+}
