@@ -131,7 +131,8 @@ func (img *Image) canStoreBitmap(name string, granularity uint64) error {
 	}
 	cs := img.geo.ClusterSize()
 	gb := uint8(bits.TrailingZeros64(granularity))
-	need := 8 * bitmapWords(img.size.Load(), gb)
+	size := img.size.Load()
+	need := ((size+granularity-1)>>gb + 7) / 8 // QEMU's get_bitmap_bytes_needed
 	if need > bitmapMaxPhysBytes || need > maxBitmapTableEntries*cs {
 		return refuse("Too much space will be occupied by the bitmap. Use larger granularity")
 	}
