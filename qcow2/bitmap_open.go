@@ -23,7 +23,7 @@ var errBitmapMemory = fmt.Errorf("qcow2: persistent bitmaps need more memory tha
 // only while the autoclear bit says the extension is consistent.
 func (img *Image) openBitmaps() error {
 	if !img.hdr.bitmapsConsistent() {
-		return nil
+		return img.dropIgnoredBitmapExt() // bitmap_ops_store.go
 	}
 	b := img.hdr.Extensions.Bitmaps
 	raw := make([]byte, b.DirectorySize)

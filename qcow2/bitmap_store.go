@@ -23,6 +23,9 @@ import (
 // the new one. A failure leaves the bitmaps in-use too; the clusters written for the new ones
 // leak at worst.
 func (img *Image) storeBitmaps() error {
+	if img.bitmapsEdited && (!img.bitmapsOpen || len(img.bitmaps) == 0) {
+		return img.storeEditedBitmaps() // bitmap_ops_store.go
+	}
 	if !img.bitmapsOpen || len(img.bitmaps) == 0 {
 		return nil
 	}
@@ -63,25 +66,22 @@ func (img *Image) storeBitmaps() error {
 		return fmt.Errorf("qcow2: sync the bitmap directory: %w", err)
 	}
 	old := *img.hdr.Extensions.Bitmaps
-	var ptr [8]byte
-	binary.BigEndian.PutUint64(ptr[:], uint64(dir))
 	if img.hdr.Autoclear&AutoclearBitmaps == 0 {
 		return fmt.Errorf("qcow2: internal error: storing bitmaps while the autoclear bit is off")
 	}
-	if _, err := img.file.WriteAt(ptr[:], int64(img.bitmapExtOff+16)); err != nil {
-		return fmt.Errorf("qcow2: switch the bitmap directory: %w", err)
-	}
-	if err := img.file.Sync(); err != nil {
-		return fmt.Errorf("qcow2: sync the header: %w", err)
-	}
 	nb := old
+	nb.Count = uint32(len(entries))
 	nb.DirectoryStart = dir
 	nb.DirectorySize = uint64(len(raw))
+	if err := img.switchBitmapDir(&old, &nb); err != nil { // bitmap_ops_store.go
+		return err
+	}
 	img.hdr.Extensions.Bitmaps = &nb
 	img.alloc.free(old.DirectoryStart.cluster(img.geo), img.geo.clustersFor(old.DirectoryStart.inCluster(img.geo)+old.DirectorySize), false)
-	for _, bm := range drop {
+	for _, bm := range append(drop, img.removedBitmaps...) {
 		img.freeBitmapClusters(bm)
 	}
+	img.removedBitmaps = nil
 	for i, bm := range img.bitmaps {
 		bm.entry, bm.oldData = entries[i], nil
 	}
@@ -143,5 +143,8 @@ func (img *Image) freeBitmapClusters(bm *dirtyBitmap) {
 		img.alloc.free(c, 1, false)
 	}
 	e := &bm.entry
+	if e.tableOff == 0 {
+		return // added since the open: nothing on disk yet
+	}
 	img.alloc.free(e.tableOff.cluster(img.geo), img.geo.clustersFor(uint64(e.tableSize)*8), false)
 }

@@ -43,7 +43,7 @@ func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, c
 	if hdr.Corrupt() {
 		return errors.New("the corrupt bit is set")
 	}
-	if len(env.w.bitmaps) > 0 {
+	if env.w.bitmaps != nil { // a workload may start without bitmaps and add some
 		if err := env.checkBitmapState(st); err != nil {
 			return err
 		}

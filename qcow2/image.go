@@ -129,6 +129,11 @@ type Image struct {
 	markBitmaps  []*dirtyBitmap
 	bitmapsOpen  bool   // loaded ones are marked in-use on disk and must be stored
 	bitmapExtOff uint64 // file offset of the bitmaps extension's data
+	// bitmapsEdited: an operation of bitmap_ops.go changed the bitmaps, which the close
+	// stores even when none was loaded; removedBitmaps are freed once it has.
+	bitmapsEdited  bool
+	removedBitmaps []*dirtyBitmap
+	bitmapsIgnored bool // the header had an ignored bitmaps extension at open
 
 	caches    cacheSizes    // resolved from the cache options at open
 	cleanStop chan struct{} // closed by Close: stops cleanCaches

@@ -217,7 +217,6 @@ func TestRefusedOptions(t *testing.T) {
 		{"convert", "-B", "data.raw", "-O", "qcow2", "data.raw", "x.qcow2"},
 		{"convert", "-l", "snap", "data.raw", "x.raw"},
 		{"convert", "--salvage", "data.raw", "x.raw"},
-		{"convert", "--bitmaps", "data.raw", "x.raw"},
 		{"convert", "--target-image-opts", "-n", "data.raw", "x.raw"},
 	} {
 		r := ours(t, dir, args...)

@@ -34,6 +34,9 @@ type convertRequest struct {
 	srcs           []string
 	out            string
 	compress       bool // -c (copy_compress.go)
+	// bitmaps copies the source's persistent bitmaps (--bitmaps), skipBroken skips its
+	// in-use ones (--skip-broken-bitmaps; convert_bitmaps.go).
+	bitmaps, skipBroken bool
 }
 
 func (a *app) convert(argv []string) int {
@@ -92,6 +95,10 @@ func (a *app) convert(argv []string) int {
 			r.targetIsZero = true
 		case 'c':
 			r.compress = true
+		case optBitmaps:
+			r.bitmaps = true
+		case optForce:
+			r.skipBroken = true
 		default:
 			if a.convertRefuses(c) {
 				return 1
@@ -132,6 +139,10 @@ func (a *app) convert(argv []string) int {
 func (a *app) convertFlagsAgree(r *convertRequest, explicitSparse, copyRange bool) bool {
 	if !r.outFmtGiven {
 		r.outFmt = "raw"
+	}
+	if r.skipBroken && !r.bitmaps {
+		a.errorf("Use of --skip-broken-bitmaps requires --bitmaps")
+		return false
 	}
 	if explicitSparse && copyRange {
 		a.errorf("Cannot enable copy offloading when -S is used")
@@ -180,8 +191,6 @@ func (a *app) convertRefuses(c rune) bool {
 		a.errorf("Rate limiting (-r) is not supported by %s", a.prog)
 	case optSalvage:
 		a.errorf("--salvage is not supported by %s", a.prog)
-	case optBitmaps, optForce:
-		a.errorf("Copying bitmaps (--bitmaps) is not supported by %s", a.prog)
 	default:
 		return false
 	}
@@ -214,7 +223,7 @@ func (a *app) doConvert(r convertRequest) int {
 	var total uint64
 	for _, name := range r.srcs {
 		d := a.openImage(name, r.srcFmt, imgfmt.OpenOptions{ReadOnly: true, ForceShare: r.forceShare,
-			Lock: &convertSourceLock})
+			Lock: &convertSourceLock, ReadBitmaps: r.bitmaps})
 		if d == nil {
 			p.end()
 			return 1
@@ -227,13 +236,18 @@ func (a *app) doConvert(r convertRequest) int {
 		p.end()
 		return 1
 	}
-	dst, code := a.convertTarget(r, total)
-	if dst == nil {
+	if r.bitmaps && !a.convertCheckBitmaps(r, srcs) {
 		p.end()
-		return code
+		return 1
 	}
+	dst, code := a.convertTarget(r, total)
+	if dst == nil || (r.bitmaps && !a.targetTakesBitmaps(dst)) {
+		p.end()
+		return max(code, 1)
+	}
+	then := a.bitmapCopy(r, srcs, dst)
 	if r.compress {
-		return a.convertCompressed(r, srcs, dst, total, p)
+		return a.convertCompressed(r, srcs, dst, total, p, then)
 	}
 	cp := &copier{a: a, srcs: srcs, dst: dst, total: total, minSparse: r.minSparse,
 		workers: r.workers, zeroInit: !r.skipCreate || r.targetIsZero, p: p,
@@ -242,7 +256,7 @@ func (a *app) doConvert(r convertRequest) int {
 		cp.cluster = cs.ClusterSize()
 	}
 	err := cp.run()
-	return a.finishConvert(dst, p, err)
+	return a.finishConvert(dst, p, err, then)
 }
 
 // convertTarget creates the target (unless -n) and opens it for writing. nil means the
@@ -302,10 +316,13 @@ func (a *app) convertTarget(r convertRequest, total uint64) (imgfmt.Disk, int) {
 	return dst, 0
 }
 
-// finishConvert closes the new image after a copy that ended with err, reports a close
-// failure as qemu-img does, and completes the progress bar only on success; it returns
-// the exit code.
-func (a *app) finishConvert(dst imgfmt.Disk, p *progress, err error) int {
+// finishConvert runs then (nil: nothing; convert_bitmaps.go) after a copy that succeeded, closes
+// the new image, reports a close failure as qemu-img does, and completes the progress bar only
+// on success; it returns the exit code.
+func (a *app) finishConvert(dst imgfmt.Disk, p *progress, err error, then func() error) int {
+	if err == nil && then != nil {
+		err = then()
+	}
 	if cerr := dst.Close(); err == nil && cerr != nil {
 		a.errorf("Could not close the new file: %s", strerror(cerr))
 		err = cerr

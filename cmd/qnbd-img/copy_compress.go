@@ -23,7 +23,7 @@ type compressed struct {
 }
 
 // convertCompressed copies the concatenation of srcs into dst, compressing every cluster.
-func (a *app) convertCompressed(r convertRequest, srcs []imgfmt.Disk, dst imgfmt.Disk, total uint64, p *progress) int {
+func (a *app) convertCompressed(r convertRequest, srcs []imgfmt.Disk, dst imgfmt.Disk, total uint64, p *progress, then func() error) int {
 	cw, ok := imgfmt.AsCompressedWriter(dst)
 	if !ok {
 		dst.Close()
@@ -59,7 +59,7 @@ func (a *app) convertCompressed(r convertRequest, srcs []imgfmt.Disk, dst imgfmt
 	close(jobs)
 	wg.Wait()
 	err := c.err
-	return a.finishConvert(dst, p, err)
+	return a.finishConvert(dst, p, err, then)
 }
 
 // readConcat fills b with the concatenated sources' bytes from off.

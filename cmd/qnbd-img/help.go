@@ -16,10 +16,11 @@ flags, output and exit codes
 
 Command syntax:
   amend [-p] [-q] [-f fmt] [-t cache] -o options filename
+  bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [-f fmt] filename bitmap
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-T src_cache] [-U] filename
   commit [-q] [-f fmt] [-t cache] [-b base] [-d] [-p] [-r rate] filename
   compare [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2
-  convert [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] [-S sparse_size] [-m num_workers] [-W] [--target-is-zero] filename [filename2 [...]] output_filename
+  convert [--bitmaps [--skip-broken-bitmaps]] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-o options] [-S sparse_size] [-m num_workers] [-W] [--target-is-zero] filename [filename2 [...]] output_filename
   create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]
   info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
   map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
@@ -91,7 +92,7 @@ Parameters to compare subcommand:
   '-s' run in Strict mode - fail on different image size or sector allocation
 
 Not supported (refused with an error): --object, --image-opts,
---target-image-opts, -c (compressed output), -B, -l, -C, --salvage, --bitmaps.
+--target-image-opts, -B, -l, -C, --salvage.
 
 Supported formats: qcow2 raw
 `

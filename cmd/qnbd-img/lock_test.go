@@ -157,6 +157,8 @@ func TestLocksMatchQemuImg(t *testing.T) {
 				{"convert", "-U", "-f", f, "-O", "qcow2", img, "out.qcow2"},
 				{"convert", "-n", "-O", f, "other.qcow2", img},
 				{"resize", "-f", f, img, "2M"},
+				{"bitmap", "--clear", "-f", f, img, "b"},
+				{"bitmap", "--merge", "b", "-b", img, "-F", f, "other.qcow2", "b"},
 				{"create", "-f", "qcow2", "-b", img, "-F", f, "ov2.qcow2"},
 				// Deeper chains: QEMU nests "Could not open backing file: " and names the
 				// held file through the chain of relative names.

@@ -1,4 +1,4 @@
-// qnbd-img: a qemu-img subset (create, info, check, map, convert, compare, resize) with
+// qnbd-img: a qemu-img subset (create, info, check, map, convert, compare, resize, bitmap, ...) with
 // qemu-img 7.2's flags, output and exit codes, over qnbd's own qcow2 engine.
 package main
 
@@ -30,6 +30,7 @@ var commands []command
 func init() {
 	commands = []command{
 		{"amend", (*app).amend},
+		{"bitmap", (*app).bitmap},
 		{"check", (*app).check},
 		{"commit", (*app).commit},
 		{"compare", (*app).compare},

@@ -28,10 +28,11 @@ type engineImage interface {
 	Resize(newSize uint64) error
 }
 
-// engineOpen opens a qcow2 image.
+// engineOpen opens a qcow2 image. Bitmaps load without the engine's memory cap, which is the
+// server's: qemu-img has none, and a 2 TiB disk's 512-byte-granularity bitmap takes 512 MiB.
 func engineOpen(path string, o OpenOptions) (engineImage, error) {
 	img, err := qcow2.Open(path, qcow2.OpenOptions{ReadOnly: o.ReadOnly, NoBacking: o.NoBacking,
-		File: qcow2.FileOptions{NoSync: o.NoFlush}, Opener: newChainNamer(path, qcow2lock.Opener(lockRequest(o), nil)).opener})
+		ReadBitmaps: o.ReadBitmaps, BitmapMemoryLimit: -1, File: qcow2.FileOptions{NoSync: o.NoFlush}, Opener: newChainNamer(path, qcow2lock.Opener(lockRequest(o), nil)).opener})
 	if err != nil {
 		return nil, err
 	}

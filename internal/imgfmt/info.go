@@ -32,6 +32,9 @@ type ImageInfo struct {
 type Qcow2Info struct {
 	Compat          string // "0.10" or "1.1"
 	CompressionType string // "zlib" or "zstd"
+	// BitmapsIgnored: a bitmaps extension QEMU ignores (the autoclear bit is off), about which
+	// it warns at every open (any version).
+	BitmapsIgnored bool
 	// The remaining fields exist only for version 3 images (Compat "1.1").
 	LazyRefcounts, Corrupt, ExtendedL2 bool
 	RefcountBits                       uint64
@@ -122,6 +125,7 @@ func queryQcow2(path string, info *ImageInfo, forceShare bool) error {
 		q.DataFileRaw = h.DataFileRaw()
 	}
 	q.RefcountBits = h.Geometry().RefcountBits()
+	q.BitmapsIgnored = h.BitmapsIgnored()
 	if q.V3() {
 		if q.Bitmaps, err = readBitmaps(s, h); err != nil {
 			return err

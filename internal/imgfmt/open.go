@@ -29,6 +29,9 @@ type OpenOptions struct {
 	// (internal/imagelock); nil means qemu-img's default: consistent read sharing everything,
 	// plus write and resize unless ReadOnly.
 	Lock *imagelock.Request
+	// ReadBitmaps loads a read-only qcow2 image's persistent bitmaps (a read-write open always
+	// does), for the bitmap operations of engine_bitmaps.go.
+	ReadBitmaps bool
 }
 
 // ErrNotQcow2 is returned when a file opened as qcow2 lacks the qcow2 magic.
