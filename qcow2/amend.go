@@ -28,6 +28,15 @@ func (img *Image) rewriteHeader(h *Header) error {
 		return fmt.Errorf("qcow2: sync header: %w", err)
 	}
 	img.hdr = *h
+	if img.bitmapsOpen {
+		// The header's length may have changed (a downgrade): find the bitmaps extension
+		// again for storeBitmaps' pointer switch.
+		off, err := img.bitmapsExtDataOffset()
+		if err != nil {
+			return err
+		}
+		img.bitmapExtOff = off
+	}
 	return nil
 }
 

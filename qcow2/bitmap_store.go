@@ -65,7 +65,9 @@ func (img *Image) storeBitmaps() error {
 	old := *img.hdr.Extensions.Bitmaps
 	var ptr [8]byte
 	binary.BigEndian.PutUint64(ptr[:], uint64(dir))
-	if img.hdr.Autoclear&AutoclearBitmaps == 0 {
+	// A version 2 header has no autoclear field: after a downgrade the bitmaps are stored
+	// all the same, as QEMU does (docs/bitmaps.md), and read back as inconsistent.
+	if img.hdr.Version >= 3 && img.hdr.Autoclear&AutoclearBitmaps == 0 {
 		return fmt.Errorf("qcow2: internal error: storing bitmaps while the autoclear bit is off")
 	}
 	if _, err := img.file.WriteAt(ptr[:], int64(img.bitmapExtOff+16)); err != nil {
