@@ -35,7 +35,7 @@ func TestAmendDowngradeWithBitmapsMatchesQemu(t *testing.T) {
 	}
 	// The check output names clusters: the same leaks (the old and new bitmap clusters).
 	wc, gc := qemu(t, dir, "check", "q.qcow2"), qemu(t, dir, "check", "o.qcow2")
-		if wc.code != gc.code || wc.stderr != gc.stderr || wc.stdout != strings.ReplaceAll(gc.stdout, "o.qcow2", "q.qcow2") {
+	if wc.code != gc.code || wc.stderr != gc.stderr || wc.stdout != strings.ReplaceAll(gc.stdout, "o.qcow2", "q.qcow2") {
 		t.Errorf("check after amend:\nqemu-img's image: %v\nqnbd-img's image: %v", wc, gc)
 	}
 	if wi, gi := qemu(t, dir, "info", "q.qcow2"), qemu(t, dir, "info", "o.qcow2"); infoBody(wi.stdout) != infoBody(gi.stdout) || wi.stderr != gi.stderr {
