@@ -28,16 +28,7 @@ func (img *Image) rewriteHeader(h *Header) error {
 		return fmt.Errorf("qcow2: sync header: %w", err)
 	}
 	img.hdr = *h
-	if img.bitmapsOpen {
-		// The header's length may have changed (a downgrade): find the bitmaps extension
-		// again for storeBitmaps' pointer switch.
-		off, err := img.bitmapsExtDataOffset()
-		if err != nil {
-			return err
-		}
-		img.bitmapExtOff = off
-	}
-	return nil
+	return img.findBitmapsExt()
 }
 
 // amendLocked runs f with the gate held exclusively, mu held and the caches flushed.
