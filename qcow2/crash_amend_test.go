@@ -1,5 +1,6 @@
 // Crash enumeration over qnbd-img amend's changes: the refcount width (both ways, with a
-// snapshot and with compressed clusters), compat up and down, lazy refcounts on and off. Each
+// snapshot, with compressed clusters, with loaded bitmaps stored at close), compat up and
+// down, lazy refcounts on and off. Each
 // keeps the content; every crash state must check clean or with leaks only and read as before.
 package qcow2
 
@@ -33,6 +34,15 @@ var amendCrashWorkloads = []*cwWorkload{
 			r.flush()
 		},
 		sanity: refcountOrderIs(6)},
+	{name: "amend-refcount-bitmaps", opts: "cluster_size=4k", size: 2 * mib,
+		bitmaps: [][]string{{"b0"}, {"-g", "512", "--disable", "b1"}},
+		run: func(r *cwRunner) {
+			r.write(0, 64*kib) // the bitmaps are in-use on disk from here on
+			r.write(256*kib, 4*kib)
+			r.amend(func(img *Image) error { return img.ChangeRefcountOrder(3) })
+			r.write(512*kib, 4*kib)
+		}, // the close stores the bitmaps through the new refcount structures
+		sanity: refcountOrderIs(3)},
 	{name: "amend-downgrade", opts: "cluster_size=4k", size: 2 * mib,
 		setup: func(r *cwRunner) { r.write(0, 64*kib) },
 		run: func(r *cwRunner) {
