@@ -6,6 +6,7 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -13,9 +14,9 @@ import (
 // The counts are copied as they are (leaks stay leaks). A count that does not fit the new
 // width is refused with QEMU's message before anything is written.
 //
-// Crash safety: the new blocks and reftable go past the end of the file and are synced before
-// the header names them; the header switch (refcount order, reftable offset and size, all in
-// the first sector) is one write, synced. Then the old structures are freed in the new ones.
+// Crash safety: the new blocks and reftable go past the end of the file and are synced, and
+// read back into the new allocator, before the header names them; the header switch (refcount
+// order, reftable offset and size: fixed fields of the first sector) is one write, synced. Then the old structures are freed in the new ones.
 // A crash before the switch leaves the old structures (the new ones lie past what they
 // count); after it, the new ones, with the old structures as leaks at worst.
 func (img *Image) ChangeRefcountOrder(order uint32) error {
@@ -55,10 +56,24 @@ func (img *Image) ChangeRefcountOrder(order uint32) error {
 		h.RefcountOrder = order
 		h.RefTableOffset = lay.start.Offset(newG)
 		h.RefTableClusters = uint32(lay.tableClusters)
-		if err := img.rewriteHeader(&h); err != nil {
+		end := uint64(lay.end().Offset(newG))
+		a, err := img.allocatorFor(&h, max(img.fileEnd(), end))
+		if err != nil {
+			return err // nothing switched: the new structures lie past what the old ones count
+		}
+		if err := img.writeHeaderSync(&h); err != nil {
+			var unwritten *headerWriteError
+			if !errors.As(err, &unwritten) {
+				// The header on disk may name either structures: no further change is
+				// safe until the image is reopened.
+				img.broken = fmt.Errorf("switching to the new refcount structures failed: %w", err)
+			}
 			return err
 		}
-		return img.switchAllocator(old, lay.end().Offset(newG))
+		img.hdr, img.geo = h, h.Geometry()
+		img.fileSize = max(img.fileEnd(), end)
+		img.alloc = a
+		return img.freeOldRefcounts(old)
 	})
 }
 
@@ -207,18 +222,20 @@ func (img *Image) writeRefcountLayout(lay *refcountLayout, counts []refcount, g 
 	return nil
 }
 
-// switchAllocator replaces the allocator after the header switch: the new one reads the new
-// reftable, and the old reftable and blocks are freed in it (until this is flushed, they are
-// leaks). end is the end of the new structures.
-func (img *Image) switchAllocator(old *allocator, end HostOffset) error {
-	img.geo = img.hdr.Geometry()
-	img.fileSize = max(img.fileEnd(), uint64(end))
-	a, err := newAllocator(img, img.fileSize, img.caches.refcountEntries(img.geo))
-	if err != nil {
-		return err
-	}
-	img.alloc = a
-	oldG := old.g
+// allocatorFor makes the allocator of the refcount structures header h names (already
+// written and synced), before the header switch, so that a failure to read them back leaves
+// the image as it was.
+func (img *Image) allocatorFor(h *Header, fileSize uint64) (*allocator, error) {
+	savedH, savedG := img.hdr, img.geo
+	img.hdr, img.geo = *h, h.Geometry()
+	defer func() { img.hdr, img.geo = savedH, savedG }()
+	return newAllocator(img, fileSize, img.caches.refcountEntries(img.geo))
+}
+
+// freeOldRefcounts frees the old reftable and refcount blocks in the new structures, after the
+// header switch (until this is flushed, they are leaks).
+func (img *Image) freeOldRefcounts(old *allocator) error {
+	a, oldG := img.alloc, old.g
 	a.free(old.tableOff.cluster(oldG), ClusterCount(old.tableClusters), true)
 	for _, e := range old.table {
 		if off := e.Offset(); off != 0 {
