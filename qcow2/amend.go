@@ -28,7 +28,7 @@ func (img *Image) rewriteHeader(h *Header) error {
 		return fmt.Errorf("qcow2: sync header: %w", err)
 	}
 	img.hdr = *h
-	return nil
+	return img.findBitmapsExt()
 }
 
 // amendLocked runs f with the gate held exclusively, mu held and the caches flushed.

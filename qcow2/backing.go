@@ -86,7 +86,7 @@ func openBacking(img *Image, cs *chainState) (layer, error) {
 		if child.depth > maxChainDepth {
 			return nil, fmt.Errorf("%w: backing chain deeper than %d images", ErrUnsupported, maxChainDepth)
 		}
-		b, err := openChain(path, OpenOptions{ReadOnly: true, File: fo, Opener: o.Opener, Logger: o.Logger, ReadBitmaps: o.ReadBitmaps, BitmapMemoryLimit: o.BitmapMemoryLimit}, child)
+		b, err := openChain(path, OpenOptions{ReadOnly: true, File: fo, Opener: o.Opener, Logger: o.Logger, Warn: o.Warn, ReadBitmaps: o.ReadBitmaps, BitmapMemoryLimit: o.BitmapMemoryLimit}, child)
 		if err != nil {
 			return nil, fmt.Errorf("qcow2: open backing file %s: %w", path, err)
 		}

@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 func TestBitmapMergeSetsOverlappedGranules(t *testing.T) {
@@ -86,7 +88,7 @@ func TestBitmapOpsSurviveReopen(t *testing.T) {
 		t.Errorf("adding a twice: %v", err)
 	}
 	must(img.Close())
-	engRequireClean(t, p)
+	corpus.RequireClean(t, p)
 	ro := openTestImage(t, p, OpenOptions{ReadOnly: true, ReadBitmaps: true})
 	var got []string
 	for _, b := range ro.Bitmaps() {

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strconv"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // TestBitmapsFollowResizeLikeQemu: growing and shrinking an image whose bitmaps QEMU made and
@@ -49,8 +51,8 @@ func TestBitmapsFollowResizeLikeQemu(t *testing.T) {
 			if err := img.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if code, out := engQemuCheck(t, ours); code != 0 {
-				t.Fatalf("qemu-img check after the resize: %d\n%s", code, out)
+			if q := corpus.QemuCheck(t, ours, corpus.CheckOptions{}); !q.Clean() {
+				t.Fatalf("qemu-img check after the resize: %v", q)
 			}
 			if a, b := qemuBitmaps(t, ours), qemuBitmaps(t, theirs); !reflect.DeepEqual(a, b) {
 				t.Errorf("bitmaps: ours %v, qemu-img's %v", a, b)

@@ -66,7 +66,9 @@ func (img *Image) storeBitmaps() error {
 		return fmt.Errorf("qcow2: sync the bitmap directory: %w", err)
 	}
 	old := *img.hdr.Extensions.Bitmaps
-	if img.hdr.Autoclear&AutoclearBitmaps == 0 {
+	// A version 2 header has no autoclear field: after a downgrade the bitmaps are stored
+	// all the same, as QEMU does (docs/bitmaps.md), and read back as inconsistent.
+	if img.hdr.Version >= 3 && img.hdr.Autoclear&AutoclearBitmaps == 0 {
 		return fmt.Errorf("qcow2: internal error: storing bitmaps while the autoclear bit is off")
 	}
 	nb := old

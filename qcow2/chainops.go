@@ -64,7 +64,7 @@ func (img *Image) SetBackingFile(name, format string) error {
 		return fmt.Errorf("qcow2: sync header: %w", err)
 	}
 	img.hdr = h
-	return nil
+	return img.findBitmapsExt()
 }
 
 // MakeEmpty makes every cluster of the image unallocated, so that the backing file shows

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/qnbd/qnbd/internal/testing/corpus"
 )
 
 // bmLayout locates the bitmap structures of the test image: the bitmaps extension's data, the
@@ -173,12 +175,12 @@ func TestCheckBitmapDamageMatchesQemu(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			q := ccQemuImgCheck(t, img)
+			q := corpus.QemuCheck(t, img, corpus.CheckOptions{})
 			q.Stderr = bmQemuNoise(q.Stderr)
 			verdict := map[bool]string{true: "open-refused", false: "checked"}[strings.Contains(q.Stderr, "Could not open")]
 			mu.Lock()
 			seen[verdict] = true
-			seen[map[int]string{0: "clean", 1: "failed", 2: "corrupt", 3: "leaks"}[q.Exit]] = true
+			seen[map[int]string{0: "clean", 1: "failed", 2: "corrupt", 3: "leaks"}[q.ExitCode]] = true
 			mu.Unlock()
 			if verdict == "open-refused" {
 				bmCompareRefusal(t, img, orig, q)
@@ -186,28 +188,28 @@ func TestCheckBitmapDamageMatchesQemu(t *testing.T) {
 			}
 			res, err := Check(img, RepairNone)
 			ccCompareCheck(t, res, err, q)
-			if q.Exit == 0 || q.Exit == 1 {
+			if q.ExitCode == 0 || q.ExitCode == 1 {
 				return // nothing to repair, or a check that fails before any repair
 			}
 			for _, mode := range []RepairMode{RepairLeaks, RepairAll} {
 				theirs := ccCopy(t, img, dir, "theirs-"+mode.String()+".qcow2")
 				ours := ccCopy(t, img, dir, "ours-"+mode.String()+".qcow2")
-				q := ccQemuImgCheck(t, theirs, "-r", mode.String())
+				q := corpus.QemuCheck(t, theirs, corpus.CheckOptions{Repair: mode.String()})
 				q.Stderr = bmQemuNoise(q.Stderr)
 				res, err := Check(ours, mode)
 				if errors.Is(err, errNeedRebuild) {
 					err = fmt.Errorf("%w: %w", err, syscall.EIO) // qemu-img's errno for it
 				}
 				ccCompareCheck(t, res, err, q)
-				a, b := ccQemuImgCheck(t, ours), ccQemuImgCheck(t, theirs)
+				a, b := corpus.QemuCheck(t, ours, corpus.CheckOptions{}), corpus.QemuCheck(t, theirs, corpus.CheckOptions{})
 				if bmStoreRepairs[d.name+" "+mode.String()] {
-					if a.Exit != res.ExitCode() {
-						t.Errorf("-r %v: qemu-img check afterwards exits %d, our repair reported %d", mode, a.Exit, res.ExitCode())
+					if a.ExitCode != res.ExitCode() {
+						t.Errorf("-r %v: qemu-img check afterwards exits %d, our repair reported %d", mode, a.ExitCode, res.ExitCode())
 					}
 					continue
 				}
-				if a.Exit != b.Exit {
-					t.Errorf("-r %v: qemu-img check afterwards: ours %d, theirs %d\nours: %s\ntheirs: %s", mode, a.Exit, b.Exit, a.Stderr, b.Stderr)
+				if a.ExitCode != b.ExitCode {
+					t.Errorf("-r %v: qemu-img check afterwards: ours %d, theirs %d\nours: %s\ntheirs: %s", mode, a.ExitCode, b.ExitCode, a.Stderr, b.Stderr)
 				}
 			}
 		})
@@ -226,7 +228,7 @@ func TestCheckBitmapDamageMatchesQemu(t *testing.T) {
 // bmCompareRefusal requires an image that qemu-img check cannot open to be refused by Check
 // (every mode) and by Open (read-only, read-write, with bitmaps read) with QEMU's text, and
 // left as it was.
-func bmCompareRefusal(t *testing.T, img string, orig []byte, q ccQemuCheck) {
+func bmCompareRefusal(t *testing.T, img string, orig []byte, q *corpus.CheckResult) {
 	t.Helper()
 	_, want, _ := strings.Cut(strings.TrimSpace(q.Stderr), "': ")
 	for _, mode := range []RepairMode{RepairNone, RepairLeaks, RepairAll} {

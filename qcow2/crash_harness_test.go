@@ -213,9 +213,10 @@ const (
 	cwSnapCreate // internal snapshot ops (crash_snapshot_test.go)
 	cwSnapApply
 	cwSnapDelete
+	cwAmend // a header or refcount change that keeps the content (crash_amend_test.go)
 )
 
-var cwKindNames = [...]string{"write", "zero", "zero-unmap", "discard", "flush", "resize", "close", "snap-create", "snap-apply", "snap-delete"}
+var cwKindNames = [...]string{"write", "zero", "zero-unmap", "discard", "flush", "resize", "close", "snap-create", "snap-apply", "snap-delete", "amend"}
 
 func (k cwKind) String() string { return cwKindNames[k] }
 

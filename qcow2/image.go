@@ -60,6 +60,9 @@ type OpenOptions struct {
 	ReadBitmaps bool
 	// Opener opens host files; nil means OpenFile. It is used for data and backing files too.
 	Opener func(path string, o FileOptions) (Storage, error)
+	// Warn receives QEMU's open-time warnings about the image and every qcow2 image of its
+	// backing chain (bitmap_warn.go): the warning, then a hint line; nil discards them.
+	Warn func(warning, hint string)
 }
 
 // maxChainDepth bounds the backing chain (the image itself is depth 0).
@@ -208,6 +211,7 @@ func openImage(s Storage, path, dir string, o OpenOptions, cs *chainState) (img 
 	if err != nil {
 		return nil, err
 	}
+	warnInconsistentBitmaps(hdr, o.Warn)
 	if hdr.Corrupt() && !img.readOnly {
 		return nil, fmt.Errorf("%w: %s is marked corrupt (incompatible bit 1): open it read-only, or repair it with 'qemu-img check -r all' first", ErrCorrupt, img.name())
 	}

@@ -212,8 +212,8 @@ func (a *app) amendQcow2(d imgfmt.Disk, filename string, opts *qemuOpts, p *prog
 	return a.applyAmend(d, info, oldVersion, pl, p)
 }
 
-// applyAmend makes the changes in QEMU's order: upgrade, backing file check, lazy refcounts,
-// refcount width, size, downgrade last. The upgrade reports its two steps on the progress
+// applyAmend makes the changes in QEMU's order: upgrade, refcount width, backing file check,
+// lazy refcounts, size, downgrade last. The upgrade reports its two steps on the progress
 // bar and the downgrade its end, as QEMU's status callbacks do.
 func (a *app) applyAmend(d imgfmt.Disk, info *imgfmt.ImageInfo, oldVersion int, pl amendPlan, p *progress) error {
 	if pl.version > oldVersion {
@@ -223,6 +223,9 @@ func (a *app) applyAmend(d imgfmt.Disk, info *imgfmt.ImageInfo, oldVersion int, 
 			return err
 		}
 		p.print(100, 0)
+	}
+	if err := changeRefcountBits(d, info, pl); err != nil {
+		return err
 	}
 	if pl.backingGiven || pl.fmtGiven {
 		if !sameOptString(pl.backingGiven, pl.backingFile, info.BackingFile) ||
@@ -241,16 +244,6 @@ func (a *app) applyAmend(d imgfmt.Disk, info *imgfmt.ImageInfo, oldVersion int, 
 		if err := imgfmt.Amend(d, which); err != nil {
 			return err
 		}
-	}
-	current := info.Qcow2.RefcountBits
-	if current == 0 {
-		current = 16
-	}
-	if pl.refcountBits != current {
-		if pl.version < 3 && pl.refcountBits != 16 {
-			return qemuErrorf("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
-		}
-		return qemuErrorf("Changing the refcount width (refcount_bits) is not supported by %s", a.prog)
 	}
 	if pl.size != 0 && pl.size != d.Size() {
 		if err := d.Resize(pl.size, imgfmt.PreallocOff); err != nil {
@@ -313,4 +306,20 @@ func downgrade(d imgfmt.Disk) error {
 		}
 	}
 	return imgfmt.Amend(d, imgfmt.AmendDowngrade)
+}
+
+// changeRefcountBits rebuilds the refcount structures when the width asked differs from the
+// image's; widths other than 16 need version 3 (after any upgrade).
+func changeRefcountBits(d imgfmt.Disk, info *imgfmt.ImageInfo, pl amendPlan) error {
+	current := info.Qcow2.RefcountBits
+	if current == 0 {
+		current = 16
+	}
+	if pl.refcountBits == current {
+		return nil
+	}
+	if pl.version < 3 && pl.refcountBits != 16 {
+		return qemuErrorf("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
+	}
+	return imgfmt.ChangeRefcountBits(d, pl.refcountBits)
 }

@@ -166,14 +166,3 @@ func bitmapErrorText(name string, err error) string {
 	}
 	return describe(err)
 }
-
-// warnIgnoredBitmaps is QEMU's warning at the open of an image whose bitmaps extension it
-// ignores (the autoclear bit is off); its second line has no newline, as in QEMU.
-func (a *app) warnIgnoredBitmaps(v2 bool) {
-	if v2 {
-		a.warnf("This qcow2 v2 image contains bitmaps, but they may have been modified by a program without persistent bitmap support; so now they must all be considered inconsistent")
-	} else {
-		a.warnf("a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent")
-	}
-	fmt.Fprint(a.stderr, "Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix.")
-}

@@ -99,9 +99,6 @@ func (a *app) check(argv []string) int {
 		a.errorf("Could not open '%s': %s", o.name, msgForceShareWritable)
 		return checkFailed
 	}
-	if f == imgfmt.Qcow2 {
-		a.warnInconsistentBitmaps(o.name)
-	}
 	res, err := imgfmt.Check(o.name, f, o.mode, o.forceShare)
 	if err != nil && res != nil {
 		a.checkMessages(res.Messages)

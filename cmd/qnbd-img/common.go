@@ -134,9 +134,6 @@ func (a *app) openImage(name, format string, o imgfmt.OpenOptions) imgfmt.Disk {
 		a.errorf("Could not open '%s': %s", name, openErrorText(name, err))
 		return nil
 	}
-	if ignored, v2 := imgfmt.BitmapsIgnored(d); ignored {
-		a.warnIgnoredBitmaps(v2) // bitmap.go
-	}
 	return d
 }
 

@@ -87,9 +87,7 @@ func (a *app) collectInfo(name, format string, chain, forceShare bool) ([]*imgfm
 			a.errorf("Could not open '%s': %s", name, openErrorText(name, err))
 			return nil, false
 		}
-		if info.Qcow2 != nil && info.Qcow2.BitmapsIgnored {
-			a.warnIgnoredBitmaps(info.Qcow2.Compat == "0.10")
-		}
+		imgfmt.WarnIgnoredBitmaps(info)
 		list = append(list, info)
 		name, format = "", ""
 		if chain && info.BackingFile != "" {

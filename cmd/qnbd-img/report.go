@@ -85,3 +85,10 @@ func describe(err error) string {
 	}
 	return err.Error()
 }
+
+// openWarning prints an open-time warning of the engine and its hint line, which QEMU ends
+// without a newline (error_printf).
+func (a *app) openWarning(warning, hint string) {
+	a.warnf("%s", warning)
+	fmt.Fprint(a.stderr, hint)
+}

@@ -38,6 +38,10 @@ func qcow2OpenOptions(e exportConfig, cfg *config, env openEnv) qcow2.OpenOption
 		// -B serves bitmaps of a read-only image too, and of its backing chain.
 		ReadBitmaps: len(e.bitmaps) > 0,
 	}
+	if w := env.stderr; w != nil {
+		// QEMU's open-time warnings (bitmaps it must ignore), hint line without a newline.
+		o.Warn = func(warning, hint string) { fmt.Fprintf(w, "%s: warning: %s\n%s", progName, warning, hint) }
+	}
 	switch cfg.cache {
 	case cacheNone:
 		o.File.Direct = true

@@ -28,10 +28,14 @@ type engineImage interface {
 	Resize(newSize uint64) error
 }
 
+// OpenWarn, when set, receives the engine's open-time warnings about every qcow2 image opened
+// (qcow2.OpenOptions.Warn): qnbd-img prints them as qemu-img does.
+var OpenWarn func(warning, hint string)
+
 // engineOpen opens a qcow2 image. Bitmaps load without the engine's memory cap, which is the
 // server's: qemu-img has none, and a 2 TiB disk's 512-byte-granularity bitmap takes 512 MiB.
 func engineOpen(path string, o OpenOptions) (engineImage, error) {
-	img, err := qcow2.Open(path, qcow2.OpenOptions{ReadOnly: o.ReadOnly, NoBacking: o.NoBacking,
+	img, err := qcow2.Open(path, qcow2.OpenOptions{ReadOnly: o.ReadOnly, NoBacking: o.NoBacking, Warn: OpenWarn,
 		ReadBitmaps: o.ReadBitmaps, BitmapMemoryLimit: -1, File: qcow2.FileOptions{NoSync: o.NoFlush}, Opener: newChainNamer(path, qcow2lock.Opener(lockRequest(o), nil)).opener})
 	if err != nil {
 		return nil, err
@@ -146,6 +150,9 @@ func lockedCheck(path string, m qcow2.RepairMode, forceShare bool) (*qcow2.Check
 	if err := lockFile(s.File(), req, imagelock.Qcow2Image); err != nil {
 		return nil, err
 	}
+	if h, herr := qcow2.ReadHeader(s); herr == nil {
+		qcow2.WarnIgnoredBitmaps(h, OpenWarn) // qemu-img check opens the image first
+	}
 	res, err := qcow2.CheckStorage(s, m)
 	if cerr := s.Close(); cerr != nil && err == nil && m != qcow2.RepairNone {
 		err = fmt.Errorf("qcow2: close %s: %w", path, cerr)
@@ -181,4 +188,13 @@ func stderrMessages(msgs []string) []string {
 		out = append(out, msgs[i])
 	}
 	return out
+}
+
+// WarnIgnoredBitmaps gives OpenWarn the warning QEMU's open prints for the qcow2 image info
+// describes when its bitmaps cannot be trusted (qemu-img info reads the header, it does not
+// open the engine).
+func WarnIgnoredBitmaps(info *ImageInfo) {
+	if info.qcow2Header != nil {
+		qcow2.WarnIgnoredBitmaps(info.qcow2Header, OpenWarn)
+	}
 }

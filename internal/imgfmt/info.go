@@ -10,6 +10,9 @@ import (
 
 // ImageInfo is one image's entry in qemu-img info, format-neutral.
 type ImageInfo struct {
+	// qcow2Header is the header read, for WarnIgnoredBitmaps (nil for other formats).
+	qcow2Header *qcow2.Header
+
 	Filename    string
 	Format      Format
 	VirtualSize uint64
@@ -104,6 +107,7 @@ func queryQcow2(path string, info *ImageInfo, forceShare bool) error {
 	if err != nil {
 		return err
 	}
+	info.qcow2Header = h
 	info.VirtualSize = h.Size
 	info.ClusterSize = h.ClusterSize()
 	info.Dirty = h.Dirty()
