@@ -21,7 +21,7 @@ import (
 
 const (
 	backupDiskSize = 16 << 20
-	backupGran     = 64 << 10 // the bitmaps' granularity (qemu-img bitmap's default)
+	backupGran     = 64 << 10 // the bitmaps' granularity (qnbd-img bitmap's default, as qemu-img's)
 	backupWriters  = 3        // client connections writing at once
 	backupRequests = 30       // requests per writer and generation
 )
@@ -167,7 +167,7 @@ func TestBackupCycleThreeGenerations(t *testing.T) {
 	backup := filepath.Join(dir, "backup.raw")
 	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, fmt.Sprint(backupDiskSize))
 	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 7 1M 3M", "-c", "write -P 8 12M 64k", img)
-	run(t, "qemu-img", "bitmap", "--add", img, "g1")
+	run(t, qnbdImgBin, "bitmap", "--add", img, "g1")
 	copied, full := backupRun(t, img, "", backup)
 	if !full || len(copied) != 1 || copied[0].Len != backupDiskSize {
 		t.Fatalf("first backup: full=%v %v, want one full copy", full, copied)
@@ -181,8 +181,8 @@ func TestBackupCycleThreeGenerations(t *testing.T) {
 		s.Stop()
 		requireClean(t, img)
 		// Checkpoint: gN+1 starts tracking, gN is frozen for its copy.
-		run(t, "qemu-img", "bitmap", "--add", img, fmt.Sprintf("g%d", gen+1))
-		run(t, "qemu-img", "bitmap", "--disable", img, bm)
+		run(t, qnbdImgBin, "bitmap", "--add", img, fmt.Sprintf("g%d", gen+1))
+		run(t, qnbdImgBin, "bitmap", "--disable", img, bm)
 		requireClean(t, img)
 		copied, full := backupRun(t, img, bm, backup)
 		if full {
