@@ -6,8 +6,8 @@ package qcow2
 // version 2 header, a backing format extension dropped), and storeBitmaps switches the
 // directory pointer in place at the offset found (docs/bitmaps.md). Called with mu held.
 func (img *Image) findBitmapsExt() error {
-	if !img.bitmapsOpen {
-		return nil
+	if !img.bitmapsOpen || img.hdr.Extensions.Bitmaps == nil {
+		return nil // nothing tracked, or the rewrite dropped the extension (dropBitmapExt)
 	}
 	off, err := img.bitmapsExtDataOffset()
 	if err != nil {

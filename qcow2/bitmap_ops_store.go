@@ -70,13 +70,8 @@ func (img *Image) createBitmapExt() error {
 		entries[i].tableOff, entries[i].tableSize = off, n
 		entries[i].flags &^= bitmapFlagInUse
 	}
-	raw := encodeBitmapDirectory(entries)
-	dirC, err := img.alloc.allocMeta(img.geo.clustersFor(uint64(len(raw))), AllocBitmap)
+	raw, dir, err := img.writeBitmapDir(entries) // bitmap_store.go
 	if err != nil {
-		return err
-	}
-	dir := dirC.Offset(img.geo)
-	if err := img.writeMeta(raw, dir); err != nil {
 		return err
 	}
 	if err := img.syncBitmapFiles(); err != nil {

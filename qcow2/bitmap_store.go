@@ -53,13 +53,8 @@ func (img *Image) storeBitmaps() error {
 			return fmt.Errorf("qcow2: sync the bitmaps: %w", err)
 		}
 	}
-	raw := encodeBitmapDirectory(entries)
-	dirC, err := img.alloc.allocMeta(img.geo.clustersFor(uint64(len(raw))), AllocBitmap)
+	raw, dir, err := img.writeBitmapDir(entries)
 	if err != nil {
-		return err
-	}
-	dir := dirC.Offset(img.geo)
-	if err := img.writeMeta(raw, dir); err != nil {
 		return err
 	}
 	if err := img.file.Sync(); err != nil {
@@ -149,4 +144,19 @@ func (img *Image) freeBitmapClusters(bm *dirtyBitmap) {
 		return // added since the open: nothing on disk yet
 	}
 	img.alloc.free(e.tableOff.cluster(img.geo), img.geo.clustersFor(uint64(e.tableSize)*8), false)
+}
+
+// writeBitmapDir encodes the directory of entries and writes it to newly allocated clusters,
+// without a sync; it returns the encoding and where it went.
+func (img *Image) writeBitmapDir(entries []bitmapEntry) ([]byte, HostOffset, error) {
+	raw := encodeBitmapDirectory(entries)
+	dirC, err := img.alloc.allocMeta(img.geo.clustersFor(uint64(len(raw))), AllocBitmap)
+	if err != nil {
+		return nil, 0, err
+	}
+	dir := dirC.Offset(img.geo)
+	if err := img.writeMeta(raw, dir); err != nil {
+		return nil, 0, err
+	}
+	return raw, dir, nil
 }

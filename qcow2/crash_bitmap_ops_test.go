@@ -1,4 +1,5 @@
-// The crash enumeration's workloads for the bitmap operations (bitmap_ops.go): bitmaps added,
+// The crash enumeration's workloads for the bitmap operations (bitmap_ops.go), run as amend
+// operations (they keep the content; a failed one is a failed request): bitmaps added,
 // removed, enabled and disabled before the writes, stored by the close through each of its
 // paths — a directory with another count, the first bitmap of an image (the extension
 // created), the last one removed (the extension dropped). Every state is checked by
@@ -22,35 +23,28 @@ func bitmapOpsWrites(r *cwRunner) {
 	r.zero(2*mib, 100*kib, true)
 }
 
-// mustBitmapOp fails the workload when an operation that must succeed does not.
-func mustBitmapOp(r *cwRunner, err error) {
-	if err != nil {
-		panic(fmt.Sprintf("bitmap operation: %v", err))
-	}
-}
-
 var bitmapOpsCrashWorkloads = []*cwWorkload{
 	{name: "bitmap-ops", opts: "cluster_size=64k", size: 4 * mib,
 		bitmaps: [][]string{{"b0"}, {"-g", "512", "b1"}, {"-g", "128k", "--disable", "b2"}},
 		run: func(r *cwRunner) {
-			mustBitmapOp(r, r.img.AddBitmap("n", 4096, false))
-			mustBitmapOp(r, r.img.RemoveBitmap("b1"))
-			mustBitmapOp(r, r.img.EnableBitmap("b0", false))
-			mustBitmapOp(r, r.img.EnableBitmap("b2", true))
+			r.amend(func(img *Image) error { return img.AddBitmap("n", 4096, false) })
+			r.amend(func(img *Image) error { return img.RemoveBitmap("b1") })
+			r.amend(func(img *Image) error { return img.EnableBitmap("b0", false) })
+			r.amend(func(img *Image) error { return img.EnableBitmap("b2", true) })
 			bitmapOpsWrites(r)
 		},
 		sanity: bitmapCountIs(3)},
 	{name: "bitmap-first", opts: "cluster_size=4k", size: 4 * mib, bitmaps: [][]string{},
 		run: func(r *cwRunner) {
-			mustBitmapOp(r, r.img.AddBitmap("n", 0, false))
-			mustBitmapOp(r, r.img.AddBitmap("d", 65536, true))
+			r.amend(func(img *Image) error { return img.AddBitmap("n", 0, false) })
+			r.amend(func(img *Image) error { return img.AddBitmap("d", 65536, true) })
 			bitmapOpsWrites(r)
 		},
 		sanity: bitmapCountIs(2)},
 	{name: "bitmap-last", opts: "cluster_size=64k", size: 4 * mib, bitmaps: [][]string{{"b0"}, {"-g", "4k", "b1"}},
 		run: func(r *cwRunner) {
-			mustBitmapOp(r, r.img.RemoveBitmap("b0"))
-			mustBitmapOp(r, r.img.RemoveBitmap("b1"))
+			r.amend(func(img *Image) error { return img.RemoveBitmap("b0") })
+			r.amend(func(img *Image) error { return img.RemoveBitmap("b1") })
 			bitmapOpsWrites(r)
 		},
 		sanity: bitmapCountIs(0)},

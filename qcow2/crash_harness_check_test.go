@@ -32,6 +32,17 @@ type cwStateOpts struct {
 	leaksOK bool // leaks are tolerated (a crash, or a failure that persisted)
 }
 
+// qemuCheck runs qemu-img check, the oracle, on a file holding st, and counts the run.
+func (env *cwEnv) qemuCheck(st *memstore.Store, cnt *cwCounters) (*corpus.CheckResult, error) {
+	path, err := env.file(st)
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(path)
+	cnt.qemuChecks.Add(1)
+	return corpus.Check(context.Background(), path, corpus.CheckOptions{})
+}
+
 // checkState runs every check on one state. It returns an error saying what failed; the
 // caller keeps the state as an artefact.
 func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, cnt *cwCounters) error {
@@ -81,13 +92,7 @@ func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, c
 			class, allowed, ours.Corruptions, ours.Leaks, ours.CheckErrors, strings.Join(ours.Messages, "\n"))
 	}
 	if o.qemu {
-		path, err := env.file(st)
-		if err != nil {
-			return err
-		}
-		q, err := corpus.Check(context.Background(), path, corpus.CheckOptions{})
-		os.Remove(path)
-		cnt.qemuChecks.Add(1)
+		q, err := env.qemuCheck(st, cnt)
 		if err != nil {
 			return err
 		}
@@ -183,13 +188,7 @@ func (env *cwEnv) checkState(st *memstore.Store, exp *cwExpect, o cwStateOpts, c
 		}
 	}
 	if o.qemu {
-		path, err := env.file(rw)
-		if err != nil {
-			return err
-		}
-		q, err := corpus.Check(context.Background(), path, corpus.CheckOptions{})
-		os.Remove(path)
-		cnt.qemuChecks.Add(1)
+		q, err := env.qemuCheck(rw, cnt)
 		if err != nil {
 			return err
 		}
