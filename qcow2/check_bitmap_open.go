@@ -5,6 +5,7 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"syscall"
 )
@@ -142,16 +143,20 @@ func qemuStrerror(errno syscall.Errno) string {
 }
 
 // checkOpenBitmaps is the bitmap half of qemu-img check's open: an image whose bitmaps QEMU
-// refuses to load is not checked at all ("Could not open"). A header that cannot be read is
-// left to the check, which reports it.
+// refuses to load is not checked at all ("Could not open"). A malformed header is left to
+// the check, which reports it; a failed read fails the check.
 func checkOpenBitmaps(s Storage) error {
 	size, err := s.Size()
 	if err != nil {
-		return nil
+		return fmt.Errorf("qcow2: size of the image file: %w", err)
 	}
 	h, err := checkReadHeader(s, uint64(size))
+	var fe *FormatError
+	if errors.As(err, &fe) || errors.Is(err, ErrFormat) || errors.Is(err, ErrUnsupported) || errors.Is(err, ErrCorrupt) {
+		return nil // the check reports a bad header in its own words
+	}
 	if err != nil {
-		return nil
+		return err // a failed read fails the check, as it would the check's own header read
 	}
 	return validateBitmapsAtOpen(s, h, uint64(size), h.Size)
 }

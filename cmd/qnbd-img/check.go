@@ -99,7 +99,7 @@ func (a *app) check(argv []string) int {
 		a.errorf("Could not open '%s': %s", o.name, msgForceShareWritable)
 		return checkFailed
 	}
-	res, err := imgfmt.Check(o.name, f, o.mode, o.forceShare)
+	res, err := imgfmt.Check(o.name, f, o.mode, o.forceShare, a.openWarning)
 	if err != nil && res != nil {
 		a.checkMessages(res.Messages)
 	}

@@ -201,7 +201,7 @@ func backingFormatGiven(layer imgfmt.Layer) bool {
 // to print.
 func (a *app) openCommitJob(r commitRequest, topFormat string, layers []imgfmt.Layer, k int) (*commitJob, string) {
 	j := &commitJob{depth: k}
-	topRW, err := imgfmt.Open(r.filename, imgfmt.OpenOptions{Format: imgfmt.Format(topFormat), NoBacking: true})
+	topRW, err := imgfmt.Open(r.filename, imgfmt.OpenOptions{Format: imgfmt.Format(topFormat), NoBacking: true, Warn: a.openWarning})
 	if err != nil {
 		return nil, fmt.Sprintf("Could not open '%s': %s", r.filename, openErrorText(r.filename, err))
 	}
@@ -211,7 +211,7 @@ func (a *app) openCommitJob(r commitRequest, topFormat string, layers []imgfmt.L
 		baseFormat = "" // probed: open it probed again, so that the block-0 guard applies
 	}
 	baseName := layers[k].Filename
-	base, err := imgfmt.Open(baseName, imgfmt.OpenOptions{Format: baseFormat})
+	base, err := imgfmt.Open(baseName, imgfmt.OpenOptions{Format: baseFormat, Warn: a.openWarning})
 	if err != nil {
 		j.release()
 		if text, ok := lockText(err); ok {
@@ -220,7 +220,7 @@ func (a *app) openCommitJob(r commitRequest, topFormat string, layers []imgfmt.L
 		return nil, fmt.Sprintf("Could not open '%s': %s", baseName, openErrorText(baseName, err))
 	}
 	j.base = base
-	top, err := imgfmt.Open(r.filename, imgfmt.OpenOptions{Format: imgfmt.Format(topFormat), ReadOnly: true,
+	top, err := imgfmt.Open(r.filename, imgfmt.OpenOptions{Format: imgfmt.Format(topFormat), ReadOnly: true, Warn: a.openWarning,
 		Lock: &imagelock.Request{Perm: imagelock.ConsistentRead, Shared: imagelock.All, ForceShare: true}})
 	if err != nil {
 		j.release()

@@ -128,7 +128,7 @@ func (a *app) openImage(name, format string, o imgfmt.OpenOptions) imgfmt.Disk {
 		a.errorf("Could not open '%s': %s", name, msg)
 		return nil
 	}
-	o.Format = f
+	o.Format, o.Warn = f, a.openWarning
 	d, err := imgfmt.Open(name, o)
 	if err != nil {
 		a.errorf("Could not open '%s': %s", name, openErrorText(name, err))

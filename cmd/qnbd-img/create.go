@@ -193,7 +193,7 @@ func (a *app) imgCreate(r createRequest) error {
 		if msg != "" {
 			return qemuErrorf("%s\nCould not open backing image.", msg)
 		}
-		d, err := imgfmt.Open(full, imgfmt.OpenOptions{Format: f, ReadOnly: true, NoBacking: true, Lock: &noLock})
+		d, err := imgfmt.Open(full, imgfmt.OpenOptions{Format: f, ReadOnly: true, NoBacking: true, Lock: &noLock, Warn: a.openWarning})
 		if err != nil {
 			return qemuErrorf("%s\nCould not open backing image.", openErrorText(full, err))
 		}

@@ -87,7 +87,7 @@ func (a *app) collectInfo(name, format string, chain, forceShare bool) ([]*imgfm
 			a.errorf("Could not open '%s': %s", name, openErrorText(name, err))
 			return nil, false
 		}
-		imgfmt.WarnIgnoredBitmaps(info)
+		imgfmt.WarnIgnoredBitmaps(info, a.openWarning)
 		list = append(list, info)
 		name, format = "", ""
 		if chain && info.BackingFile != "" {

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 
 	"github.com/qnbd/qnbd/internal/getopt"
-	"github.com/qnbd/qnbd/internal/imgfmt"
 )
 
 // version is qnbd-img's own version, set with -ldflags "-X main.version=..." as qnbd's is;
@@ -53,7 +52,6 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	if len(argv) > 0 && argv[0] != "" {
 		a.prog = filepath.Base(argv[0])
 	}
-	imgfmt.OpenWarn = a.openWarning
 	if len(argv) < 2 {
 		return a.usage("Not enough arguments")
 	}

@@ -144,7 +144,7 @@ func (a *app) openNewBacking(r rebaseRequest, top imgfmt.Disk) imgfmt.Disk {
 		a.errorf("Could not open new backing file '%s': Could not open '%s': %s", r.backing, path, msg)
 		return nil
 	}
-	d, err := imgfmt.Open(path, imgfmt.OpenOptions{Format: f, ReadOnly: true, ForceShare: r.forceShare})
+	d, err := imgfmt.Open(path, imgfmt.OpenOptions{Format: f, ReadOnly: true, ForceShare: r.forceShare, Warn: a.openWarning})
 	if err != nil {
 		a.errorf("Could not open new backing file '%s': %s", r.backing, openErrorText(path, err))
 		return nil

@@ -95,8 +95,9 @@ func setBackingName(path, name, format string) error {
 
 // Check checks the image at path, which must be of the given format (never probed here: the
 // caller opened or probed it). Raw images cannot be checked: ErrNotSupported. The image file
-// is locked as qemu-img check locks it; forceShare is -U (a check without repair only).
-func Check(path string, format Format, mode RepairMode, forceShare bool) (*CheckResult, error) {
+// is locked as qemu-img check locks it; forceShare is -U (a check without repair only). warn,
+// if not nil, receives the open-time warnings (OpenOptions.Warn).
+func Check(path string, format Format, mode RepairMode, forceShare bool, warn func(warning, hint string)) (*CheckResult, error) {
 	if err := checkRegularOrDevice(path); err != nil {
 		return nil, err
 	}
@@ -105,7 +106,7 @@ func Check(path string, format Format, mode RepairMode, forceShare bool) (*Check
 		if err := checkQcow2Magic(path); err != nil {
 			return nil, err
 		}
-		return engineCheck(path, mode, forceShare)
+		return engineCheck(path, mode, forceShare, warn)
 	case Raw:
 		return nil, ErrNotSupported
 	}

@@ -28,14 +28,10 @@ type engineImage interface {
 	Resize(newSize uint64) error
 }
 
-// OpenWarn, when set, receives the engine's open-time warnings about every qcow2 image opened
-// (qcow2.OpenOptions.Warn): qnbd-img prints them as qemu-img does.
-var OpenWarn func(warning, hint string)
-
 // engineOpen opens a qcow2 image. Bitmaps load without the engine's memory cap, which is the
 // server's: qemu-img has none, and a 2 TiB disk's 512-byte-granularity bitmap takes 512 MiB.
 func engineOpen(path string, o OpenOptions) (engineImage, error) {
-	img, err := qcow2.Open(path, qcow2.OpenOptions{ReadOnly: o.ReadOnly, NoBacking: o.NoBacking, Warn: OpenWarn,
+	img, err := qcow2.Open(path, qcow2.OpenOptions{ReadOnly: o.ReadOnly, NoBacking: o.NoBacking, Warn: o.Warn,
 		ReadBitmaps: o.ReadBitmaps, BitmapMemoryLimit: -1, File: qcow2.FileOptions{NoSync: o.NoFlush}, Opener: newChainNamer(path, qcow2lock.Opener(lockRequest(o), nil)).opener})
 	if err != nil {
 		return nil, err
@@ -107,7 +103,7 @@ func engineCreate(path string, o Qcow2CreateOptions) error {
 
 // engineCheck checks (and with mode, repairs) a qcow2 image. A check that could not complete
 // returns the partial result with an error that matches EIO, as QEMU reports it.
-func engineCheck(path string, mode RepairMode, forceShare bool) (*CheckResult, error) {
+func engineCheck(path string, mode RepairMode, forceShare bool, warn func(warning, hint string)) (*CheckResult, error) {
 	var m qcow2.RepairMode
 	switch mode {
 	case RepairLeaks:
@@ -115,7 +111,7 @@ func engineCheck(path string, mode RepairMode, forceShare bool) (*CheckResult, e
 	case RepairAll:
 		m = qcow2.RepairAll
 	}
-	r, err := lockedCheck(path, m, forceShare)
+	r, err := lockedCheck(path, m, forceShare, warn)
 	var out *CheckResult
 	if r != nil {
 		out = &CheckResult{
@@ -138,7 +134,7 @@ func engineCheck(path string, mode RepairMode, forceShare bool) (*CheckResult, e
 // lockedCheck is qcow2.Check with the image file locked as qemu-img check locks it:
 // consistent read (plus write and resize to repair), not sharing write and resize. The check
 // reads and repairs the image file only, so only it is locked.
-func lockedCheck(path string, m qcow2.RepairMode, forceShare bool) (*qcow2.CheckResult, error) {
+func lockedCheck(path string, m qcow2.RepairMode, forceShare bool, warn func(warning, hint string)) (*qcow2.CheckResult, error) {
 	s, err := qcow2.OpenFile(path, qcow2.FileOptions{ReadOnly: m == qcow2.RepairNone})
 	if err != nil {
 		return nil, err
@@ -151,7 +147,7 @@ func lockedCheck(path string, m qcow2.RepairMode, forceShare bool) (*qcow2.Check
 		return nil, err
 	}
 	if h, herr := qcow2.ReadHeader(s); herr == nil {
-		qcow2.WarnIgnoredBitmaps(h, OpenWarn) // qemu-img check opens the image first
+		qcow2.WarnIgnoredBitmaps(h, warn) // qemu-img check opens the image first
 	}
 	res, err := qcow2.CheckStorage(s, m)
 	if cerr := s.Close(); cerr != nil && err == nil && m != qcow2.RepairNone {
@@ -190,11 +186,11 @@ func stderrMessages(msgs []string) []string {
 	return out
 }
 
-// WarnIgnoredBitmaps gives OpenWarn the warning QEMU's open prints for the qcow2 image info
+// WarnIgnoredBitmaps gives warn the warning QEMU's open prints for the qcow2 image info
 // describes when its bitmaps cannot be trusted (qemu-img info reads the header, it does not
 // open the engine).
-func WarnIgnoredBitmaps(info *ImageInfo) {
+func WarnIgnoredBitmaps(info *ImageInfo, warn func(warning, hint string)) {
 	if info.qcow2Header != nil {
-		qcow2.WarnIgnoredBitmaps(info.qcow2Header, OpenWarn)
+		qcow2.WarnIgnoredBitmaps(info.qcow2Header, warn)
 	}
 }

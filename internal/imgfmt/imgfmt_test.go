@@ -162,7 +162,7 @@ func TestOpenErrors(t *testing.T) {
 	if _, err := Open(raw, OpenOptions{Format: "vmdk"}); !errors.Is(err, ErrUnknownFormat) {
 		t.Errorf("unknown format: %v", err)
 	}
-	if _, err := Check(raw, Raw, RepairNone, false); !errors.Is(err, ErrNotSupported) || !errors.Is(err, syscall.ENOTSUP) {
+	if _, err := Check(raw, Raw, RepairNone, false, nil); !errors.Is(err, ErrNotSupported) || !errors.Is(err, syscall.ENOTSUP) {
 		t.Errorf("check raw: %v", err)
 	}
 }

@@ -32,6 +32,10 @@ type OpenOptions struct {
 	// ReadBitmaps loads a read-only qcow2 image's persistent bitmaps (a read-write open always
 	// does), for the bitmap operations of engine_bitmaps.go.
 	ReadBitmaps bool
+	// Warn, when set, receives the engine's open-time warnings about every qcow2 image opened
+	// (qcow2.OpenOptions.Warn): qnbd-img prints them as qemu-img does. It is per open, not a
+	// package variable, because in-process runs of qnbd-img (tests) open images concurrently.
+	Warn func(warning, hint string)
 }
 
 // ErrNotQcow2 is returned when a file opened as qcow2 lacks the qcow2 magic.
