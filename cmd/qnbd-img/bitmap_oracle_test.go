@@ -175,26 +175,7 @@ func bitmapMatchesQemu(t *testing.T, src string, args []string) {
 		}
 	}
 	dir := isolated(t, src, used...)
-	for _, img := range used {
-		b, err := os.ReadFile(filepath.Join(dir, img))
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(t, dir, "q."+img, b)
-		write(t, dir, "o."+img, b)
-	}
-	qargs := append([]string{"bitmap"}, args...)
-	oargs := slices.Clone(qargs)
-	for i, s := range qargs {
-		if slices.Contains(used, s) {
-			qargs[i], oargs[i] = "q."+s, "o."+s
-		}
-	}
-	want := qemu(t, dir, qargs...)
-	got := ours(t, dir, oargs...)
-	for _, img := range used {
-		got.stderr = strings.ReplaceAll(got.stderr, "o."+img, "q."+img)
-	}
+	want, got := runOnCopies(t, dir, used, append([]string{"bitmap"}, args...)) // cli_amend_test.go
 	want.stderr = nodeName.ReplaceAllString(want.stderr, "#block")
 	got.stderr = nodeName.ReplaceAllString(got.stderr, "#block")
 	if got != want {

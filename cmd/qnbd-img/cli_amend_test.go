@@ -77,11 +77,11 @@ func TestAmendMatchesQemu(t *testing.T) {
 	}
 }
 
-// amendMatchesQemu runs amend with the arguments a on fresh copies (q. for qemu-img, o. for
-// qnbd-img) of src's images and compares the output and the images either tool changed.
-func amendMatchesQemu(t *testing.T, src string, imgs []string, a string) {
-	args := append([]string{"amend"}, strings.Fields(a)...)
-	dir := isolated(t, src, append(slices.Clone(imgs), "base.qcow2")...)
+// runOnCopies copies each of imgs in dir to q.IMG and o.IMG, runs qemu-img with args on the
+// q. copies and qnbd-img on the o. copies, and returns both results, with qnbd-img's stderr
+// naming the q. copies so that the two compare.
+func runOnCopies(t *testing.T, dir string, imgs, args []string) (want, got result) {
+	t.Helper()
 	for _, img := range imgs {
 		b, err := os.ReadFile(filepath.Join(dir, img))
 		if err != nil {
@@ -90,17 +90,26 @@ func amendMatchesQemu(t *testing.T, src string, imgs []string, a string) {
 		write(t, dir, "q."+img, b)
 		write(t, dir, "o."+img, b)
 	}
-	qargs, oargs := append([]string(nil), args...), append([]string(nil), args...)
+	qargs, oargs := slices.Clone(args), slices.Clone(args)
 	for i, s := range args {
 		if slices.Contains(imgs, s) {
 			qargs[i], oargs[i] = "q."+s, "o."+s
 		}
 	}
-	want := qemu(t, dir, qargs...)
-	got := ours(t, dir, oargs...)
+	want = qemu(t, dir, qargs...)
+	got = ours(t, dir, oargs...)
 	for _, img := range imgs {
 		got.stderr = strings.ReplaceAll(got.stderr, "o."+img, "q."+img)
 	}
+	return want, got
+}
+
+// amendMatchesQemu runs amend with the arguments a on fresh copies (q. for qemu-img, o. for
+// qnbd-img) of src's images and compares the output and the images either tool changed.
+func amendMatchesQemu(t *testing.T, src string, imgs []string, a string) {
+	args := append([]string{"amend"}, strings.Fields(a)...)
+	dir := isolated(t, src, append(slices.Clone(imgs), "base.qcow2")...)
+	want, got := runOnCopies(t, dir, imgs, args)
 	if got != want {
 		t.Errorf("amend %s:\nqemu-img: %v\nqnbd-img: %v", a, want, got)
 	}
