@@ -33,7 +33,7 @@ func qemuNBDSize(t *testing.T, img string, extra ...string) uint64 {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for {
 		out, err := exec.CommandContext(ctx, "nbdinfo", "--size", "nbd+unix:///?socket="+sock).Output()

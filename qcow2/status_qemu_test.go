@@ -125,7 +125,7 @@ func qemuNBDMaps(t *testing.T, img string) (alloc, depth []nbdExtent) {
 		cmd.Wait()
 	}()
 	uri := "nbd+unix:///?socket=" + sock
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	get := func(context string) []nbdExtent {
 		for {
