@@ -5,6 +5,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -27,6 +28,11 @@ func (img *Image) storeBitmaps() error {
 		return img.storeEditedBitmaps() // bitmap_ops_store.go
 	}
 	if !img.bitmapsOpen || len(img.bitmaps) == 0 {
+		return nil
+	}
+	if !img.bitmapsEdited && !slices.ContainsFunc(img.bitmaps, (*dirtyBitmap).loaded) {
+		// Every bitmap was in-use at open: nothing was marked, and QEMU writes nothing.
+		img.bitmapsOpen = false
 		return nil
 	}
 	start := time.Now()

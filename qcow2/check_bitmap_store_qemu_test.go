@@ -4,6 +4,7 @@ package qcow2
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -82,4 +83,29 @@ func TestRepairStoresBitmapsLikeQemu(t *testing.T) {
 			t.Errorf("-r %v: qemu-nbd -B b1 serves\nours:\n%s\ntheirs:\n%s", mode, a, b)
 		}
 	}
+}
+
+// TestRepairLeavesInUseBitmapsLikeQemu: when every bitmap is in-use, qemu-img check -r has
+// nothing to store and leaves the directory where it was; so must Check.
+func TestRepairLeavesInUseBitmapsLikeQemu(t *testing.T) {
+	t.Parallel()
+	base, l := bmBaseImage(t)
+	dir := t.TempDir()
+	orig := writeTemp(t, dir, "orig.qcow2", base)
+	m := ccOpenImg(t, orig)
+	for _, e := range l.entry {
+		m.write(e+bitmapEntFlags, []byte{0, 0, 0, byte(bitmapFlagInUse | bitmapFlagAuto)})
+	}
+	ours, theirs := ccCopy(t, orig, dir, "ours.qcow2"), ccCopy(t, orig, dir, "theirs.qcow2")
+	q := corpus.QemuCheck(t, theirs, corpus.CheckOptions{Repair: "leaks"})
+	res, err := Check(ours, RepairLeaks)
+	if err != nil || !res.Clean() || q.ExitCode != 0 {
+		t.Fatalf("%v %+v; qemu-img: %v", err, res, q)
+	}
+	for _, p := range []string{ours, theirs} {
+		if at := ccOpenImg(t, p).u64(l.ext + 16); at != l.dir {
+			t.Errorf("%s: the bitmap directory moved from %#x to %#x", filepath.Base(p), l.dir, at)
+		}
+	}
+	bmCompareAfterRepair(t, RepairLeaks, orig, ours, theirs, false)
 }
