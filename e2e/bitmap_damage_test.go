@@ -30,9 +30,10 @@ func bitmapDirOffsets(t *testing.T, b []byte) (ext, dir uint64) {
 }
 
 // TestDamagedBitmapsRefusedLikeQemuNbd: a reserved flag in a directory entry, a reserved bit
-// in a bitmap table entry, and a table larger than the disk needs. (A header count above the
-// directory's entries is refused by the header's own validation, in qnbd's words: a known
-// difference, docs/bitmaps.md.)
+// in a bitmap table entry, a table larger than the disk needs, and the bitmaps extension's own
+// fields: its length, reserved word, a count of 0 or above the directory's entries, a
+// directory offset unaligned or past the end of the file, a directory size of 0 or larger than
+// its entries.
 func TestDamagedBitmapsRefusedLikeQemuNbd(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -44,7 +45,7 @@ func TestDamagedBitmapsRefusedLikeQemuNbd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, d := bitmapDirOffsets(t, clean)
+	ext, d := bitmapDirOffsets(t, clean)
 	table := binary.BigEndian.Uint64(clean[d:])
 	for _, c := range []struct {
 		name string
@@ -53,6 +54,14 @@ func TestDamagedBitmapsRefusedLikeQemuNbd(t *testing.T) {
 		{"entry-flag", func(b []byte) { b[d+12+2] |= 1 }},
 		{"table-entry-reserved", func(b []byte) { b[table+7] |= 2 }},
 		{"table-size", func(b []byte) { binary.BigEndian.PutUint32(b[d+8:], 2) }},
+		{"ext-length", func(b []byte) { binary.BigEndian.PutUint32(b[ext-4:], 16) }},
+		{"ext-reserved", func(b []byte) { binary.BigEndian.PutUint32(b[ext+4:], 1) }},
+		{"ext-count-zero", func(b []byte) { binary.BigEndian.PutUint32(b[ext:], 0) }},
+		{"ext-count-high", func(b []byte) { binary.BigEndian.PutUint32(b[ext:], 2) }},
+		{"ext-dir-unaligned", func(b []byte) { binary.BigEndian.PutUint64(b[ext+16:], d+512) }},
+		{"ext-dir-past-eof", func(b []byte) { binary.BigEndian.PutUint64(b[ext+16:], 1<<40) }},
+		{"ext-dir-size-zero", func(b []byte) { binary.BigEndian.PutUint64(b[ext+8:], 0) }},
+		{"ext-dir-size-large", func(b []byte) { binary.BigEndian.PutUint64(b[ext+8:], binary.BigEndian.Uint64(b[ext+8:])+8) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			b := bytes.Clone(clean)

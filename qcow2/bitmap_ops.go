@@ -27,7 +27,7 @@ func (e *BitmapError) Error() string { return e.Msg }
 // Limits of a bitmap directory (QEMU's QCOW2_MAX_BITMAPS and QCOW2_MAX_BITMAP_DIRECTORY_SIZE).
 const (
 	bitmapMaxCount   = 65535
-	bitmapMaxDirSize = 1024 * 64 * 1024
+	bitmapMaxDirSize = MaxBitmapDirectoryBytes
 )
 
 // bitmapNotFound is block_dirty_bitmap_lookup's refusal.

@@ -5,6 +5,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -27,6 +28,11 @@ func (img *Image) storeBitmaps() error {
 		return img.storeEditedBitmaps() // bitmap_ops_store.go
 	}
 	if !img.bitmapsOpen || len(img.bitmaps) == 0 {
+		return nil
+	}
+	if !img.bitmapsEdited && !slices.ContainsFunc(img.bitmaps, (*dirtyBitmap).loaded) {
+		// Every bitmap was in-use at open: nothing was marked, and QEMU writes nothing.
+		img.bitmapsOpen = false
 		return nil
 	}
 	start := time.Now()
@@ -74,7 +80,7 @@ func (img *Image) storeBitmaps() error {
 		return err
 	}
 	img.hdr.Extensions.Bitmaps = &nb
-	img.alloc.free(old.DirectoryStart.cluster(img.geo), img.geo.clustersFor(old.DirectoryStart.inCluster(img.geo)+old.DirectorySize), false)
+	img.freeBitmapRun(old.DirectoryStart.cluster(img.geo), img.geo.clustersFor(old.DirectoryStart.inCluster(img.geo)+old.DirectorySize))
 	for _, bm := range append(drop, img.removedBitmaps...) {
 		img.freeBitmapClusters(bm)
 	}
@@ -134,16 +140,17 @@ func (img *Image) writeMeta(b []byte, off HostOffset) error {
 }
 
 // freeBitmapClusters frees the table bm was loaded from and the data clusters it named
-// (QEMU's free_bitmap_clusters, without reading the table again: loadBitmap kept them).
+// (QEMU's free_bitmap_clusters, without reading the table again: loadBitmap kept them); a
+// run QEMU cannot free is reported and kept (bitmap_free.go).
 func (img *Image) freeBitmapClusters(bm *dirtyBitmap) {
 	for _, c := range bm.oldData {
-		img.alloc.free(c, 1, false)
+		img.freeBitmapRun(c, 1)
 	}
 	e := &bm.entry
 	if e.tableOff == 0 {
 		return // added since the open: nothing on disk yet
 	}
-	img.alloc.free(e.tableOff.cluster(img.geo), img.geo.clustersFor(uint64(e.tableSize)*8), false)
+	img.freeBitmapRun(e.tableOff.cluster(img.geo), img.geo.clustersFor(uint64(e.tableSize)*8))
 }
 
 // writeBitmapDir encodes the directory of entries and writes it to newly allocated clusters,

@@ -4,6 +4,7 @@ package qcow2
 
 import (
 	"fmt"
+	"path/filepath"
 )
 
 // RepairMode selects what CheckStorage may change, as qemu-img check -r does.
@@ -58,6 +59,10 @@ type CheckResult struct {
 	// ("Leaked cluster 9 refcount=1 reference=0", "ERROR cluster 6 refcount=0 reference=1").
 	// At most maxCheckMessages are kept; the last one then says how many were dropped.
 	Messages []string
+	// CloseMessages are what closing a repaired image printed after the check, as qemu-img
+	// prints them last: "qcow2_free_clusters failed: ..." for each run of clusters the bitmaps'
+	// store could not free (check_bitmap_store.go).
+	CloseMessages []string
 
 	dropped int // messages not kept
 }
@@ -129,7 +134,7 @@ func Check(path string, mode RepairMode) (*CheckResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := CheckStorage(s, mode)
+	res, err := CheckStorageIn(s, filepath.Dir(path), mode)
 	if cerr := s.Close(); cerr != nil && err == nil && mode != RepairNone {
 		err = fmt.Errorf("qcow2: close %s: %w", path, cerr)
 	}
@@ -150,11 +155,25 @@ func Check(path string, mode RepairMode) (*CheckResult, error) {
 // the check reads, and a repair writes, the file directly.
 // Memory use is bounded by the file size: in-memory counts are sparse, and tables are read
 // only where they lie inside the file.
+//
+// A repair that completed stores the persistent bitmaps again, as qemu-img check -r's
+// read-write open and close do (restoreBitmapsAfterRepair); relative data file names resolve
+// from the working directory (CheckStorageIn names another).
 func CheckStorage(s Storage, mode RepairMode) (*CheckResult, error) {
+	return CheckStorageIn(s, "", mode)
+}
+
+// CheckStorageIn is CheckStorage for an image whose relative data file name resolves from dir.
+func CheckStorageIn(s Storage, dir string, mode RepairMode) (*CheckResult, error) {
 	if err := checkOpenBitmaps(s); err != nil {
 		return nil, err
 	}
-	return checkWithHeader(s, nil, mode)
+	res, err := checkWithHeader(s, nil, mode)
+	if err != nil || mode == RepairNone || res.CheckErrors != 0 {
+		return res, err
+	}
+	res.CloseMessages, err = restoreBitmapsAfterRepair(s, dir)
+	return res, err
 }
 
 func checkWithHeader(s Storage, h *Header, mode RepairMode) (*CheckResult, error) {

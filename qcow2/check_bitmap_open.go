@@ -14,12 +14,19 @@ import (
 // QEMU cannot parse, a bitmap entry outside its constraints, a bitmap table with a bad entry or
 // of the wrong size, two bitmaps of one name. Error() is QEMU's own message (what follows
 // "Could not open 'FILE': "); it matches ErrFormat, and Errno (EINVAL or EIO) with errors.Is.
+//
+// A refusal of the bitmaps header extension itself (bitmapsExtErr) also unwraps to the
+// *FormatError that names the field.
 type BitmapOpenError struct {
 	Msg   string
 	Errno syscall.Errno
+	field error
 }
 
 func (e *BitmapOpenError) Error() string { return e.Msg }
+
+// Unwrap is the FormatError naming the header field, if any.
+func (e *BitmapOpenError) Unwrap() error { return e.field }
 
 // Is makes the error match ErrFormat and its errno.
 func (e *BitmapOpenError) Is(target error) bool { return target == ErrFormat || target == e.Errno }
@@ -39,6 +46,9 @@ func validateBitmapsAtOpen(s Storage, h *Header, fileSize, diskSize uint64) erro
 	if !h.bitmapsConsistent() {
 		return nil
 	}
+	// QEMU's block layer sees whole 512-byte sectors (bdrv_getlength): a disk of 1 byte has
+	// bitmaps of 0 bits, and a table of one entry is then the wrong size.
+	diskSize &^= 511
 	entries, err := readBitmapDirectory(s, h, fileSize, diskSize)
 	if err != nil {
 		return err
@@ -75,6 +85,17 @@ func validateBitmapsAtOpen(s Storage, h *Header, fileSize, diskSize uint64) erro
 	return nil
 }
 
+// ValidateBitmaps judges the persistent bitmaps of the image in s, whose header is h, as every
+// open does (validateBitmapsAtOpen): for callers that read an image without opening it. The
+// error is a *BitmapOpenError with QEMU's words, or a failed read.
+func ValidateBitmaps(s Storage, h *Header) error {
+	size, err := s.Size()
+	if err != nil {
+		return fmt.Errorf("qcow2: size of the image file: %w", err)
+	}
+	return validateBitmapsAtOpen(s, h, uint64(size), h.Size)
+}
+
 // readBitmapDirectory reads and parses the directory (bitmap_list_load); a directory QEMU
 // refuses is a *BitmapOpenError with QEMU's words.
 func readBitmapDirectory(s Storage, h *Header, fileSize, diskSize uint64) ([]bitmapEntry, error) {
@@ -82,7 +103,12 @@ func readBitmapDirectory(s Storage, h *Header, fileSize, diskSize uint64) ([]bit
 	if b.DirectorySize == 0 {
 		return nil, &BitmapOpenError{Msg: "Requested bitmap directory size is zero", Errno: syscall.EINVAL}
 	}
-	// The header's validation bounds the directory to 64 MiB (QEMU's limit).
+	if uint64(b.DirectoryStart) > bdrvMaxLength-b.DirectorySize {
+		// QEMU's bdrv_pread refuses a read reaching past its largest offset.
+		return nil, &BitmapOpenError{Msg: "Failed to read bitmap directory: Input/output error", Errno: syscall.EIO}
+	}
+	// The header's validation bounds the directory to QEMU's limit (just under 64 MiB); past
+	// the end of the file it reads as zeros, as QEMU reads it.
 	raw := make([]byte, b.DirectorySize)
 	if err := readAtZero(s, raw, uint64(b.DirectoryStart), fileSize); err != nil {
 		return nil, fmt.Errorf("qcow2: Failed to read bitmap directory: %w", err)

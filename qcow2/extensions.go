@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"strings"
+	"syscall"
 )
 
 // Extensions holds the header extensions of an image. Known extensions are decoded into their
@@ -131,7 +132,8 @@ func (e *Extensions) decodeOne(typ uint32, data []byte, off int64) error {
 		}
 	case extBitmaps:
 		if len(data) != bitmapsExtSize {
-			return formatErr(off, "bitmaps extension length", len(data), "must be %d", bitmapsExtSize)
+			return bitmapsExtErr("bitmaps_ext: Invalid extension length",
+				formatErr(off, "bitmaps extension length", len(data), "must be %d", bitmapsExtSize))
 		}
 		r := readBuf(data)
 		b := &BitmapsExtension{Count: r.u32(), Reserved: r.u32()}
@@ -150,23 +152,35 @@ func (e *Extensions) decodeOne(typ uint32, data []byte, off int64) error {
 	return nil
 }
 
-func (b *BitmapsExtension) validate(g Geometry, fileSize uint64) error {
-	if b.Reserved != 0 {
-		return formatErr(-1, "bitmaps extension reserved field", b.Reserved, "must be zero")
+// validate is what QEMU's qcow2_read_extensions checks of a bitmaps extension the autoclear
+// bit vouches for, in its order and words (docs/bitmaps.md, "Damaged bitmaps"). The directory
+// itself (its size against its entries, where it lies) is judged when it is read
+// (validateBitmapsAtOpen), as QEMU judges it when it loads the bitmaps.
+func (b *BitmapsExtension) validate(g Geometry) error {
+	switch {
+	case b.Reserved != 0:
+		return bitmapsExtErr("bitmaps_ext: Reserved field is not zero",
+			formatErr(-1, "bitmaps extension reserved field", b.Reserved, "must be zero"))
+	case b.Count > MaxBitmaps:
+		return bitmapsExtErr(fmt.Sprintf("bitmaps_ext: Image has %d bitmaps, exceeding the QEMU supported maximum of %d", b.Count, MaxBitmaps),
+			formatErr(-1, "nb_bitmaps", b.Count, "must be at most %d", MaxBitmaps))
+	case b.Count == 0:
+		return bitmapsExtErr("found bitmaps extension with zero bitmaps",
+			formatErr(-1, "nb_bitmaps", b.Count, "the bitmaps extension lists no bitmaps"))
+	case b.DirectoryStart.inCluster(g) != 0:
+		return bitmapsExtErr("bitmaps_ext: invalid bitmap directory offset",
+			formatErr(-1, "bitmap_directory_offset", uint64(b.DirectoryStart), "not aligned to a %d-byte cluster", g.ClusterSize()))
+	case b.DirectorySize > MaxBitmapDirectoryBytes:
+		return bitmapsExtErr(fmt.Sprintf("bitmaps_ext: bitmap directory size (%d) exceeds the maximum supported size (%d)", b.DirectorySize, MaxBitmapDirectoryBytes),
+			formatErr(-1, "bitmap_directory_size", b.DirectorySize, "must be at most %d", MaxBitmapDirectoryBytes))
 	}
-	if b.Count == 0 {
-		return formatErr(-1, "nb_bitmaps", b.Count, "the bitmaps extension lists no bitmaps")
-	}
-	if b.Count > MaxBitmaps {
-		return formatErr(-1, "nb_bitmaps", b.Count, "must be at most %d", MaxBitmaps)
-	}
-	if b.DirectorySize > MaxBitmapDirectoryBytes {
-		return formatErr(-1, "bitmap_directory_size", b.DirectorySize, "must be at most %d", MaxBitmapDirectoryBytes)
-	}
-	if b.DirectorySize < uint64(b.Count)*bitmapDirEntryFixedSize {
-		return formatErr(-1, "bitmap_directory_size", b.DirectorySize, "too small for %d bitmaps", b.Count)
-	}
-	return checkTable("bitmap_directory_offset", -1, b.DirectoryStart, b.DirectorySize, g, fileSize)
+	return nil
+}
+
+// bitmapsExtErr is a bitmaps extension QEMU refuses: its message is QEMU's, and it unwraps to
+// the FormatError naming the field.
+func bitmapsExtErr(msg string, field error) error {
+	return &BitmapOpenError{Msg: msg, Errno: syscall.EINVAL, field: field}
 }
 
 // encode returns the extensions as they are stored after the fixed header, without the end

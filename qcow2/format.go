@@ -71,7 +71,7 @@ const (
 	// MaxBitmaps is QEMU's QCOW2_MAX_BITMAPS.
 	MaxBitmaps = 65535
 	// MaxBitmapDirectoryBytes is QEMU's QCOW2_MAX_BITMAP_DIRECTORY_SIZE.
-	MaxBitmapDirectoryBytes = 64 << 20
+	MaxBitmapDirectoryBytes = 1024 * MaxBitmaps
 	// maxStringLength bounds the length of names inside header extensions (backing format,
 	// external data file name). QEMU reads them into 1024-byte buffers.
 	maxStringLength = 1023

@@ -527,7 +527,7 @@ func (h *Header) Validate(fileSize uint64) error {
 	// QEMU reads the bitmaps extension only when the autoclear bit says it is consistent;
 	// otherwise it ignores it ("all bitmaps are now considered inconsistent"), and so do we.
 	if b := h.Extensions.Bitmaps; b != nil && h.Autoclear&AutoclearBitmaps != 0 {
-		if err := b.validate(g, fileSize); err != nil {
+		if err := b.validate(g); err != nil {
 			return err
 		}
 	}

@@ -266,8 +266,9 @@ const (
 
 // limitDifference says whether, and why, our answer for c differs from QEMU's by design.
 // Where we refuse what QEMU opens, it is because QEMU reads zeros past the end of the file,
-// checks some tables only when it uses them, or serves what qnbd does not (AES); where we open
-// what QEMU refuses, it is because QEMU reads the bitmap directory, which qnbd ignores.
+// checks some tables only when it uses them, or serves what qnbd does not (AES). We open
+// nothing QEMU refuses: the bitmaps extension, its directory and tables get QEMU's verdicts
+// (docs/bitmaps.md, "Damaged bitmaps").
 func limitDifference(li *limitImage, c limitCase) (string, int) {
 	h := li.header
 	cs := h.ClusterSize()
@@ -315,14 +316,6 @@ func limitDifference(li *limitImage, c limitCase) (string, int) {
 	case "autoclear_features":
 		if v&autoclearDataFileRaw != 0 {
 			return "raw external data bit without an external data file: the spec forbids it, QEMU ignores it when reading", refuseMore
-		}
-	case "size":
-		if v <= 1 {
-			return "the bitmap no longer matches the disk size: QEMU reads the bitmap directory, qnbd ignores bitmaps", acceptMore
-		}
-	case "bitmap_directory_size":
-		if v == bitmapDirEntryFixedSize {
-			return "the directory entry is cut short: QEMU reads the bitmap directory, qnbd ignores bitmaps", acceptMore
 		}
 	}
 	return "", 0

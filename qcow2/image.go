@@ -137,6 +137,10 @@ type Image struct {
 	bitmapsEdited  bool
 	removedBitmaps []*dirtyBitmap
 	bitmapsIgnored bool // the header had an ignored bitmaps extension at open
+	// bitmapFreeFailures are QEMU's messages for bitmap clusters a store could not free, and
+	// bitmapPhantomBlocks the refcount blocks QEMU would have made on the way (bitmap_free.go).
+	bitmapFreeFailures  []string
+	bitmapPhantomBlocks map[refTableIndex]bool
 
 	caches    cacheSizes    // resolved from the cache options at open
 	cleanStop chan struct{} // closed by Close: stops cleanCaches

@@ -100,6 +100,9 @@ func (a *app) check(argv []string) int {
 		return checkFailed
 	}
 	res, err := imgfmt.Check(o.name, f, o.mode, o.forceShare, a.openWarning)
+	if res != nil {
+		defer a.closeMessages(res.CloseMessages) // qemu-img prints them at close, last
+	}
 	if err != nil && res != nil {
 		a.checkMessages(res.Messages)
 	}
@@ -151,6 +154,13 @@ func (a *app) checkMessages(msgs []string) {
 		} else {
 			fmt.Fprintln(a.stderr, m)
 		}
+	}
+}
+
+// closeMessages prints what closing the repaired image printed, as they are.
+func (a *app) closeMessages(msgs []string) {
+	for _, m := range msgs {
+		fmt.Fprintln(a.stderr, m)
 	}
 }
 

@@ -5,6 +5,7 @@ package imgfmt
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -120,6 +121,7 @@ func engineCheck(path string, mode RepairMode, forceShare bool, warn func(warnin
 			ImageEndOffset: r.ImageEndOffset, TotalClusters: r.TotalClusters,
 			AllocatedClusters: r.AllocatedClusters, FragmentedClusters: r.FragmentedClusters,
 			CompressedClusters: r.CompressedClusters, Messages: stderrMessages(r.Messages),
+			CloseMessages: r.CloseMessages,
 		}
 	}
 	if err != nil && out != nil && !isOpenFailure(err) {
@@ -149,7 +151,7 @@ func lockedCheck(path string, m qcow2.RepairMode, forceShare bool, warn func(war
 	if h, herr := qcow2.ReadHeader(s); herr == nil {
 		qcow2.WarnIgnoredBitmaps(h, warn) // qemu-img check opens the image first
 	}
-	res, err := qcow2.CheckStorage(s, m)
+	res, err := qcow2.CheckStorageIn(s, filepath.Dir(path), m)
 	if cerr := s.Close(); cerr != nil && err == nil && m != qcow2.RepairNone {
 		err = fmt.Errorf("qcow2: close %s: %w", path, cerr)
 	}

@@ -130,6 +130,9 @@ func queryQcow2(path string, info *ImageInfo, forceShare bool) error {
 	}
 	q.RefcountBits = h.Geometry().RefcountBits()
 	q.BitmapsIgnored = h.BitmapsIgnored()
+	if err := qcow2.ValidateBitmaps(s, h); err != nil {
+		return err // what QEMU's open refuses, in its words
+	}
 	if q.V3() {
 		if q.Bitmaps, err = readBitmaps(s, h); err != nil {
 			return err

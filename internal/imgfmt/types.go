@@ -23,6 +23,9 @@ type CheckResult struct {
 	// Messages are the per-cluster findings, one line each, as QEMU prints them to stderr
 	// ("Leaked cluster 9 refcount=1 reference=0").
 	Messages []string
+	// CloseMessages are printed last, after the check's report: what closing a repaired image
+	// printed ("qcow2_free_clusters failed: ..." for bitmap clusters its store could not free).
+	CloseMessages []string
 }
 
 // Snapshot is one internal snapshot of a qcow2 image, with the fields qemu-img info shows.
