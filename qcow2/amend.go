@@ -99,8 +99,8 @@ func (img *Image) Upgrade() error {
 
 // PrepareDowngrade checks that a version 3 image can become a version 2 one, with QEMU's
 // messages, and clears what version 2 has no room for: the dirty bit (the image is made
-// clean), the compatible and the autoclear features. The caller then turns every zero
-// cluster into data or deallocates it (version 2 has no zero flag) and calls Downgrade.
+// clean), the compatible and the autoclear features. The caller then calls
+// ExpandZeroClusters (version 2 has no zero flag) and Downgrade.
 func (img *Image) PrepareDowngrade() error {
 	return img.amendLocked(func() error {
 		h := img.hdr
@@ -117,9 +117,6 @@ func (img *Image) PrepareDowngrade() error {
 			if s.VMStateSize > 1<<32-1 || s.DiskSize != img.size.Load() {
 				return &AmendError{"Internal snapshots prevent downgrade of image"}
 			}
-		}
-		if len(img.snapshots) > 0 {
-			return &AmendError{"Downgrading an image with internal snapshots is not supported by qnbd-img (their zero clusters would need expanding)"}
 		}
 		if err := img.markClean(); err != nil {
 			return err

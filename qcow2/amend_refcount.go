@@ -19,7 +19,7 @@ import (
 // order, reftable offset and size: fixed fields of the first sector) is one write, synced. Then the old structures are freed in the new ones.
 // A crash before the switch leaves the old structures (the new ones lie past what they
 // count); after it, the new ones, with the old structures as leaks at worst.
-func (img *Image) ChangeRefcountOrder(order uint32) error {
+func (img *Image) ChangeRefcountOrder(order uint32, status AmendStatus) error {
 	return img.amendLocked(func() error {
 		if img.hdr.RefcountOrder == order {
 			return nil
