@@ -29,6 +29,10 @@ func downgradeSnapshotImages(t *testing.T, dir string) map[string][]string {
 	q("create", "-q", "-f", "qcow2", "sharedl2.qcow2", "8M")
 	io("sharedl2.qcow2", "write -z 0 128k")
 	q("snapshot", "-c", "foo", "sharedl2.qcow2")
+	// The same over a backing file: new clusters of zeros counted twice (table shared).
+	q("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "sharedback.qcow2")
+	io("sharedback.qcow2", "write -z 0 128k", "write -z -u 1M 64k")
+	q("snapshot", "-c", "foo", "sharedback.qcow2")
 	// iotest 061, "zero expansion on backed inactive clusters", with two snapshots.
 	q("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "backed.qcow2")
 	io("backed.qcow2", "write -z 0 128k", "write -P 1 1M 64k")
@@ -55,7 +59,8 @@ func downgradeSnapshotImages(t *testing.T, dir string) map[string][]string {
 	q("snapshot", "-c", "s1", "small.qcow2")
 	io("small.qcow2", "write -P 2 0 4k", "write -z 256k 512")
 	return map[string][]string{
-		"inactive.qcow2": {"foo"}, "sharedl2.qcow2": {"foo"}, "backed.qcow2": {"s1", "s2"},
+		"inactive.qcow2": {"foo"}, "sharedl2.qcow2": {"foo"}, "sharedback.qcow2": {"foo"},
+		"backed.qcow2":   {"s1", "s2"},
 		"prealloc.qcow2": {"s1"}, "preback.qcow2": {"s1", "s2"}, "small.qcow2": {"s1"},
 	}
 }
