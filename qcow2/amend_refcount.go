@@ -47,11 +47,14 @@ func (img *Image) ChangeRefcountOrder(order uint32, status AmendStatus) error {
 			reportRefcountWalks(status, n, 0, 1, 3, int64(firstTooWide(counts, newG)/img.geo.refBlockEntries()))
 			return err
 		}
-		present := make([]bool, n)
-		for i := range present {
-			present[i] = i < len(old.table) && old.table[i].Offset() != 0
+		walks := 3
+		if status != nil {
+			present := make([]bool, n)
+			for i := range present {
+				present[i] = i < len(old.table) && old.table[i].Offset() != 0
+			}
+			walks, _ = refcountWalks(counts, present, img.geo, newG)
 		}
-		walks, _ := refcountWalks(counts, present, img.geo, newG)
 		reportRefcountWalks(status, n, 0, walks-1, walks, -1)
 		start := hostCluster(max(uint64(len(counts)), uint64(img.geo.clustersFor(img.fileEnd()))))
 		lay, err := planRefcounts(counts, newG, start)
