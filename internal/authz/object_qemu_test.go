@@ -63,9 +63,12 @@ var objectCases = []string{
 // qemuNBDObject runs qemu-nbd 7.2 with one --object and an image that does not exist: an
 // object it refuses stops it with the object's message, one it accepts lets it go on to
 // fail opening the image. It returns the message, or "" when the object was accepted.
+// qemu-nbd listens before it opens the image, so it gets a socket of its own: on the
+// default TCP port 10809 it would fail whenever another test or program holds that port.
 func qemuNBDObject(t *testing.T, arg, missing string) string {
 	t.Helper()
-	out, _ := tool(t, "qemu-nbd", "--object", arg, missing).CombinedOutput()
+	sock := filepath.Join(t.TempDir(), "s")
+	out, _ := tool(t, "qemu-nbd", "-k", sock, "--object", arg, missing).CombinedOutput()
 	line, _, _ := strings.Cut(string(out), "\n")
 	msg, ok := strings.CutPrefix(line, "qemu-nbd: ")
 	if !ok {
