@@ -99,8 +99,8 @@ func (img *Image) Upgrade() error {
 
 // PrepareDowngrade checks that a version 3 image can become a version 2 one, with QEMU's
 // messages, and clears what version 2 has no room for: the dirty bit (the image is made
-// clean), the compatible and the autoclear features. The caller then turns every zero
-// cluster into data or deallocates it (version 2 has no zero flag) and calls Downgrade.
+// clean), the compatible and the autoclear features. The caller then calls
+// ExpandZeroClusters (version 2 has no zero flag) and Downgrade.
 func (img *Image) PrepareDowngrade() error {
 	return img.amendLocked(func() error {
 		h := img.hdr
@@ -118,15 +118,12 @@ func (img *Image) PrepareDowngrade() error {
 				return &AmendError{"Internal snapshots prevent downgrade of image"}
 			}
 		}
-		if len(img.snapshots) > 0 {
-			return &AmendError{"Downgrading an image with internal snapshots is not supported by qnbd-img (their zero clusters would need expanding)"}
-		}
 		if err := img.markClean(); err != nil {
 			return err
 		}
 		h = img.hdr
-		if h.Incompatible != 0 {
-			return &AmendError{fmt.Sprintf("Cannot downgrade an image with incompatible features 0x%x set", h.Incompatible)}
+		if in := h.Incompatible &^ incompatCompression; in != 0 {
+			return &AmendError{fmt.Sprintf("Cannot downgrade an image with incompatible features 0x%x set", in)}
 		}
 		h.Compatible, h.Autoclear = 0, 0
 		return img.rewriteHeader(&h)
@@ -134,13 +131,25 @@ func (img *Image) PrepareDowngrade() error {
 }
 
 // Downgrade writes the version 2 header, once PrepareDowngrade passed and no L2 entry has the
-// zero flag any more.
+// zero flag any more. A compression type other than zlib (an incompatible feature) is
+// dropped when the active layer has no compressed cluster, and refused with QEMU's message
+// when it has one (QEMU looks at the active layer only).
 func (img *Image) Downgrade() error {
 	return img.amendLocked(func() error {
 		if img.hdr.Version < 3 {
 			return nil
 		}
 		h := img.hdr
+		if h.Incompatible&incompatCompression != 0 {
+			has, err := img.hasCompressedClusters()
+			if err != nil {
+				return &AmendError{"Failed to check block status"}
+			}
+			if has {
+				return &AmendError{"Cannot downgrade an image with zstd compression type and existing compressed clusters"}
+			}
+			h.Incompatible &^= incompatCompression
+		}
 		h.Version = 2
 		h.HeaderLength = headerV2Length
 		h.CompressionType = CompressionZlib
@@ -148,6 +157,33 @@ func (img *Image) Downgrade() error {
 		h.Extensions.FeatureNames = nil
 		return img.rewriteHeader(&h)
 	})
+}
+
+// hasCompressedClusters reports whether an L2 table of the active L1 table maps a compressed
+// cluster (QEMU's qcow2_has_compressed_clusters). Called with the gate held and mu held.
+func (img *Image) hasCompressedClusters() (bool, error) {
+	for i, e := range img.l1.entries {
+		c, ok, err := img.snapL2(i, e)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			continue
+		}
+		t, err := img.l2GetAll(c)
+		if err != nil {
+			return false, err
+		}
+		for j := range l2Index(img.geo.l2Entries()) {
+			if err := t.check(j); err != nil {
+				return false, err
+			}
+			if t.get(j).e.Compressed() {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 // Deallocate clears the L2 entries of the whole clusters in [off, off+n) whatever they hold,

@@ -17,9 +17,10 @@ import (
 // Crash safety: the new blocks and reftable go past the end of the file and are synced, and
 // read back into the new allocator, before the header names them; the header switch (refcount
 // order, reftable offset and size: fixed fields of the first sector) is one write, synced. Then the old structures are freed in the new ones.
+// status gets QEMU's status calls (amend_refcount_progress.go).
 // A crash before the switch leaves the old structures (the new ones lie past what they
 // count); after it, the new ones, with the old structures as leaks at worst.
-func (img *Image) ChangeRefcountOrder(order uint32) error {
+func (img *Image) ChangeRefcountOrder(order uint32, status AmendStatus) error {
 	return img.amendLocked(func() error {
 		if img.hdr.RefcountOrder == order {
 			return nil
@@ -41,9 +42,20 @@ func (img *Image) ChangeRefcountOrder(order uint32) error {
 		}
 		newG := img.geo
 		newG.RefcountOrder = order
+		n := int64(old.tableClusters) * int64(img.geo.ClusterSize()/reftableEntrySize)
 		if err := checkCountsFit(counts, newG, img.geo); err != nil {
+			reportRefcountWalks(status, n, 0, 1, 3, int64(firstTooWide(counts, newG)/img.geo.refBlockEntries()))
 			return err
 		}
+		walks := 3
+		if status != nil {
+			present := make([]bool, n)
+			for i := range present {
+				present[i] = i < len(old.table) && old.table[i].Offset() != 0
+			}
+			walks, _ = refcountWalks(counts, present, img.geo, newG)
+		}
+		reportRefcountWalks(status, n, 0, walks-1, walks, -1)
 		start := hostCluster(max(uint64(len(counts)), uint64(img.geo.clustersFor(img.fileEnd()))))
 		lay, err := planRefcounts(counts, newG, start)
 		if err != nil {
@@ -73,6 +85,7 @@ func (img *Image) ChangeRefcountOrder(order uint32) error {
 		img.hdr, img.geo = h, h.Geometry()
 		img.fileSize = max(img.fileEnd(), end)
 		img.alloc = a
+		reportRefcountWalks(status, n, walks-1, walks, walks, -1)
 		return img.freeOldRefcounts(old)
 	})
 }
@@ -116,6 +129,17 @@ func checkCountsFit(counts []refcount, newG, g Geometry) error {
 		}
 	}
 	return nil
+}
+
+// firstTooWide is the first cluster whose count does not fit newG's width (len(counts)
+// when every count fits).
+func firstTooWide(counts []refcount, newG Geometry) uint64 {
+	for c, v := range counts {
+		if v > newG.maxRefcount() {
+			return uint64(c)
+		}
+	}
+	return uint64(len(counts))
 }
 
 // refcountLayout is where new refcount structures go: the reftable at start, then one block

@@ -59,7 +59,7 @@ func TestChangeRefcountOrderKeepsEveryCount(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := img.ChangeRefcountOrder(order); err != nil {
+		if err := img.ChangeRefcountOrder(order, nil); err != nil {
 			t.Fatalf("order %d: %v", order, err)
 		}
 		if _, err := img.WriteAt(bytes.Repeat([]byte{9}, 8192), 1536<<10); err != nil {
@@ -95,7 +95,7 @@ func TestChangeRefcountOrderRefusesTooLargeCountsUntouched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = img.ChangeRefcountOrder(0)
+	err = img.ChangeRefcountOrder(0, nil)
 	var ae *AmendError
 	if !errors.As(err, &ae) || !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("1-bit counts with counts of 2 and 3: %v, want an AmendError", err)

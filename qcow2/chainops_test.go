@@ -155,7 +155,7 @@ func TestDowngradeRefusesWhatQemuRefuses(t *testing.T) {
 	for _, tc := range []struct{ opts, msg string }{
 		{"refcount_bits=8", "compat=0.10 requires refcount_bits=16"},
 		{"data_file=DIR/img.data", "Cannot downgrade an image with a data file"},
-		{"compression_type=zstd", "Cannot downgrade an image with incompatible features 0x8 set"},
+		{"extended_l2=on", "Cannot downgrade an image with incompatible features 0x10 set"},
 	} {
 		_, o := twinImages(t, tc.opts, false)
 		img := openTestImage(t, o, OpenOptions{})

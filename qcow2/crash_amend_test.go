@@ -1,6 +1,7 @@
 // Crash enumeration over qnbd-img amend's changes: the refcount width (both ways, with a
 // snapshot, with compressed clusters, with loaded bitmaps stored at close), compat up and
-// down, lazy refcounts on and off. Each
+// down (down with a snapshot and zero clusters to expand over a backing file), lazy
+// refcounts on and off. Each
 // keeps the content; every crash state must check clean or with leaks only and read as before.
 package qcow2
 
@@ -22,14 +23,14 @@ var amendCrashWorkloads = []*cwWorkload{
 		setup: func(r *cwRunner) { r.write(1*mib, 64*kib) },
 		run: func(r *cwRunner) {
 			r.write(8*kib, 4*kib)
-			r.amend(func(img *Image) error { return img.ChangeRefcountOrder(1) })
+			r.amend(func(img *Image) error { return img.ChangeRefcountOrder(1, nil) })
 			r.write(512*kib, 8*kib) // allocates through the new structures
 			r.flush()
 		},
 		sanity: refcountOrderIs(1)},
 	{name: "amend-refcount-up", opts: "cluster_size=512", size: 1 * mib, compressed: true,
 		run: func(r *cwRunner) {
-			r.amend(func(img *Image) error { return img.ChangeRefcountOrder(6) })
+			r.amend(func(img *Image) error { return img.ChangeRefcountOrder(6, nil) })
 			r.write(4*kib+512, 1024) // copy-on-write from a compressed cluster
 			r.flush()
 		},
@@ -39,7 +40,7 @@ var amendCrashWorkloads = []*cwWorkload{
 		run: func(r *cwRunner) {
 			r.write(0, 64*kib) // the bitmaps are in-use on disk from here on
 			r.write(256*kib, 4*kib)
-			r.amend(func(img *Image) error { return img.ChangeRefcountOrder(3) })
+			r.amend(func(img *Image) error { return img.ChangeRefcountOrder(3, nil) })
 			r.write(512*kib, 4*kib)
 		}, // the close stores the bitmaps through the new refcount structures
 		sanity: refcountOrderIs(3)},
@@ -53,6 +54,20 @@ var amendCrashWorkloads = []*cwWorkload{
 				}
 				return img.Downgrade()
 			})
+			r.write(512*kib, 4*kib)
+			r.flush()
+		},
+		sanity: versionIs(2)},
+	{name: "amend-downgrade-snapshots", opts: "cluster_size=4k", size: 2 * mib, snapshot: true, backing: true,
+		setup: func(r *cwRunner) {
+			r.write(0, 64*kib)
+			r.zero(128*kib, 16*kib, false) // zero clusters the snapshot keeps
+			r.zero(256*kib, 8*kib, true)
+		},
+		run: func(r *cwRunner) {
+			r.write(8*kib, 4*kib)
+			r.zero(16*kib, 8*kib, false) // zeros over clusters the snapshot shares
+			r.amend(downgradeWithExpansion)
 			r.write(512*kib, 4*kib)
 			r.flush()
 		},
@@ -87,6 +102,18 @@ var amendCrashWorkloads = []*cwWorkload{
 func (r *cwRunner) amend(f func(img *Image) error) error {
 	i := r.begin(cwOp{kind: cwAmend})
 	return r.end(i, f(r.img))
+}
+
+// downgradeWithExpansion is qnbd-img's downgrade: checks, zero clusters expanded in every
+// L1 table, the version 2 header.
+func downgradeWithExpansion(img *Image) error {
+	if err := img.PrepareDowngrade(); err != nil {
+		return err
+	}
+	if err := img.ExpandZeroClusters(nil); err != nil {
+		return err
+	}
+	return img.Downgrade()
 }
 
 func refcountOrderIs(order uint32) func(before, after *Header) error {

@@ -39,7 +39,7 @@ func (img *Image) Resize(newSize uint64) error {
 	if err == nil && img.hdr.Version < 3 && img.hdr.SnapshotCount > 0 {
 		// A version 2 snapshot need not record its disk size, so it could not be restored
 		// at the size it had (refused even at the same size, as QEMU does).
-		err = fmt.Errorf("%w: cannot resize a version 2 image that has internal snapshots (QEMU: Can't resize a v2 image which has snapshots)", ErrUnsupported)
+		err = &AmendError{"Can't resize a v2 image which has snapshots"} // QEMU's words; ErrUnsupported
 	}
 	if err == nil {
 		err = img.prepareWrite()

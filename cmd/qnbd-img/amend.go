@@ -213,18 +213,27 @@ func (a *app) amendQcow2(d imgfmt.Disk, filename string, opts *qemuOpts, p *prog
 }
 
 // applyAmend makes the changes in QEMU's order: upgrade, refcount width, backing file check,
-// lazy refcounts, size, downgrade last. The upgrade reports its two steps on the progress
-// bar and the downgrade its end, as QEMU's status callbacks do.
+// lazy refcounts, size, downgrade last. The upgrade, the width change and the downgrade
+// report on the progress bar through QEMU's helper (amend_status.go).
 func (a *app) applyAmend(d imgfmt.Disk, info *imgfmt.ImageInfo, oldVersion int, pl amendPlan, p *progress) error {
+	st := &amendStatus{p: p}
+	if pl.version != oldVersion {
+		st.totalOps++
+	}
+	if pl.refcountBits != refcountBitsOf(info) {
+		st.totalOps++
+	}
 	if pl.version > oldVersion {
-		p.print(0, 0)
-		p.print(50, 0)
+		st.start(amendUpgrading)
+		st.report(0, 2)
+		st.report(1, 2)
 		if err := imgfmt.Amend(d, imgfmt.AmendUpgrade); err != nil {
 			return err
 		}
-		p.print(100, 0)
+		st.report(2, 2)
 	}
-	if err := changeRefcountBits(d, info, pl); err != nil {
+	st.start(amendChangingRefcountOrder)
+	if err := changeRefcountBits(d, info, pl, st.report); err != nil {
 		return err
 	}
 	if pl.backingGiven || pl.fmtGiven {
@@ -251,10 +260,8 @@ func (a *app) applyAmend(d imgfmt.Disk, info *imgfmt.ImageInfo, oldVersion int, 
 		}
 	}
 	if pl.version < oldVersion {
-		if err := downgrade(d); err != nil {
-			return err
-		}
-		p.print(100, 0)
+		st.start(amendDowngrading)
+		return downgrade(d, st.report)
 	}
 	return nil
 }
@@ -268,58 +275,39 @@ func sameOptString(given bool, v, current string) bool {
 }
 
 // downgrade makes a version 3 image a version 2 one: checks and feature bits first, then every
-// zero cluster of the image's own layer becomes zeros stored as data (with a backing file,
-// which would otherwise show through) or unallocated (without one), then the header.
-func downgrade(d imgfmt.Disk) error {
+// zero cluster of the active layer and of the snapshots becomes zeros stored as data (with a
+// backing file, which would otherwise show through) or unallocated (without one), then the
+// header.
+func downgrade(d imgfmt.Disk, status func(done, total int64)) error {
 	if err := imgfmt.Amend(d, imgfmt.AmendPrepareDowngrade); err != nil {
 		return err
 	}
-	hasBacking := len(imgfmt.Chain(d)) > 1
-	size := d.Size()
-	var zeros []imgfmt.Extent
-	cur := newExtentCursor(d, size)
-	for off := uint64(0); off < size; {
-		e, err := cur.at(off)
-		if err != nil {
+	if err := imgfmt.ExpandZeroClusters(d, status); err != nil {
+		var ae *qcow2.AmendError
+		if errors.As(err, &ae) {
 			return err
 		}
-		if e.Kind == imgfmt.KindZero && e.Depth == 0 {
-			e.Length = min(e.End(), size) - off
-			zeros = append(zeros, e)
-		}
-		off = min(e.End(), size)
-	}
-	buf := make([]byte, copyBufSize)
-	for _, e := range zeros {
-		if !hasBacking {
-			if err := imgfmt.Deallocate(d, e.Start, e.Length); err != nil {
-				return qemuErrorf("Failed to turn zero into data clusters: %s", strerror(err))
-			}
-			continue
-		}
-		for off := e.Start; off < e.End(); {
-			n := min(e.End()-off, copyBufSize)
-			if _, err := d.WriteAt(buf[:n], int64(off)); err != nil {
-				return qemuErrorf("Failed to turn zero into data clusters: %s", strerror(err))
-			}
-			off += n
-		}
+		return qemuErrorf("Failed to turn zero into data clusters: %s", strerror(err))
 	}
 	return imgfmt.Amend(d, imgfmt.AmendDowngrade)
 }
 
+// refcountBitsOf is the image's refcount width (16 when the header does not say).
+func refcountBitsOf(info *imgfmt.ImageInfo) uint64 {
+	if info.Qcow2.RefcountBits == 0 {
+		return 16
+	}
+	return info.Qcow2.RefcountBits
+}
+
 // changeRefcountBits rebuilds the refcount structures when the width asked differs from the
 // image's; widths other than 16 need version 3 (after any upgrade).
-func changeRefcountBits(d imgfmt.Disk, info *imgfmt.ImageInfo, pl amendPlan) error {
-	current := info.Qcow2.RefcountBits
-	if current == 0 {
-		current = 16
-	}
-	if pl.refcountBits == current {
+func changeRefcountBits(d imgfmt.Disk, info *imgfmt.ImageInfo, pl amendPlan, status func(done, total int64)) error {
+	if pl.refcountBits == refcountBitsOf(info) {
 		return nil
 	}
 	if pl.version < 3 && pl.refcountBits != 16 {
 		return qemuErrorf("Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)")
 	}
-	return imgfmt.ChangeRefcountBits(d, pl.refcountBits)
+	return imgfmt.ChangeRefcountBits(d, pl.refcountBits, status)
 }

@@ -1,6 +1,8 @@
-// qnbd-img amend -o refcount_bits=N against qemu-img on copies of the same images: widths up
-// and down, refusals (a count too large for the new width, version 2, bad widths), and images
-// that read the same, check clean and report the same refcount width and bitmaps.
+// qnbd-img amend -p -o refcount_bits=N against qemu-img on copies of the same images: widths
+// up and down, refusals (a count too large for the new width, version 2, bad widths), the
+// same progress bytes (three or four walks over the reftable, a refusal part way through the
+// first), and images that read the same, check clean and report the same refcount width and
+// bitmaps.
 package main
 
 import "testing"
@@ -32,7 +34,11 @@ func refcountImages(t *testing.T, dir string) []string {
 	io("r1.qcow2", "write -P 5 0 256k")
 	q("create", "-q", "-f", "qcow2", "-o", "compat=0.10", "v2.qcow2", "8M")
 	io("v2.qcow2", "write -P 1 0 64k")
-	return []string{"snap.qcow2", "comp.qcow2", "bm.qcow2", "c512.qcow2", "r64.qcow2", "r1.qcow2", "v2.qcow2"}
+	// Widened to 64 bits, QEMU's new reftable lands where no new block was allocated yet:
+	// one more allocation walk, four in all (measured by its -p steps).
+	q("create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "walk4.qcow2", "4M")
+	io("walk4.qcow2", "write -P 1 0 901k", "discard 16k 8k")
+	return []string{"snap.qcow2", "comp.qcow2", "bm.qcow2", "c512.qcow2", "r64.qcow2", "r1.qcow2", "v2.qcow2", "walk4.qcow2"}
 }
 
 func TestAmendRefcountBitsMatchesQemu(t *testing.T) {
@@ -52,6 +58,8 @@ func TestAmendRefcountBitsMatchesQemu(t *testing.T) {
 		"-o compat=1.1,refcount_bits=4 v2.qcow2",
 		"-o refcount_bits=16,compat=0.10 r64.qcow2",
 		"-o refcount_bits=8,lazy_refcounts=on r1.qcow2",
+		"-o refcount_bits=64 walk4.qcow2",
+		"-o refcount_bits=4 walk4.qcow2",
 		// Refusals.
 		"-o refcount_bits=1 snap.qcow2",
 		"-o refcount_bits=1 comp.qcow2",
@@ -65,7 +73,7 @@ func TestAmendRefcountBitsMatchesQemu(t *testing.T) {
 	} {
 		t.Run(a, func(t *testing.T) {
 			t.Parallel()
-			amendMatchesQemu(t, dir, imgs, a)
+			amendMatchesQemu(t, dir, imgs, "-p "+a) // -p: QEMU's progress steps of every walk
 		})
 	}
 }

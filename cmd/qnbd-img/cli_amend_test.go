@@ -12,7 +12,8 @@ import (
 )
 
 // amendImages makes, in dir: a version 3 image with data and a zero cluster, a version 2 image,
-// a version 3 overlay with zero clusters over base.qcow2, and a lazy-refcounts image.
+// a version 3 overlay with zero clusters over base.qcow2, a lazy-refcounts image, and two
+// zstd images, one with a compressed cluster.
 func amendImages(t *testing.T, dir string) []string {
 	t.Helper()
 	q := func(args ...string) { sh(t, dir, "qemu-img", args...) }
@@ -27,7 +28,13 @@ func amendImages(t *testing.T, dir string) []string {
 	io("over.qcow2", "write -P 1 0 64k", "write -z 1M 64k", "write -z 5M 4k")
 	q("create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", "lazy.qcow2", "8M")
 	io("lazy.qcow2", "write -P 1 0 64k")
-	return []string{"v3.qcow2", "v2.qcow2", "over.qcow2", "lazy.qcow2"}
+	// zstd compression type: dropped when no cluster is compressed, else refused after the
+	// zero clusters were expanded (qemu-img 7.2 does both).
+	q("create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", "zstd.qcow2", "1M")
+	io("zstd.qcow2", "write -z 0 64k", "write -P 1 128k 4k")
+	q("create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", "zstdc.qcow2", "1M")
+	io("zstdc.qcow2", "write -c -P 1 0 64k", "write -z 128k 64k")
+	return []string{"v3.qcow2", "v2.qcow2", "over.qcow2", "lazy.qcow2", "zstd.qcow2", "zstdc.qcow2"}
 }
 
 func TestAmendMatchesQemu(t *testing.T) {
@@ -43,6 +50,8 @@ func TestAmendMatchesQemu(t *testing.T) {
 		"-q -o compat=1.1 v3.qcow2",
 		"-p -o lazy_refcounts=on v3.qcow2",
 		"-o lazy_refcounts=off lazy.qcow2",
+		"-p -o compat=0.10 zstd.qcow2",
+		"-p -o compat=0.10 zstdc.qcow2",
 		"-o size=16M v3.qcow2",
 		"-o size=1M v3.qcow2",
 		"-o backing_file=base.qcow2,backing_fmt=qcow2 over.qcow2",

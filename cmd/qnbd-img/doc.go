@@ -24,7 +24,9 @@
 //     check locks only the image file (the one file it reads and repairs), where qemu-img
 //     also locks the backing chain and the data file;
 //   - commit -r is checked but not applied, and an emptied top keeps its file size; amend
-//     refuses refcount_bits changes and downgrades of images with internal snapshots.
+//     compat=0.10 never zeroes a preallocated zero cluster that another L2 table shares
+//     (qemu-img does, and loses snapshot data), and a refcount width change lays out its
+//     new structures past the end of the file (docs/chains.md).
 //
 // # Structure
 //
