@@ -141,7 +141,7 @@ func (rr *raceRun) hit(tr *pauseTrap, what string) {
 	rr.t.Helper()
 	select {
 	case <-tr.hit:
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second): // only a hang: far above the milliseconds it takes
 		rr.t.Fatalf("%s never reached its stop", what)
 	}
 }
@@ -163,7 +163,7 @@ func (rr *raceRun) done(ch chan error, what string) {
 		if err != nil {
 			rr.t.Fatalf("%s: %v", what, err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second): // only a hang: far above the milliseconds it takes
 		var b strings.Builder
 		pprof.Lookup("goroutine").WriteTo(&b, 2)
 		rr.t.Fatalf("%s did not complete\n%s", what, b.String())
