@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/qnbd/qnbd/internal/probe"
 )
@@ -40,6 +41,9 @@ type LayerInfo struct {
 type chainState struct {
 	depth int
 	seen  []string
+	// name is the image's name as QEMU would print it: the caller's path for the top image,
+	// each backing file's name combined with the name of the image naming it.
+	name string
 }
 
 func (cs *chainState) enter(abs string) error {
@@ -55,6 +59,39 @@ func (cs *chainState) enter(abs string) error {
 	return nil
 }
 
+func (cs *chainState) nameOr(path string) string {
+	if cs.name != "" {
+		return cs.name
+	}
+	return path
+}
+
+// qemuCombinedName is a backing file's name as QEMU prints it (path_combine): an absolute
+// name as it is, a relative one after the directory part of the name of the image naming it.
+func qemuCombinedName(image, backing string) string {
+	if strings.HasPrefix(backing, "/") {
+		return backing
+	}
+	if i := strings.LastIndexByte(image, '/'); i >= 0 {
+		return image[:i+1] + backing
+	}
+	return backing
+}
+
+// BackingOpenError is a failure to open a backing file of the chain: Path is that file's
+// name as QEMU prints it (qemuCombinedName) and Err why it failed, itself a BackingOpenError when the failure lies
+// further down the chain.
+type BackingOpenError struct {
+	Path string
+	Err  error
+}
+
+func (e *BackingOpenError) Error() string {
+	return fmt.Sprintf("qcow2: open backing file %s: %v", e.Path, e.Err)
+}
+
+func (e *BackingOpenError) Unwrap() error { return e.Err }
+
 // openBacking opens img's backing file, honouring the backing format extension (probing the
 // file when there is none, as QEMU does for old images).
 func openBacking(img *Image, cs *chainState) (layer, error) {
@@ -62,6 +99,7 @@ func openBacking(img *Image, cs *chainState) (layer, error) {
 	if err != nil {
 		return nil, err
 	}
+	name := qemuCombinedName(cs.nameOr(img.path), img.hdr.BackingFile)
 	o := img.opts
 	fo := o.File
 	fo.ReadOnly = true
@@ -70,7 +108,7 @@ func openBacking(img *Image, cs *chainState) (layer, error) {
 	if format == "" {
 		s, err := openHostFile(o, path, fo)
 		if err != nil {
-			return nil, fmt.Errorf("qcow2: open backing file: %w", err)
+			return nil, &BackingOpenError{Path: name, Err: err}
 		}
 		// Probed as QEMU probes (internal/probe): a backing file in a format the engine does
 		// not read is refused below rather than read as raw.
@@ -82,13 +120,13 @@ func openBacking(img *Image, cs *chainState) (layer, error) {
 	}
 	switch format {
 	case "qcow2":
-		child := &chainState{depth: cs.depth + 1, seen: cs.seen}
+		child := &chainState{depth: cs.depth + 1, seen: cs.seen, name: name}
 		if child.depth > maxChainDepth {
 			return nil, fmt.Errorf("%w: backing chain deeper than %d images", ErrUnsupported, maxChainDepth)
 		}
 		b, err := openChain(path, OpenOptions{ReadOnly: true, File: fo, Opener: o.Opener, Logger: o.Logger, Warn: o.Warn, ReadBitmaps: o.ReadBitmaps, BitmapMemoryLimit: o.BitmapMemoryLimit}, child)
 		if err != nil {
-			return nil, fmt.Errorf("qcow2: open backing file %s: %w", path, err)
+			return nil, &BackingOpenError{Path: name, Err: err}
 		}
 		return qcow2Layer{b}, nil
 	case "raw":
@@ -98,7 +136,7 @@ func openBacking(img *Image, cs *chainState) (layer, error) {
 		}
 		s, err := openHostFile(o, path, fo)
 		if err != nil {
-			return nil, fmt.Errorf("qcow2: open backing file: %w", err)
+			return nil, &BackingOpenError{Path: name, Err: err}
 		}
 		n, err := s.Size()
 		if err != nil {

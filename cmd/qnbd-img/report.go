@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/qnbd/qnbd/internal/imgfmt"
@@ -66,6 +67,9 @@ func strerror(err error) string {
 func openErrorText(name string, err error) string {
 	if text, ok := lockText(err); ok {
 		return text
+	}
+	if depth, path, inner := imgfmt.BackingFailure(err); depth > 0 {
+		return strings.Repeat("Could not open backing file: ", depth) + openErrorText(path, inner)
 	}
 	var pe *os.PathError
 	if errors.As(err, &pe) {

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"strings"
 	"syscall"
 
+	"github.com/qnbd/qnbd/internal/imgfmt"
 	"github.com/qnbd/qnbd/internal/probe"
 	"github.com/qnbd/qnbd/internal/rawfile"
 	"github.com/qnbd/qnbd/qcow2"
@@ -86,6 +88,22 @@ func openBackend(e exportConfig, cfg *config, env openEnv) (server.Backend, io.C
 	return nil, nil, fmt.Errorf("'%s': unknown format '%s'", e.file, format)
 }
 
+// backingFailureText is qemu-nbd's text for a backing file of the chain that failed to
+// open: "Could not open backing file: " once per level down the chain, then the file's own
+// failure.
+func backingFailureText(err error) (string, bool) {
+	depth, name, inner := imgfmt.BackingFailure(err)
+	if depth == 0 {
+		return "", false
+	}
+	msg := strings.Repeat("Could not open backing file: ", depth)
+	var pe *fs.PathError
+	if errors.As(inner, &pe) {
+		return msg + fmt.Sprintf("Could not open '%s': %s", name, strerror(pe.Err)), true
+	}
+	return msg + inner.Error(), true
+}
+
 // openError words a failure to open an image as one short line.
 func openError(path string, err error) error {
 	if text, ok := lockErrorText(path, err); ok {
@@ -95,13 +113,16 @@ func openError(path string, err error) error {
 	if errors.As(err, &be) {
 		return blkOpenError(path, "%s", be.Error()) // bitmaps QEMU refuses to load
 	}
+	if msg, ok := backingFailureText(err); ok {
+		return blkOpenError(path, "%s", msg)
+	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		if pe.Path != path {
-			// Another file of the image (a backing or data file): name it.
+			// Another file of the image (a data file): name it.
 			return fmt.Errorf("cannot open '%s': %v", path, err)
 		}
-		err = pe.Err
+		return blkOpenError(path, "Could not open '%s': %s", path, strerror(pe.Err))
 	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {

@@ -268,7 +268,7 @@ func TestOneLineErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-k", filepath.Join(dir, "s"), filepath.Join(dir, "missing.img")}, "cannot open"},
+		{[]string{"-k", filepath.Join(dir, "s"), filepath.Join(dir, "missing.img")}, "Failed to blk_new_open"},
 		{[]string{"-k", filepath.Join(dir, "s"), q}, "only versions 2 and 3 exist"},
 		{[]string{"-k", filepath.Join(dir, "s"), "-f", "qcow2", q}, "only versions 2 and 3 exist"},
 		{[]string{"-k", "relative", "x"}, "absolute"},
@@ -360,7 +360,7 @@ func TestForkAndPidFile(t *testing.T) {
 	var stderr bytes.Buffer
 	cmd = exec.Command(qnbdBin, "--fork", "-k", filepath.Join(dir, "s3"), filepath.Join(dir, "missing"))
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), "cannot open") {
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), "Failed to blk_new_open") {
 		t.Errorf("--fork with a missing image: %v %q", err, stderr.String())
 	}
 }
@@ -405,7 +405,7 @@ func TestSocketActivation(t *testing.T) {
 		if err != nil {
 			t.Fatalf("exit: %v\n%s", err, stderr.String())
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute): // only a hang: a loaded CI machine is slow to reap
 		t.Fatalf("socket-activated qnbd did not exit after its client")
 	}
 	// -k with socket activation is refused, as qemu-nbd does.

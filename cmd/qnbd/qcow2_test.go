@@ -546,7 +546,7 @@ func testMetricsBeforeOpen(t *testing.T, bin string) {
 	if code := p.wait(20 * time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	if s := p.stderr.String(); strings.Count(s, "\n") != 1 || !strings.HasPrefix(s, "qnbd: cannot open") {
+	if s := p.stderr.String(); strings.Count(s, "\n") != 1 || !strings.HasPrefix(s, "qnbd: Failed to blk_new_open") {
 		t.Errorf("stderr %q, want one line", s)
 	}
 }

@@ -112,6 +112,9 @@ func engineCheck(path string, mode RepairMode, forceShare bool, warn func(warnin
 	case RepairAll:
 		m = qcow2.RepairAll
 	}
+	if err := backingChainOpens(path); err != nil {
+		return nil, err
+	}
 	r, err := lockedCheck(path, m, forceShare, warn)
 	var out *CheckResult
 	if r != nil {
@@ -131,6 +134,22 @@ func engineCheck(path string, mode RepairMode, forceShare bool, warn func(warnin
 		}
 	}
 	return out, err
+}
+
+// backingChainOpens returns the failure to open a backing file of the image at path, if one
+// fails: qemu-img check opens the whole chain first and stops there ("Could not open
+// backing file: ..."). Any other open failure is left to the check, which reports it its own
+// way.
+func backingChainOpens(path string) error {
+	img, err := qcow2.Open(path, qcow2.OpenOptions{ReadOnly: true, BitmapMemoryLimit: -1})
+	if err == nil {
+		return img.Close()
+	}
+	var be *qcow2.BackingOpenError
+	if errors.As(err, &be) {
+		return err
+	}
+	return nil
 }
 
 // lockedCheck is qcow2.Check with the image file locked as qemu-img check locks it:
