@@ -48,6 +48,22 @@ func runCode(t *testing.T, argv ...string) result {
 	return r
 }
 
+// refusedLikeQemuNbd starts qnbd and qemu-nbd with the same args, which qemu-nbd must refuse
+// with a message containing want, and requires qnbd's exit code and stderr (after the
+// program's name) to be qemu-nbd's. The args must name a socket of the caller's own: both
+// servers listen before they open the image.
+func refusedLikeQemuNbd(t *testing.T, want string, args ...string) {
+	t.Helper()
+	got := runCode(t, append([]string{qnbdBin}, args...)...)
+	q := runCode(t, append([]string{"qemu-nbd"}, args...)...)
+	if q.Code == 0 || !strings.Contains(q.Stderr, want) {
+		t.Fatalf("qemu-nbd %q was not refused with %q: %d %q", args, want, q.Code, q.Stderr)
+	}
+	if got.Code != q.Code || strings.TrimPrefix(got.Stderr, "qnbd: ") != strings.TrimPrefix(q.Stderr, "qemu-nbd: ") {
+		t.Errorf("%q: qnbd exit %d %q, qemu-nbd exit %d %q", args, got.Code, got.Stderr, q.Code, q.Stderr)
+	}
+}
+
 // run runs argv, fails the test unless it exits 0, and returns its standard output.
 func run(t *testing.T, argv ...string) string {
 	t.Helper()
