@@ -22,7 +22,7 @@ import (
 func (img *Image) freeBitmapRun(c hostCluster, n ClusterCount) {
 	if errno := img.bitmapRunFreeable(c, n); errno != 0 {
 		img.bitmapFreeFailures = append(img.bitmapFreeFailures,
-			fmt.Sprintf("qcow2_free_clusters failed: %s", qemuStrerrorFree(errno)))
+			fmt.Sprintf("qcow2_free_clusters failed: %s", qemuStrerror(errno)))
 		img.log.Warn("qcow2: cannot free bitmap clusters", "cluster", uint64(c), "clusters", uint64(n), "err", errno)
 		return
 	}
@@ -60,15 +60,4 @@ func (img *Image) bitmapRunFreeable(c hostCluster, n ClusterCount) syscall.Errno
 		}
 	}
 	return 0
-}
-
-// qemuStrerrorFree is strerror for the errnos freeBitmapRun reports.
-func qemuStrerrorFree(errno syscall.Errno) string {
-	switch errno {
-	case syscall.EAGAIN:
-		return "Resource temporarily unavailable"
-	case syscall.EFBIG:
-		return "File too large"
-	}
-	return qemuStrerror(errno)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 )
 
@@ -157,15 +158,11 @@ func bitmapTableEntriesFor(diskSize uint64, granBits uint8, cs uint64) uint64 {
 	return (bitmapWords(diskSize, granBits)*8 + cs - 1) / cs
 }
 
-// qemuStrerror is the text QEMU prints for the errnos a bitmap load fails with.
+// qemuStrerror is the text QEMU prints for an errno a bitmap load or free fails with: glibc's
+// strerror, which for these (EINVAL, EIO, EAGAIN, EFBIG) is Go's text capitalised.
 func qemuStrerror(errno syscall.Errno) string {
-	switch errno {
-	case syscall.EINVAL:
-		return "Invalid argument"
-	case syscall.EIO:
-		return "Input/output error"
-	}
-	return errno.Error()
+	t := errno.Error()
+	return strings.ToUpper(t[:1]) + t[1:]
 }
 
 // checkOpenBitmaps is the bitmap half of qemu-img check's open: an image whose bitmaps QEMU
