@@ -5,10 +5,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // fallbackLow is the ephemeral range's lower bound when /proc does not say (Linux's default).
@@ -73,6 +76,9 @@ func free() (int, error) {
 		next.n = (next.n + 1) % n
 		next.Unlock()
 		port := lo + (start+i)%n
+		if !reserve(port) {
+			continue // another test process holds it
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			continue
@@ -81,6 +87,45 @@ func free() (int, error) {
 		return port, nil
 	}
 	return 0, fmt.Errorf("loopport: no free port in [%d, %d)", lo, hi)
+}
+
+// lockDir holds one lock file per port handed out, shared by every test process of the
+// machine (go test runs packages as separate processes, side by side).
+var lockDir = filepath.Join(os.TempDir(), "qnbd-loopport")
+
+// held keeps the lock files of the ports this process reserved open: the locks last until
+// the process exits, so no other test process is handed the same port meanwhile.
+var held struct {
+	sync.Mutex
+	files []*os.File
+}
+
+// reserve takes port for this process, unless another process has it, or this one already
+// does (a flock lock belongs to its open file description, so a second open conflicts with
+// the first even in one process): a port is handed out once per process. Without a usable
+// lock directory it reserves nothing and says yes: the bind check and the servers' retries
+// remain.
+//
+// Two processes could otherwise be handed the same free port, and the second server's
+// readiness probe would then talk to the first one's server (a CI run failed that way: the
+// probe saw a greeting, the client that followed was refused).
+func reserve(port int) bool {
+	if err := os.MkdirAll(lockDir, 0o777); err != nil {
+		return true
+	}
+	os.Chmod(lockDir, 0o777|os.ModeSticky) // shared with other users' test runs; best effort
+	f, err := os.OpenFile(filepath.Join(lockDir, strconv.Itoa(port)), os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		return true
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return false
+	}
+	held.Lock()
+	held.files = append(held.files, f)
+	held.Unlock()
+	return true
 }
 
 // Addr returns "127.0.0.1:PORT" for a port from Free.

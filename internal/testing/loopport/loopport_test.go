@@ -2,8 +2,12 @@ package loopport
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestFreePortsLieBelowTheEphemeralRange checks that the ports handed out are bindable and
@@ -46,5 +50,21 @@ func TestFreeSkipsABoundPort(t *testing.T) {
 	next.Unlock()
 	if q := Free(t); q == p {
 		t.Fatalf("Free returned port %d, which is bound", p)
+	}
+}
+
+// TestPortsAreReservedAcrossProcesses: a port this process was handed is locked against
+// other processes, so that two test packages running side by side never get the same one.
+func TestPortsAreReservedAcrossProcesses(t *testing.T) {
+	p := Free(t)
+	f, err := os.OpenFile(filepath.Join(lockDir, strconv.Itoa(p)), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("no lock file for port %d: %v", p, err)
+	}
+	defer f.Close()
+	// Another open file description conflicts with this process's lock as another
+	// process's would (flock locks belong to the open file description).
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+		t.Fatalf("port %d is not reserved: a second lock was granted", p)
 	}
 }
