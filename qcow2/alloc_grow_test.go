@@ -21,10 +21,7 @@ func TestRefTableGrowthWithPendingFreesIsCrashSafe(t *testing.T) {
 	dir := t.TempDir()
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=512,refcount_bits=64", "4M")
 	engQemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 1792k", p)
-	s, err := memstore.FromFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, p)
 	before, err := ReadHeader(s)
 	if err != nil {
 		t.Fatal(err)

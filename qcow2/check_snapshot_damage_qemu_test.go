@@ -229,10 +229,7 @@ func TestRepairSnapshotTableCrashSafety(t *testing.T) {
 				return strings.ReplaceAll(out, p, "IMG")
 			}
 			wantList := list(ref)
-			st, err := memstore.FromFile(orig)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := storeOf(t, orig)
 			st.StartLog()
 			if res, err := CheckStorage(st, RepairAll); err != nil || res.ExitCode() != 0 {
 				t.Fatalf("RepairAll: %v %+v", err, res)

@@ -54,10 +54,7 @@ func crRun(t *testing.T, opts string, size uint64, nops, points int, seed uint64
 	rng := rand.New(rand.NewPCG(seed, 99))
 	dir := t.TempDir()
 	p := engCreate(t, dir, "c.qcow2", opts, fmt.Sprint(size))
-	s, err := memstore.FromFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, p)
 	s.StartLog()
 	img, err := OpenStorage(s, dir, OpenOptions{L2CacheBytes: 1})
 	if err != nil {

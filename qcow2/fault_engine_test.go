@@ -18,10 +18,7 @@ import (
 func TestFaultInjection(t *testing.T) {
 	dir := t.TempDir()
 	p := engCreate(t, dir, "f.qcow2", "cluster_size=512", "16M")
-	base, err := memstore.FromFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := storeOf(t, p)
 	step := 41
 	if *longTests {
 		step = 1

@@ -28,10 +28,7 @@ func TestFreesWaitForL1EntryOnDisk(t *testing.T) {
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=16k", "1G")
 	engQemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 32M", p)
 	engQemu(t, "qemu-img", "snapshot", "-c", "s1", p)
-	s, err := memstore.FromFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, p)
 	h, err := ReadHeader(s)
 	if err != nil {
 		t.Fatal(err)

@@ -26,10 +26,7 @@ func TestL2TableWaitsForDataSyncLazyRefcounts(t *testing.T) {
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=4k,lazy_refcounts=on", "16M")
 	target := uint64(8 << 20)
 	engQemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 8M", "-c", "write -c -P 0x22 8M 4k", p)
-	s, err := memstore.FromFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, p)
 	img, err := OpenStorage(s, dir, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -106,10 +103,7 @@ func TestL2TableWaitsForDataSyncAfterConcurrentFlush(t *testing.T) {
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=4k", "16M")
 	target := uint64(8 << 20)
 	engQemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 8M", "-c", "write -c -P 0x22 8M 4k", p)
-	s, err := memstore.FromFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, p)
 	ps := &pauseStore{Store: s}
 	img, err := OpenStorage(ps, dir, OpenOptions{})
 	if err != nil {

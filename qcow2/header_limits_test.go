@@ -46,10 +46,7 @@ func makeLimitImage(t *testing.T) *limitImage {
 	qemuIO(t, img, "write -P 1 0 128k")
 	qemuImgOutput(t, "snapshot", "-c", "s1", img)
 	qemuImgOutput(t, "bitmap", "--add", img, "bm0")
-	s, err := memstore.FromFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, img)
 	h, err := ReadHeader(s)
 	if err != nil {
 		t.Fatal(err)

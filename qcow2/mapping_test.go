@@ -5,8 +5,6 @@ package qcow2
 import (
 	"bytes"
 	"testing"
-
-	"github.com/qnbd/qnbd/qcow2/internal/memstore"
 )
 
 // dataHost returns the host offset of the data cluster mapping guest offset off.
@@ -29,10 +27,7 @@ func TestFreedClusterReusedOnlyAfterL2OnDisk(t *testing.T) {
 	dir := t.TempDir()
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=4k", "8M")
 	engQemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 64k", p)
-	s, err := memstore.FromFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, p)
 	img, err := OpenStorage(s, dir, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)

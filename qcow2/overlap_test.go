@@ -23,10 +23,7 @@ func overlapImage(t *testing.T, dir, opts, lowData string, craft func(s *memstor
 	t.Helper()
 	p := engCreate(t, dir, "a.qcow2", opts, "1G")
 	engQemu(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 "+lowData, "-c", "write -P 0x22 512M 4k", p)
-	s, err := memstore.FromFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, p)
 	h, err := ReadHeader(s)
 	if err != nil {
 		t.Fatal(err)

@@ -33,10 +33,7 @@ func TestRepairCrashSafety(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			orig := sc.build(t, dir)
-			st, err := memstore.FromFile(orig)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := storeOf(t, orig)
 			st.StartLog()
 			res, err := CheckStorage(st, RepairAll)
 			if err != nil || res.ExitCode() != 0 {
@@ -108,10 +105,7 @@ func TestRepairIOErrors(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			orig := sc.build(t, dir)
-			probe, err := memstore.FromFile(orig)
-			if err != nil {
-				t.Fatal(err)
-			}
+			probe := storeOf(t, orig)
 			if _, err := CheckStorage(probe, RepairAll); err != nil {
 				t.Fatal(err)
 			}
@@ -122,10 +116,7 @@ func TestRepairIOErrors(t *testing.T) {
 					total = syncs
 				}
 				for nth := 1; nth <= total; nth++ {
-					st, err := memstore.FromFile(orig)
-					if err != nil {
-						t.Fatal(err)
-					}
+					st := storeOf(t, orig)
 					st.Inject(&memstore.Rule{Kind: kind, Nth: nth})
 					res, err := CheckStorage(st, RepairAll)
 					if err == nil && res.ExitCode() == 0 {
@@ -162,10 +153,7 @@ func TestCheckReadErrors(t *testing.T) {
 	ccRun(t, "qemu-img", "snapshot", "-c", "s1", p)
 	ccRun(t, "qemu-img", "bitmap", "--add", "-g", "512", p, "b0")
 	ccIO(t, p, "write -P 3 0 4k", "write -P 4 2M 4k")
-	probe, err := memstore.FromFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	probe := storeOf(t, p)
 	if res, err := CheckStorage(probe, RepairNone); err != nil || !res.Clean() {
 		t.Fatalf("baseline: %v %+v", err, res)
 	}
@@ -174,10 +162,7 @@ func TestCheckReadErrors(t *testing.T) {
 		t.Fatalf("only %d reads", reads)
 	}
 	for nth := 1; nth <= reads; nth++ {
-		st, err := memstore.FromFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := storeOf(t, p)
 		rule := &memstore.Rule{Kind: memstore.OpRead, Nth: nth}
 		st.Inject(rule)
 		res, err := CheckStorage(st, RepairNone)

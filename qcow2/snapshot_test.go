@@ -205,10 +205,7 @@ func TestFindSnapshot(t *testing.T) {
 func snapImageStore(t *testing.T, compat string) (*memstore.Store, *Header) {
 	t.Helper()
 	img := snapshotImage(t, t.TempDir(), compat, 65536)
-	s, err := memstore.FromFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, img)
 	h, err := ReadHeader(s)
 	if err != nil {
 		t.Fatal(err)

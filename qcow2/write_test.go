@@ -15,10 +15,7 @@ import (
 func TestWriteThroughIsDurableOnReturn(t *testing.T) {
 	dir := t.TempDir()
 	p := engCreate(t, dir, "w.qcow2", "cluster_size=4k", "4M")
-	s, err := memstore.FromFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storeOf(t, p)
 	img, err := OpenStorage(s, dir, OpenOptions{WriteThrough: true})
 	if err != nil {
 		t.Fatal(err)
