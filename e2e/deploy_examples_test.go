@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/qnbd/qnbd/internal/testing/raceenv"
 	"github.com/qnbd/qnbd/internal/testing/syncbuf"
 	"github.com/qnbd/qnbd/internal/testing/testpki"
 )
@@ -90,7 +91,7 @@ func startExample(t *testing.T, args []string, nbd, metrics string) *exampleServ
 	s := &exampleServer{t: t, out: &syncbuf.Buffer{}, nbd: nbd, metrics: metrics}
 	s.cmd = exec.Command(qnbdBin, args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	s.cmd.Env = raceenv.Environ()
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	must(t, s.cmd.Start())
 	exited := make(chan struct{})

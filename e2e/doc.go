@@ -48,8 +48,8 @@
 // When the test binary is built with -race, qnbd and qnbd-img are built with -race too, so
 // that real clients drive a race-instrumented server; a race report makes qnbd exit with a
 // non-zero status, which the stop check turns into a failure (the report itself is also
-// looked for after kill -9). Servers run with GORACE=atexit_sleep_ms=0 so that each stop
-// does not wait a second.
+// looked for after kill -9). Servers run with raceenv.Environ (GORACE atexit_sleep_ms=0,
+// keeping the options make test sets) so that each stop does not wait a second.
 //
 // TestMain raises -parallel (unless given) to max(8, 4*GOMAXPROCS): the tests mostly wait
 // on subprocesses.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/qnbd/qnbd/internal/testing/loopport"
+	"github.com/qnbd/qnbd/internal/testing/raceenv"
 	"github.com/qnbd/qnbd/internal/testing/syncbuf"
 	nbd "github.com/qnbd/qnbd/server"
 )
@@ -110,8 +111,7 @@ func launchServer(t *testing.T, bin string, cfg serverConfig) *server {
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Stdout = s.out
 	s.cmd.Stderr = s.out
-	// A race-instrumented binary otherwise sleeps a second at exit (atexit_sleep_ms).
-	s.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	s.cmd.Env = raceenv.Environ()
 	// The server dies with the test binary even if the test binary is killed.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {

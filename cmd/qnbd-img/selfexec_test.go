@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"github.com/qnbd/qnbd/internal/testing/raceenv"
 	"os"
 	"os/exec"
 	"runtime"
@@ -40,7 +41,7 @@ func selfExec(t *testing.T, dir string, args ...string) result {
 	cmd := exec.Command(exe)
 	cmd.Args = append([]string{"qemu-img"}, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), childEnv+"=1", "LC_ALL=C", "TZ=UTC")
+	cmd.Env = append(raceenv.Environ(), childEnv+"=1", "LC_ALL=C", "TZ=UTC")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err = cmd.Run()
