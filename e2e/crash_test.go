@@ -67,7 +67,7 @@ func TestKill9DuringWrites(t *testing.T) {
 }
 
 func kill9Once(t *testing.T, format, img string, lazy bool, rng *rand.Rand) {
-	s := startQnbd(t, serverConfig{Args: []string{"-f", format, "-e", "2", img}})
+	s := startQnbd(t, serverConfig{Race: true, Args: []string{"-f", format, "-e", "2", img}})
 	h := connect(t, s, "", nil)
 
 	var durable []crashWrite

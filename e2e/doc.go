@@ -37,7 +37,8 @@
 //
 // # Environment
 //
-// QNBD_E2E_RACE=0 builds the binaries without the race detector (see below).
+// QNBD_E2E_RACE=0 builds no binary with the race detector, QNBD_E2E_RACE=all every one
+// (see below).
 // QNBD_E2E_SERVER=qemu-nbd runs the suite against another server, to check the suite's own
 // expectations against the reference: the tests of qnbd-only flags (--export,
 // --metrics-addr) and of go-nbd's listing (go-nbd does not set C_FIXED_NEWSTYLE, and
@@ -45,11 +46,15 @@
 //
 // # Race detector
 //
-// When the test binary is built with -race, qnbd and qnbd-img are built with -race too, so
-// that real clients drive a race-instrumented server; a race report makes qnbd exit with a
-// non-zero status, which the stop check turns into a failure (the report itself is also
-// looked for after kill -9). Servers run with raceenv.Environ (GORACE atexit_sleep_ms=0,
-// keeping the options make test sets) so that each stop does not wait a second.
+// When the test binary is built with -race, a second qnbd is built with -race too, and the
+// tests that drive one server with concurrent requests or connections (libnbd's many
+// requests in flight and multi-conn, fio, kill -9 during writes, the hostile-client
+// catalogue) start that one (serverConfig.Race). The other servers and qnbd-img are plain
+// builds: a race-built server costs about twice the CPU, and those tests make one request at
+// a time. A race report makes qnbd exit with a non-zero status, which the stop check turns
+// into a failure (the report itself is also looked for after kill -9). Servers run with
+// raceenv.Environ (GORACE atexit_sleep_ms=0, keeping the options make test sets) so that
+// each stop does not wait a second.
 //
 // TestMain raises -parallel (unless given) to max(8, 4*GOMAXPROCS): the tests mostly wait
 // on subprocesses.

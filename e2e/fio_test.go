@@ -61,7 +61,7 @@ func TestFio(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			img := newImage(t, tc.format, 64, tc.opts)
-			s := startQnbd(t, serverConfig{Args: []string{"-f", tc.format, "-e", "4", img}})
+			s := startQnbd(t, serverConfig{Race: true, Args: []string{"-f", tc.format, "-e", "4", img}})
 			common := fmt.Sprintf(`[global]
 ioengine=nbd
 uri=%s

@@ -258,7 +258,7 @@ func procRSS(t *testing.T, s *server) int64 {
 func requireRSS(t *testing.T, s *server, after string) {
 	t.Helper()
 	rss, bound := procRSS(t, s), int64(rssBound)
-	if binRace {
+	if raceBuilt(s.bin) {
 		bound = rssBoundRace
 	}
 	t.Logf("qnbd VmRSS after %s: %d MiB", after, rss>>20)
@@ -399,11 +399,11 @@ func TestHostileCatalog(t *testing.T) {
 	copyFile(t, imgRO, pristineRO)
 
 	a := &hostileTarget{name: "A", img: imgA, model: modelA, network: "tcp", scratch: scratchOff}
-	a.srv = startQnbd(t, serverConfig{TCP: true, Metrics: true, Args: []string{"-e", "0", "--handshake-limit", "60", "-f", "qcow2", "--discard=unmap",
+	a.srv = startQnbd(t, serverConfig{Race: true, TCP: true, Metrics: true, Args: []string{"-e", "0", "--handshake-limit", "60", "-f", "qcow2", "--discard=unmap",
 		imgA, "--export", "ro=" + imgRO + ",readonly=on"}})
 	a.addr = fmt.Sprintf("127.0.0.1:%d", a.srv.Port)
 	b := &hostileTarget{name: "B", img: imgB, model: modelB, network: "unix", scratch: 12 << 20}
-	b.srv = startQnbd(t, serverConfig{Args: []string{"-e", "2", "--handshake-limit", "2", "-f", "qcow2",
+	b.srv = startQnbd(t, serverConfig{Race: true, Args: []string{"-e", "2", "--handshake-limit", "2", "-f", "qcow2",
 		"--discard=unmap", imgB}})
 	b.addr = b.srv.Sock
 	ro := &hostileTarget{name: "ro", export: "ro", srv: a.srv, img: imgRO, model: modelRO, network: "tcp", addr: a.addr}

@@ -46,7 +46,7 @@ func TestLibnbdAioManyInFlight(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
 			img := newImage(t, format, 64, "")
-			s := startQnbd(t, serverConfig{Args: []string{"-f", format, img}})
+			s := startQnbd(t, serverConfig{Race: true, Args: []string{"-f", format, img}})
 			h := connect(t, s, "", nil)
 
 			const n = 64
@@ -317,7 +317,7 @@ func TestLibnbdMultiConn(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
 			img := newImage(t, format, 64, "")
-			s := startQnbd(t, serverConfig{Args: []string{"-f", format, "-e", "4", img}})
+			s := startQnbd(t, serverConfig{Race: true, Args: []string{"-f", format, "-e", "4", img}})
 			const conns = 4
 			hs := make([]*libnbd.Handle, conns)
 			for i := range hs {

@@ -36,6 +36,9 @@ type serverConfig struct {
 	// MayRefuse lets the server exit before it listens (an image or option it refuses):
 	// startServer then returns a server whose Refused reports it, instead of failing.
 	MayRefuse bool
+	// Race runs qnbd built with the race detector (when the tests are): for tests that drive
+	// one server with concurrent requests or connections, where a data race could show.
+	Race bool
 }
 
 // server is a running NBD server process started by a test.
@@ -63,6 +66,9 @@ func (s *server) Refused() bool { return s.refused }
 // stop check, unless the test stopped or killed it first.
 func startQnbd(t *testing.T, cfg serverConfig) *server {
 	t.Helper()
+	if cfg.Race {
+		return startServer(t, qnbdRaceBin, cfg)
+	}
 	return startServer(t, qnbdBin, cfg)
 }
 
@@ -255,7 +261,7 @@ func (s *server) waitExit(check bool) {
 		s.t.Errorf("%s did not exit within 30s of SIGTERM\n%s", s.bin, s.out)
 		return
 	}
-	if !check || s.bin != qnbdBin {
+	if !check || (s.bin != qnbdBin && s.bin != qnbdRaceBin) {
 		return
 	}
 	if s.waitErr != nil {

@@ -18,6 +18,7 @@ import (
 // `qemu-img convert -c` (zlib and zstd, cluster sizes 512 B to 2 MiB) by walking L1/L2 with
 // the header and entry helpers, and compares each with `qemu-img convert -O raw`.
 func TestDecompressQemuImages(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, ctype := range []string{"zlib", "zstd"} {
 		for _, cbits := range []uint32{9, 12, 16, 21} {

@@ -16,6 +16,7 @@ import (
 // that qemu-img check finds consistent (leaks allowed) and that reopens; after reopening and a
 // clean close, it is still consistent.
 func TestFaultInjection(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := engCreate(t, dir, "f.qcow2", "cluster_size=512", "16M")
 	base := storeOf(t, p)

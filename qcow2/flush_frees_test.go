@@ -23,6 +23,7 @@ import (
 // the discards on (the durable prefix at each barrier, and just before each L1 write) must
 // check without corruption, by qemu-img and by our check.
 func TestFreesWaitForL1EntryOnDisk(t *testing.T) {
+	t.Parallel()
 	const cs = 16 << 10
 	dir := t.TempDir()
 	p := engCreate(t, dir, "a.qcow2", "cluster_size=16k", "1G")

@@ -87,6 +87,7 @@ func replaceAll(s, old, nw string) string {
 // qemu-img convert -O raw, byte for byte, and compares Map with qemu-img map on which bytes
 // are data and which read as zeros.
 func TestReadMatchesQemuConvert(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, c := range engQemuCases() {
 		t.Run(c.name, func(t *testing.T) {

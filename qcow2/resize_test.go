@@ -15,6 +15,7 @@ import (
 // (clusters past the end freed), and grows again (the old tail reads as zeros); also over a
 // longer backing file, whose data must not show in the grown range.
 func TestResizeMovesL1AndZeroesGrownRange(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := engCreate(t, dir, "r.qcow2", "cluster_size=512", "1M")
 	img := openTestImage(t, p, OpenOptions{})

@@ -51,6 +51,7 @@ func validBlock(b []byte, block uint32) bool {
 // flusher. Run under -race. Afterwards: qemu-img check, and qemu-img compare against what
 // was verified.
 func TestConcurrentStress(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ name, opts string }{
 		{"4k", "cluster_size=4k"},
 		{"64k-extl2", "cluster_size=64k,extended_l2=on"},

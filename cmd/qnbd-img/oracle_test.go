@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qnbd/qnbd/internal/testing/parallel"
 )
 
 // result is what one run of either tool produced.
@@ -28,8 +30,16 @@ func (r result) String() string {
 func TestMain(m *testing.M) {
 	runChildIfAsked()
 	time.Local = time.UTC
-	raiseParallel()
-	os.Exit(m.Run())
+	// The oracle tests mostly wait for child processes (qemu-img, qemu-io, qnbd-img).
+	parallel.Raise(4)
+	cleanup, err := buildChild()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
 }
 
 // qemu runs the real qemu-img in dir.
